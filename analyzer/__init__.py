@@ -1,0 +1,9 @@
+"""rolltrace's analyzer: turns a run directory into findings (pure: files in, files out).
+
+Public API (docs/api.md): ``read_pcap``, ``tcp_connections``, ``load_run``, ``Run`` and the enums
+in ``analyzer.schema``. Everything else is internal and may change.
+"""
+
+from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
+
+__all__ = ["SCHEMA_VERSION", "Cause", "ConnectionOutcome", "ErrorKind"]

@@ -1,0 +1,432 @@
+"""The canonical tables and enums: the one contract between capture, analysis and report.
+
+Every table that crosses a stage boundary (a reader's output, a join's output, what is written to
+``analysis/tables/*.parquet``) is described here once, column by column, with its unit and the
+clock its times come from. ``check_frame`` enforces a schema at the boundary so that a mistake
+surfaces where it is made, not three stages later as a wrong cause. ``docs/trace-format.md``
+documents the same columns for people; ``tests/analyzer/test_schema_docs.py`` keeps both in step.
+
+Conventions (DESIGN §3): times are integer nanoseconds since the Unix epoch (``*_ns``),
+durations are in milliseconds as floats (``*_ms``), missing values are pandas NA (nullable
+dtypes), enum-valued columns hold the enum's string value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pandas as pd
+
+SCHEMA_VERSION = "1.0"
+
+
+class Cause(StrEnum):
+    """Why a request failed (DESIGN §4). Stable: reports, budgets and CI gates name these."""
+
+    NOT_READY = "not-ready"
+    ENDPOINT_LAG = "endpoint-lag"
+    INFLIGHT_CUT = "inflight-cut"
+    KEEPALIVE_RACE = "keepalive-race"
+    LB_LAG = "lb-lag"
+    NO_ENDPOINTS = "no-endpoints"
+    OVERLOAD = "overload"
+    UNEXPLAINED = "unexplained"
+
+
+class ErrorKind(StrEnum):
+    """A request's normalized outcome as the client saw it (DESIGN §3)."""
+
+    OK = "ok"
+    REFUSED = "refused"  # connect() got RST
+    CONNECT_TIMEOUT = "connect-timeout"  # SYN never answered within the timeout
+    RESET = "reset"  # ECONNRESET after the connection was established
+    EOF = "eof"  # server closed before a complete response
+    READ_TIMEOUT = "read-timeout"  # connected, sent, no complete response in time
+    HTTP_5XX = "http-5xx"
+    HTTP_4XX = "http-4xx"
+    UNREACHABLE = "unreachable"  # EHOSTUNREACH / ENETUNREACH / ICMP errors
+    OTHER = "other"
+
+    @property
+    def failed(self) -> bool:
+        return self is not ErrorKind.OK
+
+
+class ConnectionOutcome(StrEnum):
+    """How a TCP connection ended, as seen in packets."""
+
+    REFUSED = "refused"  # SYN answered by RST
+    SYN_TIMEOUT = "syn-timeout"  # SYN (and retransmissions) never answered
+    RESET_BY_SERVER = "reset-by-server"
+    RESET_BY_CLIENT = "reset-by-client"
+    CLOSED_BY_SERVER = "closed-by-server"  # server sent FIN first
+    CLOSED_BY_CLIENT = "closed-by-client"
+    OPEN_AT_END = "open-at-end"
+
+
+class RunStatus(StrEnum):
+    COMPLETE = "complete"  # every phase ran and every capture closed cleanly
+    PARTIAL = "partial"  # stopped early (Ctrl-C, deadline) or a capture is missing; analyzable
+    FAILED = "failed"  # the experiment itself failed; traces may be unusable
+
+
+class PodMatch(StrEnum):
+    """How a request was tied to a Pod (the ``pod_method`` column)."""
+
+    HEADER = "header"  # the response named the Pod (X-Pod-Name)
+    NODE_CAPTURE = "node-capture"  # the backend IP seen on a node-side capture
+    INFERRED = "inferred"  # from which Pods were in which state at that moment
+    NONE = "none"
+
+
+class Clock(StrEnum):
+    REALTIME = "realtime"  # CLOCK_REALTIME of the capturing host, ns since epoch
+    API = "api"  # Kubernetes object timestamps (1 s resolution): bounds only
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # pandas dtype name as pandas reports it, e.g. "int64", "Int64", "string", "bool"
+    doc: str
+    unit: str = ""
+    clock: Clock | None = None
+    nullable: bool = False
+    enum: type[StrEnum] | None = None
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    extra_columns_allowed: bool = True
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def empty(self) -> pd.DataFrame:
+        """An empty frame with every column at its declared dtype (readers return it, not None)."""
+        return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in self.columns})
+
+
+class SchemaError(ValueError):
+    """A frame broke its table contract; names the table, the stage and every offending column,
+    because a silently wrong dtype or a missing column turns into a wrong cause much later."""
+
+
+_DTYPE_FAMILIES = {
+    # numpy and pandas-nullable spellings of the same kind are interchangeable at a boundary
+    "int64": {
+        "int64",
+        "Int64",
+        "int32",
+        "Int32",
+        "int16",
+        "Int16",
+        "int8",
+        "Int8",
+        "uint8",
+        "UInt8",
+        "uint16",
+        "UInt16",
+        "uint32",
+        "UInt32",
+    },
+    "float64": {"float64", "Float64", "float32"},
+    "bool": {"bool", "boolean"},
+    "string": {"string", "object", "category", "str"},
+}
+
+
+def _family(dtype: str) -> str:
+    for family, members in _DTYPE_FAMILIES.items():
+        if dtype in members:
+            return family
+    return dtype
+
+
+def check_frame(df: pd.DataFrame, schema: TableSchema, stage: str) -> pd.DataFrame:
+    """Check ``df`` against ``schema`` at a stage boundary; return it unchanged when it conforms."""
+    problems: list[str] = []
+    for col in schema.columns:
+        if col.name not in df.columns:
+            problems.append(f"missing column {col.name!r}")
+            continue
+        series = df[col.name]
+        got = str(series.dtype)
+        if _family(got) != _family(col.dtype):
+            problems.append(f"column {col.name!r} has dtype {got}, expected {col.dtype}")
+            continue
+        if not col.nullable and len(series) and bool(series.isna().any()):
+            problems.append(f"column {col.name!r} has missing values but is not nullable")
+        if col.enum is not None and len(series):
+            allowed = {e.value for e in col.enum}
+            bad = set(series.dropna().astype(str).unique()) - allowed
+            if bad:
+                problems.append(
+                    f"column {col.name!r} has values outside {col.enum.__name__}: {sorted(bad)[:5]}"
+                )
+    if not schema.extra_columns_allowed:
+        extra = set(df.columns) - set(schema.names)
+        if extra:
+            problems.append(f"unexpected columns {sorted(extra)}")
+    if problems:
+        raise SchemaError(f"{schema.name} table at {stage}: " + "; ".join(problems))
+    return df
+
+
+def _t(name: str, doc: str, nullable: bool = False) -> Column:
+    """A realtime-clock timestamp column."""
+    return Column(
+        name,
+        "Int64" if nullable else "int64",
+        doc,
+        unit="ns",
+        clock=Clock.REALTIME,
+        nullable=nullable,
+    )
+
+
+REQUESTS = TableSchema(
+    "requests",
+    "One row per HTTP request the load generator attempted (requests.parquet).",
+    (
+        Column("request_id", "int64", "Unique per run."),
+        Column("user_kind", "string", "Which load user sent it: 'keepalive' or 'new-connection'."),
+        _t("scheduled_ns", "Intended start under the constant arrival rate schedule."),
+        _t("start_ns", "When the client began (connect or send). start − scheduled = lateness."),
+        _t(
+            "connect_ns",
+            "TCP handshake completed; NA when the connection was reused or never connected.",
+            nullable=True,
+        ),
+        _t("first_byte_ns", "First response byte; NA when none arrived.", nullable=True),
+        _t("end_ns", "Response complete or error raised."),
+        Column("local_ip", "string", "Client socket's local address.", nullable=True),
+        Column(
+            "local_port", "Int64", "Client socket's local port (joins to packets).", nullable=True
+        ),
+        Column("remote_ip", "string", "Address the client connected to (the LB/Service IP)."),
+        Column("remote_port", "int64", "Port the client connected to."),
+        Column("conn_id", "int64", "Client-side connection id (unique per run)."),
+        Column("conn_new", "bool", "True when this request opened its connection."),
+        Column("conn_seq", "int64", "1-based position of the request on its connection."),
+        Column("method", "string", "HTTP method."),
+        Column("path", "string", "Request path."),
+        Column("status_code", "Int64", "HTTP status; NA when no response.", nullable=True),
+        Column("error_kind", "string", "Normalized outcome.", enum=ErrorKind),
+        Column("error_detail", "string", "Raw error text, for people.", nullable=True),
+        Column("pod", "string", "Serving Pod from the X-Pod-Name response header.", nullable=True),
+        Column("pod_version", "string", "Serving Pod's version header.", nullable=True),
+    ),
+)
+
+PACKETS = TableSchema(
+    "packets",
+    "One row per TCP segment in a capture (analysis/tables/packets.parquet).",
+    (
+        _t("ts_ns", "Capture timestamp."),
+        Column("capture", "string", "Capture name: the pcap file's stem ('client', 'node-1')."),
+        Column("src", "string", "Source IP (v4 dotted or v6 compressed)."),
+        Column("dst", "string", "Destination IP."),
+        Column("sport", "int64", "TCP source port."),
+        Column("dport", "int64", "TCP destination port."),
+        Column(
+            "flags",
+            "int64",
+            "TCP flag bits (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128).",
+        ),
+        Column("seq", "int64", "Sequence number (raw, 32-bit unsigned)."),
+        Column("ack", "int64", "Acknowledgement number (raw, 32-bit unsigned)."),
+        Column("payload_len", "int64", "TCP payload bytes.", unit="bytes"),
+        Column("ip_version", "int64", "4 or 6."),
+    ),
+)
+
+CONNECTIONS = TableSchema(
+    "connections",
+    "One row per TCP connection (4-tuple + SYN time) seen in a capture.",
+    (
+        Column("conn_key", "int64", "Unique per table."),
+        Column("capture", "string", "Capture it was seen in."),
+        Column("client_ip", "string", "Side that sent the SYN (or the non-server side)."),
+        Column("client_port", "int64", ""),
+        Column("server_ip", "string", ""),
+        Column("server_port", "int64", ""),
+        _t("syn_ns", "First SYN; for connections already open at capture start, the first packet."),
+        Column(
+            "syn_count",
+            "int64",
+            "SYNs sent (1 + retransmissions); 0 when the SYN was not captured.",
+        ),
+        _t("synack_ns", "First SYN-ACK.", nullable=True),
+        _t("established_ns", "Client's ACK completing the handshake.", nullable=True),
+        _t("first_c2s_data_ns", "", nullable=True),
+        _t("last_c2s_data_ns", "", nullable=True),
+        _t("first_s2c_data_ns", "", nullable=True),
+        _t("last_s2c_data_ns", "", nullable=True),
+        Column("bytes_c2s", "int64", "Payload bytes client→server.", unit="bytes"),
+        Column("bytes_s2c", "int64", "Payload bytes server→client.", unit="bytes"),
+        _t("client_fin_ns", "", nullable=True),
+        _t("server_fin_ns", "", nullable=True),
+        Column("fin_first", "string", "'client', 'server' or NA.", nullable=True),
+        _t("client_rst_ns", "", nullable=True),
+        _t("server_rst_ns", "", nullable=True),
+        Column("rst_first", "string", "'client', 'server' or NA.", nullable=True),
+        _t("end_ns", "Last packet of the connection."),
+        Column("outcome", "string", "How it ended.", enum=ConnectionOutcome),
+    ),
+)
+
+PODS = TableSchema(
+    "pods",
+    "Pod lifecycle from watch events: one row per Pod (by uid). Times are watch receive times "
+    "(realtime clock of the watcher); a transition first seen after a GAP has its *_late flag set "
+    "and its time is when it was detected, an upper bound.",
+    (
+        Column("pod", "string", "Pod name."),
+        Column("namespace", "string", ""),
+        Column("uid", "string", ""),
+        Column("node", "string", "spec.nodeName once bound.", nullable=True),
+        Column("ip", "string", "status.podIP once assigned.", nullable=True),
+        Column("replicaset", "string", "Owning ReplicaSet.", nullable=True),
+        Column(
+            "revision", "Int64", "ReplicaSet's deployment.kubernetes.io/revision.", nullable=True
+        ),
+        _t("created_ns", "First seen (ADDED)."),
+        _t("scheduled_ns", "First seen with a nodeName / PodScheduled=True.", nullable=True),
+        _t("started_ns", "First seen with a running container.", nullable=True),
+        _t("ready_ns", "First seen Ready=True.", nullable=True),
+        _t("unready_ns", "First seen Ready=False after having been Ready.", nullable=True),
+        _t("deletion_ns", "First seen with a deletionTimestamp.", nullable=True),
+        Column(
+            "deletion_grace_s",
+            "Int64",
+            "metadata.deletionGracePeriodSeconds.",
+            nullable=True,
+            unit="s",
+        ),
+        _t("terminated_ns", "First seen with every container terminated.", nullable=True),
+        _t("deleted_ns", "DELETED event.", nullable=True),
+        Column("ready_late", "bool", "ready_ns was first observed after a watch GAP."),
+        Column("deletion_late", "bool", "deletion_ns was first observed after a watch GAP."),
+        Column("deleted_late", "bool", "deleted_ns was first observed after a watch GAP."),
+    ),
+)
+
+ENDPOINTS = TableSchema(
+    "endpoints",
+    "Endpoint membership intervals: one row per (EndpointSlice, endpoint address, condition "
+    "state) interval.",
+    (
+        Column("service", "string", "kubernetes.io/service-name label of the slice."),
+        Column("slice", "string", "EndpointSlice name."),
+        Column("ip", "string", "Endpoint address."),
+        Column("pod", "string", "targetRef name.", nullable=True),
+        Column("node", "string", "nodeName.", nullable=True),
+        Column("ready", "bool", "conditions.ready (nil counts as true, KEP-1672)."),
+        Column("serving", "bool", "conditions.serving."),
+        Column("terminating", "bool", "conditions.terminating."),
+        _t("from_ns", "Watch receive time of the change that started the interval."),
+        _t(
+            "to_ns",
+            "Start of the next interval or removal; NA when still current at the end.",
+            nullable=True,
+        ),
+        Column("from_late", "bool", "The start was first observed after a watch GAP."),
+    ),
+)
+
+FAILURES = TableSchema(
+    "failures",
+    "One row per failed request, with its cause and the evidence that decided it.",
+    (
+        Column("request_id", "int64", ""),
+        _t("start_ns", "Request start."),
+        _t("end_ns", "Request end."),
+        Column("error_kind", "string", "", enum=ErrorKind),
+        Column("cause", "string", "", enum=Cause),
+        Column("confidence", "float64", "0..1: how strongly the evidence supports the cause."),
+        Column("evidence", "string", "One sentence, for people, naming the decisive signal."),
+        Column("pod", "string", "Pod the request reached or most likely reached.", nullable=True),
+        Column("pod_method", "string", "How the Pod was determined.", enum=PodMatch),
+        Column(
+            "pod_state",
+            "string",
+            "The Pod's state at request start: pending, starting, "
+            "ready, terminating, gone, unknown.",
+            nullable=True,
+        ),
+        Column("node", "string", "", nullable=True),
+        Column(
+            "ms_since_deletion",
+            "float64",
+            "Request start − Pod deletion.",
+            unit="ms",
+            nullable=True,
+        ),
+        Column("ms_since_ready", "float64", "Request start − Pod ready.", unit="ms", nullable=True),
+        Column(
+            "conn_age_ms",
+            "float64",
+            "Request start − connection establishment.",
+            unit="ms",
+            nullable=True,
+        ),
+        Column("conn_reused", "bool", "The request was not the first on its connection."),
+        Column(
+            "conn_outcome",
+            "string",
+            "Outcome of the matched TCP connection.",
+            nullable=True,
+            enum=ConnectionOutcome,
+        ),
+    ),
+)
+
+WINDOWS = TableSchema(
+    "windows",
+    "Disruption windows: failures merged when less than the merge gap apart.",
+    (
+        Column("window_id", "int64", ""),
+        _t("start_ns", ""),
+        _t("end_ns", ""),
+        Column("failed", "int64", "Failed requests in the window."),
+        Column("new_failed", "int64", "Of which on new connections."),
+        Column("reused_failed", "int64", "Of which on reused connections."),
+        Column("dominant_cause", "string", "", enum=Cause),
+        Column("causes", "string", "JSON object cause → count."),
+    ),
+)
+
+ALL_TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (REQUESTS, PACKETS, CONNECTIONS, PODS, ENDPOINTS, FAILURES, WINDOWS)
+}
+
+
+class TruthEvent(StrEnum):
+    """Ground-truth event names in truth.jsonl (local cluster and trace builder only).
+
+    Never read by attribution: tests use them to score it. Each line of truth.jsonl is a JSON
+    object with at least ``ts_ns`` (realtime), ``source`` (e.g. ``kubelet/node-1``,
+    ``kube-proxy/node-2``, ``lb``, ``builder``) and ``event`` (one of these), plus ``pod`` /
+    ``node`` where they apply and event-specific fields (see docs/trace-format.md).
+    """
+
+    PROCESS_STARTED = "process-started"
+    LISTENING = "listening"
+    READY_TO_SERVE = "ready-to-serve"
+    PRESTOP_START = "prestop-start"
+    PRESTOP_END = "prestop-end"
+    SIGTERM = "sigterm"
+    SIGKILL = "sigkill"
+    STOPPED_ACCEPTING = "stopped-accepting"
+    EXITED = "exited"
+    RULES_PROGRAMMED = "rules-programmed"  # fields: node, service, endpoints [{pod, ip}]
+    HEALTHCHECK_CHANGED = "healthcheck-changed"  # fields: node, healthy, local_endpoints
+    LB_TARGETS_CHANGED = "lb-targets-changed"  # fields: targets [str]
+    LB_HEALTH_CHANGED = "lb-health-changed"  # fields: target, healthy
+    REQUEST_CAUSE = "request-cause"  # trace builder only: request_id, cause

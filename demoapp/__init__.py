@@ -1,0 +1,1 @@
+"""demoapp (see DESIGN §2)."""

@@ -1,0 +1,1 @@
+"""loadgen (see DESIGN §2)."""

@@ -1,0 +1,1 @@
+"""localcluster (see DESIGN §2)."""

@@ -1,0 +1,42 @@
+"""The ``rolltrace`` command line. Each command lives in its own ``rolltrace/cmd_*.py`` module and
+is registered here, so commands stay independent and this file stays a table of contents."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="rolltrace",
+    help="Measure and explain request disruption during Kubernetes rolling updates.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# module name -> attribute holding either a typer.Typer (a command group) or a command function.
+# A command group is mounted under its own name (e.g. `rolltrace cluster up`).
+_COMMAND_MODULES: list[str] = []
+
+
+def _register() -> None:
+    for module_name in _COMMAND_MODULES:
+        module = importlib.import_module(f"rolltrace.{module_name}")
+        module.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print rolltrace's version and the trace-format schema version it reads and writes."""
+    from analyzer.schema import SCHEMA_VERSION
+    from rolltrace import __version__
+
+    typer.echo(f"rolltrace {__version__} (trace format {SCHEMA_VERSION})")
+
+
+_register()
+
+
+def main() -> None:
+    app()
