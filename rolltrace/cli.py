@@ -26,6 +26,11 @@ def _register() -> None:
         module.register(app)
 
 
+@app.callback()
+def _root() -> None:
+    """Measure and explain request disruption during Kubernetes rolling updates."""
+
+
 @app.command()
 def version() -> None:
     """Print rolltrace's version and the trace-format schema version it reads and writes."""
