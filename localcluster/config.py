@@ -1,0 +1,90 @@
+"""Configuration of one local cluster: its size, addresses and the control-plane timing it emulates.
+
+The timing fields are the point of the local cluster: disruption comes from delays between
+components (endpoint batching, each node's proxy sync, LB health checks), so each delay is
+explicit, per component, and recorded in truth.jsonl when it takes effect. Defaults follow the
+reference timings of DESIGN §7. The scenario model (``rolltrace``) maps user YAML onto this.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DelayModel(BaseModel):
+    """How long after a change a component acts on it.
+
+    ``fixed``: always ``value_s``. ``uniform``: in [low_s, high_s]. ``lognormal``: median
+    ``value_s``, shape ``sigma``. ``min-sync``: kube-proxy's batching — at most one sync per
+    ``min_sync_period_s``, so a change waits until the period since the last sync has passed
+    (plus ``value_s`` for the sync itself).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["fixed", "uniform", "lognormal", "min-sync"] = "fixed"
+    value_s: float = Field(0.0, ge=0)
+    low_s: float = Field(0.0, ge=0)
+    high_s: float = Field(0.0, ge=0)
+    sigma: float = Field(0.5, ge=0)
+    min_sync_period_s: float = Field(1.0, ge=0)
+
+    def draw(self, rng: random.Random, since_last_sync_s: float = float("inf")) -> float:
+        """Seconds to wait before applying a change observed now."""
+        if self.kind == "fixed":
+            return self.value_s
+        if self.kind == "uniform":
+            return rng.uniform(self.low_s, self.high_s)
+        if self.kind == "lognormal":
+            if self.value_s <= 0:
+                return 0.0
+            return rng.lognormvariate(0.0, self.sigma) * self.value_s
+        return max(0.0, self.min_sync_period_s - since_last_sync_s) + self.value_s
+
+
+class ProxyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay: DelayModel = DelayModel(kind="min-sync", min_sync_period_s=1.0)
+    per_node_delay: dict[str, DelayModel] = Field(default_factory=dict)
+    terminating_fallback: bool = True  # KEP-1669 (GA in 1.28)
+
+    def delay_for(self, node: str) -> DelayModel:
+        return self.per_node_delay.get(node, self.delay)
+
+
+class LBConfig(BaseModel):
+    """The cloud load balancer emulator (defaults: GCE L4, DESIGN §7)."""
+
+    model_config = ConfigDict(extra="forbid")
+    targets: Literal["nodes", "pods"] = "nodes"
+    hc_interval_s: float = Field(8.0, gt=0)
+    hc_timeout_s: float = Field(1.0, gt=0)
+    healthy_threshold: int = Field(1, ge=1)
+    unhealthy_threshold: int = Field(3, ge=1)
+    registration_delay_s: float = Field(0.0, ge=0)
+    deregistration_delay_s: float = Field(0.0, ge=0)
+    draining: bool = False
+
+
+class VirtualNodeConfig(BaseModel):
+    """Pods on virtual nodes (no processes) start after ``start_delay_s``; readiness follows the
+    probe's initialDelaySeconds/periodSeconds, deletion honours preStop and the grace period."""
+
+    model_config = ConfigDict(extra="forbid")
+    start_delay_s: float = Field(0.5, ge=0)
+    time_scale: float = Field(1.0, gt=0)  # < 1 compresses every Pod-side delay (fast tests)
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("rt", pattern=r"^[a-z][a-z0-9]{0,7}$")  # prefix of every namespace/link/table
+    nodes: int = Field(3, ge=1, le=32)
+    virtual: bool = False
+    address_range: str = "198.18.0.0/15"  # RFC 2544 benchmarking range: never routed anywhere
+    endpoint_batch_delay_s: float = Field(0.0, ge=0)  # EndpointSlice controller batching
+    proxy: ProxyConfig = ProxyConfig()
+    lb: LBConfig = LBConfig()
+    virtual_node: VirtualNodeConfig = VirtualNodeConfig()
+    seed: int = 0
