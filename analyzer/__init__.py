@@ -4,6 +4,7 @@ Public API (docs/api.md): ``read_pcap``, ``tcp_connections``, ``load_run``, ``Ru
 in ``analyzer.schema``. Everything else is internal and may change.
 """
 
+from analyzer.connections import tcp_connections
 from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
 
-__all__ = ["SCHEMA_VERSION", "Cause", "ConnectionOutcome", "ErrorKind"]
+__all__ = ["SCHEMA_VERSION", "Cause", "ConnectionOutcome", "ErrorKind", "tcp_connections"]
