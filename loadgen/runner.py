@@ -1,0 +1,208 @@
+"""Runs Locust headless in its own process(es) and hands back one requests.parquet.
+
+Locust monkey-patches the standard library with gevent when imported, so it never runs inside
+the caller's process: the runner starts ``python -m locust`` (optionally behind an argv prefix
+such as ``ip netns exec rt-client`` so the load leaves from the client namespace), either as one
+local process or as one master plus N workers for load that outgrows one process. The caller
+polls ``progress()`` for a live display and ``wait()``s; ``stop()`` ends the load early and still
+keeps every row recorded so far (Locust fires ``quitting`` on SIGTERM, which closes the
+recorder's Parquet file).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadgen.recorder import merge_parts
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+class LoadError(RuntimeError):
+    """Locust could not be started or exited with an error; the message quotes its log tail."""
+
+
+@dataclass
+class LoadPlan:
+    """What to send. ``rate`` is the total arrival rate, split evenly over ``users``."""
+
+    host: str  # http://IP:PORT
+    rate: float = 50.0
+    duration_s: float = 30.0
+    users: int = 10
+    keepalive_weight: int = 1
+    new_connection_weight: int = 1
+    path: str = "/"
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 5.0
+    workers: int = 0  # 0: one local process; N: one master + N workers
+    exec_prefix: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.users <= 0 or self.duration_s <= 0:
+            raise ValueError("rate, users and duration must be positive")
+        kinds = (self.keepalive_weight > 0) + (self.new_connection_weight > 0)
+        if kinds == 0 or self.users < kinds:
+            raise ValueError("the mix needs a positive weight and at least one user per kind")
+
+    def locust_args(self, output: Path) -> list[str]:
+        # Users get a small safety margin over the planned duration, then stop by themselves.
+        bound = self.duration_s + self.request_timeout_s + 5
+        per_user_rate = self.rate / self.users
+        return [
+            "-f", str(LOCUSTFILE),
+            "--headless",
+            "--host", self.host,
+            "--users", str(self.users),
+            "--spawn-rate", str(max(self.users, 1)),
+            "--run-time", f"{self.duration_s:g}s",
+            "--stop-timeout", f"{self.request_timeout_s + self.connect_timeout_s:g}",
+            "--only-summary",
+            "--loglevel", "WARNING",
+            "--rt-output", str(output),
+            "--rt-rate", f"{per_user_rate:g}",
+            "--rt-path", self.path,
+            "--rt-connect-timeout", f"{self.connect_timeout_s:g}",
+            "--rt-request-timeout", f"{self.request_timeout_s:g}",
+            "--rt-max-seconds", f"{bound:g}",
+            "--rt-max-requests", str(int(per_user_rate * bound) + 1),
+            "--rt-keepalive-weight", str(self.keepalive_weight),
+            "--rt-new-weight", str(self.new_connection_weight),
+        ]  # fmt: skip
+
+
+class LoadRunner:
+    def __init__(self, plan: LoadPlan, output: Path, log_dir: Path) -> None:
+        self.plan = plan
+        self.output = output
+        self.log_dir = log_dir
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Path] = []
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        base = [*self.plan.exec_prefix, sys.executable, "-m", "locust"]
+        args = self.plan.locust_args(self.output)
+        if self.plan.workers == 0:
+            self._spawn("locust", [*base, *args])
+            return
+        port = _free_port()
+        master = [
+            *args,
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(self.plan.workers),
+        ]
+        self._spawn("locust-master", [*base, *master])
+        for index in range(self.plan.workers):
+            worker = [
+                "-f",
+                str(LOCUSTFILE),
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--rt-output",
+                str(self.output),
+                "--loglevel",
+                "WARNING",
+            ]
+            self._spawn(f"locust-worker-{index}", [*base, *worker])
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = self.log_dir / f"{name}.log"
+        self._logs.append(log)
+        with log.open("wb") as handle:
+            self._processes.append(
+                subprocess.Popen(
+                    argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            )
+
+    def progress(self) -> dict[str, float]:
+        """Totals across processes from the recorders' progress files (empty before the first)."""
+        totals: dict[str, float] = {}
+        for path in self.output.parent.glob(f"{self.output.stem}*.progress.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            for key in ("requests", "failed", "rps", "failed_rps"):
+                totals[key] = totals.get(key, 0.0) + float(data.get(key, 0))
+        return totals
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self._processes)
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait for Locust to finish; merge worker parts; return the number of requests."""
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self._budget())
+        for process in self._processes:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise LoadError(f"Locust did not finish in time; {self._log_tail()}") from None
+        return self._collect()
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """End the load early, keeping what was recorded."""
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in self._processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return self._collect()
+
+    def _collect(self) -> int:
+        if self.plan.workers == 0:
+            if not self.output.exists():
+                raise LoadError(f"Locust wrote no {self.output.name}; {self._log_tail()}")
+            failed = [p for p in self._processes if p.returncode not in (0, 1, -signal.SIGTERM)]
+            if failed:
+                raise LoadError(f"Locust exited with {failed[0].returncode}; {self._log_tail()}")
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(self.output).num_rows)
+        parts = sorted(self.output.parent.glob(f"{self.output.stem}.worker-*{self.output.suffix}"))
+        if not parts:
+            raise LoadError(f"no worker wrote requests; {self._log_tail()}")
+        return merge_parts(parts, self.output)
+
+    def _budget(self) -> float:
+        plan = self.plan
+        return plan.duration_s + plan.request_timeout_s + plan.connect_timeout_s + 30
+
+    def _log_tail(self) -> str:
+        tails = []
+        for log in self._logs:
+            if log.exists():
+                text = log.read_text(errors="replace").strip().splitlines()[-8:]
+                tails.append(f"{log.name}: " + " | ".join(text))
+        return "logs: " + ("; ".join(tails) or "none")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

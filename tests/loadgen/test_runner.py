@@ -1,0 +1,82 @@
+"""Locust runs for real (its own process) against loopback; the file must satisfy the analyzer's
+requests schema, which is the contract loadgen cannot import but must honour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analyzer.schema import REQUESTS, check_frame
+from loadgen.runner import LoadPlan, LoadRunner
+from tests.loadgen.conftest import MisbehavingServer
+
+
+def _run(tmp_path: Path, plan: LoadPlan) -> pd.DataFrame:
+    output = tmp_path / "requests.parquet"
+    runner = LoadRunner(plan, output, tmp_path / "logs")
+    runner.start()
+    rows = runner.wait()
+    frame = pd.read_parquet(output, dtype_backend="numpy_nullable")
+    assert len(frame) == rows
+    return check_frame(frame, REQUESTS, "loadgen")
+
+
+def test_mixed_users_at_constant_rate(tmp_path: Path, server: MisbehavingServer) -> None:
+    plan = LoadPlan(
+        host=f"http://127.0.0.1:{server.port}", rate=60, duration_s=3, users=4, path="/ok"
+    )
+    frame = _run(tmp_path, plan)
+    assert 0.6 * 180 <= len(frame) <= 1.2 * 180
+    assert (frame["error_kind"] == "ok").all()
+    assert frame["request_id"].is_unique
+    assert (frame["local_port"] > 0).all()
+    assert set(frame["user_kind"]) == {"keepalive", "new-connection"}
+    fresh = frame[frame["user_kind"] == "new-connection"]
+    assert fresh["conn_new"].all() and (fresh["conn_seq"] == 1).all()
+    assert fresh["conn_id"].is_unique
+    reused = frame[frame["user_kind"] == "keepalive"]
+    assert reused["conn_seq"].max() > 10  # one persistent connection per keep-alive user
+    assert reused["conn_id"].nunique() == reused["conn_new"].sum()
+    # constant arrival rate: each connection of a keep-alive user is fed on a fixed schedule
+    per_conn = reused.sort_values("scheduled_ns").groupby("conn_id")["scheduled_ns"].diff().dropna()
+    assert per_conn.std() < 1e6  # ns: the schedule does not drift with response times
+    assert (frame["pod"] == "pod-a").all()
+
+
+def test_refused_requests_are_recorded_with_their_port(tmp_path: Path, closed_port: int) -> None:
+    plan = LoadPlan(host=f"http://127.0.0.1:{closed_port}", rate=20, duration_s=2, users=2)
+    frame = _run(tmp_path, plan)
+    assert len(frame) > 10
+    assert (frame["error_kind"] == "refused").all()
+    assert frame["local_port"].notna().all() and (frame["local_port"] > 0).all()
+    assert frame["connect_ns"].isna().all()
+
+
+def test_server_errors_are_classified(tmp_path: Path, server: MisbehavingServer) -> None:
+    plan = LoadPlan(
+        host=f"http://127.0.0.1:{server.port}", rate=20, duration_s=2, users=2, path="/503"
+    )
+    frame = _run(tmp_path, plan)
+    assert (frame["error_kind"] == "http-5xx").all()
+    assert (frame["status_code"] == 503).all()
+
+
+@pytest.mark.slow
+def test_distributed_two_workers_merge_into_one_file(
+    tmp_path: Path, server: MisbehavingServer
+) -> None:
+    plan = LoadPlan(
+        host=f"http://127.0.0.1:{server.port}",
+        rate=40,
+        duration_s=4,
+        users=4,
+        path="/ok",
+        workers=2,
+    )
+    frame = _run(tmp_path, plan)
+    assert len(frame) > 60
+    assert frame["request_id"].is_unique and frame["conn_id"].nunique() > 2
+    assert len(list(tmp_path.glob("requests.worker-*.parquet"))) == 2
+    assert frame["start_ns"].is_monotonic_increasing
