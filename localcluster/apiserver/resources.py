@@ -1,0 +1,98 @@
+"""The resource types this server serves, as discovery and the store see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    plural: str
+    kind: str
+    group: str  # "" for the core group
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()  # "status", "scale"
+    categories: tuple[str, ...] = ()
+    singular: str = ""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+
+RESOURCE_TYPES: tuple[ResourceType, ...] = (
+    ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",), ("status",), (), "namespace"),
+    ResourceType("nodes", "Node", "", "v1", False, ("no",), ("status",), (), "node"),
+    ResourceType("pods", "Pod", "", "v1", True, ("po",), ("status",), ("all",), "pod"),
+    ResourceType("services", "Service", "", "v1", True, ("svc",), ("status",), ("all",), "service"),
+    ResourceType("events", "Event", "", "v1", True, ("ev",), (), (), "event"),
+    ResourceType(
+        "deployments",
+        "Deployment",
+        "apps",
+        "v1",
+        True,
+        ("deploy",),
+        ("status", "scale"),
+        ("all",),
+        "deployment",
+    ),
+    ResourceType(
+        "replicasets",
+        "ReplicaSet",
+        "apps",
+        "v1",
+        True,
+        ("rs",),
+        ("status", "scale"),
+        ("all",),
+        "replicaset",
+    ),
+    ResourceType(
+        "controllerrevisions",
+        "ControllerRevision",
+        "apps",
+        "v1",
+        True,
+        (),
+        (),
+        (),
+        "controllerrevision",
+    ),
+    ResourceType(
+        "endpointslices",
+        "EndpointSlice",
+        "discovery.k8s.io",
+        "v1",
+        True,
+        (),
+        (),
+        (),
+        "endpointslice",
+    ),
+)
+
+BY_PLURAL: dict[str, ResourceType] = {r.plural: r for r in RESOURCE_TYPES}
+
+# events.k8s.io/v1 serves the same objects as core v1 Events (read-only here): same store key.
+EVENTS_V1 = ResourceType("events", "Event", "events.k8s.io", "v1", True, ("ev",), (), (), "event")
+
+GROUP_VERSIONS: dict[str, tuple[ResourceType, ...]] = {
+    "v1": tuple(r for r in RESOURCE_TYPES if r.group == ""),
+    "apps/v1": tuple(r for r in RESOURCE_TYPES if r.group == "apps"),
+    "discovery.k8s.io/v1": tuple(r for r in RESOURCE_TYPES if r.group == "discovery.k8s.io"),
+    "events.k8s.io/v1": (EVENTS_V1,),
+}
+
+
+def lookup(plural: str) -> ResourceType:
+    try:
+        return BY_PLURAL[plural]
+    except KeyError:
+        raise KeyError(f"unknown resource {plural!r}") from None
