@@ -1,0 +1,288 @@
+"""The demo app's HTTP server and lifecycle: where every rollout failure mode is provoked on purpose.
+
+Built on asyncio Protocols rather than ``http.server`` or streams so that one core serves
+thousands of requests per second: a zero-latency request is parsed and answered inside
+``data_received`` without creating a task. Requests on one connection are answered strictly in
+order (pipelining-safe): while one waits out its latency, later ones stay in the buffer.
+
+Lifecycle: [startup delay] → listening → [warm-up: requests fail] → serving → SIGTERM → one of
+immediate (die by the signal, as an app without a handler does), graceful (not ready, close the
+listener, finish in-flight requests with ``Connection: close``, close idle connections, exit when
+drained or at the drain timeout), ignore (until SIGKILL), delayed:N (not ready, keep serving N
+seconds, then graceful — the in-app equivalent of a preStop sleep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from demoapp.config import AppConfig, ShutdownKind, WarmupMode
+from demoapp.http1 import BadRequest, Request, parse_request, render_response
+from demoapp.truth import TruthLog
+
+RESET = "reset"  # answer by aborting the connection with a TCP RST
+
+
+class DemoApp:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.truth = TruthLog(config.truth, config.pod_name)
+        self.listening = False
+        self.warm = False
+        self.terminating = False  # SIGTERM seen: honest readiness fails from here on
+        self.closing = False  # listener closed: connections finish their request and close
+        self.connections: set[Connection] = set()
+        self.server: asyncio.base_events.Server | None = None
+        self.finished = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- what a request gets -------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        if self.config.ready_lies:
+            return self.listening
+        return self.listening and self.warm and not self.terminating
+
+    def answer(self, request: Request) -> tuple[int, bytes] | str:
+        """Status and body for a request, or RESET; probes are never delayed or failed by warm-up."""
+        path = request.path
+        if path == "/healthz":
+            return 200, b"ok\n"
+        if path == "/ready":
+            return (200, b"ready\n") if self.ready else (503, b"not ready\n")
+        if not self.warm:
+            return RESET if self.config.warmup_mode is WarmupMode.RESET else (503, b"warming up\n")
+        return 200, self._hello
+
+    def delay_s(self, request: Request) -> float:
+        """Service time: ``?delay_ms=N`` overrides the configured distribution (slow in-flight
+        requests on demand, for tests and scenarios)."""
+        if request.path in ("/healthz", "/ready"):
+            return 0.0
+        override = request.query_value("delay_ms")
+        if override is not None:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(override) / 1000.0)
+        return 0.0 if self.config.latency.is_zero else self.config.latency.draw_s(self.rng)
+
+    @functools.cached_property
+    def _hello(self) -> bytes:
+        return f"hello from {self.config.pod_name} {self.config.pod_version}\n".encode()
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one app per process; bounded
+    def response_bytes(self, status: int, body: bytes, keep_alive: bool) -> bytes:
+        return render_response(
+            status, body, self.config.pod_name, self.config.pod_version, keep_alive
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.on_sigterm)
+        if self.config.startup_delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), self.config.startup_delay_s)
+        if not self.finished.is_set():
+            await self._listen()
+        await self.finished.wait()
+        return 0
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: Connection(self),
+            self.config.host,
+            self.config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self.listening = True
+        host, port = self.server.sockets[0].getsockname()[:2]
+        self.truth.record("listening", ip=host, port=port)
+        print(f"demoapp {self.config.pod_name} listening on {host}:{port}", flush=True)
+        if self.config.warmup_s > 0:
+            self._spawn(self._warm_up())
+        else:
+            self._become_warm()
+
+    async def _warm_up(self) -> None:
+        await asyncio.sleep(self.config.warmup_s)
+        self._become_warm()
+
+    def _become_warm(self) -> None:
+        if self.terminating:
+            return
+        self.warm = True
+        self.truth.record("ready-to-serve")
+
+    def on_sigterm(self) -> None:
+        kind = self.config.shutdown.kind
+        if kind is ShutdownKind.IGNORE or self.terminating:
+            return
+        self.terminating = True
+        if kind is ShutdownKind.IMMEDIATE:
+            self._die_by_sigterm()
+        delay = self.config.shutdown.delay_s if kind is ShutdownKind.DELAYED else 0.0
+        self._spawn(self._graceful(delay))
+
+    def _die_by_sigterm(self) -> None:
+        """Exit the way a process without a SIGTERM handler does: the kernel closes every socket
+        (FIN, or RST where unread data remains), cutting whatever was in flight."""
+        self.truth.record("exited", exit_code=None, signal=int(signal.SIGTERM))
+        sys.stdout.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _graceful(self, delay_s: float) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        self.closing = True
+        if self.server is not None:
+            self.server.close()
+            self.truth.record("stopped-accepting")
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        self._note_connection_gone()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), self.config.drain_timeout_s)
+        for connection in list(self.connections):
+            connection.abort()
+        self.truth.record("exited", exit_code=0, signal=None, undrained=len(self.connections))
+        self.finished.set()
+
+    def _note_connection_gone(self) -> None:
+        if self.closing and not self.connections:
+            self._drained.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: ordered request handling, idle timeout, graceful close."""
+
+    def __init__(self, app: DemoApp) -> None:
+        self.app = app
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False  # a request is waiting out its latency
+        self.close_after_response = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.app.connections.add(self)
+        if self.app.closing:  # accepted just before the listener closed
+            self.close_when_idle()
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_idle_timer()
+        self.transport = None
+        self.app.connections.discard(self)
+        self.app._note_connection_gone()
+
+    def data_received(self, data: bytes) -> None:
+        self._cancel_idle_timer()
+        self.buffer += data
+        if not self.busy:
+            self._process()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self.buffer
+
+    def close_when_idle(self) -> None:
+        self.close_after_response = True
+        if self.idle and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _process(self) -> None:
+        while self.transport is not None and not self.busy:
+            try:
+                request, used = parse_request(self.buffer)
+            except BadRequest as error:
+                self._send(400, str(error).encode() + b"\n", keep_alive=False)
+                return
+            if request is None:
+                break
+            del self.buffer[:used]
+            delay = self.app.delay_s(request)
+            if delay > 0:
+                self.busy = True
+                self.app._spawn(self._answer_later(request, delay))
+                return
+            self._answer(request)
+        if self.idle:
+            self._arm_idle_timer()
+
+    async def _answer_later(self, request: Request, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self.busy = False
+        self._answer(request)
+        self._process()
+
+    def _answer(self, request: Request) -> None:
+        outcome = self.app.answer(request)
+        if isinstance(outcome, str):
+            self._reset()
+            return
+        status, body = outcome
+        keep_alive = request.keep_alive and not self.close_after_response
+        self._send(status, body, keep_alive)
+
+    def _send(self, status: int, body: bytes, keep_alive: bool) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(self.app.response_bytes(status, body, keep_alive))
+        if not keep_alive:
+            self.buffer.clear()
+            self.transport.close()
+
+    def _reset(self) -> None:
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.buffer.clear()
+        self.transport.abort()
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self.app.config.keepalive_timeout_s
+        if timeout <= 0 or self.transport is None:
+            return
+        self._cancel_idle_timer()
+        self.idle_timer = asyncio.get_running_loop().call_later(timeout, self._idle_expired)
+
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _idle_expired(self) -> None:
+        if self.idle and self.transport is not None:
+            self.transport.close()

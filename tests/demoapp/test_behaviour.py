@@ -1,0 +1,165 @@
+"""Every scriptable behaviour of the demo app, for real over loopback (each test bounded in time)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from tests.demoapp.conftest import connect, get, get_once, read_response
+
+
+def test_every_response_names_the_pod_and_keep_alive_serves_many_requests(start_app: Any) -> None:
+    app = start_app()
+    with connect(app.port) as sock:
+        # pipelined: three requests in one write, answered in order
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\n\r\nGET /ready HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n"
+        )
+        answers = [read_response(sock) for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert answers[0].body == b"hello from web-1 v7\n"
+    assert all(
+        a.headers["x-pod-name"] == "web-1" and a.headers["x-pod-version"] == "v7" for a in answers
+    )
+    assert app.events() == ["listening", "ready-to-serve"]
+    assert all(line["source"] == "demoapp/web-1" for line in app.truth())
+
+
+def test_startup_delay_comes_before_listening(start_app: Any) -> None:
+    app = start_app("--startup-delay", "0.5")
+    assert app.listening_at - app.started_at >= 0.5
+    assert get_once(app.port).status == 200
+
+
+def test_warmup_503_with_honest_readiness(start_app: Any) -> None:
+    app = start_app("--warmup", "0.8")
+    assert get_once(app.port).status == 503
+    assert get_once(app.port, "/ready").status == 503
+    assert get_once(app.port, "/healthz").status == 200
+    time.sleep(0.9)
+    assert get_once(app.port).status == 200
+    assert get_once(app.port, "/ready").status == 200
+    listening, ready = app.truth()
+    assert ready["event"] == "ready-to-serve"
+    assert (ready["ts_ns"] - listening["ts_ns"]) / 1e9 >= 0.8
+
+
+def test_warmup_reset_mode_resets_the_connection(start_app: Any) -> None:
+    app = start_app("--warmup", "5", "--warmup-mode", "reset")
+    with connect(app.port) as sock, pytest.raises(ConnectionResetError):
+        get(sock)
+
+
+def test_lying_readiness_says_ready_while_warming_up(start_app: Any) -> None:
+    app = start_app("--warmup", "5", "--ready-lies")
+    assert get_once(app.port, "/ready").status == 200
+    assert get_once(app.port).status == 503
+
+
+def test_latency_delays_requests_but_not_probes(start_app: Any) -> None:
+    app = start_app("--latency", "fixed:150")
+    with connect(app.port) as sock:
+        began = time.monotonic()
+        assert get(sock, "/ready").status == 200
+        probe = time.monotonic() - began
+        began = time.monotonic()
+        assert get(sock).status == 200
+        served = time.monotonic() - began
+    assert probe < 0.1 <= 0.15 <= served < 1.0
+
+
+def test_idle_keepalive_connection_gets_server_fin(start_app: Any) -> None:
+    app = start_app("--keepalive-timeout", "0.3")
+    with connect(app.port) as sock:
+        assert get(sock).headers["connection"] == "keep-alive"
+        began = time.monotonic()
+        assert sock.recv(1) == b""  # orderly close (FIN), not a reset
+        assert 0.25 <= time.monotonic() - began < 2.0
+
+
+def _slow_request(port: int) -> socket.socket:
+    sock = connect(port)
+    sock.sendall(b"GET /?delay_ms=800 HTTP/1.1\r\n\r\n")
+    time.sleep(0.15)  # the server has read it and is working on it
+    return sock
+
+
+def test_immediate_shutdown_cuts_the_inflight_request(start_app: Any) -> None:
+    app = start_app("--shutdown", "immediate")
+    with _slow_request(app.port) as sock:
+        app.sigterm()
+        with pytest.raises(ConnectionError):
+            read_response(sock)
+    assert app.wait() == -signal.SIGTERM
+    assert app.truth()[-1] | {"ts_ns": 0} == {
+        "ts_ns": 0,
+        "source": "demoapp/web-1",
+        "event": "exited",
+        "pod": "web-1",
+        "exit_code": None,
+        "signal": 15,
+    }
+
+
+def test_graceful_shutdown_answers_inflight_with_close_and_stops_accepting(start_app: Any) -> None:
+    app = start_app("--shutdown", "graceful")
+    idle = connect(app.port)
+    assert get(idle).status == 200
+    with _slow_request(app.port) as sock, idle:
+        app.sigterm()
+        assert idle.recv(1) == b""  # idle keep-alive connection closed right away
+        time.sleep(0.1)
+        with pytest.raises(ConnectionRefusedError):
+            connect(app.port)  # listener closed
+        answer = read_response(sock)
+        assert (answer.status, answer.headers["connection"]) == (200, "close")
+        assert sock.recv(1) == b""
+    assert app.wait() == 0
+    assert app.events() == ["listening", "ready-to-serve", "stopped-accepting", "exited"]
+
+
+def test_graceful_shutdown_gives_up_after_the_drain_timeout(start_app: Any) -> None:
+    app = start_app("--drain-timeout", "0.3")
+    with connect(app.port) as sock:
+        sock.sendall(b"GET /?delay_ms=5000 HTTP/1.1\r\n\r\n")
+        time.sleep(0.1)
+        began = time.monotonic()
+        app.sigterm()
+        assert app.wait() == 0
+        assert time.monotonic() - began < 2.0
+    assert app.truth()[-1]["undrained"] == 1
+
+
+def test_ignore_keeps_serving_after_sigterm(start_app: Any) -> None:
+    app = start_app("--shutdown", "ignore")
+    app.sigterm()
+    time.sleep(0.3)
+    assert get_once(app.port).status == 200
+    assert get_once(app.port, "/ready").status == 200
+    assert app.process.poll() is None
+
+
+def test_delayed_shutdown_serves_unready_then_drains(start_app: Any) -> None:
+    app = start_app("--shutdown", "delayed:0.6")
+    app.sigterm()
+    time.sleep(0.1)
+    assert get_once(app.port, "/ready").status == 503
+    assert get_once(app.port).status == 200
+    assert app.wait() == 0
+    truth = app.truth()
+    stopped = next(line for line in truth if line["event"] == "stopped-accepting")
+    assert (stopped["ts_ns"] - truth[0]["ts_ns"]) / 1e9 >= 0.6
+    with pytest.raises(ConnectionRefusedError):
+        connect(app.port)
+
+
+def test_env_configures_the_app(start_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMOAPP_WARMUP", "5")
+    app = start_app()
+    assert get_once(app.port).status == 503
+    assert json.loads(app.truth_path.read_text().splitlines()[0])["event"] == "listening"
