@@ -1,0 +1,640 @@
+"""events.jsonl → pod lifecycle (``PODS``) and endpoint membership (``ENDPOINTS``).
+
+Each line of events.jsonl is one watch event with the time the watcher received it (format in
+docs/trace-format.md). Receive times, not object timestamps, order everything: Kubernetes
+timestamps have one-second resolution and come from another clock (DESIGN §3).
+
+A watch can break. The watcher then writes a ``GAP`` marker (events of that kind between
+``since_ns`` and ``recv_ns`` may be missing) and/or a ``RELIST`` marker followed by ``LIST``
+lines (a fresh snapshot). A transition that could have happened inside such a hole is not given
+a precise time it does not have: its time is when it was *detected* (an upper bound) and its
+``*_late`` flag is set. An object missing from a relist snapshot was deleted during the hole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from analyzer.errors import TraceError
+from analyzer.schema import ENDPOINTS, PODS, check_frame
+
+EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "LIST", "RELIST", "GAP", "BOOKMARK")
+OBJECT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "LIST"})  # lines that carry an object
+KINDS = ("Pod", "EndpointSlice", "Service", "Deployment", "ReplicaSet", "Event")
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+_MAX_NS = 2**63 - 1
+
+EVENT_COLUMNS: dict[str, str] = {
+    "line": "int64",  # 1-based line number in events.jsonl
+    "recv_ns": "int64",
+    "type": "string",
+    "kind": "string",
+    "namespace": "string",
+    "name": "string",
+    "uid": "string",
+    "resource_version": "string",
+    "since_ns": "Int64",  # GAP only
+    "reason": "string",  # GAP only
+    "object": "object",  # the Kubernetes object as a dict; None for markers
+}
+"""Columns of ``read_events``' frame (one row per line, sorted by recv_ns, ties in file order)."""
+
+
+# --------------------------------------------------------------------------------------------
+# JSONL lines
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | TraceError]]:
+    """Yield (1-based line number, object or the TraceError saying why the line is unusable).
+
+    Blank lines are skipped. Reading is per line, so one damaged line (a torn last write, a
+    stray byte) costs that line only.
+    """
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                yield number, _parse_json_line(raw, number, name)
+    except OSError as exc:
+        yield 0, TraceError(name, "file", f"cannot read: {exc.strerror or exc}")
+
+
+def _parse_json_line(raw: bytes, number: int, path: str) -> dict[str, Any] | TraceError:
+    where = f"line {number}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return TraceError(path, where, f"not UTF-8 (byte {exc.start} of the line)")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return TraceError(path, where, "JSON nested too deeply")
+    except ValueError as exc:
+        return TraceError(path, where, f"not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return TraceError(path, where, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_ns(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_NS
+
+
+class _LineError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def _expect(cond: bool, field: str, message: str) -> None:
+    if not cond:
+        raise _LineError(field, message)
+
+
+def _opt(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise _LineError(f"{where}.{key}", f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _check_list_of_dicts(obj: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    items = _opt(obj, key, list, where) or []
+    for i, item in enumerate(items):
+        _expect(isinstance(item, dict), f"{where}.{key}[{i}]", "expected an object")
+    return list(items)
+
+
+def _check_pod(obj: dict[str, Any]) -> None:
+    spec = _opt(obj, "spec", dict, "object") or {}
+    _opt(spec, "nodeName", str, "object.spec")
+    status = _opt(obj, "status", dict, "object") or {}
+    _opt(status, "podIP", str, "object.status")
+    _opt(status, "phase", str, "object.status")
+    for i, cond in enumerate(_check_list_of_dicts(status, "conditions", "object.status")):
+        _opt(cond, "type", str, f"object.status.conditions[{i}]")
+        _opt(cond, "status", str, f"object.status.conditions[{i}]")
+    for i, cs in enumerate(_check_list_of_dicts(status, "containerStatuses", "object.status")):
+        state = _opt(cs, "state", dict, f"object.status.containerStatuses[{i}]") or {}
+        for key in ("running", "terminated", "waiting"):
+            _opt(state, key, dict, f"object.status.containerStatuses[{i}].state")
+
+
+def _check_endpoint_slice(obj: dict[str, Any]) -> None:
+    for i, ep in enumerate(_check_list_of_dicts(obj, "endpoints", "object")):
+        where = f"object.endpoints[{i}]"
+        addresses = _opt(ep, "addresses", list, where) or []
+        for j, address in enumerate(addresses):
+            _expect(isinstance(address, str), f"{where}.addresses[{j}]", "expected a string")
+        conditions = _opt(ep, "conditions", dict, where) or {}
+        for key in ("ready", "serving", "terminating"):
+            _opt(conditions, key, bool, f"{where}.conditions")
+        target = _opt(ep, "targetRef", dict, where) or {}
+        _opt(target, "name", str, f"{where}.targetRef")
+        _opt(ep, "nodeName", str, where)
+
+
+def _check_metadata(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise _LineError("object.metadata", "missing or not a JSON object")
+    name = meta.get("name")
+    _expect(isinstance(name, str) and name != "", "object.metadata.name", "missing or empty")
+    for key in ("namespace", "uid", "resourceVersion", "deletionTimestamp"):
+        _opt(meta, key, str, "object.metadata")
+    _opt(meta, "deletionGracePeriodSeconds", int, "object.metadata")
+    for key in ("labels", "annotations"):
+        mapping = _opt(meta, key, dict, "object.metadata") or {}
+        for k, v in mapping.items():
+            _expect(isinstance(v, str), f"object.metadata.{key}.{k}", "expected a string")
+    for i, ref in enumerate(_check_list_of_dicts(meta, "ownerReferences", "object.metadata")):
+        _opt(ref, "kind", str, f"object.metadata.ownerReferences[{i}]")
+        _opt(ref, "name", str, f"object.metadata.ownerReferences[{i}]")
+    object_kind = obj.get("kind")
+    _expect(
+        object_kind is None or object_kind == kind,
+        "object.kind",
+        f"{object_kind!r} does not match the line's kind {kind!r}",
+    )
+    return meta
+
+
+_KIND_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "Pod": _check_pod,
+    "EndpointSlice": _check_endpoint_slice,
+}
+
+
+def event_row(value: dict[str, Any]) -> dict[str, Any]:
+    """Check one parsed events.jsonl line and turn it into a row of ``EVENT_COLUMNS``.
+
+    Raises ``_LineError`` (field, message); ``scan_events`` adds the file and line.
+    """
+    etype = value.get("type")
+    _expect(etype in EVENT_TYPES, "type", f"{etype!r} is not one of {', '.join(EVENT_TYPES)}")
+    recv = value.get("recv_ns")
+    _expect(_is_ns(recv), "recv_ns", f"{recv!r} is not a non-negative integer (ns)")
+    kind = value.get("kind")
+    _expect(isinstance(kind, str) and kind != "", "kind", f"{kind!r} is not a kind name")
+    row: dict[str, Any] = {
+        "recv_ns": recv,
+        "type": etype,
+        "kind": kind,
+        "namespace": None,
+        "name": None,
+        "uid": None,
+        "resource_version": None,
+        "since_ns": None,
+        "reason": None,
+        "object": None,
+    }
+    obj = value.get("object")
+    if etype in OBJECT_TYPES:
+        _expect(isinstance(obj, dict), "object", "missing or not a JSON object")
+    elif etype == "BOOKMARK":
+        _expect(obj is None or isinstance(obj, dict), "object", "not a JSON object")
+    if etype == "GAP":
+        since = value.get("since_ns")
+        _expect(_is_ns(since), "since_ns", f"{since!r} is not a non-negative integer (ns)")
+        _expect(since <= recv, "since_ns", "after recv_ns")  # type: ignore[operator]
+        reason = value.get("reason")
+        _expect(reason is None or isinstance(reason, str), "reason", "expected a string")
+        row.update(since_ns=since, reason=reason)
+    if etype in OBJECT_TYPES:
+        assert isinstance(obj, dict) and isinstance(kind, str)
+        meta = _check_metadata(obj, kind)
+        kind_check = _KIND_CHECKS.get(kind)
+        if kind_check is not None:
+            kind_check(obj)
+        row.update(
+            namespace=meta.get("namespace"),
+            name=meta["name"],
+            uid=meta.get("uid"),
+            resource_version=meta.get("resourceVersion"),
+            object=obj,
+        )
+    return row
+
+
+@dataclass
+class EventsScan:
+    """What ``scan_events`` read: the good lines as a frame, and one TraceError per bad line."""
+
+    frame: pd.DataFrame
+    problems: list[TraceError] = field(default_factory=list)
+
+
+def scan_events(path: str | os.PathLike[str]) -> EventsScan:
+    """Read every line, keeping good ones and reporting bad ones (the tolerant reader)."""
+    rows: list[dict[str, Any]] = []
+    problems: list[TraceError] = []
+    name = str(path)
+    for number, parsed in iter_jsonl(path):
+        if isinstance(parsed, TraceError):
+            problems.append(parsed)
+            continue
+        try:
+            row = event_row(parsed)
+        except _LineError as exc:
+            problems.append(TraceError(name, f"line {number}", exc.message, field=exc.field))
+            continue
+        row["line"] = number
+        rows.append(row)
+    return EventsScan(events_frame(rows), problems)
+
+
+def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of ``EVENT_COLUMNS`` as a frame in receive order (file order for equal times)."""
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in EVENT_COLUMNS.items()})
+    data = {
+        col: pd.Series([r.get(col) for r in rows], dtype=dtype if dtype != "object" else object)
+        for col, dtype in EVENT_COLUMNS.items()
+    }
+    frame = pd.DataFrame(data)
+    return frame.sort_values("recv_ns", kind="stable").reset_index(drop=True)
+
+
+def read_events(path: str | os.PathLike[str], *, tolerant: bool = False) -> pd.DataFrame:
+    """Read events.jsonl as a frame of ``EVENT_COLUMNS``.
+
+    Strict (default): the first bad line raises a ``TraceError`` naming the line and field, with
+    the good lines attached as ``kept``. Tolerant: bad lines are dropped (``scan_events`` says
+    which), so a run with one torn line still yields its pod and endpoint tables.
+    """
+    scan = scan_events(path)
+    if scan.problems and not tolerant:
+        first = scan.problems[0]
+        raise TraceError(first.path, first.location, first.message, first.field, kept=scan.frame)
+    return scan.frame
+
+
+# --------------------------------------------------------------------------------------------
+# walking the events of one kind, with gap and relist bookkeeping
+
+
+@dataclass
+class _Watch:
+    """Per kind: when the watch last lost events, and what a running relist has shown so far.
+
+    A transition observed at time t of an object last observed at ``prev`` is *late* when a
+    hole ended after ``prev``: it may have happened inside the hole.
+    """
+
+    last_hole_end: int | None = None
+    seen_any: bool = False
+    relist_keys: set[str] | None = None
+    relist_detected_ns: int = 0
+
+    def late(self, prev_seen: int | None) -> bool:
+        if self.last_hole_end is None:
+            return False
+        return prev_seen is None or self.last_hole_end > prev_seen
+
+
+_RelistDone = Callable[[set[str], int], None]  # (keys the snapshot showed, detection time)
+
+
+def _walk(
+    events: pd.DataFrame,
+    kind: str,
+    key_of: Callable[[dict[str, Any]], str],
+    on_object: Callable[[str, str, dict[str, Any], int, _Watch], None],
+    on_relist_done: _RelistDone,
+) -> None:
+    """Feed every event of ``kind`` in receive order to ``on_object(key, type, obj, t, watch)``;
+    call ``on_relist_done`` when a relist snapshot is complete."""
+    watch = _Watch()
+    subset = events[events["kind"] == kind]
+    for etype, recv, obj in zip(subset["type"], subset["recv_ns"], subset["object"], strict=True):
+        t = int(recv)
+        if watch.relist_keys is not None and etype != "LIST":
+            on_relist_done(watch.relist_keys, watch.relist_detected_ns)
+            watch.relist_keys = None
+        if etype == "GAP":
+            watch.last_hole_end = max(t, watch.last_hole_end or t)
+        elif etype == "RELIST":
+            if watch.seen_any:  # a relist before anything was seen is the initial list
+                watch.last_hole_end = max(t, watch.last_hole_end or t)
+                watch.relist_keys = set()
+                watch.relist_detected_ns = t
+        elif etype in OBJECT_TYPES and isinstance(obj, dict):
+            key = key_of(obj)
+            if watch.relist_keys is not None:
+                watch.relist_keys.add(key)
+                watch.relist_detected_ns = t
+            on_object(key, str(etype), obj, t, watch)
+            watch.seen_any = True
+    if watch.relist_keys is not None:
+        on_relist_done(watch.relist_keys, watch.relist_detected_ns)
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _object_key(obj: dict[str, Any]) -> str:
+    meta = _meta(obj)
+    uid = meta.get("uid")
+    if isinstance(uid, str) and uid:
+        return uid
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
+
+
+# --------------------------------------------------------------------------------------------
+# pods
+
+
+@dataclass
+class _Pod:
+    pod: str
+    namespace: str
+    uid: str
+    created_ns: int
+    node: str | None = None
+    ip: str | None = None
+    replicaset: str | None = None
+    template_hash: str | None = None
+    scheduled_ns: int | None = None
+    started_ns: int | None = None
+    ready_ns: int | None = None
+    unready_ns: int | None = None
+    deletion_ns: int | None = None
+    deletion_grace_s: int | None = None
+    terminated_ns: int | None = None
+    deleted_ns: int | None = None
+    ready_late: bool = False
+    deletion_late: bool = False
+    deleted_late: bool = False
+    is_ready: bool = False
+    last_seen_ns: int | None = None  # None until the first observation has been applied
+
+
+def _condition(status: dict[str, Any], name: str) -> str | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == name:
+            value = cond.get("status")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _observe_pod(pod: _Pod, etype: str, obj: dict[str, Any], t: int, late: bool) -> None:
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    pod.node = pod.node or spec.get("nodeName") or None
+    pod.ip = pod.ip or status.get("podIP") or None
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "ReplicaSet" and ref.get("name"):
+            pod.replicaset = ref["name"]
+    pod.template_hash = (meta.get("labels") or {}).get("pod-template-hash", pod.template_hash)
+    if pod.scheduled_ns is None and (
+        spec.get("nodeName") or _condition(status, "PodScheduled") == "True"
+    ):
+        pod.scheduled_ns = t
+    containers = status.get("containerStatuses") or []
+    states = [c.get("state") or {} for c in containers]
+    if pod.started_ns is None and any(s.get("running") is not None for s in states):
+        pod.started_ns = t
+    ready = _condition(status, "Ready") == "True"
+    if ready and pod.ready_ns is None:
+        pod.ready_ns, pod.ready_late = t, late
+    if not ready and pod.is_ready and pod.unready_ns is None:
+        pod.unready_ns = t
+    pod.is_ready = ready
+    if meta.get("deletionTimestamp") and pod.deletion_ns is None:
+        pod.deletion_ns, pod.deletion_late = t, late
+    grace = meta.get("deletionGracePeriodSeconds")
+    if isinstance(grace, int) and pod.deletion_grace_s is None:
+        pod.deletion_grace_s = grace
+    all_terminated = bool(states) and all(s.get("terminated") is not None for s in states)
+    if pod.terminated_ns is None and (
+        all_terminated or status.get("phase") in {"Succeeded", "Failed"}
+    ):
+        pod.terminated_ns = t
+    if etype == "DELETED":
+        _mark_deleted(pod, t, late)
+    pod.last_seen_ns = t
+
+
+def _mark_deleted(pod: _Pod, t: int, late: bool) -> None:
+    """A DELETED without a prior deletionTimestamp (force delete, or the graceful phase fell in
+    a hole) still tells that deletion was requested by then: deletion_ns is that upper bound."""
+    pod.deleted_ns, pod.deleted_late = t, late
+    if pod.deletion_ns is None:
+        pod.deletion_ns, pod.deletion_late = t, late
+
+
+def _replicaset_revisions(
+    events: pd.DataFrame,
+) -> tuple[dict[tuple[str, str], list[tuple[int, int]]], dict[tuple[str, str], str]]:
+    """(namespace, ReplicaSet) → [(recv_ns, revision)] in receive order, and
+    (namespace, pod-template-hash) → ReplicaSet name (for Pods without an ownerReference)."""
+    revisions: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    by_hash: dict[tuple[str, str], str] = {}
+    subset = events[(events["kind"] == "ReplicaSet") & events["type"].isin(sorted(OBJECT_TYPES))]
+    for recv, obj in zip(subset["recv_ns"], subset["object"], strict=True):
+        meta = _meta(obj)
+        namespace, name = meta.get("namespace") or "", meta.get("name")
+        if not isinstance(name, str):
+            continue
+        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+        if template_hash:
+            by_hash[(namespace, template_hash)] = name
+        text = (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+        if isinstance(text, str) and text.strip().isdigit() and len(text.strip()) < 19:
+            history = revisions.setdefault((namespace, name), [])
+            if not history or history[-1][1] != int(text):
+                history.append((int(recv), int(text)))
+    return revisions, by_hash
+
+
+def _revision_at(history: list[tuple[int, int]], t: int) -> int | None:
+    """The ReplicaSet's revision as of ``t`` (a rollback re-numbers an old ReplicaSet, so its
+    Pods created before and after belong to different revisions)."""
+    if not history:
+        return None
+    current = history[0][1]
+    for recv, revision in history:
+        if recv > t:
+            break
+        current = revision
+    return current
+
+
+def pod_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per Pod (by uid) with the receive times of its transitions (``PODS``)."""
+    live: dict[str, _Pod] = {}
+    done: list[_Pod] = []
+
+    def on_object(key: str, etype: str, obj: dict[str, Any], t: int, watch: _Watch) -> None:
+        pod = live.get(key)
+        if pod is None:
+            meta = _meta(obj)
+            pod = _Pod(
+                pod=str(meta.get("name")),
+                namespace=str(meta.get("namespace") or ""),
+                uid=str(meta.get("uid") or ""),
+                created_ns=t,
+            )
+            live[key] = pod
+        late = watch.late(pod.last_seen_ns)
+        _observe_pod(pod, etype, obj, t, late)
+        if etype == "DELETED":
+            done.append(live.pop(key))
+
+    def on_relist_done(shown: set[str], detected_ns: int) -> None:
+        for key in [k for k in live if k not in shown]:
+            pod = live.pop(key)
+            _mark_deleted(pod, detected_ns, True)
+            done.append(pod)
+
+    _walk(events, "Pod", _object_key, on_object, on_relist_done)
+    revisions, by_hash = _replicaset_revisions(events)
+    rows = []
+    for pod in [*done, *live.values()]:
+        replicaset = pod.replicaset or (
+            by_hash.get((pod.namespace, pod.template_hash)) if pod.template_hash else None
+        )
+        history = revisions.get((pod.namespace, replicaset)) if replicaset else None
+        rows.append(
+            {
+                "pod": pod.pod,
+                "namespace": pod.namespace,
+                "uid": pod.uid,
+                "node": pod.node,
+                "ip": pod.ip,
+                "replicaset": replicaset,
+                "revision": _revision_at(history or [], pod.created_ns),
+                "created_ns": pod.created_ns,
+                "scheduled_ns": pod.scheduled_ns,
+                "started_ns": pod.started_ns,
+                "ready_ns": pod.ready_ns,
+                "unready_ns": pod.unready_ns,
+                "deletion_ns": pod.deletion_ns,
+                "deletion_grace_s": pod.deletion_grace_s,
+                "terminated_ns": pod.terminated_ns,
+                "deleted_ns": pod.deleted_ns,
+                "ready_late": pod.ready_late,
+                "deletion_late": pod.deletion_late,
+                "deleted_late": pod.deleted_late,
+            }
+        )
+    frame = _typed_frame(rows, PODS.columns).sort_values(["created_ns", "pod"], kind="stable")
+    return check_frame(frame.reset_index(drop=True), PODS, "pod_lifecycle")
+
+
+def _typed_frame(rows: list[dict[str, Any]], columns: tuple[Any, ...]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {c.name: pd.Series([r[c.name] for r in rows], dtype=c.dtype) for c in columns}
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# endpoints
+
+
+@dataclass(frozen=True)
+class _EndpointState:
+    ready: bool
+    serving: bool
+    terminating: bool
+    pod: str | None
+    node: str | None
+
+
+def slice_endpoints(obj: dict[str, Any]) -> dict[str, _EndpointState]:
+    """Address → conditions of one EndpointSlice object, with KEP-1672's nil rules: ready nil
+    counts as true, serving nil defers to ready, terminating nil is false. The first endpoint
+    listing an address wins (a well-formed slice lists each address once)."""
+    result: dict[str, _EndpointState] = {}
+    for ep in obj.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        ready = conditions.get("ready")
+        ready = True if ready is None else bool(ready)
+        serving = conditions.get("serving")
+        serving = ready if serving is None else bool(serving)
+        terminating = bool(conditions.get("terminating") or False)
+        target = ep.get("targetRef") or {}
+        pod = target.get("name") if target.get("kind", "Pod") == "Pod" else None
+        state = _EndpointState(ready, serving, terminating, pod or None, ep.get("nodeName"))
+        for address in ep.get("addresses") or []:
+            result.setdefault(address, state)
+    return result
+
+
+@dataclass
+class _Slice:
+    service: str
+    name: str
+    open_rows: dict[str, int]  # address → index into rows of its open interval
+    states: dict[str, _EndpointState]
+    last_seen_ns: int
+
+
+def endpoint_membership(events: pd.DataFrame) -> pd.DataFrame:
+    """Intervals of each (EndpointSlice, address) in one (ready, serving, terminating) state."""
+    rows: list[dict[str, Any]] = []
+    slices: dict[str, _Slice] = {}
+
+    def close(sl: _Slice, address: str, t: int) -> None:
+        rows[sl.open_rows.pop(address)]["to_ns"] = t
+        sl.states.pop(address, None)
+
+    def on_object(key: str, etype: str, obj: dict[str, Any], t: int, watch: _Watch) -> None:
+        meta = _meta(obj)
+        sl = slices.get(key)
+        late = watch.late(sl.last_seen_ns if sl else None)
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL, "")
+        if sl is None:
+            sl = slices[key] = _Slice(service, str(meta.get("name")), {}, {}, t)
+        sl.service = service or sl.service
+        sl.last_seen_ns = t
+        current = {} if etype == "DELETED" else slice_endpoints(obj)
+        for address in [a for a in sl.states if current.get(a) != sl.states[a]]:
+            close(sl, address, t)
+        for address, state in current.items():
+            if address in sl.states:
+                continue
+            sl.states[address] = state
+            sl.open_rows[address] = len(rows)
+            rows.append(
+                {
+                    "service": sl.service,
+                    "slice": sl.name,
+                    "ip": address,
+                    "pod": state.pod,
+                    "node": state.node,
+                    "ready": state.ready,
+                    "serving": state.serving,
+                    "terminating": state.terminating,
+                    "from_ns": t,
+                    "to_ns": None,
+                    "from_late": late,
+                }
+            )
+        if etype == "DELETED":
+            del slices[key]
+
+    def on_relist_done(shown: set[str], detected_ns: int) -> None:
+        for key in [k for k in slices if k not in shown]:
+            sl = slices.pop(key)
+            for address in list(sl.open_rows):
+                close(sl, address, detected_ns)
+
+    _walk(events, "EndpointSlice", _object_key, on_object, on_relist_done)
+    frame = _typed_frame(rows, ENDPOINTS.columns)
+    frame = frame.sort_values(["from_ns", "slice", "ip"], kind="stable").reset_index(drop=True)
+    return check_frame(frame, ENDPOINTS, "endpoint_membership")

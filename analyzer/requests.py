@@ -1,0 +1,278 @@
+"""requests.parquet: one row per request the load generator attempted (``analyzer.schema.REQUESTS``).
+
+Parquet keeps types, but not always the pandas flavour of them: a nullable integer column written
+by another tool comes back as float64 with NaN, a string column as ``object``. ``read_requests``
+coerces every column to its declared dtype and refuses values that do not fit, naming the row and
+field, because a request whose end precedes its start would otherwise become a negative latency
+or a failure attributed to the wrong moment.
+
+Rows are numbered from 0 (the Parquet row index), lines of JSONL files from 1.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analyzer.errors import TraceError
+from analyzer.rundir import Problem, atomic_write_bytes
+from analyzer.schema import REQUESTS, Column, ErrorKind, check_frame
+
+USER_KINDS = ("keepalive", "new-connection")
+
+# What a damaged Parquet file can make pyarrow raise; all mean "this file cannot be decoded".
+_PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError)
+
+
+def read_requests(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read requests.parquet as a frame conforming to ``REQUESTS``.
+
+    Raises ``TraceError`` at the first error (lowest row); ``check_requests`` lists them all.
+    """
+    frame, problems = load_requests(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise errors[0].to_trace_error()
+    return frame
+
+
+def load_requests(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read and coerce requests.parquet, returning every problem instead of raising on the first.
+
+    A file-level problem (unreadable file, missing or mistyped column) is raised as a
+    ``TraceError``: without the column there is no row to check.
+    """
+    name = str(path)
+    try:
+        table = pq.read_table(path)
+        raw = table.to_pandas()
+    except _PARQUET_ERRORS as exc:
+        raise TraceError(name, "file", f"not a readable Parquet file: {exc}") from None
+    frame, coerce_problems = coerce_requests(raw, name)
+    return frame, coerce_problems + check_requests(frame, name)
+
+
+def coerce_requests(
+    raw: pd.DataFrame, path: str = "requests.parquet"
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Bring every ``REQUESTS`` column to its declared dtype; extra columns are kept as they are.
+
+    A missing nullable column is added (all NA) with a warning, so an older or foreign writer's
+    file still loads; a missing required column, or a value the dtype cannot hold, is an error.
+    """
+    frame = raw.reset_index(drop=True).copy()
+    problems: list[Problem] = []
+    for col in REQUESTS.columns:
+        if col.name not in frame.columns:
+            if not col.nullable:
+                raise TraceError(path, "file", "required column is missing", field=col.name)
+            problems.append(
+                Problem(path, "file", col.name, "optional column is missing (all NA)", "warning")
+            )
+            frame[col.name] = pd.Series([pd.NA] * len(frame), dtype=col.dtype)
+            continue
+        frame[col.name] = _coerce_column(frame[col.name], col, path)
+    return frame, problems
+
+
+def _first_row(mask: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
+
+
+def _coerce_column(series: pd.Series, col: Column, path: str) -> pd.Series:
+    isna = series.isna().to_numpy(dtype=bool)
+    if not col.nullable and isna.any():
+        raise TraceError(path, f"row {_first_row(isna)}", "missing value", field=col.name)
+    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
+    family = col.dtype.lower()
+    if family.startswith("int"):
+        if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(
+            series.dtype
+        ):
+            raise TraceError(
+                path, "file", f"dtype {series.dtype} where integers are expected", field=col.name
+            )
+        if kind == "f" or pd.api.types.is_float_dtype(series.dtype):
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            bad = ~isna & (
+                (values != np.floor(values)) | ~np.isfinite(values) | (np.abs(values) > 2.0**63)
+            )
+            if bad.any():
+                row = _first_row(bad)
+                raise TraceError(
+                    path, f"row {row}", f"{values[row]!r} is not an integer", field=col.name
+                )
+        try:
+            return series.astype(pd.api.types.pandas_dtype(col.dtype))
+        except (OverflowError, TypeError, ValueError) as exc:
+            raise TraceError(path, "file", f"cannot hold integers: {exc}", field=col.name) from None
+    if family in {"bool", "boolean"}:
+        if not pd.api.types.is_bool_dtype(series.dtype):
+            bad = [
+                i
+                for i, v in enumerate(series.astype(object))
+                if not (isna[i] or isinstance(v, bool | np.bool_))
+            ]
+            if bad:
+                raise TraceError(
+                    path,
+                    f"row {bad[0]}",
+                    f"{series.iloc[bad[0]]!r} is not a boolean",
+                    field=col.name,
+                )
+        return series.astype(pd.api.types.pandas_dtype(col.dtype))
+    if family.startswith("float"):
+        if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(
+            series.dtype
+        ):
+            raise TraceError(
+                path, "file", f"dtype {series.dtype} where numbers are expected", field=col.name
+            )
+        return series.astype(pd.api.types.pandas_dtype(col.dtype))
+    # strings: anything else in an object column is a writer bug, not something to str() away
+    if not (
+        pd.api.types.is_string_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype)
+    ):
+        raise TraceError(
+            path, "file", f"dtype {series.dtype} where strings are expected", field=col.name
+        )
+    not_str = [
+        i for i, v in enumerate(series.astype(object)) if not (isinstance(v, str) or isna[i])
+    ]
+    if not_str:
+        row = not_str[0]
+        raise TraceError(
+            path, f"row {row}", f"{series.iloc[row]!r} is not a string", field=col.name
+        )
+    return series.astype(object).astype(pd.api.types.pandas_dtype(col.dtype))
+
+
+_Check = tuple[str, str, str, Callable[[pd.DataFrame], pd.Series]]
+
+# (field, severity, message, rows-that-break-it); each is a vectorized predicate over the frame.
+_ROW_CHECKS: tuple[_Check, ...] = (
+    (
+        "error_kind",
+        "error",
+        "not one of " + ", ".join(e.value for e in ErrorKind),
+        lambda f: ~f["error_kind"].isin([e.value for e in ErrorKind]),
+    ),
+    ("request_id", "error", "duplicate request_id", lambda f: f["request_id"].duplicated()),
+    ("start_ns", "error", "negative timestamp", lambda f: f["start_ns"] < 0),
+    ("scheduled_ns", "error", "negative timestamp", lambda f: f["scheduled_ns"] < 0),
+    (
+        "end_ns",
+        "error",
+        "end before start (negative duration)",
+        lambda f: f["end_ns"] < f["start_ns"],
+    ),
+    (
+        "connect_ns",
+        "error",
+        "connect before start",
+        lambda f: (f["connect_ns"] < f["start_ns"]).fillna(False),
+    ),
+    (
+        "connect_ns",
+        "error",
+        "connect after end",
+        lambda f: (f["connect_ns"] > f["end_ns"]).fillna(False),
+    ),
+    (
+        "first_byte_ns",
+        "error",
+        "first byte before start",
+        lambda f: (f["first_byte_ns"] < f["start_ns"]).fillna(False),
+    ),
+    (
+        "first_byte_ns",
+        "error",
+        "first byte after end",
+        lambda f: (f["first_byte_ns"] > f["end_ns"]).fillna(False),
+    ),
+    ("conn_seq", "error", "must be ≥ 1 (1-based)", lambda f: f["conn_seq"] < 1),
+    (
+        "conn_new",
+        "error",
+        "conn_new is true but conn_seq is not 1",
+        lambda f: f["conn_new"] & (f["conn_seq"] != 1),
+    ),
+    (
+        "remote_port",
+        "error",
+        "not a TCP port (0..65535)",
+        lambda f: (f["remote_port"] < 0) | (f["remote_port"] > 65535),
+    ),
+    (
+        "local_port",
+        "error",
+        "not a TCP port (0..65535)",
+        lambda f: ((f["local_port"] < 0) | (f["local_port"] > 65535)).fillna(False),
+    ),
+    (
+        "status_code",
+        "error",
+        "not an HTTP status (100..599)",
+        lambda f: ((f["status_code"] < 100) | (f["status_code"] > 599)).fillna(False),
+    ),
+    (
+        "error_kind",
+        "warning",
+        "http-5xx without a 5xx status_code",
+        lambda f: (
+            (f["error_kind"] == "http-5xx")
+            & ~((f["status_code"] >= 500) & (f["status_code"] <= 599)).fillna(False)
+        ),
+    ),
+    (
+        "error_kind",
+        "warning",
+        "ok with an error status_code (≥ 400)",
+        lambda f: (f["error_kind"] == "ok") & (f["status_code"] >= 400).fillna(False),
+    ),
+    (
+        "user_kind",
+        "warning",
+        "not one of " + ", ".join(USER_KINDS),
+        lambda f: ~f["user_kind"].isin(USER_KINDS),
+    ),
+    (
+        "connect_ns",
+        "warning",
+        "set on a reused connection (should be NA)",
+        lambda f: ~f["conn_new"] & f["connect_ns"].notna(),
+    ),
+)
+
+
+def check_requests(frame: pd.DataFrame, path: str = "requests.parquet") -> list[Problem]:
+    """Row-level checks of a coerced requests frame, one ``Problem`` per offending (row, check),
+    in row order so that the first error is the one a person should look at first."""
+    found: list[tuple[int, int, Problem]] = []
+    for order, (field, severity, message, predicate) in enumerate(_ROW_CHECKS):
+        mask = np.asarray(predicate(frame), dtype=bool)
+        for row in np.flatnonzero(mask):
+            found.append(
+                (int(row), order, Problem(path, f"row {row}", field, message, severity))  # type: ignore[arg-type]
+            )
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [problem for _, _, problem in found]
+
+
+def write_requests(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """Write requests.parquet atomically, refusing a frame the reader would refuse."""
+    coerced, _ = coerce_requests(frame, str(path))
+    errors = [p for p in check_requests(coerced, str(path)) if p.severity == "error"]
+    if errors:
+        raise errors[0].to_trace_error()
+    check_frame(coerced, REQUESTS, "write_requests")
+    buffer = io.BytesIO()
+    coerced.to_parquet(buffer, index=False)
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analyzer.errors import TraceError
+from analyzer.events import endpoint_membership, pod_lifecycle, read_events, scan_events
+from analyzer.schema import ENDPOINTS, PODS, check_frame
+from tests.analyzer.eventlines import (
+    T0,
+    S,
+    endpoint,
+    endpoint_slice,
+    event,
+    gap,
+    pod,
+    relist,
+    replicaset,
+    write_lines,
+)
+
+
+def _read(tmp_path: Path, lines: list[dict[str, object]]) -> pd.DataFrame:
+    return read_events(write_lines(tmp_path / "events.jsonl", lines))
+
+
+def _one(frame: pd.DataFrame, **where: object) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for column, value in where.items():
+        mask &= frame[column] == value
+    rows = frame[mask]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_full_pod_lifecycle_from_added_to_deleted(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0 + 5 * S, replicaset("web-5d9f", 2, "5d9f")),
+        event("ADDED", T0 + 10 * S, pod()),
+        event("MODIFIED", T0 + 11 * S, pod(node="node-1")),
+        event(
+            "MODIFIED", T0 + 12 * S, pod(node="node-1", ip="10.1.0.5", running=True, ready=False)
+        ),
+        event("MODIFIED", T0 + 14 * S, pod(node="node-1", ip="10.1.0.5", running=True, ready=True)),
+        event(
+            "MODIFIED",
+            T0 + 60 * S,
+            pod(node="node-1", ip="10.1.0.5", running=True, ready=True, deleting=True, grace=45),
+        ),
+        event(
+            "MODIFIED",
+            T0 + 61 * S,
+            pod(node="node-1", ip="10.1.0.5", running=True, ready=False, deleting=True),
+        ),
+        event(
+            "MODIFIED",
+            T0 + 70 * S,
+            pod(node="node-1", ip="10.1.0.5", terminated=True, ready=False, deleting=True),
+        ),
+        event(
+            "DELETED",
+            T0 + 71 * S,
+            pod(node="node-1", ip="10.1.0.5", terminated=True, ready=False, deleting=True),
+        ),
+    ]
+    pods = pod_lifecycle(_read(tmp_path, lines))
+    check_frame(pods, PODS, "test")
+    row = _one(pods, uid="uid-1")
+    assert (row["pod"], row["namespace"], row["node"], row["ip"]) == (
+        "web-abc",
+        "default",
+        "node-1",
+        "10.1.0.5",
+    )
+    assert (row["replicaset"], row["revision"]) == ("web-5d9f", 2)
+    expected = {
+        "created_ns": 10,
+        "scheduled_ns": 11,
+        "started_ns": 12,
+        "ready_ns": 14,
+        "deletion_ns": 60,
+        "unready_ns": 61,
+        "terminated_ns": 70,
+        "deleted_ns": 71,
+    }
+    assert {k: (int(row[k]) - T0) // S for k in expected} == expected
+    assert row["deletion_grace_s"] == 45
+    assert not (row["ready_late"] or row["deletion_late"] or row["deleted_late"])
+
+
+def test_gap_in_the_middle_marks_transitions_detected_late(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, pod()),
+        event("MODIFIED", T0 + 1 * S, pod(node="n", running=True, ready=False)),
+        gap("Pod", T0 + 2 * S, T0 + 9 * S),
+        # readiness and deletion both happened inside the hole: only their detection is known
+        event("MODIFIED", T0 + 10 * S, pod(node="n", running=True, ready=True, deleting=True)),
+        event("DELETED", T0 + 12 * S, pod(node="n", terminated=True, deleting=True)),
+    ]
+    row = _one(pod_lifecycle(_read(tmp_path, lines)), uid="uid-1")
+    assert row["ready_ns"] == T0 + 10 * S and row["ready_late"]
+    assert row["deletion_ns"] == T0 + 10 * S and row["deletion_late"]
+    # the DELETED event itself arrived after the pod was observed post-gap: a live event
+    assert row["deleted_ns"] == T0 + 12 * S and not row["deleted_late"]
+
+
+def test_transition_after_gap_on_other_kind_is_not_late(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, pod(node="n")),
+        gap("EndpointSlice", T0 + 1 * S, T0 + 3 * S),
+        event("MODIFIED", T0 + 4 * S, pod(node="n", running=True, ready=True)),
+    ]
+    row = _one(pod_lifecycle(_read(tmp_path, lines)), uid="uid-1")
+    assert row["ready_ns"] == T0 + 4 * S and not row["ready_late"]
+
+
+def test_relist_snapshot_detects_pods_deleted_in_the_hole(tmp_path: Path) -> None:
+    lines = [
+        event("LIST", T0, pod("old-1", "u-old", node="n", running=True, ready=True)),
+        event("LIST", T0, pod("new-1", "u-new", node="n", running=True, ready=False)),
+        relist("Pod", T0 + 20 * S),
+        event("LIST", T0 + 21 * S, pod("new-1", "u-new", node="n", running=True, ready=True)),
+        event("MODIFIED", T0 + 30 * S, pod("new-1", "u-new", node="n", running=True, ready=True)),
+    ]
+    pods = pod_lifecycle(_read(tmp_path, lines))
+    old, new = _one(pods, uid="u-old"), _one(pods, uid="u-new")
+    # the initial list is a snapshot, not a hole: nothing late about it
+    assert old["ready_ns"] == T0 and not old["ready_late"]
+    assert old["deleted_ns"] == T0 + 21 * S and old["deleted_late"]
+    assert old["deletion_ns"] == T0 + 21 * S and old["deletion_late"]
+    assert new["ready_ns"] == T0 + 21 * S and new["ready_late"]
+    assert pd.isna(new["deleted_ns"])
+
+
+def test_pod_seen_only_via_list(tmp_path: Path) -> None:
+    lines = [event("LIST", T0, pod(node="n", ip="10.1.0.9", running=True, ready=True))]
+    row = _one(pod_lifecycle(_read(tmp_path, lines)), uid="uid-1")
+    assert row["created_ns"] == row["scheduled_ns"] == row["started_ns"] == row["ready_ns"] == T0
+    assert pd.isna(row["deletion_ns"]) and pd.isna(row["deleted_ns"])
+
+
+def test_deleted_without_prior_deletion_timestamp_bounds_deletion(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, pod(node="n", running=True, ready=True)),
+        event("DELETED", T0 + 3 * S, pod(node="n", running=True, ready=True)),
+    ]
+    row = _one(pod_lifecycle(_read(tmp_path, lines)), uid="uid-1")
+    assert row["deleted_ns"] == row["deletion_ns"] == T0 + 3 * S
+    assert pd.isna(row["deletion_grace_s"])
+
+
+def test_pod_recreated_with_the_same_name_is_two_rows(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, pod("web-0", "u-a", node="n")),
+        event("DELETED", T0 + 1 * S, pod("web-0", "u-a", node="n", deleting=True)),
+        event("ADDED", T0 + 2 * S, pod("web-0", "u-b", node="m")),
+    ]
+    pods = pod_lifecycle(_read(tmp_path, lines))
+    assert list(pods["uid"]) == ["u-a", "u-b"]
+    assert list(pods["node"]) == ["n", "m"]
+    assert pd.isna(_one(pods, uid="u-b")["deleted_ns"])
+
+
+def test_revision_follows_replicaset_rollback(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, replicaset("web-aaa", 1, "aaa")),
+        event(
+            "ADDED", T0 + 1 * S, pod("web-aaa-1", "u1", replicaset="web-aaa", template_hash="aaa")
+        ),
+        event("MODIFIED", T0 + 5 * S, replicaset("web-aaa", 3, "aaa")),
+        # no ownerReference: found through the pod-template-hash label
+        event("ADDED", T0 + 6 * S, pod("web-aaa-2", "u2", replicaset=None, template_hash="aaa")),
+    ]
+    pods = pod_lifecycle(_read(tmp_path, lines))
+    assert _one(pods, uid="u1")["revision"] == 1
+    second = _one(pods, uid="u2")
+    assert (second["replicaset"], second["revision"]) == ("web-aaa", 3)
+
+
+def test_endpoint_intervals_through_termination(tmp_path: Path) -> None:
+    ip = "10.1.0.5"
+    lines = [
+        event("ADDED", T0, endpoint_slice("web-x", endpoint(ip, "p", ready=False))),
+        event("MODIFIED", T0 + 2 * S, endpoint_slice("web-x", endpoint(ip, "p", ready=None))),
+        event(
+            "MODIFIED",
+            T0 + 5 * S,
+            endpoint_slice("web-x", endpoint(ip, "p", ready=False, serving=True, terminating=True)),
+        ),
+        event(
+            "MODIFIED",
+            T0 + 8 * S,
+            endpoint_slice(
+                "web-x", endpoint(ip, "p", ready=False, serving=False, terminating=True)
+            ),
+        ),
+        event("MODIFIED", T0 + 9 * S, endpoint_slice("web-x")),
+    ]
+    eps = endpoint_membership(_read(tmp_path, lines))
+    check_frame(eps, ENDPOINTS, "test")
+    got = [
+        (
+            bool(r.ready),
+            bool(r.serving),
+            bool(r.terminating),
+            (r.from_ns - T0) // S,
+            (r.to_ns - T0) // S,
+        )
+        for r in eps.itertuples()
+    ]
+    assert got == [
+        (False, False, False, 0, 2),  # serving nil defers to ready
+        (True, True, False, 2, 5),  # ready nil counts as true
+        (False, True, True, 5, 8),
+        (False, False, True, 8, 9),
+    ]
+    assert set(eps["service"]) == {"web"} and set(eps["pod"]) == {"p"}
+    assert not eps["from_late"].any()
+
+
+def test_unchanged_endpoint_keeps_its_interval_and_slice_deletion_closes(tmp_path: Path) -> None:
+    a, b = endpoint("10.0.0.1", "a"), endpoint("10.0.0.2", "b")
+    lines = [
+        event("ADDED", T0, endpoint_slice("s", a)),
+        event("MODIFIED", T0 + 1 * S, endpoint_slice("s", a, b)),
+        event("DELETED", T0 + 4 * S, endpoint_slice("s", a, b)),
+    ]
+    eps = endpoint_membership(_read(tmp_path, lines))
+    assert _one(eps, ip="10.0.0.1")["from_ns"] == T0
+    assert _one(eps, ip="10.0.0.2")["from_ns"] == T0 + 1 * S
+    assert set(eps["to_ns"]) == {T0 + 4 * S}
+
+
+def test_endpoint_relist_closes_vanished_slices_and_marks_late(tmp_path: Path) -> None:
+    a, b = endpoint("10.0.0.1", "a"), endpoint("10.0.0.2", "b")
+    lines = [
+        event("LIST", T0, endpoint_slice("s1", a)),
+        event("LIST", T0, endpoint_slice("s2", b)),
+        gap("EndpointSlice", T0 + 1 * S, T0 + 6 * S),
+        relist("EndpointSlice", T0 + 6 * S),
+        event("LIST", T0 + 7 * S, endpoint_slice("s1", endpoint("10.0.0.1", "a", ready=False))),
+    ]
+    eps = endpoint_membership(_read(tmp_path, lines))
+    s2 = _one(eps, slice="s2")
+    assert s2["to_ns"] == T0 + 7 * S  # gone from the snapshot: closed when the snapshot ended
+    latest = _one(eps, slice="s1", ready=False)
+    assert latest["from_ns"] == T0 + 7 * S and latest["from_late"] and pd.isna(latest["to_ns"])
+
+
+def test_bad_line_names_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    good = '{"type": "ADDED", "recv_ns": 5, "kind": "Pod", "object": {"metadata": {"name": "p"}}}'
+    path.write_text(
+        good
+        + "\n"
+        + '{"type": "ADDED", "recv_ns": "5", "kind": "Pod", "object": {}}\n'
+        + '{"type": "ADDED", "recv_ns": 6, "kind": "Pod", "object": {"metadata": {"name": "q"},'
+        + ' "status": {"conditions": [{"type": "Ready", "status": true}]}}}\n'
+        + "{not json\n"
+    )
+    with pytest.raises(TraceError) as info:
+        read_events(path)
+    assert info.value.location == "line 2" and info.value.field == "recv_ns"
+    assert str(path) in str(info.value)
+    assert list(info.value.kept["name"]) == ["p"]  # type: ignore[index]
+    scan = scan_events(path)
+    assert [(p.location, p.field) for p in scan.problems] == [
+        ("line 2", "recv_ns"),
+        ("line 3", "object.status.conditions[0].status"),
+        ("line 4", None),
+    ]
+    assert list(read_events(path, tolerant=True)["line"]) == [1]
+
+
+def test_empty_file_gives_empty_conforming_tables(tmp_path: Path) -> None:
+    events = _read(tmp_path, [])
+    assert len(pod_lifecycle(events)) == 0 and len(endpoint_membership(events)) == 0
