@@ -5,6 +5,15 @@ in ``analyzer.schema``. Everything else is internal and may change.
 """
 
 from analyzer.connections import tcp_connections
+from analyzer.run import Run, load_run
 from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
 
-__all__ = ["SCHEMA_VERSION", "Cause", "ConnectionOutcome", "ErrorKind", "tcp_connections"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Cause",
+    "ConnectionOutcome",
+    "ErrorKind",
+    "Run",
+    "load_run",
+    "tcp_connections",
+]

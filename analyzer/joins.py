@@ -1,0 +1,275 @@
+"""Joins between the canonical tables: requests ↔ client connections ↔ node connections ↔ Pods.
+
+Pure functions over frames. Every join is vectorized (``merge_asof``) because a run holds
+millions of requests and packets; nothing here loops per request.
+
+How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evidence first:
+
+1. ``header``: a response named the Pod (``X-Pod-Name``, the requests' ``pod`` column) — this
+   request's, or another one's on the same connection (a connection reaches one Pod).
+2. ``node-capture``: the request's client connection is correlated with a connection on a
+   node-side capture (the Pod side of the NAT), whose server address is the Pod IP. Correlation:
+   first by the client's own address and port when the load balancer preserves the source
+   (``externalTrafficPolicy: Local``, or a Cluster hop that does not masquerade): the first node
+   SYN from that address and port at or after the client's SYN, within ``NODE_SYN_WINDOW_NS``
+   (SYN retransmissions may be what gets through). When the source was rewritten (SNAT), the
+   node connection whose SYN is nearest in time to the client's SYN within ``SNAT_SYN_WINDOW_NS``
+   and that no other client connection claimed. The Pod IP is then resolved to the Pod that held
+   that IP at that moment.
+3. ``inferred``: neither exists, so the Pod is inferred from which Pods were in which state at
+   request start (pods and endpoints tables): a connection-level failure points at the Pod most
+   recently deleted (it is the one rules may still send to), a 5xx at the Pod most recently made
+   Ready, anything else at a terminating Pod. Only done for failed requests.
+4. ``none``: no evidence at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analyzer.schema import ErrorKind, PodMatch
+
+# A request's start is taken on the client before connect() sends the SYN that the capture sees
+SYN_AFTER_START_SLACK_NS = 200_000_000
+# Node SYN after the client SYN: LB + kube-proxy forwarding, or a SYN retransmission that got through
+NODE_SYN_WINDOW_NS = 3_500_000_000
+# Without a preserved source port only time proximity is left; keep it tight to stay unambiguous
+SNAT_SYN_WINDOW_NS = 5_000_000
+# How long after deletion a Pod stays a plausible target for inference (the e2e lag tolerance)
+INFERENCE_HORIZON_NS = 30_000_000_000
+
+_CONNECT_FAILURES = {
+    ErrorKind.REFUSED.value,
+    ErrorKind.CONNECT_TIMEOUT.value,
+    ErrorKind.UNREACHABLE.value,
+}
+
+
+def request_connections(requests: pd.DataFrame, client_conns: pd.DataFrame) -> pd.Series:
+    """``conn_key`` of each request's client-capture connection (Int64, NA when not captured).
+
+    A connection is matched on (local IP, local port) and time: the latest connection whose SYN
+    is not after the request start (plus a small slack) and that was still alive at the start.
+    Reused requests inherit the match of the first request on their ``conn_id``: their own start
+    may lie after a port was reused by another connection, the first one's never does.
+    """
+    out = pd.Series(pd.NA, index=requests.index, dtype="Int64", name="conn_key")
+    if requests.empty or client_conns.empty:
+        return out
+    firsts = (
+        requests.loc[
+            requests["local_ip"].notna() & requests["local_port"].notna(),
+            ["conn_id", "start_ns", "local_ip", "local_port"],
+        ]
+        .sort_values("start_ns", kind="stable")
+        .drop_duplicates("conn_id")
+    )
+    left = pd.DataFrame(
+        {
+            "conn_id": firsts["conn_id"].to_numpy(),
+            "ip": firsts["local_ip"].astype(str).to_numpy(),
+            "port": firsts["local_port"].astype("int64").to_numpy(),
+            "start_ns": firsts["start_ns"].to_numpy(dtype="int64"),
+            "t": firsts["start_ns"].to_numpy(dtype="int64") + SYN_AFTER_START_SLACK_NS,
+        }
+    ).sort_values("t", kind="stable")
+    right = pd.DataFrame(
+        {
+            "ip": client_conns["client_ip"].astype(str).to_numpy(),
+            "port": client_conns["client_port"].to_numpy(dtype="int64"),
+            "t": client_conns["syn_ns"].to_numpy(dtype="int64"),
+            "conn_end": client_conns["end_ns"].to_numpy(dtype="int64"),
+            "conn_key": client_conns["conn_key"].to_numpy(dtype="int64"),
+        }
+    ).sort_values("t", kind="stable")
+    merged = pd.merge_asof(left, right, on="t", by=["ip", "port"], direction="backward")
+    alive = merged["conn_end"] >= merged["start_ns"] - SYN_AFTER_START_SLACK_NS
+    matched = merged[merged["conn_key"].notna() & alive]
+    key_by_conn = pd.Series(
+        matched["conn_key"].astype("int64").to_numpy(), index=matched["conn_id"].to_numpy()
+    )
+    out[:] = requests["conn_id"].map(key_by_conn).astype("Int64").to_numpy()
+    return out
+
+
+def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -> pd.Series:
+    """For each client connection (by index), the ``conn_key`` of its node-side connection."""
+    out = pd.Series(pd.NA, index=client_conns.index, dtype="Int64", name="node_conn_key")
+    if client_conns.empty or node_conns.empty:
+        return out
+    left = pd.DataFrame(
+        {
+            "idx": client_conns.index.to_numpy(),
+            "ip": client_conns["client_ip"].astype(str).to_numpy(),
+            "port": client_conns["client_port"].to_numpy(dtype="int64"),
+            "t": client_conns["syn_ns"].to_numpy(dtype="int64"),
+        }
+    ).sort_values("t", kind="stable")
+    right = pd.DataFrame(
+        {
+            "ip": node_conns["client_ip"].astype(str).to_numpy(),
+            "port": node_conns["client_port"].to_numpy(dtype="int64"),
+            "t": node_conns["syn_ns"].to_numpy(dtype="int64"),
+            "node_key": node_conns["conn_key"].to_numpy(dtype="int64"),
+        }
+    ).sort_values("t", kind="stable")
+    exact = pd.merge_asof(
+        left,
+        right,
+        on="t",
+        by=["ip", "port"],
+        direction="forward",
+        tolerance=NODE_SYN_WINDOW_NS,
+    )
+    exact = exact[exact["node_key"].notna()]
+    out[exact["idx"].to_numpy()] = exact["node_key"].astype("int64").to_numpy()
+
+    # SNAT: the source was rewritten, only SYN time is left; a node connection is used once
+    rest_left = left[~left["idx"].isin(exact["idx"])]
+    rest_right = right[~right["node_key"].isin(exact["node_key"])]
+    if rest_left.empty or rest_right.empty:
+        return out
+    near = pd.merge_asof(
+        rest_left.drop(columns=["ip", "port"]),
+        rest_right.drop(columns=["ip", "port"]).assign(node_t=rest_right["t"]),
+        on="t",
+        direction="nearest",
+        tolerance=SNAT_SYN_WINDOW_NS,
+    )
+    near = near[near["node_key"].notna()]
+    near = near.assign(gap=(near["node_t"] - near["t"]).abs()).sort_values("gap", kind="stable")
+    near = near.drop_duplicates("node_key")
+    out[near["idx"].to_numpy()] = near["node_key"].astype("int64").to_numpy()
+    return out
+
+
+def pods_by_ip(ips: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.Series:
+    """The Pod that held each IP at each time (IPs are recycled: the latest Pod created before)."""
+    out = pd.Series(pd.NA, index=ips.index, dtype="string", name="pod")
+    known = ips.notna() & times.notna()
+    pods = pods[pods["ip"].notna()]
+    if not known.any() or pods.empty:
+        return out
+    left = pd.DataFrame(
+        {
+            "idx": ips.index[known],
+            "ip": ips[known].astype(str).to_numpy(),
+            "t": times[known].to_numpy(dtype="int64"),
+        }
+    ).sort_values("t", kind="stable")
+    right = pd.DataFrame(
+        {
+            "ip": pods["ip"].astype(str).to_numpy(),
+            "t": pods["created_ns"].to_numpy(dtype="int64"),
+            "pod": pods["pod"].astype(str).to_numpy(),
+        }
+    ).sort_values("t", kind="stable")
+    # a Pod is first *seen* by the watcher slightly after its IP may already carry traffic
+    merged = pd.merge_asof(left, right, on="t", by="ip", direction="nearest")
+    merged = merged[merged["pod"].notna()]
+    out[merged["idx"].to_numpy()] = merged["pod"].to_numpy()
+    return out
+
+
+def pod_states(pod_names: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.DataFrame:
+    """Each (Pod, time)'s lifecycle state and the ms since its deletion / readiness.
+
+    States: pending (created, container not started), starting (started, not Ready), ready,
+    terminating (deletion requested, containers still running), gone (terminated or deleted),
+    unknown (no such Pod in the watch, or before it was first seen).
+    """
+    info = pods.drop_duplicates("pod", keep="last").set_index("pod")
+    idx = pod_names.index
+    names = pod_names.astype("string")
+    t = times.to_numpy(dtype="float64")
+
+    def col(name: str) -> np.ndarray:
+        series = names.map(info[name]) if name in info.columns else pd.Series(pd.NA, index=idx)
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+    created, started, ready = col("created_ns"), col("started_ns"), col("ready_ns")
+    deletion, terminated, deleted = col("deletion_ns"), col("terminated_ns"), col("deleted_ns")
+    gone_at = np.fmin(terminated, deleted)
+    state = np.select(
+        [
+            np.isnan(created) | (t < created),
+            t >= gone_at,
+            t >= deletion,
+            t >= ready,
+            t >= started,
+        ],
+        ["unknown", "gone", "terminating", "ready", "starting"],
+        default="pending",
+    )
+    state_series = pd.Series(state, index=idx, dtype="string")
+    state_series[names.isna()] = pd.NA
+    node = names.map(info["node"]) if "node" in info.columns else pd.Series(pd.NA, index=idx)
+    return pd.DataFrame(
+        {
+            "pod_state": state_series,
+            "node": node.astype("string"),
+            "ms_since_deletion": pd.array((t - deletion) / 1e6, dtype="Float64"),
+            "ms_since_ready": pd.array((t - ready) / 1e6, dtype="Float64"),
+        },
+        index=idx,
+    )
+
+
+def infer_pods(failed: pd.DataFrame, pods: pd.DataFrame) -> pd.Series:
+    """The most likely Pod for failed requests with no direct evidence (see module doc, rule 3)."""
+    out = pd.Series(pd.NA, index=failed.index, dtype="string", name="pod")
+    if failed.empty or pods.empty:
+        return out
+    t = failed["start_ns"].to_numpy(dtype="int64")
+    connect_failure = failed["error_kind"].isin(_CONNECT_FAILURES).to_numpy()
+    is_5xx = (failed["error_kind"] == ErrorKind.HTTP_5XX.value).to_numpy()
+
+    def latest_before(column: str, horizon_ns: int) -> pd.Series:
+        events = pods[pods[column].notna()][["pod", column]]
+        if events.empty:
+            return pd.Series(pd.NA, index=failed.index, dtype="string")
+        right = pd.DataFrame(
+            {"t": events[column].to_numpy(dtype="int64"), "cand": events["pod"].astype(str)}
+        ).sort_values("t", kind="stable")
+        left = pd.DataFrame({"idx": failed.index, "t": t}).sort_values("t", kind="stable")
+        merged = pd.merge_asof(left, right, on="t", direction="backward", tolerance=horizon_ns)
+        return pd.Series(merged["cand"].to_numpy(), index=merged["idx"].to_numpy()).reindex(
+            failed.index
+        )
+
+    deleted_recently = latest_before("deletion_ns", INFERENCE_HORIZON_NS)
+    ready_recently = latest_before("ready_ns", INFERENCE_HORIZON_NS)
+    started_recently = latest_before("started_ns", INFERENCE_HORIZON_NS)
+    newest = ready_recently.fillna(started_recently)
+    choice = np.where(is_5xx, newest.fillna(deleted_recently), deleted_recently)
+    out[:] = pd.array(choice, dtype="string")
+    out[connect_failure & out.isna().to_numpy()] = newest[connect_failure & out.isna().to_numpy()]
+    return out
+
+
+def attach_pods(
+    requests: pd.DataFrame,
+    node_pod: pd.Series,
+    pods: pd.DataFrame,
+) -> pd.DataFrame:
+    """``pod`` and ``pod_method`` for every request: header, else node capture, else inferred.
+
+    ``node_pod`` holds, per request, the Pod resolved from its node-side connection (NA when
+    there is none). Inference is only attempted for failed requests: successes that named no Pod
+    carry no question to answer.
+    """
+    # a connection reaches one Pod: a Pod named on any response of it names it for all of them
+    header = requests["pod"].astype("string").groupby(requests["conn_id"]).transform("first")
+    pod = header.copy()
+    method = pd.Series(PodMatch.NONE.value, index=requests.index, dtype="string")
+    method[header.notna()] = PodMatch.HEADER.value
+    from_node = header.isna() & node_pod.notna()
+    pod[from_node] = node_pod[from_node]
+    method[from_node] = PodMatch.NODE_CAPTURE.value
+    need = pod.isna() & (requests["error_kind"] != ErrorKind.OK.value)
+    if need.any():
+        inferred = infer_pods(requests[need], pods)
+        pod[need] = inferred
+        method[need & pod.notna()] = PodMatch.INFERRED.value
+    return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index)

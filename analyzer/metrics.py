@@ -1,0 +1,189 @@
+"""Metrics over attributed failures: totals by cause, disruption windows and seconds, latency per
+second, and the timings a rollout's settings should be tuned against (readiness lead, effective
+endpoint propagation, effective drain).
+
+Disruption seconds follow OpenShift's disruption monitor: a second counts when at least one
+request of that kind (new connection / reused connection) failed in it, so one bad second with a
+thousand failures weighs the same as one with a single failure — it measures *how long* users
+were hurt, the counts say *how many*.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypedDict
+
+import numpy as np
+import pandas as pd
+
+from analyzer.schema import WINDOWS, Cause, ErrorKind, check_frame
+
+DEFAULT_MERGE_GAP_NS = 1_000_000_000
+_SECOND_NS = 1_000_000_000
+
+
+class TimingStats(TypedDict):
+    """Distribution of one measured timing, in ms; None where there were no samples."""
+
+    n: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+def failed_by_cause(failures: pd.DataFrame) -> dict[str, int]:
+    """Failure count per cause, every cause present (zeros included) so budgets can name any."""
+    counts = failures["cause"].astype(str).value_counts()
+    return {c.value: int(counts.get(c.value, 0)) for c in Cause}
+
+
+def disruption_windows(
+    failures: pd.DataFrame, merge_gap_ns: int = DEFAULT_MERGE_GAP_NS
+) -> pd.DataFrame:
+    """Failures merged into windows when a failure starts less than ``merge_gap_ns`` after the
+    window's latest end; each window carries its cause mix."""
+    if failures.empty:
+        return WINDOWS.empty()
+    f = failures.sort_values("start_ns", kind="stable")
+    start = f["start_ns"].to_numpy(dtype="int64")
+    end = f["end_ns"].to_numpy(dtype="int64")
+    running_end = np.maximum.accumulate(end)
+    new_window = np.empty(len(f), dtype=bool)
+    new_window[0] = True
+    new_window[1:] = start[1:] - running_end[:-1] >= merge_gap_ns
+    window_id = np.cumsum(new_window) - 1
+    f = f.assign(window_id=window_id, reused=f["conn_reused"].astype(bool))
+    grouped = f.groupby("window_id", sort=True)
+    mix = pd.crosstab(f["window_id"], f["cause"].astype(str))
+    causes = [
+        json.dumps({str(c): int(n) for c, n in row.items() if n}, sort_keys=True)
+        for _, row in mix.iterrows()
+    ]
+    # ties go to the cause listed first in the Cause enum, so the choice is stable
+    order = [c.value for c in Cause if c.value in mix.columns]
+    dominant = mix[order].idxmax(axis=1).astype(str).tolist()
+    out = pd.DataFrame(
+        {
+            "window_id": grouped.size().index.to_numpy(dtype="int64"),
+            "start_ns": grouped["start_ns"].min().to_numpy(dtype="int64"),
+            "end_ns": grouped["end_ns"].max().to_numpy(dtype="int64"),
+            "failed": grouped.size().to_numpy(dtype="int64"),
+            "new_failed": (grouped.size() - grouped["reused"].sum()).to_numpy(dtype="int64"),
+            "reused_failed": grouped["reused"].sum().to_numpy(dtype="int64"),
+            "dominant_cause": pd.array(dominant, dtype="string"),
+            "causes": pd.array(causes, dtype="string"),
+        }
+    )
+    return check_frame(out, WINDOWS, "metrics windows")
+
+
+def disruption_seconds(failures: pd.DataFrame) -> dict[str, int]:
+    """Seconds with at least one failed request, for new and for reused connections."""
+    second = failures["start_ns"].to_numpy(dtype="int64") // _SECOND_NS
+    reused = failures["conn_reused"].to_numpy(dtype=bool)
+    return {
+        "new": len(np.unique(second[~reused])),
+        "reused": len(np.unique(second[reused])),
+    }
+
+
+def latency_per_second(requests: pd.DataFrame) -> pd.DataFrame:
+    """Per second of request start: count, failures and latency percentiles (ms) of successes."""
+    columns = ["second_ns", "requests", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
+    if requests.empty:
+        return pd.DataFrame({c: pd.Series([], dtype="float64") for c in columns})
+    second = requests["start_ns"].to_numpy(dtype="int64") // _SECOND_NS * _SECOND_NS
+    latency = (requests["end_ns"] - requests["start_ns"]).to_numpy(dtype="float64") / 1e6
+    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
+    frame = pd.DataFrame({"second_ns": second, "latency_ms": latency, "failed": ~ok})
+    counts = frame.groupby("second_ns").agg(
+        requests=("latency_ms", "size"), failed=("failed", "sum")
+    )
+    quantiles = (
+        frame[ok]
+        .groupby("second_ns")["latency_ms"]
+        .quantile(np.array([0.5, 0.9, 0.99, 1.0]))
+        .unstack()
+        .rename(columns={0.5: "p50_ms", 0.9: "p90_ms", 0.99: "p99_ms", 1.0: "max_ms"})
+    )
+    out = counts.join(quantiles, how="left").reset_index()
+    return out.astype({"second_ns": "int64", "requests": "int64", "failed": "int64"})[columns]
+
+
+def timing_stats(values_ms: pd.Series) -> TimingStats:
+    values = pd.to_numeric(values_ms, errors="coerce").dropna().to_numpy(dtype="float64")
+    if len(values) == 0:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "n": len(values),
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "max_ms": round(float(values.max()), 3),
+    }
+
+
+def readiness_lead(pods: pd.DataFrame, requests: pd.DataFrame, since_ns: int) -> pd.Series:
+    """Per Pod made Ready at or after ``since_ns`` (load start): Ready observed → its first
+    successful response, in ms. Negative values mean traffic arrived before the watch saw Ready."""
+    served = requests[
+        (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()
+    ]
+    first_ok = served.groupby("pod_matched")["end_ns"].min()
+    became_ready = pods[pods["ready_ns"].notna() & (pods["ready_ns"] >= since_ns)]
+    lead = became_ready["pod"].map(first_ok) - became_ready["ready_ns"]
+    return (lead.dropna().astype("float64") / 1e6).set_axis(
+        became_ready.loc[lead.dropna().index, "pod"]
+    )
+
+
+def endpoint_leaving_ns(pods: pd.DataFrame, endpoints: pd.DataFrame) -> pd.Series:
+    """When each deleted Pod's endpoint was first observed not ready (terminating, or removed);
+    the Pod's deletion when the slice history does not show it. Index: Pod name."""
+    deleted = pods[pods["deletion_ns"].notna()].set_index("pod")["deletion_ns"].astype("int64")
+    if endpoints.empty or deleted.empty:
+        return deleted
+    # the end of a Pod's last ready interval is when the slice stopped calling it ready
+    # (terminating, not ready, or removed); starting Pods' not-ready intervals come before it
+    eps = endpoints[endpoints["pod"].notna() & endpoints["ready"].astype(bool)]
+    last_ready_end = eps.groupby("pod")["to_ns"].max()
+    leaving = last_ready_end.reindex(deleted.index).fillna(deleted)
+    return pd.Series(leaving.astype("int64"))
+
+
+def endpoint_propagation(
+    leaving_ns: pd.Series, node_conns: pd.DataFrame, capture_nodes: dict[str, str]
+) -> pd.DataFrame:
+    """Endpoint leaving observed → the last new connection that still reached the Pod, per Pod
+    and node, from node-side captures (``node_conns`` carries the resolved ``pod``)."""
+    columns = {"pod": "string", "node": "string", "propagation_ms": "float64"}
+    if node_conns.empty or leaving_ns.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
+    conns = node_conns[node_conns["pod"].notna() & (node_conns["syn_count"] > 0)]
+    t0 = conns["pod"].map(leaving_ns)
+    late = conns[t0.notna() & (conns["syn_ns"] >= t0)]
+    last = late.groupby(["pod", "capture"], as_index=False)["syn_ns"].max()
+    return pd.DataFrame(
+        {
+            "pod": last["pod"].astype("string"),
+            "node": last["capture"].map(lambda c: capture_nodes.get(c, c)).astype("string"),
+            "propagation_ms": (last["syn_ns"] - last["pod"].map(leaving_ns)).astype("float64")
+            / 1e6,
+        }
+    )
+
+
+def drain_duration(
+    pods: pd.DataFrame, requests: pd.DataFrame, node_conns: pd.DataFrame
+) -> pd.Series:
+    """Per deleted Pod: deletion observed → its last response served or its last connection
+    closed (whichever is later), in ms — what preStop + graceful drain effectively lasted."""
+    deleted = pods[pods["deletion_ns"].notna()].set_index("pod")["deletion_ns"].astype("int64")
+    served = requests[
+        (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()
+    ]
+    last = [served.groupby("pod_matched")["end_ns"].max()]
+    if not node_conns.empty:
+        last.append(node_conns[node_conns["pod"].notna()].groupby("pod")["end_ns"].max())
+    last_seen = pd.concat(last).groupby(level=0).max().reindex(deleted.index)
+    drain = (last_seen - deleted).dropna()
+    return pd.Series(drain[drain >= 0].astype("float64") / 1e6)

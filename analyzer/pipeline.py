@@ -1,0 +1,411 @@
+"""Analyze a run directory: read every trace, join, attribute, measure, write ``analysis/``.
+
+This is the one place that touches files for the analysis; the stages it calls are pure. Missing
+or damaged optional inputs (packets, events) never stop the analysis: it goes on with what is
+left, falls back to inference, and says in ``summary["inputs"]`` what was present, missing or
+damaged — a report that silently lost its packets would claim more than it knows. Only a run
+without run.json or usable requests is unusable (``UnusableRunError``, exit code 2).
+
+``summary.json`` records a fingerprint of the inputs so ``load_run`` can tell whether the tables
+in ``analysis/`` still describe the run's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+import pandas as pd
+
+from analyzer import attribution, joins, metrics
+from analyzer.connections import tcp_connections
+from analyzer.errors import TraceError, UnusableRunError
+from analyzer.events import endpoint_membership, pod_lifecycle, scan_events
+from analyzer.pcap import read_pcap
+from analyzer.requests import load_requests
+from analyzer.rundir import RunMeta, RunPaths, atomic_write_bytes, read_run_meta
+from analyzer.schema import (
+    CONNECTIONS,
+    ENDPOINTS,
+    FAILURES,
+    PACKETS,
+    PODS,
+    REQUESTS,
+    SCHEMA_VERSION,
+    WINDOWS,
+    PodMatch,
+    TableSchema,
+    check_frame,
+)
+
+#: Bumped whenever attribution or metrics change meaning, so cached analyses are recomputed.
+ANALYZER_VERSION = "1"
+
+#: Tables written to analysis/tables/, with the schema each is checked against (None: not a
+#: canonical table, documented in docs/api.md).
+TABLES: dict[str, TableSchema | None] = {
+    "requests": REQUESTS,
+    "packets": PACKETS,
+    "connections": CONNECTIONS,
+    "pods": PODS,
+    "endpoints": ENDPOINTS,
+    "failures": FAILURES,
+    "windows": WINDOWS,
+    "latency": None,
+    "timings": None,
+}
+
+
+class InputsReport(TypedDict):
+    present: list[str]
+    missing: list[str]
+    damaged: list[dict[str, str]]
+    fingerprint: dict[str, list[int]]
+
+
+class Summary(TypedDict):
+    """summary.json (documented field by field in docs/api.md)."""
+
+    schema_version: str
+    analyzer_version: str
+    run_id: str
+    status: str
+    requests_total: int
+    requests_failed: int
+    failure_rate: float
+    failed_by_cause: dict[str, int]
+    windows: list[dict[str, Any]]
+    disruption_seconds: dict[str, int]
+    timings: dict[str, Any]
+    pod_match: dict[str, int]
+    mean_confidence: float | None
+    inputs: InputsReport
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis produced: the tables and the summary."""
+
+    meta: RunMeta
+    tables: dict[str, pd.DataFrame]
+    summary: Summary
+
+
+@dataclass
+class _Inputs:
+    present: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    damaged: list[dict[str, str]] = field(default_factory=list)
+
+    def damage(self, error: TraceError, kept: str) -> None:
+        self.damaged.append(
+            {"file": error.path, "where": error.location, "error": error.message, "kept": kept}
+        )
+
+
+def input_fingerprint(paths: RunPaths) -> dict[str, list[int]]:
+    """Size and mtime of every input file: a cached analysis is stale when any of them changed."""
+    files = [paths.run_json, paths.requests, paths.events, *paths.captures()]
+    out: dict[str, list[int]] = {}
+    for file in files:
+        if file.exists():
+            stat = file.stat()
+            out[str(file.relative_to(paths.root))] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def _read_meta(paths: RunPaths) -> RunMeta:
+    if not paths.run_json.exists():
+        raise UnusableRunError(f"{paths.run_json}: missing (a run directory needs run.json)")
+    try:
+        return read_run_meta(paths.run_json)
+    except TraceError as exc:
+        raise UnusableRunError(f"unusable run.json: {exc}") from None
+
+
+def _read_requests(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
+    if not paths.requests.exists():
+        raise UnusableRunError(f"{paths.requests}: missing (a run directory needs requests)")
+    try:
+        frame, problems = load_requests(paths.requests)
+    except TraceError as exc:
+        raise UnusableRunError(f"unusable requests: {exc}") from None
+    inputs.present.append("requests.parquet")
+    bad_rows = set()
+    for problem in problems:
+        if problem.severity != "error":
+            continue
+        inputs.damaged.append(
+            {
+                "file": problem.file,
+                "where": problem.location,
+                "error": problem.message,
+                "kept": "other rows",
+            }
+        )
+        if problem.location.startswith("row "):
+            bad_rows.add(int(problem.location.split()[1]))
+        else:
+            raise UnusableRunError(f"unusable requests: {problem.to_trace_error()}")
+    if bad_rows:
+        frame = frame.drop(index=sorted(bad_rows)).reset_index(drop=True)
+    return frame
+
+
+def _read_packets(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
+    frames = []
+    for capture in paths.captures():
+        name = str(capture.relative_to(paths.root))
+        try:
+            frames.append(read_pcap(capture))
+            inputs.present.append(name)
+        except TraceError as exc:
+            kept = exc.kept if isinstance(exc.kept, pd.DataFrame) else None
+            inputs.damage(exc, f"{0 if kept is None else len(kept)} packets before the damage")
+            if kept is not None and not kept.empty:
+                frames.append(kept)
+    if not frames:
+        inputs.missing.append("packets/*.pcap")
+        return PACKETS.empty()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not paths.events.exists():
+        inputs.missing.append("events.jsonl")
+        return PODS.empty(), ENDPOINTS.empty()
+    scan = scan_events(paths.events)
+    inputs.present.append("events.jsonl")
+    for problem in scan.problems:
+        inputs.damage(problem, "every other line")
+    return pod_lifecycle(scan.frame), endpoint_membership(scan.frame)
+
+
+def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dict[str, str]]:
+    """Client capture names and node capture name → node, from run.json (or by file name)."""
+    client: set[str] = set()
+    nodes: dict[str, str] = {}
+    for capture in meta.captures:
+        name = Path(capture.file).stem
+        if capture.point == "client":
+            client.add(name)
+        else:
+            nodes[name] = capture.node or name
+    for name in captured - client - set(nodes):
+        if name.startswith("node"):
+            nodes[name] = name
+        else:
+            client.add(name)
+    return client, nodes
+
+
+def _service_context(
+    meta: RunMeta, pods: pd.DataFrame, endpoints: pd.DataFrame, node_names: list[str]
+) -> attribution.ServiceContext:
+    policy = str(
+        meta.service.get("external_traffic_policy")
+        or meta.service.get("externalTrafficPolicy")
+        or meta.scenario.get("external_traffic_policy")
+        or ""
+    )
+    replicas = meta.service.get("replicas") or meta.scenario.get("replicas")
+    if replicas is None and isinstance(meta.scenario.get("deployment"), dict):
+        replicas = meta.scenario["deployment"].get("replicas")
+    if replicas is None and not endpoints.empty:
+        # the ready count just before the rollout is the capacity the Deployment asked for
+        trigger = meta.phase("rollout_trigger")
+        if trigger is not None:
+            at = attribution.cluster_state_at(
+                pd.Series([trigger]), endpoints, attribution.ServiceContext(None, False, ())
+            )
+            replicas = int(at["ready_endpoints"].iloc[0]) or None
+    nodes = sorted({*node_names, *pods["node"].dropna().astype(str)})
+    return attribution.ServiceContext(
+        desired_replicas=None if replicas is None else int(replicas),
+        local_policy=policy.lower() == "local",
+        nodes=tuple(nodes),
+    )
+
+
+def _join_requests(
+    requests: pd.DataFrame,
+    client_conns: pd.DataFrame,
+    node_conns: pd.DataFrame,
+    pods: pd.DataFrame,
+) -> pd.DataFrame:
+    """requests + ``conn_key`` (client capture), ``node_conn_key``, ``pod_matched``, ``pod_method``."""
+    conn_key = joins.request_connections(requests, client_conns)
+    node_key_by_client = joins.node_connections_for(client_conns, node_conns)
+    node_key_by_client.index = client_conns["conn_key"].to_numpy()
+    node_key = conn_key.map(node_key_by_client.dropna()).astype("Int64")
+    node_info = node_conns.set_index("conn_key")
+    node_pod = pd.Series(pd.NA, index=requests.index, dtype="string")
+    if not node_info.empty and node_key.notna().any():
+        node_pod = joins.pods_by_ip(
+            node_key.map(node_info["server_ip"]), node_key.map(node_info["syn_ns"]), pods
+        )
+    joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
+    matched = joins.attach_pods(joined, node_pod, pods)
+    return joined.assign(pod_matched=matched["pod"], pod_method=matched["pod_method"])
+
+
+def compute(path: str | os.PathLike[str]) -> Analysis:
+    """Read and analyze a run directory (no writes)."""
+    paths = RunPaths(path)
+    meta = _read_meta(paths)
+    inputs = _Inputs(present=["run.json"])
+    requests = _read_requests(paths, inputs)
+    packets = _read_packets(paths, inputs)
+    pods, endpoints = _read_events(paths, inputs)
+
+    server_ports = {int(p) for p in requests["remote_port"].unique()}
+    for key in ("port", "target_port", "node_port"):
+        if isinstance(meta.service.get(key), int):
+            server_ports.add(int(meta.service[key]))
+    connections = (
+        tcp_connections(packets, server_ports) if not packets.empty else CONNECTIONS.empty()
+    )
+    client_names, capture_nodes = _captures_by_point(meta, set(connections["capture"].unique()))
+    remote_ips = set(requests["remote_ip"].astype(str).unique())
+    client_conns = connections[
+        connections["capture"].isin(client_names) & connections["server_ip"].isin(remote_ips)
+    ]
+    node_conns = connections[connections["capture"].isin(capture_nodes.keys())]
+    node_conns = node_conns.assign(
+        pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], pods)
+    )
+
+    joined = _join_requests(requests, client_conns, node_conns, pods)
+    context = _service_context(meta, pods, endpoints, list(capture_nodes.values()))
+    has_packets = not client_conns.empty
+    features = attribution.failure_features(
+        joined, client_conns, pods, endpoints, context, has_packets
+    )
+    failures = attribution.decide(features, context)
+    windows = metrics.disruption_windows(failures)
+    total = len(requests)
+    latency = metrics.latency_per_second(requests)
+
+    first_start = int(requests["start_ns"].min()) if total else 0
+    load_start = meta.phase("load_start") or first_start
+    lead = metrics.readiness_lead(pods, joined, load_start)
+    leaving = metrics.endpoint_leaving_ns(pods, endpoints)
+    propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes)
+    drain = metrics.drain_duration(pods, joined, node_conns)
+    timings_table = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "timing": "readiness_lead",
+                    "pod": lead.index,
+                    "node": pd.NA,
+                    "ms": lead.to_numpy(),
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "timing": "propagation",
+                    "pod": propagation["pod"],
+                    "node": propagation["node"],
+                    "ms": propagation["propagation_ms"],
+                }
+            ),
+            pd.DataFrame(
+                {"timing": "drain", "pod": drain.index, "node": pd.NA, "ms": drain.to_numpy()}
+            ),
+        ],
+        ignore_index=True,
+    ).astype({"timing": "string", "pod": "string", "node": "string", "ms": "float64"})
+
+    failed = len(failures)
+    timings: dict[str, Any] = {
+        "readiness_lead": metrics.timing_stats(lead),
+        "propagation": metrics.timing_stats(propagation["propagation_ms"]),
+        "propagation_by_node": {
+            str(node): metrics.timing_stats(group["propagation_ms"])
+            for node, group in propagation.groupby("node")
+        },
+        "drain": metrics.timing_stats(drain),
+    }
+    if packets.empty:
+        timings["note"] = "no packet capture: propagation cannot be measured"
+    summary: Summary = {
+        "schema_version": SCHEMA_VERSION,
+        "analyzer_version": ANALYZER_VERSION,
+        "run_id": meta.run_id,
+        "status": meta.status.value,
+        "requests_total": total,
+        "requests_failed": failed,
+        "failure_rate": failed / total if total else 0.0,
+        "failed_by_cause": metrics.failed_by_cause(failures),
+        "windows": _windows_json(windows),
+        "disruption_seconds": metrics.disruption_seconds(failures),
+        "timings": timings,
+        "pod_match": {m.value: int((failures["pod_method"] == m.value).sum()) for m in PodMatch},
+        "mean_confidence": round(float(failures["confidence"].mean()), 3) if failed else None,
+        "inputs": {
+            "present": inputs.present,
+            "missing": inputs.missing,
+            "damaged": inputs.damaged,
+            "fingerprint": input_fingerprint(paths),
+        },
+    }
+    tables = {
+        "requests": joined,
+        "packets": packets,
+        "connections": connections,
+        "pods": pods,
+        "endpoints": endpoints,
+        "failures": failures,
+        "windows": windows,
+        "latency": latency,
+        "timings": timings_table,
+    }
+    return Analysis(meta=meta, tables=tables, summary=summary)
+
+
+def _windows_json(windows: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for row in windows.to_dict("records"):
+        start, end = int(row["start_ns"]), int(row["end_ns"])
+        out.append(
+            {
+                "start_ns": start,
+                "end_ns": end,
+                "duration_ms": (end - start) / 1e6,
+                "failed": int(row["failed"]),
+                "new_failed": int(row["new_failed"]),
+                "reused_failed": int(row["reused_failed"]),
+                "dominant_cause": str(row["dominant_cause"]),
+                "causes": json.loads(str(row["causes"])),
+            }
+        )
+    return out
+
+
+def write_analysis(paths: RunPaths, analysis: Analysis) -> None:
+    paths.tables.mkdir(parents=True, exist_ok=True)
+    for name, frame in analysis.tables.items():
+        schema = TABLES[name]
+        if schema is not None:
+            check_frame(frame, schema, f"analysis/tables/{name}.parquet")
+        frame.to_parquet(paths.table(name), index=False)
+    text = json.dumps(analysis.summary, indent=2, default=_json_default) + "\n"
+    atomic_write_bytes(paths.summary, text.encode())
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def analyze_run(path: str | os.PathLike[str]) -> Summary:
+    """Analyze a run directory and write ``analysis/tables/*.parquet`` and ``summary.json``."""
+    analysis = compute(path)
+    write_analysis(RunPaths(path), analysis)
+    return analysis.summary

@@ -1,0 +1,229 @@
+"""Joins on hand-made frames: requests ↔ client connections ↔ node connections ↔ Pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from analyzer import joins
+from analyzer.schema import CONNECTIONS, PODS, REQUESTS, ErrorKind, PodMatch, TableSchema
+
+S = 1_000_000_000
+MS = 1_000_000
+
+
+def make_frame(schema: TableSchema, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A frame of ``schema`` from partial rows: absent columns get NA, or a zero-ish default."""
+    defaults = {"int64": 0, "float64": 0.0, "bool": False, "string": ""}
+    data = {}
+    for col in schema.columns:
+        fill = pd.NA if col.nullable else defaults[col.dtype if col.dtype in defaults else "int64"]
+        data[col.name] = pd.Series([r.get(col.name, fill) for r in rows], dtype=col.dtype)
+    extra = {k for r in rows for k in r} - set(schema.names)
+    for name in sorted(extra):
+        data[name] = pd.Series([r.get(name) for r in rows])
+    return pd.DataFrame(data)
+
+
+def request(rid: int, start_s: float, **kw: Any) -> dict[str, Any]:
+    start = int(start_s * S)
+    row = {
+        "request_id": rid,
+        "user_kind": "keepalive",
+        "scheduled_ns": start,
+        "start_ns": start,
+        "end_ns": start + 5 * MS,
+        "local_ip": "10.0.0.2",
+        "local_port": 40000 + rid,
+        "remote_ip": "203.0.113.10",
+        "remote_port": 80,
+        "conn_id": rid,
+        "conn_new": True,
+        "conn_seq": 1,
+        "method": "GET",
+        "path": "/",
+        "error_kind": "ok",
+    }
+    row.update(kw)
+    return row
+
+
+def conn(key: int, port: int, syn_s: float, end_s: float, **kw: Any) -> dict[str, Any]:
+    row = {
+        "conn_key": key,
+        "capture": "client",
+        "client_ip": "10.0.0.2",
+        "client_port": port,
+        "server_ip": "203.0.113.10",
+        "server_port": 80,
+        "syn_ns": int(syn_s * S),
+        "syn_count": 1,
+        "end_ns": int(end_s * S),
+        "outcome": "closed-by-client",
+    }
+    row.update(kw)
+    return row
+
+
+def pod(name: str, ip: str, created_s: float, **times_s: float) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "pod": name,
+        "namespace": "default",
+        "uid": name,
+        "node": "node-1",
+        "ip": ip,
+        "created_ns": int(created_s * S),
+    }
+    row.update({k: int(v * S) for k, v in times_s.items()})
+    return row
+
+
+def test_request_joins_its_connection_by_port_and_time_and_reuse_inherits() -> None:
+    # port 40001 is used twice: the second connection must not capture the first's requests
+    reqs = make_frame(
+        REQUESTS,
+        [
+            request(1, 10.0, local_port=40001, conn_id=7),
+            request(2, 11.0, local_port=40001, conn_id=7, conn_new=False, conn_seq=2),
+            request(3, 30.0, local_port=40001, conn_id=8),
+            request(4, 31.0, local_port=40009, conn_id=9),  # never captured
+        ],
+    )
+    conns = make_frame(
+        CONNECTIONS,
+        [conn(100, 40001, 10.0001, 12.0), conn(101, 40001, 30.0001, 31.0)],
+    )
+    keys = joins.request_connections(reqs, conns)
+    assert keys.tolist() == [100, 100, 101, pd.NA]
+
+
+def test_reused_request_follows_first_request_even_after_port_reuse() -> None:
+    # the connection's second request starts after a later connection reused the port: the join
+    # by conn_id keeps it on the connection its first request opened
+    reqs = make_frame(
+        REQUESTS,
+        [
+            request(1, 10.0, local_port=40001, conn_id=7),
+            request(2, 20.5, local_port=40001, conn_id=7, conn_new=False, conn_seq=2),
+        ],
+    )
+    conns = make_frame(CONNECTIONS, [conn(100, 40001, 10.0, 21.0), conn(101, 40001, 20.0, 20.2)])
+    assert joins.request_connections(reqs, conns).tolist() == [100, 100]
+
+
+def test_node_connection_matched_by_preserved_source_then_by_syn_time() -> None:
+    client = make_frame(
+        CONNECTIONS,
+        [conn(1, 40001, 10.0, 11.0), conn(2, 40002, 20.0, 21.0), conn(3, 40003, 40.0, 41.0)],
+    )
+    node = make_frame(
+        CONNECTIONS,
+        [
+            # source preserved (Local policy): matched by address and port, 1 s later (SYN retry)
+            conn(10, 40001, 11.0, 11.5, capture="node-1", server_ip="10.244.1.5", server_port=8080),
+            # SNAT: source rewritten to the node, matched by SYN time alone
+            conn(
+                11,
+                61000,
+                20.001,
+                21.0,
+                capture="node-2",
+                client_ip="10.1.0.2",
+                server_ip="10.244.2.5",
+                server_port=8080,
+            ),
+            # far from any client SYN: no match
+            conn(12, 61001, 45.0, 46.0, capture="node-2", client_ip="10.1.0.2"),
+        ],
+    )
+    assert joins.node_connections_for(client, node).tolist() == [10, 11, pd.NA]
+
+
+def test_pods_by_ip_respects_ip_recycling() -> None:
+    pods = make_frame(
+        PODS, [pod("old", "10.244.1.5", 0.0, deleted_ns=50.0), pod("new", "10.244.1.5", 60.0)]
+    )
+    ips = pd.Series(["10.244.1.5", "10.244.1.5", "10.9.9.9"])
+    times = pd.Series([10 * S, 70 * S, 10 * S])
+    assert joins.pods_by_ip(ips, times, pods).tolist() == ["old", "new", pd.NA]
+
+
+def test_pod_states_over_a_lifecycle() -> None:
+    pods = make_frame(
+        PODS,
+        [
+            pod(
+                "p",
+                "10.244.1.5",
+                10.0,
+                started_ns=11.0,
+                ready_ns=12.0,
+                deletion_ns=20.0,
+                terminated_ns=25.0,
+                deleted_ns=26.0,
+            )
+        ],
+    )
+    times = pd.Series([s * S for s in (5.0, 10.5, 11.5, 15.0, 21.0, 30.0)])
+    names = pd.Series(["p"] * 6)
+    states = joins.pod_states(names, times, pods)
+    assert states["pod_state"].tolist() == [
+        "unknown",
+        "pending",
+        "starting",
+        "ready",
+        "terminating",
+        "gone",
+    ]
+    assert states["ms_since_deletion"].iloc[4] == 1000.0
+    assert states["ms_since_ready"].iloc[3] == 3000.0
+
+
+def test_attach_pods_prefers_header_then_connection_header_then_node_then_inference() -> None:
+    pods = make_frame(
+        PODS,
+        [
+            pod("a", "10.244.1.5", 0.0, ready_ns=1.0, deletion_ns=50.0),
+            pod("b", "10.244.1.6", 0.0, ready_ns=55.0),
+        ],
+    )
+    reqs = make_frame(
+        REQUESTS,
+        [
+            request(1, 40.0, pod="a", conn_id=1),
+            request(2, 41.0, conn_id=1, conn_new=False, conn_seq=2, error_kind="eof"),
+            request(3, 52.0, conn_id=3, error_kind="refused"),
+            request(4, 52.0, conn_id=4, error_kind="refused"),
+            request(5, 5.0, conn_id=5),  # a success naming no Pod is left alone
+        ],
+    )
+    node_pod = pd.Series([pd.NA, pd.NA, "b", pd.NA, pd.NA], dtype="string")
+    out = joins.attach_pods(reqs, node_pod, pods)
+    assert out["pod"].tolist() == ["a", "a", "b", "a", pd.NA]
+    assert out["pod_method"].tolist() == [
+        PodMatch.HEADER,
+        PodMatch.HEADER,
+        PodMatch.NODE_CAPTURE,
+        PodMatch.INFERRED,
+        PodMatch.NONE,
+    ]
+
+
+def test_inference_points_5xx_at_the_newest_pod_and_connect_failures_at_the_leaving_one() -> None:
+    pods = make_frame(
+        PODS,
+        [
+            pod("old", "10.244.1.5", 0.0, ready_ns=1.0, deletion_ns=50.0),
+            pod("new", "10.244.1.6", 45.0, started_ns=46.0, ready_ns=48.0),
+        ],
+    )
+    failed = make_frame(
+        REQUESTS,
+        [
+            request(1, 51.0, error_kind=ErrorKind.HTTP_5XX.value),
+            request(2, 51.0, error_kind=ErrorKind.REFUSED.value),
+            request(3, 49.0, error_kind=ErrorKind.REFUSED.value),
+        ],
+    )
+    assert joins.infer_pods(failed, pods).tolist() == ["new", "old", "new"]
