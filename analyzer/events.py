@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from analyzer.errors import TraceError
-from analyzer.schema import ENDPOINTS, PODS, check_frame
+from analyzer.schema import ENDPOINTS, PODS, Cause, TruthEvent, check_frame
 
 EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "LIST", "RELIST", "GAP", "BOOKMARK")
 OBJECT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "LIST"})  # lines that carry an object
@@ -105,7 +105,8 @@ def _opt(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: st
     value = obj.get(key)
     if value is not None and not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise _LineError(f"{where}.{key}", f"expected {names}, got {type(value).__name__}")
+        field = f"{where}.{key}" if where else key
+        raise _LineError(field, f"expected {names}, got {type(value).__name__}")
     return value
 
 
@@ -237,33 +238,7 @@ class EventsScan:
 
 def scan_events(path: str | os.PathLike[str]) -> EventsScan:
     """Read every line, keeping good ones and reporting bad ones (the tolerant reader)."""
-    rows: list[dict[str, Any]] = []
-    problems: list[TraceError] = []
-    name = str(path)
-    for number, parsed in iter_jsonl(path):
-        if isinstance(parsed, TraceError):
-            problems.append(parsed)
-            continue
-        try:
-            row = event_row(parsed)
-        except _LineError as exc:
-            problems.append(TraceError(name, f"line {number}", exc.message, field=exc.field))
-            continue
-        row["line"] = number
-        rows.append(row)
-    return EventsScan(events_frame(rows), problems)
-
-
-def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows of ``EVENT_COLUMNS`` as a frame in receive order (file order for equal times)."""
-    if not rows:
-        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in EVENT_COLUMNS.items()})
-    data = {
-        col: pd.Series([r.get(col) for r in rows], dtype=dtype if dtype != "object" else object)
-        for col, dtype in EVENT_COLUMNS.items()
-    }
-    frame = pd.DataFrame(data)
-    return frame.sort_values("recv_ns", kind="stable").reset_index(drop=True)
+    return _scan_jsonl(path, event_row, EVENT_COLUMNS, "recv_ns")
 
 
 def read_events(path: str | os.PathLike[str], *, tolerant: bool = False) -> pd.DataFrame:
@@ -273,11 +248,7 @@ def read_events(path: str | os.PathLike[str], *, tolerant: bool = False) -> pd.D
     the good lines attached as ``kept``. Tolerant: bad lines are dropped (``scan_events`` says
     which), so a run with one torn line still yields its pod and endpoint tables.
     """
-    scan = scan_events(path)
-    if scan.problems and not tolerant:
-        first = scan.problems[0]
-        raise TraceError(first.path, first.location, first.message, first.field, kept=scan.frame)
-    return scan.frame
+    return _strict(scan_events(path), tolerant)
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,3 +609,117 @@ def endpoint_membership(events: pd.DataFrame) -> pd.DataFrame:
     frame = _typed_frame(rows, ENDPOINTS.columns)
     frame = frame.sort_values(["from_ns", "slice", "ip"], kind="stable").reset_index(drop=True)
     return check_frame(frame, ENDPOINTS, "endpoint_membership")
+
+
+# --------------------------------------------------------------------------------------------
+# truth.jsonl (local cluster and trace builder only; attribution never reads it)
+
+TRUTH_COLUMNS: dict[str, str] = {
+    "line": "int64",
+    "ts_ns": "int64",
+    "source": "string",
+    "event": "string",
+    "pod": "string",
+    "node": "string",
+    "fields": "object",  # every other key of the line, as a dict
+}
+
+# Fields each truth event must carry (name → accepted types); other keys are free-form.
+TRUTH_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    TruthEvent.RULES_PROGRAMMED: {"node": (str,), "service": (str,), "endpoints": (list,)},
+    TruthEvent.HEALTHCHECK_CHANGED: {"node": (str,), "healthy": (bool,), "local_endpoints": (int,)},
+    TruthEvent.LB_TARGETS_CHANGED: {"targets": (list,)},
+    TruthEvent.LB_HEALTH_CHANGED: {"target": (str,), "healthy": (bool,)},
+    TruthEvent.REQUEST_CAUSE: {"request_id": (int,), "cause": (str,)},
+}
+
+
+def truth_row(value: dict[str, Any]) -> dict[str, Any]:
+    """Check one parsed truth.jsonl line and turn it into a row of ``TRUTH_COLUMNS``.
+
+    An event name outside ``TruthEvent`` is accepted (a newer cluster may record more); the
+    validator warns about it.
+    """
+    ts = value.get("ts_ns")
+    _expect(_is_ns(ts), "ts_ns", f"{ts!r} is not a non-negative integer (ns)")
+    source = value.get("source")
+    _expect(isinstance(source, str) and source != "", "source", f"{source!r} is not a name")
+    name = value.get("event")
+    _expect(isinstance(name, str) and name != "", "event", f"{name!r} is not an event name")
+    for key in ("pod", "node"):
+        _opt(value, key, str, "")
+    for key, types in TRUTH_FIELDS.get(str(name), {}).items():
+        got = value.get(key)
+        ok = isinstance(got, types) and not (isinstance(got, bool) and bool not in types)
+        _expect(ok, key, f"{name} needs {key} ({types[0].__name__}), got {got!r}"[:200])
+    if name == TruthEvent.RULES_PROGRAMMED:
+        for i, ep in enumerate(value["endpoints"]):
+            _expect(
+                isinstance(ep, dict) and isinstance(ep.get("ip"), str),
+                f"endpoints[{i}]",
+                "expected an object with an 'ip' string",
+            )
+    if name == TruthEvent.LB_TARGETS_CHANGED:
+        for i, target in enumerate(value["targets"]):
+            _expect(isinstance(target, str), f"targets[{i}]", "expected a string")
+    if name == TruthEvent.REQUEST_CAUSE:
+        _expect(value["cause"] in set(Cause), "cause", f"{value['cause']!r} is not a Cause")
+    rest = {k: v for k, v in value.items() if k not in {"ts_ns", "source", "event", "pod", "node"}}
+    return {
+        "ts_ns": ts,
+        "source": source,
+        "event": name,
+        "pod": value.get("pod"),
+        "node": value.get("node"),
+        "fields": rest,
+    }
+
+
+def _scan_jsonl(
+    path: str | os.PathLike[str],
+    to_row: Callable[[dict[str, Any]], dict[str, Any]],
+    columns: dict[str, str],
+    order_by: str,
+) -> EventsScan:
+    rows: list[dict[str, Any]] = []
+    problems: list[TraceError] = []
+    name = str(path)
+    for number, parsed in iter_jsonl(path):
+        if isinstance(parsed, TraceError):
+            problems.append(parsed)
+            continue
+        try:
+            row = to_row(parsed)
+        except _LineError as exc:
+            problems.append(TraceError(name, f"line {number}", exc.message, field=exc.field))
+            continue
+        row["line"] = number
+        rows.append(row)
+    return EventsScan(_frame(rows, columns, order_by), problems)
+
+
+def _frame(rows: list[dict[str, Any]], columns: dict[str, str], order_by: str) -> pd.DataFrame:
+    data = {
+        col: pd.Series([r.get(col) for r in rows], dtype=object if dtype == "object" else dtype)
+        for col, dtype in columns.items()
+    }
+    frame = pd.DataFrame(data)
+    return frame.sort_values(order_by, kind="stable").reset_index(drop=True)
+
+
+def _strict(scan: EventsScan, tolerant: bool) -> pd.DataFrame:
+    if scan.problems and not tolerant:
+        first = scan.problems[0]
+        raise TraceError(first.path, first.location, first.message, first.field, kept=scan.frame)
+    return scan.frame
+
+
+def scan_truth(path: str | os.PathLike[str]) -> EventsScan:
+    """Read truth.jsonl, keeping good lines and reporting bad ones."""
+    return _scan_jsonl(path, truth_row, TRUTH_COLUMNS, "ts_ns")
+
+
+def read_truth(path: str | os.PathLike[str], *, tolerant: bool = False) -> pd.DataFrame:
+    """truth.jsonl as a frame of ``TRUTH_COLUMNS`` sorted by ts_ns (strict/tolerant as
+    ``read_events``)."""
+    return _strict(scan_truth(path), tolerant)

@@ -1,0 +1,221 @@
+"""Check a run directory against docs/trace-format.md and say exactly where it is wrong.
+
+The validator reads every file with the same readers the analysis uses (so "valid" means "the
+analysis will read it"), in their tolerant modes, so that one bad line does not hide the next
+hundred. Each ``Problem`` names the file (relative to the run directory), the line / row / byte
+and the field. Errors make a run invalid; warnings are things the analysis works around but a
+person should know (no capture, kernel drops, a phase missing).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from itertools import pairwise
+from pathlib import Path
+
+from analyzer.errors import TraceError, UnusableRunError
+from analyzer.events import KINDS, scan_events, scan_truth
+from analyzer.requests import load_requests
+from analyzer.rundir import PHASES, Problem, RunMeta, RunPaths, Severity, read_run_meta
+from analyzer.schema import RunStatus, TruthEvent
+
+MAX_PROBLEMS_PER_FILE = 100
+"""Beyond this many, a file's problems are summarized in one line: the first ones show the
+pattern, and a million-row file with one systematic bug must not print a million lines."""
+
+MAX_EVENT_REORDER_NS = 1_000_000_000
+"""Lines of events.jsonl are written by several watch streams; receive times a little out of
+file order are normal, a jump back of more than this suggests two clocks or a concatenation."""
+
+
+class NotARunDirectory(UnusableRunError):
+    """The path is not a directory, or holds none of the files of a run directory."""
+
+
+def validate_run(path: str | os.PathLike[str]) -> list[Problem]:
+    """Every problem found in the run directory at ``path``, file by file, in reading order.
+
+    Raises ``NotARunDirectory`` when ``path`` is no run directory at all.
+    """
+    paths = RunPaths(path)
+    if not paths.root.is_dir():
+        raise NotARunDirectory(f"{paths.root}: not a directory")
+    markers = (paths.run_json, paths.requests, paths.events, paths.packets_dir)
+    if not any(p.exists() for p in markers):
+        raise NotARunDirectory(
+            f"{paths.root}: not a run directory (none of run.json, requests.parquet, "
+            "events.jsonl, packets/)"
+        )
+    problems: list[Problem] = []
+    meta = _check_run_json(paths, problems)
+    failed = meta is not None and meta.status is RunStatus.FAILED
+    for check in (_check_requests, _check_events, _check_truth, _check_packets):
+        problems += _capped(check(paths, meta, failed))
+    return problems
+
+
+def _relative(paths: RunPaths, file: str | Path) -> str:
+    try:
+        return str(Path(file).resolve().relative_to(paths.root.resolve()))
+    except ValueError:
+        return str(file)
+
+
+def _from_error(paths: RunPaths, error: TraceError) -> Problem:
+    return Problem(_relative(paths, error.path), error.location, error.field, error.message)
+
+
+def _capped(problems: Iterable[Problem]) -> list[Problem]:
+    kept: list[Problem] = []
+    shown: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    for problem in problems:
+        if shown.get(problem.file, 0) < MAX_PROBLEMS_PER_FILE:
+            kept.append(problem)
+            shown[problem.file] = shown.get(problem.file, 0) + 1
+        else:
+            dropped[problem.file] = dropped.get(problem.file, 0) + 1
+    for file, count in dropped.items():
+        kept.append(Problem(file, "file", None, f"… and {count} more problems not shown"))
+    return kept
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _check_run_json(paths: RunPaths, problems: list[Problem]) -> RunMeta | None:
+    if not paths.run_json.exists():
+        problems.append(Problem("run.json", "file", None, "missing"))
+        return None
+    try:
+        meta = read_run_meta(paths.run_json)
+    except TraceError as exc:
+        problems.append(_from_error(paths, exc))
+        return None
+    problems += _check_meta(paths, meta)
+    return meta
+
+
+def _check_meta(paths: RunPaths, meta: RunMeta) -> list[Problem]:
+    found: list[Problem] = []
+
+    def add(field: str | None, message: str, severity: Severity = "error") -> None:
+        found.append(Problem("run.json", "file", field, message, severity))
+
+    if meta.status is not RunStatus.COMPLETE and not meta.status_reasons:
+        add("status_reasons", f"status is {meta.status} but no reason is given", "warning")
+    for name, value in meta.phases.items():
+        if name not in PHASES:
+            add(f"phases.{name}", f"unknown phase (known: {', '.join(PHASES)})", "warning")
+        if value < 0:
+            add(f"phases.{name}", "negative timestamp")
+    present = [(name, meta.phases[name]) for name in PHASES if name in meta.phases]
+    for (first, t1), (second, t2) in pairwise(present):
+        if t2 < t1:
+            add(f"phases.{second}", f"{second} is before {first}")
+    if meta.status is RunStatus.COMPLETE:
+        for name in [n for n in PHASES if n not in meta.phases]:
+            add(f"phases.{name}", "missing although the run is complete", "warning")
+    for key in ("port", "target_port", "node_port"):
+        port = meta.service.get(key)
+        if port is not None and not (
+            isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+        ):
+            add(f"service.{key}", f"{port!r} is not a TCP port")
+    if "port" not in meta.service:
+        add("service.port", "missing: the analyzer cannot tell the server side", "warning")
+    listed = set()
+    for i, capture in enumerate(meta.captures):
+        file = paths.root / capture.file
+        listed.add(file.resolve())
+        if not file.is_file():
+            severity: Severity = "error" if meta.status is RunStatus.COMPLETE else "warning"
+            add(f"captures.{i}.file", f"{capture.file} does not exist", severity)
+        if capture.point == "node" and not capture.node:
+            add(f"captures.{i}.node", "a node capture must name its node", "warning")
+        if capture.kernel_drops:
+            add(
+                f"captures.{i}.kernel_drops",
+                f"the kernel dropped {capture.kernel_drops} packets: connections may look "
+                "incomplete",
+                "warning",
+            )
+    for file in paths.captures():
+        if file.resolve() not in listed:
+            add("captures", f"{_relative(paths, file)} is not listed", "warning")
+    return found
+
+
+def _check_requests(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
+    if not paths.requests.exists():
+        missing: Severity = "warning" if failed else "error"
+        return [Problem("requests.parquet", "file", None, "missing", missing)]
+    try:
+        _, problems = load_requests(paths.requests)
+    except TraceError as exc:
+        return [_from_error(paths, exc)]
+    return [
+        Problem("requests.parquet", p.location, p.field, p.message, p.severity) for p in problems
+    ]
+
+
+def _check_events(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
+    if not paths.events.exists():
+        message = "missing: no pod lifecycle or endpoint tables"
+        return [Problem("events.jsonl", "file", None, message, "warning")]
+    scan = scan_events(paths.events)
+    found = [_from_error(paths, e) for e in scan.problems]
+    frame = scan.frame.sort_values("line")
+    previous = 0
+    for line, recv, kind in zip(frame["line"], frame["recv_ns"], frame["kind"], strict=True):
+        if recv < previous - MAX_EVENT_REORDER_NS:
+            message = f"receive time goes back {(previous - recv) / 1e9:.1f} s from the line before"
+            found.append(Problem("events.jsonl", f"line {line}", "recv_ns", message, "warning"))
+        previous = max(previous, int(recv))
+        if kind not in KINDS:
+            message = f"kind {kind!r} is not used by the analyzer (ignored)"
+            found.append(Problem("events.jsonl", f"line {line}", "kind", message, "warning"))
+    return sorted(found, key=lambda p: _line_number(p.location))
+
+
+def _check_truth(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
+    if not paths.truth.exists():
+        return []
+    scan = scan_truth(paths.truth)
+    found = [_from_error(paths, e) for e in scan.problems]
+    known = {e.value for e in TruthEvent}
+    for line, name in zip(scan.frame["line"], scan.frame["event"], strict=True):
+        if name not in known:
+            message = f"{name!r} is not a TruthEvent (ignored)"
+            found.append(Problem("truth.jsonl", f"line {line}", "event", message, "warning"))
+    return sorted(found, key=lambda p: _line_number(p.location))
+
+
+def _line_number(location: str) -> int:
+    _, _, number = location.partition(" ")
+    return int(number) if number.isdigit() else 0
+
+
+def _check_packets(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
+    captures = paths.captures()
+    if not captures:
+        message = "no packet capture: connection-level evidence is unavailable"
+        return [Problem("packets/", "file", None, message, "warning")]
+    try:
+        pcap = importlib.import_module("analyzer.pcap")
+    except ImportError as exc:
+        message = f"captures not checked: the pcap reader is unavailable ({exc})"
+        return [Problem("packets/", "file", None, message, "warning")]
+    found: list[Problem] = []
+    for file in captures:
+        try:
+            packets = pcap.read_pcap(file, on_damage="raise")
+        except TraceError as exc:
+            found.append(_from_error(paths, exc))
+            continue
+        if len(packets) == 0:
+            message = "no TCP packets in this capture"
+            found.append(Problem(_relative(paths, file), "file", None, message, "warning"))
+    return found
