@@ -1,0 +1,80 @@
+"""Scenario files: validation errors name file, line and field; overrides and presets apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rolltrace.scenario import PRESETS, ScenarioError, load_scenario, parse_scenario
+
+GOOD = """\
+name: prestop-too-short
+workload:
+  replicas: 3
+  app:
+    shutdown: immediate
+pod:
+  pre_stop:
+    sleep_s: 1
+strategy:
+  max_surge: 1
+  max_unavailable: 0
+cluster:
+  kind: local
+  preset: gke-l4
+  proxy_delay: {kind: fixed, value_s: 2}
+load:
+  rate: 50
+"""
+
+
+def test_good_scenario_with_preset_and_explicit_fields() -> None:
+    scenario = parse_scenario(GOOD, "good.yaml")
+    assert scenario.pod.pre_stop is not None and scenario.pod.pre_stop.sleep_s == 1
+    cluster = scenario.cluster
+    assert cluster.kind == "local"
+    assert cluster.lb.hc_interval_s == PRESETS["gke-l4"]["lb"]["hc_interval_s"]  # from preset
+    assert cluster.proxy_delay.kind == "fixed" and cluster.proxy_delay.value_s == 2  # explicit wins
+
+
+def test_error_names_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("max_unavailable: 0", "max_unavailable: lots"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert f"{path}:11:" in message and "strategy.max_unavailable" in message
+
+
+def test_unknown_field_is_rejected_with_its_line() -> None:
+    text = GOOD.replace("  replicas: 3", "  replicas: 3\n  replcias: 4")
+    with pytest.raises(ScenarioError, match=r"x.yaml:4: workload.replcias: Extra inputs"):
+        parse_scenario(text, "x.yaml")
+
+
+def test_overrides_are_validated_and_named() -> None:
+    scenario = parse_scenario(GOOD, "good.yaml", ["load.rate=200", "pod.pre_stop.sleep_s=5"])
+    assert scenario.load.rate == 200
+    assert scenario.pod.pre_stop is not None and scenario.pod.pre_stop.sleep_s == 5
+    with pytest.raises(ScenarioError, match=r"--set: load.rate"):
+        parse_scenario(GOOD, "good.yaml", ["load.rate=-1"])
+
+
+def test_kube_cluster_needs_context_and_namespace() -> None:
+    text = GOOD.replace(
+        "  kind: local\n  preset: gke-l4\n  proxy_delay: {kind: fixed, value_s: 2}",
+        "  kind: kube\n  context: prod",
+    )
+    with pytest.raises(ScenarioError, match=r"cluster\.namespace: Field required"):
+        parse_scenario(text, "k.yaml")
+
+
+def test_prestop_needs_exactly_one_action() -> None:
+    with pytest.raises(ScenarioError, match="exactly one"):
+        parse_scenario(GOOD.replace("    sleep_s: 1", "    sleep_s: 1\n    http_get_path: /x"))
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    with pytest.raises(ScenarioError, match=r"s.yaml:3: not valid YAML"):
+        parse_scenario("name: x\nload:\n\trate: 1\n", "s.yaml")
