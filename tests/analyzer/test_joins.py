@@ -18,7 +18,9 @@ def make_frame(schema: TableSchema, rows: list[dict[str, Any]]) -> pd.DataFrame:
     defaults = {"int64": 0, "float64": 0.0, "bool": False, "string": ""}
     data = {}
     for col in schema.columns:
-        fill = pd.NA if col.nullable else defaults[col.dtype if col.dtype in defaults else "int64"]
+        fill = defaults[col.dtype if col.dtype in defaults else "int64"]
+        if col.nullable:
+            fill = float("nan") if col.dtype == "float64" else pd.NA
         data[col.name] = pd.Series([r.get(col.name, fill) for r in rows], dtype=col.dtype)
     extra = {k for r in rows for k in r} - set(schema.names)
     for name in sorted(extra):
