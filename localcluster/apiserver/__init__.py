@@ -7,6 +7,7 @@ kubectl, the official Python client and node agents in other processes.
 
 from localcluster.apiserver.client import HttpClient, InProcessClient
 from localcluster.apiserver.events import event_for, record_event
+from localcluster.apiserver.server import ApiServer
 from localcluster.apiserver.store import Store
 
-__all__ = ["HttpClient", "InProcessClient", "Store", "event_for", "record_event"]
+__all__ = ["ApiServer", "HttpClient", "InProcessClient", "Store", "event_for", "record_event"]

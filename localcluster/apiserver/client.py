@@ -17,6 +17,7 @@ from localcluster.apiserver import errors
 from localcluster.apiserver.resources import lookup
 from localcluster.apiserver.selectors import SelectorError, compile_selectors
 from localcluster.apiserver.store import Store
+from localcluster.apiserver.tls import client_context
 
 PATCH_CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
@@ -136,23 +137,28 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
 
 
 class HttpClient:
-    """Talks to the API server over HTTP with a bearer token; ``unix_socket`` selects a unix
-    socket (node agents inside network namespaces cannot reach the host's loopback).
+    """Talks to the API server with a bearer token: over HTTPS (``ca_pem`` = the server's
+    certificate) or, with ``unix_socket``, plain HTTP over that socket (node agents inside
+    network namespaces cannot reach the host's loopback; pass ``url="http://localhost"``).
     Use as ``async with HttpClient(...) as client:`` or call ``close()``."""
 
-    def __init__(self, url: str, token: str, unix_socket: str | None = None) -> None:
+    def __init__(
+        self, url: str, token: str, unix_socket: str | None = None, ca_pem: bytes | None = None
+    ) -> None:
         self._url = url.rstrip("/")
+        self._ca_pem = ca_pem
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._unix_socket = unix_socket
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = (
-                aiohttp.UnixConnector(path=self._unix_socket)
-                if self._unix_socket
-                else aiohttp.TCPConnector()
-            )
+            connector: aiohttp.BaseConnector
+            if self._unix_socket:
+                connector = aiohttp.UnixConnector(path=self._unix_socket)
+            else:
+                ssl_context = client_context(self._ca_pem) if self._ca_pem else True
+                connector = aiohttp.TCPConnector(ssl=ssl_context)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,

@@ -131,7 +131,7 @@ class ListPage:
 
 
 class Store:
-    def __init__(self, history_size: int = 10_000, service_cidr: str = "198.19.0.0/16") -> None:
+    def __init__(self, history_size: int = 10_000, service_cidr: str = "198.18.128.0/17") -> None:
         self.rv = 0
         self.history_size = history_size
         self.objects: dict[str, dict[tuple[str, str], JsonObject]] = {}
