@@ -1,0 +1,252 @@
+"""Records Kubernetes watch events into events.jsonl, with the time each one arrived.
+
+One thread per resource stream (Pods, EndpointSlices, Services, Deployments, ReplicaSets,
+Events) lists, then watches from the list's resourceVersion with the official ``kubernetes``
+client. Events are read as raw JSON lines straight off the response (``_preload_content=False``)
+and stamped the moment their bytes arrive: a queue or model deserialization in between would
+shift every receive time, and receive times are what the analyzer orders transitions by
+(object timestamps have one-second resolution).
+
+When a watch breaks, the stream resumes from the last resourceVersion it saw, so nothing is
+lost or duplicated. When the server answers 410 Gone (history compacted), events may have been
+missed: the stream writes a ``GAP`` marker (since the last event it had), a ``RELIST`` marker and
+the relisted objects as ``LIST`` lines, so that the analyzer can mark transitions first seen
+after the gap as detected late instead of inventing times. Line format: docs/trace-format.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+WATCHED_KINDS = ("Pod", "EndpointSlice", "Service", "Deployment", "ReplicaSet", "Event")
+_RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def _list_function(api_client: k8s.ApiClient, kind: str) -> Callable[..., Any]:
+    core, apps = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client)
+    discovery = k8s.DiscoveryV1Api(api_client)
+    functions: dict[str, Callable[..., Any]] = {
+        "Pod": core.list_namespaced_pod,
+        "EndpointSlice": discovery.list_namespaced_endpoint_slice,
+        "Service": core.list_namespaced_service,
+        "Deployment": apps.list_namespaced_deployment,
+        "ReplicaSet": apps.list_namespaced_replica_set,
+        "Event": core.list_namespaced_event,
+    }
+    return functions[kind]
+
+
+class EventLog:
+    """Appends JSON lines to events.jsonl; one lock keeps lines whole across stream threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.lines = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+            self.lines += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is older than the server's retained history (410)."""
+
+
+@dataclass
+class StreamStats:
+    kind: str
+    events: int = 0
+    relists: int = 0
+    gaps: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _StreamWatcher(threading.Thread):
+    def __init__(
+        self,
+        kind: str,
+        list_fn: Callable[..., Any],
+        namespace: str,
+        log: EventLog,
+        stop: threading.Event,
+        watch_timeout_s: int,
+    ) -> None:
+        super().__init__(name=f"watch-{kind}", daemon=True)
+        self.kind = kind
+        self._list = list_fn
+        self._namespace = namespace
+        self._log = log
+        self._stopping = stop
+        self._watch_timeout_s = watch_timeout_s
+        self._response: Any = None
+        self._last_recv_ns = time.time_ns()
+        self.stats = StreamStats(kind)
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        failures = 0
+        resource_version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._relist(initial=not self.ready.is_set())
+                    self.ready.set()
+                resource_version = self._watch(resource_version)
+                failures = 0
+            except _Gone as gone:
+                self.stats.gaps += 1
+                self._log.write(
+                    {
+                        "type": "GAP",
+                        "recv_ns": time.time_ns(),
+                        "kind": self.kind,
+                        "since_ns": self._last_recv_ns,
+                        "reason": str(gone),
+                    }
+                )
+                resource_version = None
+            except Exception as exc:  # a broken connection: resume from where we were
+                if self._stopping.is_set():
+                    break
+                self.stats.reconnects += 1
+                self.stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                self._stopping.wait(_RETRY_BACKOFF_S[min(failures, len(_RETRY_BACKOFF_S) - 1)])
+                failures += 1
+        self.ready.set()
+
+    def _relist(self, initial: bool) -> str:
+        if not initial:
+            self.stats.relists += 1
+            self._log.write({"type": "RELIST", "recv_ns": time.time_ns(), "kind": self.kind})
+        response = self._list(self._namespace, _preload_content=False)
+        recv_ns = time.time_ns()
+        body = json.loads(response.data)
+        api_version = body.get("apiVersion", "v1")
+        for item in body.get("items", []):
+            item.setdefault("kind", self.kind)
+            item.setdefault("apiVersion", api_version)
+            self._log.write({"type": "LIST", "recv_ns": recv_ns, "kind": self.kind, "object": item})
+        self._last_recv_ns = recv_ns
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    def _watch(self, resource_version: str) -> str:
+        try:
+            self._response = self._list(
+                self._namespace, watch=True, resource_version=resource_version,
+                allow_watch_bookmarks=True, timeout_seconds=self._watch_timeout_s,
+                _preload_content=False,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Gone(f"410 Gone for resourceVersion {resource_version}") from None
+            raise
+        try:
+            for recv_ns, raw in _lines(self._response):
+                if self._stopping.is_set():
+                    break
+                event = json.loads(raw)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone(obj.get("message", "410 Gone in watch stream"))
+                    raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+                resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
+                if event.get("type") == "BOOKMARK":
+                    continue
+                self._log.write(
+                    {"type": event["type"], "recv_ns": recv_ns, "kind": self.kind, "object": obj}
+                )
+                self._last_recv_ns = recv_ns
+                self.stats.events += 1
+        finally:
+            self._response.release_conn()
+            self._response = None
+        return resource_version
+
+    def interrupt(self) -> None:
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # already closed: nothing to interrupt
+                response.shutdown()
+
+
+def _lines(response: Any) -> Iterator[tuple[int, bytes]]:
+    """Complete lines from a streaming response, each stamped when its last bytes arrived."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        recv_ns = time.time_ns()
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield recv_ns, line
+
+
+class ClusterWatcher:
+    """Watches every kind of ``WATCHED_KINDS`` in one namespace into ``events_path``."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        events_path: Path,
+        kinds: tuple[str, ...] = WATCHED_KINDS,
+        watch_timeout_s: int = 300,
+        list_function: Callable[[k8s.ApiClient, str], Callable[..., Any]] = _list_function,
+    ) -> None:
+        """``list_function`` maps (client, kind) to the list/watch call; tests wrap it to
+        inject API failures (a 410 on resume) that a real server produces only under load."""
+        self._log = EventLog(events_path)
+        self._stopping = threading.Event()
+        self._threads = [
+            _StreamWatcher(
+                kind,
+                list_function(api_client, kind),
+                namespace,
+                self._log,
+                self._stopping,
+                watch_timeout_s,
+            )
+            for kind in kinds
+        ]
+
+    def start(self, ready_timeout_s: float = 30.0) -> None:
+        """Start every stream and wait until each has its initial list written."""
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + ready_timeout_s
+        for thread in self._threads:
+            thread.ready.wait(max(0.0, deadline - time.monotonic()))
+
+    def stop(self, timeout_s: float = 5.0) -> dict[str, StreamStats]:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.interrupt()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._log.close()
+        return {t.kind: t.stats for t in self._threads}
+
+    @property
+    def lines(self) -> int:
+        return self._log.lines
