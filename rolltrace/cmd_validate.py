@@ -42,7 +42,7 @@ def validate(
     try:
         problems = validate_run(run)
     except NotARunDirectory as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(EXIT_NOT_A_RUN) from None
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
@@ -50,7 +50,7 @@ def validate(
         console.print(problems_table(problems))
     failing = errors > 0 or (strict and warnings > 0)
     verdict = "[red]invalid[/red]" if failing else "[green]valid[/green]"
-    console.print(f"{run}: {verdict} ({errors} errors, {warnings} warnings)")
+    console.print(f"{run}: {verdict} ({errors} errors, {warnings} warnings)", soft_wrap=True)
     raise typer.Exit(EXIT_PROBLEMS if failing else EXIT_VALID)
 
 

@@ -8,7 +8,7 @@ import pytest
 from analyzer.errors import TraceError
 from analyzer.events import endpoint_membership, pod_lifecycle, read_events, scan_events
 from analyzer.schema import ENDPOINTS, PODS, check_frame
-from tests.analyzer.eventlines import (
+from tests.analyzer.handmade import (
     T0,
     S,
     endpoint,
