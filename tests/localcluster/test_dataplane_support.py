@@ -64,3 +64,85 @@ def cluster_name() -> Iterator[str]:
     assert leftover_procs == set(), f"processes left behind: {leftover_procs}"
     assert _host_tables() == before[1], "nft tables changed in the host namespace"
     assert _host_links() == before[2], "links changed in the host namespace"
+
+
+POD_SERVER = """
+import socket, sys, threading
+name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.listen(128)
+body = name.encode()
+def serve(c):
+    with c:
+        c.settimeout(10)
+        try:
+            while c.recv(4096):
+                c.sendall(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nX-Pod-Name: " + body
+                          + b"\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+                return
+        except OSError:
+            pass
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+CLIENT = """
+import json, socket, sys, time
+ip, port, count, budget_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+timeout, pause = float(sys.argv[5]), float(sys.argv[6])
+results, end = [], time.monotonic() + budget_s
+for _ in range(count):
+    if time.monotonic() > end:
+        break
+    t0 = time.time()
+    try:
+        c = socket.create_connection((ip, port), timeout=timeout)
+        c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        data = b""
+        while True:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        c.close()
+        pod = [l.split(b": ")[1].decode() for l in data.split(b"\\r\\n") if l.startswith(b"X-Pod-Name")]
+        results.append({"t": t0, "pod": pod[0] if pod else None, "error": None if pod else "eof"})
+    except ConnectionRefusedError:
+        results.append({"t": t0, "pod": None, "error": "refused"})
+    except (TimeoutError, socket.timeout):
+        results.append({"t": t0, "pod": None, "error": "timeout"})
+    except OSError as exc:
+        results.append({"t": t0, "pod": None, "error": type(exc).__name__})
+    time.sleep(pause)
+print(json.dumps(results))
+"""
+
+
+def start_pod_server(
+    exec_prefix: list[str], name: str, ip: str, port: int
+) -> subprocess.Popen[bytes]:
+    """A minimal HTTP server naming its Pod, run inside the Pod's namespace."""
+    return subprocess.Popen([*exec_prefix, "python3", "-c", POD_SERVER, name, ip, str(port)])
+
+
+def run_client(
+    client_netns: str,
+    ip: str,
+    port: int,
+    count: int,
+    budget_s: float,
+    timeout_s: float = 1.0,
+    pause_s: float = 0.0,
+) -> list[dict[str, object]]:
+    """``count`` new-connection requests from the client namespace, stopping after ``budget_s``."""
+    import json
+
+    argv = ["nsenter", f"--net=/run/netns/{client_netns}", "--", "python3", "-c", CLIENT]
+    argv += [ip, str(port), str(count), str(budget_s), str(timeout_s), str(pause_s)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=budget_s + timeout_s + 10)
+    assert out.returncode == 0, out.stderr
+    results: list[dict[str, object]] = json.loads(out.stdout)
+    return results

@@ -1,0 +1,1 @@
+"""The cloud load balancer emulator: external IPs, DNAT to health-checked targets."""
