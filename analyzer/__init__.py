@@ -5,6 +5,7 @@ in ``analyzer.schema``. Everything else is internal and may change.
 """
 
 from analyzer.connections import tcp_connections
+from analyzer.pcap import read_pcap
 from analyzer.run import Run, load_run
 from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
 
@@ -15,5 +16,6 @@ __all__ = [
     "ErrorKind",
     "Run",
     "load_run",
+    "read_pcap",
     "tcp_connections",
 ]

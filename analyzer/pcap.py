@@ -1,0 +1,322 @@
+"""Read pcap / pcapng captures into the packets table, fast.
+
+Captures of a rollout hold millions of segments, so the reader never builds a Python object per
+packet: the file is one numpy buffer, the record walk (``analyzer.pcap_formats``) yields frame
+offsets, and every header field is a vectorized gather at computed offsets. Link layers, IPv6
+extension headers and VLAN tags only shift those offsets. Rows that are not TCP, are non-first
+fragments or whose headers were cut by the snapshot length are dropped; payload lengths come from
+the IP length fields, because the snapshot length usually truncates the captured bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+
+from analyzer.errors import TraceError
+from analyzer.pcap_formats import Records, is_pcapng, scan_pcap, scan_pcapng
+from analyzer.schema import PACKETS, check_frame
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.bool_]
+
+DUPLICATE_WINDOW_NS = 1_000_000
+"""Two identical segments closer than this are one segment captured twice (loopback, ``-i any``)."""
+
+_VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)
+_AF_INET6 = (10, 24, 28, 30)  # Linux, NetBSD/OpenBSD, FreeBSD, Darwin
+_RAW_IP = (12, 14, 101)
+_IPV6_EXTENSIONS = (0, 43, 44, 51, 60)  # hop-by-hop, routing, fragment, AH, destination options
+_MAX_EXTENSIONS = 8
+_TCP = 6
+
+
+class _Window:
+    """A fixed-width copy of the bytes at one offset per row, e.g. each frame's first 80 bytes.
+
+    Copying the headers once into a compact matrix makes every later field read a column
+    slice (or a small per-row gather) instead of a cache-missing gather over the whole file.
+    Bytes past the end of the file read as zero; callers check lengths against the frame's end.
+    """
+
+    def __init__(self, buf: U8, origin: I64, width: int) -> None:
+        self.origin = origin
+        self.rows = np.zeros((len(origin), width), dtype=np.uint8)
+        inside = origin <= len(buf) - width
+        if inside.any():
+            sliding = np.lib.stride_tricks.sliding_window_view(buf, width)
+            self.rows[inside] = sliding[origin[inside]]
+        edge = np.flatnonzero(~inside & (origin < len(buf)))
+        if len(edge):
+            index = origin[edge, None] + np.arange(width)
+            within = index < len(buf)
+            self.rows[edge] = np.where(within, buf[np.minimum(index, len(buf) - 1)], 0)
+
+    def subset(self, rows: Mask | I64) -> _Window:
+        if isinstance(rows, np.ndarray) and rows.dtype == bool and rows.all():
+            return self
+        window = _Window.__new__(_Window)
+        window.origin, window.rows = self.origin[rows], self.rows[rows]
+        return window
+
+    def u8(self, rel: int | I64) -> I64:
+        if isinstance(rel, int):
+            return self.rows[:, rel].astype(np.int64)
+        clipped = np.clip(rel, 0, self.rows.shape[1] - 1)
+        return self.rows[np.arange(len(rel)), clipped].astype(np.int64)
+
+    def be16(self, rel: int | I64) -> I64:
+        return (self.u8(rel) << 8) | self.u8(rel + 1)
+
+    def be32(self, rel: int | I64) -> I64:
+        return (self.be16(rel) << 16) | self.be16(rel + 2)
+
+
+_LINK_WIDTH = 24  # the longest link header read: Ethernet with two VLAN tags (22)
+_IP_WIDTH = 40  # the fixed IPv6 header (IPv4 options are never read)
+_TCP_WIDTH = 16  # ports, seq, ack, data offset, flags
+
+
+def _network_layer(head: _Window, linktype: I64) -> tuple[I64, I64]:
+    """Per row: offset of the IP header in the frame and the IP version the link layer gives."""
+    n = len(linktype)
+    ip_rel = np.zeros(n, dtype=np.int64)
+    version = np.zeros(n, dtype=np.int64)
+    ethertype = np.zeros(n, dtype=np.int64)
+    ether = linktype == 1
+    if ether.any():
+        ethertype = np.where(ether, head.be16(12), ethertype)
+        ip_rel[ether] = 14
+        for _tag in range(2):  # 802.1Q, and QinQ's outer tag
+            tagged = ether & np.isin(ethertype, _VLAN_ETHERTYPES)
+            ethertype = np.where(tagged, head.be16(ip_rel + 2), ethertype)
+            ip_rel += np.where(tagged, 4, 0)
+    for number, field, header_len in ((113, 14, 16), (276, 0, 20)):  # Linux cooked v1, v2
+        cooked = linktype == number
+        if cooked.any():
+            ethertype = np.where(cooked, head.be16(field), ethertype)
+            ip_rel[cooked] = header_len
+    version[ethertype == 0x0800] = 4
+    version[ethertype == 0x86DD] = 6
+    raw = np.isin(linktype, _RAW_IP)
+    version[raw] = head.u8(0)[raw] >> 4
+    version[linktype == 228] = 4
+    version[linktype == 229] = 6
+    null = (linktype == 0) | (linktype == 108)
+    if null.any():
+        # the address family is a 4-byte int in either byte order: the non-zero end holds it
+        first, last = head.u8(0), head.u8(3)
+        family = np.where(first != 0, first, last)
+        ip_rel[null] = 4
+        version[null & (family == 2)] = 4
+        version[null & np.isin(family, _AF_INET6)] = 6
+    return ip_rel, version
+
+
+@dataclass
+class _Transport:
+    """Where each row's TCP header is and how many IP payload bytes follow the IP header(s)."""
+
+    tcp_rel: I64  # from the start of the IP header
+    ip_payload: I64  # bytes after the IPv4 header / IPv6 header chain
+    ok: Mask
+
+
+def _ipv4(ip: _Window, buf: U8) -> _Transport:
+    ihl = (ip.u8(0) & 0x0F) * 4
+    total = ip.be16(2)
+    fragment_offset = ip.be16(6) & 0x1FFF
+    ok = (ihl >= 20) & (total >= ihl) & (ip.u8(9) == _TCP) & (fragment_offset == 0)
+    return _Transport(ihl, total - ihl, ok)
+
+
+def _ipv6(ip: _Window, buf: U8) -> _Transport:
+    next_header = ip.u8(6)
+    remaining = ip.be16(4)
+    rel = np.full(len(next_header), 40, dtype=np.int64)
+    ok = np.ones(len(next_header), dtype=bool)
+    for _hop in range(_MAX_EXTENSIONS):
+        extension = np.isin(next_header, _IPV6_EXTENSIONS) & ok
+        if not extension.any():
+            break
+        # extension headers lie beyond the IP window: read them from the file itself
+        rows = np.flatnonzero(extension)
+        ext = _Window(buf, ip.origin[rows] + rel[rows], 4)
+        kind = next_header[rows]
+        ok[rows] &= ~((kind == 44) & ((ext.be16(2) >> 3) != 0))  # TCP only in first fragments
+        length = np.where(
+            kind == 44, 8, np.where(kind == 51, (ext.u8(1) + 2) * 4, (ext.u8(1) + 1) * 8)
+        )
+        next_header[rows] = ext.u8(0)
+        rel[rows] += length
+        remaining[rows] -= length
+    ok &= (next_header == _TCP) & (remaining >= 0)
+    return _Transport(rel, remaining, ok)
+
+
+@dataclass
+class _Segments:
+    """TCP segments as integer columns; addresses are codes into ``texts``."""
+
+    columns: dict[str, I64]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.columns["ts_ns"])
+
+    def select(self, rows: Mask | I64) -> _Segments:
+        return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
+
+
+def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
+    """Source and destination as codes into a list of address texts (each formatted once)."""
+    n = len(is_v6)
+    codes = np.zeros(2 * n, dtype=np.int64)
+    texts: list[str] = []
+    v4 = ~is_v6
+    if v4.any():
+        window = ip.subset(v4)
+        v4_codes, uniques = pd.factorize(np.concatenate([window.be32(12), window.be32(16)]))
+        rows = np.flatnonzero(v4)
+        codes[np.concatenate([rows, rows + n])] = v4_codes
+        texts += [str(ipaddress.IPv4Address(int(v))) for v in uniques]
+    if is_v6.any():
+        window = ip.subset(is_v6)
+        matrix = np.concatenate([window.rows[:, 8:24], window.rows[:, 24:40]])
+        unique_rows, v6_codes = np.unique(matrix, axis=0, return_inverse=True)
+        rows = np.flatnonzero(is_v6)
+        codes[np.concatenate([rows, rows + n])] = v6_codes.reshape(-1) + len(texts)
+        texts += [str(ipaddress.IPv6Address(bytes(row))) for row in unique_rows]
+    return codes[:n], codes[n:], texts
+
+
+def _segments(buf: U8, records: Records) -> _Segments:
+    """Decode every record's link, IP and TCP headers; keep the rows that are whole TCP headers."""
+    start, end = records.data_start, records.data_start + records.caplen
+    ip_rel, version = _network_layer(_Window(buf, start, _LINK_WIDTH), records.linktype)
+    ip = _Window(buf, start + ip_rel, _IP_WIDTH)
+    version = np.where(ip.u8(0) >> 4 == version, version, 0)  # the IP header must agree
+    tcp_off = np.zeros(len(start), dtype=np.int64)
+    ip_payload = np.zeros(len(start), dtype=np.int64)
+    ok = np.zeros(len(start), dtype=bool)
+    for number, parse, min_header in ((4, _ipv4, 20), (6, _ipv6, 40)):
+        rows = (version == number) & (ip.origin + min_header <= end)
+        if rows.any():
+            transport = parse(ip.subset(rows), buf)
+            tcp_off[rows] = ip.origin[rows] + transport.tcp_rel
+            ip_payload[rows] = transport.ip_payload
+            ok[rows] = transport.ok
+    ok &= tcp_off + 20 <= end
+    keep = np.flatnonzero(ok)
+    src, dst, texts = _addresses(ip.subset(ok), version[keep] == 6)
+    tcp = _Window(buf, tcp_off[keep], _TCP_WIDTH)
+    header_len = (tcp.u8(12) >> 4) * 4
+    payload_len = ip_payload[keep] - header_len
+    segments = _Segments(
+        {
+            "ts_ns": records.ts_ns[keep],
+            "src": src,
+            "dst": dst,
+            "sport": tcp.be16(0),
+            "dport": tcp.be16(2),
+            "flags": tcp.u8(13),
+            "seq": tcp.be32(4),
+            "ack": tcp.be32(8),
+            "payload_len": payload_len,
+            "ip_version": version[keep],
+        },
+        texts,
+    )
+    valid = (header_len >= 20) & (payload_len >= 0)
+    return segments if valid.all() else segments.select(valid)
+
+
+_SEGMENT_KEY = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "payload_len")
+
+
+def _duplicates(segments: _Segments) -> Mask:
+    """Later copies of a segment seen again within DUPLICATE_WINDOW_NS of the previous copy.
+
+    On loopback and ``-i any`` captures the same segment is captured on the way out and on the
+    way in (or on two interfaces); counting it twice would double bytes and fake retransmissions.
+    A hash of the segment's fields finds the few rows that repeat; only those are sorted and
+    compared exactly.
+    """
+    columns = segments.columns
+    n = len(segments)
+    duplicate = np.zeros(n, dtype=bool)
+    digest = np.zeros(n, dtype=np.uint64)
+    for name in _SEGMENT_KEY:
+        digest = (digest ^ columns[name].astype(np.uint64)) * np.uint64(0x100000001B3)
+        digest ^= digest >> np.uint64(29)
+    repeated = np.flatnonzero(pd.Series(digest).duplicated(keep=False).to_numpy())
+    if len(repeated) < 2:
+        return duplicate
+    ts = columns["ts_ns"][repeated]
+    order = repeated[np.lexsort((ts, digest[repeated]))]
+    same = np.diff(columns["ts_ns"][order]) <= DUPLICATE_WINDOW_NS
+    for name in _SEGMENT_KEY:
+        column = columns[name][order]
+        same &= column[1:] == column[:-1]
+    duplicate[order[1:]] = same
+    return duplicate
+
+
+def _text_column(codes: I64, texts: list[str]) -> pd.Series:
+    decoded = pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int32)), pa.array(texts, type=pa.string())
+    ).dictionary_decode()
+    return pd.Series(pd.array(decoded, dtype="str"))
+
+
+def _frame(segments: _Segments, capture: str) -> pd.DataFrame:
+    columns: dict[str, object] = {
+        "ts_ns": segments.columns["ts_ns"],
+        "capture": _text_column(np.zeros(len(segments), dtype=np.int64), [capture]),
+        "src": _text_column(segments.columns["src"], segments.texts),
+        "dst": _text_column(segments.columns["dst"], segments.texts),
+    }
+    columns.update({c: segments.columns[c] for c in PACKETS.names if c not in columns})
+    return pd.DataFrame(columns)
+
+
+def read_pcap(
+    path: str | Path,
+    *,
+    capture: str | None = None,
+    on_damage: Literal["raise", "keep"] = "raise",
+    dedupe_loopback: bool = True,
+) -> pd.DataFrame:
+    """Read a pcap or pcapng file into a ``PACKETS`` table (TCP segments only).
+
+    ``attrs["duplicates_dropped"]`` counts segments dropped as loopback/``-i any`` copies. A
+    damaged file raises ``TraceError`` (``kept`` = the packets before the damage), or with
+    ``on_damage="keep"`` returns those packets with ``attrs["damage"]`` describing it.
+    """
+    path = Path(path)
+    name = capture if capture is not None else path.stem
+    data = path.read_bytes()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
+    segments = _segments(buf, records)
+    duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
+    if duplicate.any():
+        segments = segments.select(~duplicate)
+    packets = check_frame(_frame(segments, name), PACKETS, "read_pcap")
+    packets.attrs["duplicates_dropped"] = int(duplicate.sum())
+    if records.damage is None:
+        return packets
+    location, _, what = records.damage.partition(": ")
+    message = f"{what}; kept {len(packets)} packets read before it"
+    if on_damage == "raise":
+        raise TraceError(str(path), location, message, kept=packets)
+    packets.attrs["damage"] = f"{path}: {location}: {message}"
+    return packets
