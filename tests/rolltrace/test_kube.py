@@ -1,0 +1,55 @@
+"""The runner's Kubernetes adapter, through the official client, against the local API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import config as k8s_config
+
+from rolltrace.kube import Kube, NotOurs, now_iso
+from rolltrace.manifests import deployment, rollout_patch, service
+from rolltrace.scenario import parse_scenario
+from tests.apiserver_thread import api_server_thread
+
+SCENARIO = parse_scenario("name: t\npod:\n  pre_stop: {sleep_s: 3}\nstrategy: {max_surge: 1}\n")
+
+
+def test_apply_patch_trigger_and_ownership(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    with api_server_thread(kubeconfig):
+        kube = Kube(k8s_config.new_client_from_config(str(kubeconfig)), "rt-test")
+        kube.ensure_namespace()
+        kube.apply(deployment(SCENARIO))
+        kube.apply(service(SCENARIO))
+        dep = kube.apps.read_namespaced_deployment("demoapp", "rt-test")
+        container = dep.spec.template.spec.containers[0]
+        assert container.lifecycle.pre_stop.sleep.seconds == 3
+        assert dep.spec.strategy.rolling_update.max_surge == 1
+        svc = kube.core.read_namespaced_service("demoapp", "rt-test")
+        assert svc.spec.type == "LoadBalancer" and svc.spec.external_traffic_policy == "Cluster"
+
+        changed = SCENARIO.model_copy(
+            update={"workload": SCENARIO.workload.model_copy(update={"replicas": 5})}
+        )
+        kube.apply(deployment(changed))  # a second apply patches what rolltrace owns
+        assert kube.apps.read_namespaced_deployment("demoapp", "rt-test").spec.replicas == 5
+
+        generation = kube.rollout_state("demoapp").generation
+        kube.trigger_rollout("demoapp", rollout_patch(SCENARIO, now_iso()))
+        dep = kube.apps.read_namespaced_deployment("demoapp", "rt-test")
+        assert "kubectl.kubernetes.io/restartedAt" in dep.spec.template.metadata.annotations
+        assert kube.rollout_state("demoapp").generation == generation + 1
+
+        foreign = deployment(SCENARIO, name="theirs")
+        foreign["metadata"]["labels"] = {"app": "theirs"}
+        kube.apps.create_namespaced_deployment("rt-test", foreign)
+        with pytest.raises(NotOurs, match="--target-existing theirs"):
+            kube.apply(deployment(SCENARIO, name="theirs"))
+        with pytest.raises(NotOurs):
+            kube.trigger_rollout("theirs", rollout_patch(SCENARIO, now_iso()))
+        kube.delete_managed("theirs")  # never deletes what it did not create
+        assert kube.apps.read_namespaced_deployment("theirs", "rt-test")
+        Kube(kube.api_client, "rt-test", target_existing="theirs").trigger_rollout(
+            "theirs", rollout_patch(SCENARIO, now_iso())
+        )
