@@ -25,7 +25,7 @@ from analyzer.schema import FAILURES, Cause, ErrorKind, PodMatch, check_frame
 
 #: "A short time after Ready": an application whose readiness passes before it can serve fails
 #: its first requests within this window.
-NOT_READY_GRACE_MS = 3_000.0
+NOT_READY_GRACE_MS = 10_000.0
 #: A server close seen at most this long after the request started still raced the request: the
 #: FIN and the request crossed on the wire (about one round trip, generously).
 RACE_CROSSING_MS = 50.0

@@ -128,12 +128,15 @@ def readiness_lead(pods: pd.DataFrame, requests: pd.DataFrame, since_ns: int) ->
     served = requests[
         (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()
     ]
-    first_ok = served.groupby("pod_matched")["end_ns"].min()
+    first_ok = served.groupby("pod_matched")["end_ns"].min().astype("float64")
     became_ready = pods[pods["ready_ns"].notna() & (pods["ready_ns"] >= since_ns)]
-    lead = became_ready["pod"].map(first_ok) - became_ready["ready_ns"]
-    return (lead.dropna().astype("float64") / 1e6).set_axis(
-        became_ready.loc[lead.dropna().index, "pod"]
+    first = pd.to_numeric(became_ready["pod"].map(first_ok), errors="coerce").astype("float64")
+    lead = pd.Series(
+        (first - became_ready["ready_ns"].astype("float64")).to_numpy() / 1e6,
+        index=became_ready["pod"].astype(str).to_numpy(),
+        dtype="float64",
     )
+    return lead.dropna()
 
 
 def endpoint_leaving_ns(pods: pd.DataFrame, endpoints: pd.DataFrame) -> pd.Series:

@@ -30,10 +30,8 @@ def _fmt_timing(stats: dict[str, Any]) -> str:
 def print_summary(console: Console, run: Path, summary: Summary) -> None:
     """The terminal view: totals, causes, windows, timings, and what input was missing."""
     failed, total = summary["requests_failed"], summary["requests_total"]
-    console.print(
-        f"[bold]{run}[/bold]  {summary['status']}  "
-        f"{failed} of {total} requests failed ({summary['failure_rate']:.4%})"
-    )
+    console.print(f"[bold]{run}[/bold] ({summary['status']})")
+    console.print(f"{failed} of {total} requests failed ({summary['failure_rate']:.4%})")
     if failed:
         causes = Table("cause", "failed", "share", title="Failed requests by cause")
         for cause, count in sorted(summary["failed_by_cause"].items(), key=lambda kv: -kv[1]):
@@ -83,7 +81,7 @@ def analyze(
 
     Exit 0 when every budget holds, 1 when one is exceeded, 2 when the run is unusable.
     """
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         budgets: list[Budget] = [parse_budget(text) for text in fail_on or []]
     except BudgetExpressionError as exc:
@@ -100,7 +98,7 @@ def analyze(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        print_summary(Console(), run, summary)
+        print_summary(Console(soft_wrap=True), run, summary)
     broken = exceeded_budgets(budgets, summary)
     for budget in broken:
         err.print(f"[red]budget exceeded:[/red] {budget.text} (value {budget.value(summary):g})")

@@ -1,0 +1,85 @@
+"""The pipeline on minimal run directories: what is required, what may be missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analyzer import load_run
+from analyzer.errors import UnusableRunError
+from analyzer.pipeline import analyze_run
+from analyzer.requests import write_requests
+from analyzer.rundir import RunMeta, write_run_meta
+from analyzer.schema import REQUESTS, SCHEMA_VERSION, Cause, RunStatus
+from tests.analyzer.test_joins import make_frame, request
+
+S = 1_000_000_000
+
+
+def minimal_run(root: Path, failures: int = 2) -> Path:
+    """run.json and requests.parquet only: no packets, no events."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_run_meta(
+        root,
+        RunMeta(
+            schema_version=SCHEMA_VERSION,
+            run_id="minimal",
+            status=RunStatus.COMPLETE,
+            backend="synthetic",
+        ),
+    )
+    rows = [request(i, 10.0 + i / 10, status_code=200) for i in range(50)]
+    rows += [
+        request(100 + i, 12.0 + i, error_kind="read-timeout", end_ns=int((13.0 + i) * S))
+        for i in range(failures)
+    ]
+    write_requests(root / "requests.parquet", make_frame(REQUESTS, rows))
+    return root
+
+
+def test_requests_only_run_is_analyzed_and_says_what_is_missing(tmp_path: Path) -> None:
+    run_dir = minimal_run(tmp_path / "run")
+    summary = analyze_run(run_dir)
+    assert summary["requests_total"] == 52
+    assert summary["requests_failed"] == 2
+    assert summary["failed_by_cause"][Cause.UNEXPLAINED.value] == 2
+    assert set(summary["failed_by_cause"]) == {c.value for c in Cause}
+    assert "packets/*.pcap" in summary["inputs"]["missing"]
+    assert "events.jsonl" in summary["inputs"]["missing"]
+    assert summary["timings"]["propagation"]["n"] == 0
+    written = json.loads((run_dir / "analysis" / "summary.json").read_text())
+    assert written["requests_failed"] == 2
+    for table in ("requests", "failures", "windows", "pods", "endpoints", "packets"):
+        assert (run_dir / "analysis" / "tables" / f"{table}.parquet").exists()
+
+
+def test_load_run_reuses_the_cache_until_an_input_changes(tmp_path: Path) -> None:
+    run_dir = minimal_run(tmp_path / "run")
+    first = load_run(run_dir)
+    assert len(first.failures) == 2
+    summary_file = run_dir / "analysis" / "summary.json"
+    stamp = summary_file.stat().st_mtime_ns
+    again = load_run(run_dir)
+    assert summary_file.stat().st_mtime_ns == stamp  # read back, not recomputed
+    assert again.failures["request_id"].tolist() == first.failures["request_id"].tolist()
+    minimal_run(run_dir, failures=3)  # rewrite the requests: the cache is stale
+    assert len(load_run(run_dir).failures) == 3
+
+
+@pytest.mark.parametrize("missing", ["run.json", "requests.parquet"])
+def test_run_without_its_required_files_is_unusable_and_names_the_file(
+    tmp_path: Path, missing: str
+) -> None:
+    run_dir = minimal_run(tmp_path / "run")
+    (run_dir / missing).unlink()
+    with pytest.raises(UnusableRunError, match=missing):
+        analyze_run(run_dir)
+
+
+def test_damaged_requests_are_unusable(tmp_path: Path) -> None:
+    run_dir = minimal_run(tmp_path / "run")
+    (run_dir / "requests.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UnusableRunError, match="requests.parquet"):
+        analyze_run(run_dir)
