@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,12 @@ def test_run_without_its_required_files_is_unusable_and_names_the_file(
 ) -> None:
     run_dir = minimal_run(tmp_path / "run")
     (run_dir / missing).unlink()
-    with pytest.raises(UnusableRunError, match=missing):
+    with pytest.raises(UnusableRunError, match=re.escape(missing)):
         analyze_run(run_dir)
 
 
 def test_damaged_requests_are_unusable(tmp_path: Path) -> None:
     run_dir = minimal_run(tmp_path / "run")
     (run_dir / "requests.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(UnusableRunError, match="requests.parquet"):
+    with pytest.raises(UnusableRunError, match=r"requests\.parquet"):
         analyze_run(run_dir)
