@@ -28,6 +28,10 @@ from pydantic import (
     model_validator,
 )
 
+from analyzer.budget import parse_budget
+from analyzer.errors import BudgetExpressionError
+from analyzer.schema import Cause
+
 Percent = int | str  # an integer count or "NN%"
 
 
@@ -207,8 +211,20 @@ class Scenario(_Strict):
     load: Load = Load()
     rollout: Rollout = Rollout()
     repetitions: int = Field(1, ge=1, le=100)
-    expect: list[str] = Field(default_factory=list)  # budgets, e.g. "failed == 0"
-    dominant_cause: str | None = None  # the cause a broken scenario must show most
+    # Conditions that must HOLD after the run (the opposite sense of `analyze --fail-on`, whose
+    # expressions fail the gate when true); same grammar, e.g. "failed == 0".
+    expect: list[str] = Field(default_factory=list)
+    dominant_cause: Cause | None = None  # the cause a broken scenario must show most
+
+    @field_validator("expect")
+    @classmethod
+    def _expressions_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                parse_budget(text)
+            except BudgetExpressionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 # DESIGN §7: reference timings. Each preset is a partial `cluster` section.

@@ -78,3 +78,32 @@ def test_prestop_needs_exactly_one_action() -> None:
 def test_yaml_syntax_error_has_line() -> None:
     with pytest.raises(ScenarioError, match=r"s.yaml:3: not valid YAML"):
         parse_scenario("name: x\nload:\n\trate: 1\n", "s.yaml")
+
+
+def test_expectations_and_dominant_cause_are_checked() -> None:
+    with pytest.raises(ScenarioError, match="expect"):
+        parse_scenario(GOOD + 'expect: ["cause:teleport > 0"]\n', "e.yaml")
+    with pytest.raises(ScenarioError, match="dominant_cause"):
+        parse_scenario(GOOD + "dominant_cause: gremlins\n", "e.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("scenarios/*.yaml")))
+def test_every_shipped_scenario_is_valid(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.name == path.stem
+    assert scenario.expect, "every library scenario states what it must show"
+
+
+def test_scenario_check_command_reports_each_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rolltrace.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: Bad\nload: {rate: -5}\n")
+    result = CliRunner().invoke(app, ["scenario", "check", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:1: name" in result.output and "[a-z0-9]" in result.output
+    assert f"{bad}:2: load.rate" in result.output
+    ok = CliRunner().invoke(app, ["scenario", "check", "scenarios/all-fixed.yaml", "--show"])
+    assert ok.exit_code == 0 and "all-fixed" in ok.output
