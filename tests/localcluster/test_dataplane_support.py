@@ -3,11 +3,16 @@ assertion that a test left no namespace, host link, host nft table or process be
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,11 +143,130 @@ def run_client(
     pause_s: float = 0.0,
 ) -> list[dict[str, object]]:
     """``count`` new-connection requests from the client namespace, stopping after ``budget_s``."""
-    import json
-
     argv = ["nsenter", f"--net=/run/netns/{client_netns}", "--", "python3", "-c", CLIENT]
     argv += [ip, str(port), str(count), str(budget_s), str(timeout_s), str(pause_s)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=budget_s + timeout_s + 10)
     assert out.returncode == 0, out.stderr
     results: list[dict[str, object]] = json.loads(out.stdout)
     return results
+
+
+class ManualCluster:
+    """Real nodes, LB and client around an in-process API server, with Pods placed by hand
+    (sandbox + a tiny server + an EndpointSlice entry), so data-plane tests need neither the
+    controllers nor the kubelet."""
+
+    def __init__(self, config: Any, state_dir: Path) -> None:
+        from localcluster.dataplane.addressing import AddressPlan
+
+        self.config = config
+        self.plan = AddressPlan(config)
+        self.state_dir = state_dir
+        self.truth_path = state_dir / "truth.jsonl"
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self._servers: dict[str, subprocess.Popen[bytes]] = {}
+        self._sandboxes: dict[str, tuple[Any, Any]] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> ManualCluster:
+        from localcluster.apiserver.server import ApiServer
+        from localcluster.dataplane import start_real_nodes
+
+        socket_path = str(self.state_dir / "api.sock")
+        self.server = await self._stack.enter_async_context(ApiServer(unix_socket=socket_path))
+        self.client = self.server.client()
+        self.nodes = await start_real_nodes(
+            socket_path, self.server.token, self.config, self.state_dir
+        )
+        self._stack.push_async_callback(self._stop)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _stop(self) -> None:
+        for proc in self._servers.values():
+            proc.kill()
+            proc.wait()
+        await self.nodes.stop()
+
+    async def add_pod(self, name: str, node_index: int, port: int = 8080) -> str:
+        from localcluster.dataplane.sandbox import NetnsSandboxProvider
+
+        node = self.plan.nodes[node_index]
+        provider = NetnsSandboxProvider(self.plan, node)
+        sandbox = await provider.create("default", name, f"{name}-{node_index}-uid")
+        self._sandboxes[name] = (provider, sandbox)
+        self._servers[name] = start_pod_server(
+            provider.exec_prefix(sandbox), name, sandbox.ip, port
+        )
+        self.endpoints[name] = {
+            "addresses": [sandbox.ip],
+            "conditions": {"ready": True, "serving": True, "terminating": False},
+            "nodeName": node.name,
+            "targetRef": {"kind": "Pod", "name": name},
+        }
+        return str(sandbox.ip)
+
+    def stop_pod_server(self, name: str) -> None:
+        self._servers[name].kill()
+        self._servers[name].wait()
+
+    async def create_service(
+        self, policy: str = "Cluster", port: int = 80, target_port: int = 8080
+    ) -> str:
+        """The Service and its EndpointSlice; returns the external IP once the LB published it."""
+        svc = {
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "type": "LoadBalancer",
+                "externalTrafficPolicy": policy,
+                "selector": {"app": "web"},
+                "ports": [
+                    {"name": "http", "port": port, "targetPort": target_port, "protocol": "TCP"}
+                ],
+            },
+        }
+        await self.client.create("services", svc, "default")
+        slice_obj = {
+            "metadata": {
+                "name": "web-1",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": target_port, "protocol": "TCP"}],
+            "endpoints": list(self.endpoints.values()),
+        }
+        await self.client.create("endpointslices", slice_obj, "default")
+        for _ in range(100):
+            got = await self.client.get("services", "web", "default")
+            ingress = (got.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+            if ingress:
+                return str(ingress[0]["ip"])
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the LB never published an external IP")
+
+    async def set_endpoints(self, endpoints: list[dict[str, Any]]) -> float:
+        """Replace the slice's endpoints; returns the wall-clock time of the change."""
+        current = await self.client.get("endpointslices", "web-1", "default")
+        current["endpoints"] = endpoints
+        changed_at = time.time()
+        await self.client.update("endpointslices", current, "default")
+        return changed_at
+
+    def truth(self) -> list[dict[str, Any]]:
+        if not self.truth_path.exists():
+            return []
+        return [json.loads(line) for line in self.truth_path.read_text().splitlines()]
+
+    async def wait_truth(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in self.truth():
+                if predicate(record):
+                    return record
+            await asyncio.sleep(0.05)
+        raise TimeoutError("no matching truth record")
