@@ -247,8 +247,8 @@ def scan_pcapng(data: bytes, buf: U8) -> Records:
     simple = np.array(walk.is_simple, dtype=bool)
     big = np.array(walk.big_endian, dtype=bool)
     length = read_u32(buf, starts + 4, big)
-    # Enhanced: 28-byte header then data; simple: 12-byte header, original length, data.
-    header_len = np.where(simple, 16, 28)
+    # enhanced: 28 header bytes before the data; simple: 12 (type, length, original length)
+    header_len = np.where(simple, 12, 28)
     orig_len = read_u32(buf, starts + np.where(simple, 8, 24), big)
     room = length - header_len - 4
     caplen = np.where(simple, np.minimum(orig_len, room), read_u32(buf, starts + 20, big))
