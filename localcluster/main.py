@@ -1,0 +1,187 @@
+"""The local cluster process: API server, controllers and nodes, until SIGTERM/SIGINT.
+
+``python -m localcluster.main --config cluster.json --state-dir DIR [--kubeconfig PATH]``.
+`rolltrace cluster up` starts it in the background and waits for ``state.json`` to say
+``running``; `rolltrace cluster down` sends SIGTERM. Everything started here is stopped here, in
+reverse order, and the state directory keeps only the log once the process has exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from localcluster.apiserver import ApiServer
+from localcluster.config import ClusterConfig
+from localcluster.state import (
+    KUBECONFIG_FILE,
+    SOCKET_FILE,
+    STATE_FILE,
+    ClusterState,
+    is_rolltrace_kubeconfig,
+    write_state,
+)
+
+log = logging.getLogger("localcluster")
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> Any: ...
+
+
+def service_cidr(address_range: str) -> str:
+    """Service ClusterIPs come from the upper half of the infrastructure half of the cluster's
+    range (the data plane's address plan uses the lower /24s of that half and the whole upper
+    half of the range for Pod CIDRs), so they never collide with node, LB or Pod addresses."""
+    infrastructure, _pods = ipaddress.ip_network(address_range).subnets(prefixlen_diff=1)
+    _used, services = infrastructure.subnets(prefixlen_diff=1)
+    return str(services)
+
+
+def load_config(path: Path | None) -> ClusterConfig:
+    if path is None:
+        return ClusterConfig()
+    return ClusterConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+async def _start_optional(
+    what: str, starter: Callable[[], Awaitable[Stoppable]] | None
+) -> Stoppable | None:
+    if starter is None:
+        log.warning("%s: not available in this build; continuing without", what)
+        return None
+    return await starter()
+
+
+def _optional_entry_point(module: str, function: str) -> Callable[..., Awaitable[Stoppable]] | None:
+    """Components built alongside this one are imported lazily, so the API server runs (and
+    its tests pass) while they are absent or broken."""
+    try:
+        entry_point = getattr(importlib.import_module(module), function, None)
+    except ImportError:
+        log.exception("importing %s failed", module)
+        return None
+    return entry_point if callable(entry_point) else None
+
+
+def _starters(
+    server: ApiServer, config: ClusterConfig, state: Path
+) -> list[tuple[str, Callable[[], Awaitable[Stoppable]] | None]]:
+    controllers = _optional_entry_point("localcluster.controllers", "start_controllers")
+    if config.virtual:
+        nodes = _optional_entry_point("localcluster.virtualnode", "start_virtual_nodes")
+        node_args: tuple[Any, ...] = (server.client(), config)
+    else:
+        nodes = _optional_entry_point("localcluster.dataplane", "start_real_nodes")
+        node_args = (str(server.unix_socket), server.token, config, state)
+    return [
+        (
+            "controllers",
+            None if controllers is None else lambda: controllers(server.client(), config),
+        ),
+        ("nodes", None if nodes is None else lambda: nodes(*node_args)),
+    ]
+
+
+async def run_cluster(
+    config: ClusterConfig, state: Path, kubeconfig: Path, stop: asyncio.Event
+) -> None:
+    context = f"rolltrace-{config.name}"
+    if kubeconfig.exists() and not is_rolltrace_kubeconfig(kubeconfig):
+        raise SystemExit(f"refusing to overwrite {kubeconfig}: it is not a rolltrace kubeconfig")
+    server = ApiServer(
+        unix_socket=str(state / SOCKET_FILE), service_cidr=service_cidr(config.address_range)
+    )
+    record = ClusterState(
+        name=config.name,
+        pid=os.getpid(),
+        phase="starting",
+        api_socket=str(state / SOCKET_FILE),
+        kubeconfig=str(kubeconfig),
+        virtual=config.virtual,
+        nodes=config.nodes,
+    )
+    started: list[tuple[str, Stoppable]] = []
+    await server.start()
+    try:
+        server.write_kubeconfig(kubeconfig, context=context)
+        record.url, record.token = server.url, server.token
+        write_state(state, record)
+        log.info("API server on %s and %s", server.url, server.unix_socket)
+        for what, starter in _starters(server, config, state):
+            handle = await _start_optional(what, starter)
+            if handle is not None:
+                started.append((what, handle))
+                log.info("%s started", what)
+        record.phase = "running"
+        write_state(state, record)
+        await stop.wait()
+        log.info("stopping")
+        record.phase = "stopping"
+        write_state(state, record)
+    except BaseException as exc:
+        record.phase, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        write_state(state, record)
+        raise
+    finally:
+        for what, handle in reversed(started):
+            try:
+                await handle.stop()
+            except Exception:
+                log.exception("stopping %s failed", what)
+        await server.stop()
+        if is_rolltrace_kubeconfig(kubeconfig):
+            kubeconfig.unlink(missing_ok=True)
+        (state / STATE_FILE).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localcluster.main", description=__doc__)
+    parser.add_argument("--config", type=Path, help="ClusterConfig as JSON or YAML")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path, help=f"default: <state-dir>/{KUBECONFIG_FILE}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_config(args.config)
+    state = args.state_dir
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kubeconfig = args.kubeconfig or state / KUBECONFIG_FILE
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_cluster(config, state, kubeconfig, stop)
+
+    try:
+        asyncio.run(run())
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            log.error("%s", exc.code)
+            return 1
+        raise
+    except Exception:
+        log.exception("the cluster failed")
+        return 1
+    with contextlib.suppress(OSError):
+        (state / SOCKET_FILE).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

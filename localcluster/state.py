@@ -1,0 +1,98 @@
+"""Where a running local cluster leaves its coordinates, so `rolltrace cluster status/down` and
+other tools find it by name: ``<root>/<name>/state.json`` (pid, URL, token, kubeconfig and
+unix-socket paths, phase), next to the API socket and the process log.
+
+The root is ``$ROLLTRACE_STATE_DIR`` if set, else ``/run/rolltrace`` for root, else
+``$XDG_RUNTIME_DIR/rolltrace``, else ``/tmp/rolltrace-<uid>``: runtime directories, because
+none of this survives a reboot (and must not: the pid would be stale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+Phase = Literal["starting", "running", "stopping", "failed"]
+STATE_FILE = "state.json"
+SOCKET_FILE = "api.sock"
+LOG_FILE = "cluster.log"
+KUBECONFIG_FILE = "kubeconfig"
+PROCESS_MARKER = "localcluster.main"  # in the cluster process's command line
+
+
+def state_root() -> Path:
+    if os.environ.get("ROLLTRACE_STATE_DIR"):
+        return Path(os.environ["ROLLTRACE_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/run/rolltrace")
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "rolltrace"
+    return Path(f"/tmp/rolltrace-{os.getuid()}")
+
+
+def state_dir(name: str, root: Path | None = None) -> Path:
+    return (root or state_root()) / name
+
+
+@dataclass
+class ClusterState:
+    name: str
+    pid: int
+    phase: Phase
+    url: str = ""
+    token: str = ""
+    kubeconfig: str = ""
+    api_socket: str = ""
+    virtual: bool = True
+    nodes: int = 0
+    error: str = ""
+
+
+def write_state(directory: Path, state: ClusterState) -> None:
+    """Atomic (rename) and 0600: the file holds the bearer token."""
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{STATE_FILE}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(state), handle, indent=2)
+    temporary.replace(directory / STATE_FILE)
+
+
+def read_state(directory: Path) -> ClusterState | None:
+    try:
+        raw = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        return ClusterState(**raw)
+    except TypeError:
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Alive and really a cluster process (a recycled pid of another program does not count)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if PROCESS_MARKER.encode() not in cmdline:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has exited
+
+
+def is_rolltrace_kubeconfig(path: Path) -> bool:
+    """Only kubeconfigs this tool wrote may be overwritten or removed (never a user's own)."""
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return str(content.get("current-context", "")).startswith("rolltrace")
