@@ -1,0 +1,335 @@
+"""The kubelet: registers its Node, watches the Pods bound to it and runs each as real processes.
+
+It sees the cluster only through ``ApiClient`` (list + watch with a field selector, status
+subresource writes, the grace-0 delete that confirms a Pod's termination), exactly as a real
+kubelet does through client-go, so the control plane's timing reaches it through the same watch
+machinery everyone else uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localcluster.apiclient import ApiClient, ApiError, JsonObject
+from localcluster.config import ClusterConfig
+from localcluster.kubelet.containers import ImageError, Launch, PodContext, resolve_launch
+from localcluster.kubelet.runner import Backoff, ContainerRunner, PodEnv
+from localcluster.kubelet.sandbox import Sandbox, SandboxProvider
+from localcluster.kubelet.status import ConditionBook, ContainerRecord, pod_status, rfc3339
+from localcluster.truth import TruthWriter
+
+log = logging.getLogger(__name__)
+KUBELET_VERSION = "v1.34.0-rolltrace"
+
+
+@dataclass(frozen=True)
+class KubeletOptions:
+    """Node-local settings that are not part of the cluster's timing model."""
+
+    node_ip: str = "127.0.0.1"
+    pod_cidr: str = ""
+    logs_dir: Path | None = None
+    heartbeat_s: float = 10.0
+    backoff: Backoff = field(default_factory=Backoff)
+    app_truth_path: Path | None = None  # handed to demo-app containers as DEMOAPP_TRUTH
+    relist_pause_s: float = 0.5
+
+
+class PodWorker:
+    """Everything the kubelet does for one Pod, from sandbox to confirmed deletion."""
+
+    def __init__(self, kubelet: Kubelet, pod: JsonObject) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        meta = pod["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta.get("namespace", "default")
+        self.uid: str = meta["uid"]
+        self.sandbox: Sandbox | None = None
+        self.runners: list[ContainerRunner] = []
+        self.records: list[ContainerRecord] = []
+        self.book = ConditionBook()
+        self.start_time = rfc3339()
+        self._deletion = asyncio.Event()
+        self._forced = False
+        self._dirty = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    # -- events from the watch -----------------------------------------------------------
+    def update(self, pod: JsonObject) -> None:
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            self._deletion.set()
+
+    def removed(self) -> None:
+        """Deleted from the API without our confirmation (forced): stop at once."""
+        self._forced = True
+        self._deletion.set()
+
+    @property
+    def grace_s(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod.get("spec", {})
+        return float(
+            meta.get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30))
+        )
+
+    # -- the Pod's life ------------------------------------------------------------------
+    async def _run(self) -> None:
+        self._status_task = asyncio.get_running_loop().create_task(self._status_loop())
+        try:
+            if not self._deletion.is_set():
+                await self._start()
+            await self._deletion.wait()
+            await self._terminate()
+        finally:
+            await self._teardown()
+        if not self._forced:
+            await self._confirm_deletion()
+
+    async def _start(self) -> None:
+        k = self.kubelet
+        self.sandbox = await k.sandboxes.create(self.namespace, self.name, self.uid)
+        spec = self.pod.get("spec", {})
+        env = PodEnv(
+            pod_name=self.name,
+            node_name=k.node_name,
+            pod_ip=self.sandbox.ip,
+            exec_prefix=k.sandboxes.exec_prefix(self.sandbox),
+            restart_policy=spec.get("restartPolicy", "Always"),
+            grace_s=float(spec.get("terminationGracePeriodSeconds", 30)),
+            truth=k.truth,
+            log_dir=k.options.logs_dir,
+            backoff=k.options.backoff,
+            on_change=self._dirty.set,
+        )
+        context = PodContext(
+            self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.options.node_ip
+        )
+        launches = [
+            (c, resolve_launch(c, context, k.base_env, k.demoapp_env))
+            for c in spec.get("containers", [])
+        ]
+        failures = [(c, r) for c, r in launches if isinstance(r, ImageError)]
+        if failures:  # like an image that cannot be pulled: nothing of the Pod starts
+            for container, result in launches:
+                record = ContainerRecord(container["name"], str(container.get("image", "")))
+                if isinstance(result, ImageError):
+                    record.state = {"waiting": {"reason": result.reason, "message": result.message}}
+                self.records.append(record)
+            self._dirty.set()
+            return
+        for container, launch in launches:
+            assert isinstance(launch, Launch)
+            runner = ContainerRunner(container, launch, env)
+            self.runners.append(runner)
+            self.records.append(runner.record)
+        for runner in self.runners:
+            runner.start()
+        self._dirty.set()
+
+    async def _terminate(self) -> None:
+        if self._forced:
+            await asyncio.gather(*(r.kill_now() for r in self.runners))
+        else:
+            grace = self.grace_s
+            await asyncio.gather(*(r.terminate(grace) for r in self.runners))
+
+    async def _teardown(self) -> None:
+        """Runs even when the kubelet is stopped or crashes mid-way: no process or sandbox
+        outlives the worker."""
+        await asyncio.gather(*(r.kill_now() for r in self.runners if not r.record.final))
+        if self.sandbox is not None:
+            await self.kubelet.sandboxes.destroy(self.sandbox)
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+        if not self._forced:
+            await self._write_status()
+
+    async def _confirm_deletion(self) -> None:
+        with contextlib.suppress(ApiError):  # already gone is fine
+            await self.kubelet.client.delete(
+                "pods", self.name, self.namespace, grace_period_seconds=0
+            )
+
+    # -- status --------------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        """Coalesces changes: at most one status write in flight, always of the latest state."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._write_status()
+
+    async def _write_status(self) -> None:
+        status = pod_status(
+            self.records,
+            pod_ip=self.sandbox.ip if self.sandbox else None,
+            host_ip=self.kubelet.options.node_ip,
+            start_time=self.start_time,
+            book=self.book,
+        )
+        try:
+            await self.kubelet.client.patch(
+                "pods", self.name, {"status": status}, "merge", self.namespace, "status"
+            )
+        except ApiError as error:
+            if error.code != 404:
+                log.warning("status of %s/%s not written: %s", self.namespace, self.name, error)
+
+
+class Kubelet:
+    def __init__(
+        self,
+        client: ApiClient,
+        node_name: str,
+        sandboxes: SandboxProvider,
+        truth: TruthWriter,
+        config: ClusterConfig,
+        options: KubeletOptions | None = None,
+    ) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.sandboxes = sandboxes
+        self.truth = truth
+        self.config = config
+        self.options = options or KubeletOptions()
+        self.workers: dict[str, PodWorker] = {}
+        self.base_env = dict(os.environ)
+        self.demoapp_env = (
+            {"DEMOAPP_TRUTH": str(self.options.app_truth_path)}
+            if self.options.app_truth_path is not None
+            else {}
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready_since = rfc3339()
+        self._stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.register_node()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._heartbeat()), loop.create_task(self._watch_pods())]
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stops watching and kills every Pod process at once (the node goes away; the API
+        keeps the Pods, as it would for a node that died)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for worker in list(self.workers.values()):
+            worker.removed()
+        await asyncio.gather(*(w.task for w in self.workers.values()), return_exceptions=True)
+        self.workers.clear()
+        self._stopped.set()
+
+    # -- the Node ------------------------------------------------------------------------
+    def _node_status(self) -> JsonObject:
+        now = rfc3339()
+        return {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": self._ready_since,
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": self.options.node_ip},
+                {"type": "Hostname", "address": self.node_name},
+            ],
+            "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "operatingSystem": "linux"},
+            "capacity": {"pods": "110"},
+            "allocatable": {"pods": "110"},
+        }
+
+    async def register_node(self) -> None:
+        spec: JsonObject = {}
+        if self.options.pod_cidr:
+            spec = {"podCIDR": self.options.pod_cidr, "podCIDRs": [self.options.pod_cidr]}
+        node = {
+            "metadata": {
+                "name": self.node_name,
+                "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux"},
+            },
+            "spec": spec,
+        }
+        try:
+            await self.client.create("nodes", node)
+        except ApiError as error:
+            if error.code != 409:
+                raise
+            await self.client.patch("nodes", self.node_name, {"spec": spec})
+        await self._post_node_status()
+
+    async def _post_node_status(self) -> None:
+        await self.client.patch(
+            "nodes", self.node_name, {"status": self._node_status()}, subresource="status"
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s)
+            try:
+                await self._post_node_status()
+            except ApiError as error:
+                log.warning("node heartbeat failed: %s", error)
+
+    # -- the Pods ------------------------------------------------------------------------
+    async def _watch_pods(self) -> None:
+        """List, then watch from the list's resourceVersion; relist after 410 or a broken watch."""
+        selector = f"spec.nodeName={self.node_name}"
+        while True:
+            try:
+                pods, version = await self.client.list("pods", field_selector=selector)
+                self._sync(pods)
+                async for event in self.client.watch(
+                    "pods", resource_version=version, field_selector=selector
+                ):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._seen(event["object"])
+                    elif event["type"] == "DELETED":
+                        self._gone(event["object"]["metadata"]["uid"])
+                    elif event["type"] == "ERROR":
+                        break
+            except (ApiError, OSError) as error:
+                log.warning("pod watch on %s broke (%s); relisting", self.node_name, error)
+            await asyncio.sleep(self.options.relist_pause_s)
+
+    def _sync(self, pods: list[JsonObject]) -> None:
+        listed = {p["metadata"]["uid"] for p in pods}
+        for uid in [u for u in self.workers if u not in listed]:
+            self._gone(uid)
+        for pod in pods:
+            self._seen(pod)
+
+    def _seen(self, pod: JsonObject) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.update(pod)
+            return
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") and not pod[
+            "metadata"
+        ].get("deletionTimestamp"):
+            return  # finished before this kubelet (re)started: nothing to run
+        worker = PodWorker(self, pod)
+        worker.update(pod)
+        self.workers[uid] = worker
+        worker.task.add_done_callback(lambda _: self.workers.pop(uid, None))
+
+    def _gone(self, uid: str) -> None:
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.removed()

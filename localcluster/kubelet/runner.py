@@ -1,0 +1,306 @@
+"""One container of one Pod as a real process: start, probe, restart with backoff, stop.
+
+The stop sequence is the one whose timing rollouts depend on, so each step is a truth event:
+preStop start/end, SIGTERM, SIGKILL when the grace period — counted from the start of preStop —
+runs out, and the exit with its code or signal. As upstream, a preStop hook that eats the whole
+grace period still leaves the process a short minimum before SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localcluster.apiclient import JsonObject
+from localcluster.kubelet.containers import Launch
+from localcluster.kubelet.probes import ProbeCounter, ProbeSpec, run_handler
+from localcluster.kubelet.status import ContainerRecord, rfc3339
+from localcluster.truth import TruthWriter
+
+MIN_GRACE_AFTER_PRESTOP_S = 2.0  # upstream's minimumGracePeriodInSeconds
+RESTART_RESET_AFTER_S = (
+    600.0  # a container that ran this long restarts without backoff, as upstream
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial_s: float = 10.0
+    max_s: float = 300.0
+
+    def delay(self, restarts: int) -> float:
+        return min(self.initial_s * float(2 ** max(restarts, 0)), self.max_s)
+
+
+def should_restart(policy: str, exit_code: int) -> bool:
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+@dataclass(frozen=True)
+class PodEnv:
+    """What every container of one Pod shares."""
+
+    pod_name: str
+    node_name: str
+    pod_ip: str
+    exec_prefix: list[str]
+    restart_policy: str
+    grace_s: float
+    truth: TruthWriter
+    log_dir: Path | None
+    backoff: Backoff
+    on_change: Callable[[], None]
+
+
+class ContainerRunner:
+    def __init__(self, container: JsonObject, launch: Launch, pod: PodEnv) -> None:
+        self.container = container
+        self.launch = launch
+        self.pod = pod
+        self.record = ContainerRecord(container["name"], str(container.get("image", "")))
+        self.process: asyncio.subprocess.Process | None = None
+        self.terminating = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # cuts a restart back-off short when the Pod goes away
+
+    # -- public --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._lifecycle())
+
+    async def terminate(self, grace_s: float) -> None:
+        """Stop for good (Pod deletion): no restart afterwards. A container that is still
+        being spawned is killed by ``_run_once`` as soon as it exists."""
+        self.terminating = True
+        self._wake.set()
+        if self._stopping is not None:  # a liveness kill is under way: let it finish first
+            await asyncio.shield(self._stopping)
+        if self._alive:
+            await self._stop(grace_s)
+        await self._finished()
+
+    async def kill_now(self) -> None:
+        """The Pod is gone from the API (forced deletion): no hooks, no grace."""
+        self.terminating = True
+        self._wake.set()
+        if self._alive:
+            self._truth("sigkill", pid=self.record.pid)
+            self._signal_group(signal.SIGKILL)
+        await self._finished()
+
+    async def _finished(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        self.record.final = True
+        self.record.ready = False
+        self._changed()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def _lifecycle(self) -> None:
+        try:
+            while not self.terminating:
+                started = time.monotonic()
+                exit_code = await self._run_once()
+                if self.terminating or not should_restart(self.pod.restart_policy, exit_code):
+                    break
+                ran_s = time.monotonic() - started
+                delay = (
+                    0.0
+                    if ran_s > RESTART_RESET_AFTER_S
+                    else self.pod.backoff.delay(self.record.restart_count)
+                )
+                self.record.state = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {delay:g}s restarting failed container={self.record.name}",
+                    }
+                }
+                self._changed()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self.record.restart_count += 1
+            self.record.final = True
+            self._changed()
+        finally:
+            if self._alive:  # cancelled mid-start or mid-run: never leave a process behind
+                self._signal_group(signal.SIGKILL)
+                assert self.process is not None
+                await self.process.wait()
+
+    async def _run_once(self) -> int:
+        process = await self._spawn()
+        self.record.pid = process.pid
+        self.record.state = {"running": {"startedAt": rfc3339()}}
+        self.record.started = "startupProbe" not in self.container
+        self.record.ready = "readinessProbe" not in self.container and self.record.started
+        self._truth("process-started", pid=process.pid, restart_count=self.record.restart_count)
+        self._changed()
+        if self.terminating:  # the Pod was deleted while this container was being spawned
+            self._truth("sigkill", pid=process.pid)
+            self._signal_group(signal.SIGKILL)
+        probes = asyncio.get_running_loop().create_task(self._probe(process))
+        try:
+            returncode = await process.wait()
+        finally:
+            probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probes
+            self._signal_group(signal.SIGKILL)  # the container's other processes die with it
+        exit_code, signum = (
+            (128 - returncode, -returncode) if returncode < 0 else (returncode, None)
+        )
+        self._truth(
+            "exited",
+            pid=process.pid,
+            exit_code=returncode if returncode >= 0 else None,
+            signal=signum,
+        )
+        terminated: JsonObject = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": self.record.state["running"]["startedAt"],
+            "finishedAt": rfc3339(),
+            "containerID": f"rolltrace://{process.pid}",
+        }
+        if signum is not None:
+            terminated["signal"] = signum
+        self.record.state = {"terminated": terminated}
+        self.record.last_state = {"terminated": terminated}
+        self.record.ready = False
+        self._changed()
+        return exit_code
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        log_path = (
+            self.pod.log_dir / f"{self.pod.pod_name}_{self.record.name}.log"
+            if self.pod.log_dir is not None
+            else Path(os.devnull)
+        )
+        with open(log_path, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.pod.exec_prefix,
+                *self.launch.argv,
+                env=self.launch.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: SIGKILL takes its children too
+            )
+        return self.process
+
+    # -- probes --------------------------------------------------------------------------
+    async def _probe(self, process: asyncio.subprocess.Process) -> None:
+        startup = self.container.get("startupProbe")
+        if startup is not None and not await self._probe_until(startup, "startup", process):
+            return
+        self.record.started = True
+        self._changed()
+        loops = [
+            self._probe_until(self.container[kind], kind.removesuffix("Probe"), process)
+            for kind in ("livenessProbe", "readinessProbe")
+            if kind in self.container
+        ]
+        await asyncio.gather(*loops)
+
+    async def _probe_until(
+        self, probe: JsonObject, kind: str, process: asyncio.subprocess.Process
+    ) -> bool:
+        """Runs one probe until it settles what it decides: startup until success (True),
+        liveness until failure (then the container is killed), readiness for ever."""
+        spec = ProbeSpec.parse(probe)
+        counter = ProbeCounter(spec, initial=kind == "liveness")
+        await asyncio.sleep(spec.initial_delay_s)
+        while process.returncode is None:
+            began = time.monotonic()
+            ok = await run_handler(
+                probe,
+                pod_ip=self.pod.pod_ip,
+                container=self.container,
+                exec_prefix=self.pod.exec_prefix,
+                timeout_s=spec.timeout_s,
+            )
+            if counter.observe(ok):
+                if kind == "readiness":
+                    self.record.ready = ok
+                    self._changed()
+                elif kind == "startup":
+                    return True
+            if not counter.result and kind != "readiness":
+                if not self.terminating and self._stopping is None:
+                    self._stopping = asyncio.get_running_loop().create_task(self._restart_kill())
+                return False
+            await asyncio.sleep(max(0.0, spec.period_s - (time.monotonic() - began)))
+        return False
+
+    async def _restart_kill(self) -> None:
+        try:
+            await self._stop(self.pod.grace_s)
+        finally:
+            self._stopping = None
+
+    # -- stopping ------------------------------------------------------------------------
+    async def _stop(self, grace_s: float) -> None:
+        process = self.process
+        if process is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        prestop = (self.container.get("lifecycle") or {}).get("preStop")
+        if prestop and process.returncode is None:
+            self._truth("prestop-start", handler=next(iter(prestop), ""))
+            ok = await self._run_hook(prestop, deadline - loop.time())
+            self._truth("prestop-end", ok=ok)
+            deadline = max(deadline, loop.time() + MIN_GRACE_AFTER_PRESTOP_S)
+        if process.returncode is None:
+            self._truth("sigterm", pid=process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), max(0.0, deadline - loop.time()))
+        if process.returncode is None:
+            self._truth("sigkill", pid=process.pid)
+            self._signal_group(signal.SIGKILL)
+            await process.wait()
+
+    async def _run_hook(self, hook: JsonObject, budget_s: float) -> bool:
+        if budget_s <= 0:
+            return False
+        try:
+            return await run_handler(
+                hook,
+                pod_ip=self.pod.pod_ip,
+                container=self.container,
+                exec_prefix=self.pod.exec_prefix,
+                timeout_s=budget_s,
+            )
+        except ValueError:
+            return False
+
+    # -- helpers -------------------------------------------------------------------------
+    def _signal_group(self, signum: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signum)
+
+    def _truth(self, event: str, **fields: Any) -> None:
+        self.pod.truth.record(
+            event,
+            pod=self.pod.pod_name,
+            node=self.pod.node_name,
+            container=self.record.name,
+            **fields,
+        )
+
+    def _changed(self) -> None:
+        self.pod.on_change()

@@ -1,0 +1,182 @@
+"""The kubelet against the in-process API server, with real demo-app processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.localcluster.kubelet_helpers import (
+    NODE,
+    Harness,
+    condition,
+    container_status,
+    demoapp,
+    python_container,
+    running_kubelet,
+)
+
+READY_PROBE = {
+    "httpGet": {"path": "/ready", "port": "http"},
+    "periodSeconds": 1,
+    "timeoutSeconds": 1,
+}
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in running_kubelet(tmp_path):
+        yield harness
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_node_is_registered_ready_and_heartbeats(cluster: Harness) -> None:
+    node = await cluster.client.get("nodes", NODE)
+    ready = node["status"]["conditions"][0]
+    assert (ready["type"], ready["status"]) == ("Ready", "True")
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+    first = node["metadata"]["resourceVersion"]
+    await asyncio.sleep(1.3)  # heartbeat times have one-second resolution
+    assert (await cluster.client.get("nodes", NODE))["metadata"]["resourceVersion"] != first
+
+
+async def test_pod_runs_then_becomes_ready_by_its_readiness_probe(cluster: Harness) -> None:
+    await cluster.create_pod("web-1", [demoapp("--warmup", "1.2", readinessProbe=READY_PROBE)])
+    running = await cluster.wait_pod(
+        "web-1", lambda p: (p or {}).get("status", {}).get("phase") == "Running"
+    )
+    assert running is not None and not condition(running, "Ready")
+    assert running["status"]["podIP"].startswith("127.0.101.")
+    assert "running" in container_status(running)["state"]
+    ready = await cluster.wait_pod("web-1", lambda p: condition(p, "Ready"))
+    assert container_status(ready)["ready"] is True
+    truth = cluster.truth()
+    started = next(t for t in truth if t["event"] == "process-started")
+    app_ready = next(t for t in truth if t["event"] == "ready-to-serve")
+    assert app_ready["source"] == "demoapp/web-1"
+    assert (app_ready["ts_ns"] - started["ts_ns"]) / 1e9 >= 1.2  # the warm-up really happened
+    assert (cluster.logs / "web-1_app.log").read_text().startswith("demoapp web-1 listening on")
+
+
+async def test_crashing_local_container_is_restarted_with_backoff(cluster: Harness) -> None:
+    await cluster.create_pod("crash", [python_container("import sys; sys.exit(3)")])
+    pod = await cluster.wait_pod("crash", lambda p: container_status(p).get("restartCount", 0) >= 2)
+    last = container_status(pod)["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (3, "Error")
+    exits = [t for t in cluster.events("crash") if t["event"] == "exited"]
+    assert len(exits) >= 2 and all(t["exit_code"] == 3 for t in exits)
+
+
+async def test_never_policy_leaves_a_failed_pod(cluster: Harness) -> None:
+    await cluster.create_pod(
+        "once", [python_container("import sys; sys.exit(1)")], restartPolicy="Never"
+    )
+    pod = await cluster.wait_pod(
+        "once", lambda p: (p or {}).get("status", {}).get("phase") == "Failed"
+    )
+    assert container_status(pod)["restartCount"] == 0
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [("nginx:1.27", "ErrImagePull"), ("Not An Image", "InvalidImageName")],
+)
+async def test_unsupported_image_fails_the_pod_with_a_reason(
+    cluster: Harness, image: str, reason: str
+) -> None:
+    await cluster.create_pod("bad", [{"name": "app", "image": image}])
+    pod = await cluster.wait_pod(
+        "bad",
+        lambda p: (
+            "waiting" in container_status(p).get("state", {})
+            and container_status(p)["state"]["waiting"]["reason"] != "ContainerCreating"
+        ),
+    )
+    waiting = container_status(pod)["state"]["waiting"]
+    assert waiting["reason"] == reason
+    assert "rolltrace/demoapp" in waiting["message"] and "local/NAME" in waiting["message"]
+    assert pod is not None and pod["status"]["phase"] == "Pending"
+    assert not [t for t in cluster.truth() if t["event"] == "process-started"]
+
+
+async def test_deletion_runs_prestop_then_sigterm_then_sigkill_after_grace(
+    cluster: Harness,
+) -> None:
+    container = demoapp("--shutdown", "ignore", lifecycle={"preStop": {"sleep": {"seconds": 1}}})
+    await cluster.create_pod("old", [container], terminationGracePeriodSeconds=4)
+    pod = await cluster.wait_pod("old", lambda p: condition(p, "Ready"))
+    pid = int(container_status(pod)["containerID"].removeprefix("rolltrace://"))
+    await cluster.client.delete("pods", "old", "default")
+    assert await cluster.wait_pod("old", lambda p: p is None, timeout=10) is None
+    events = {t["event"]: t for t in cluster.events("old")}
+    t0 = events["prestop-start"]["ts_ns"]
+
+    def after(event: str) -> float:
+        return (events[event]["ts_ns"] - t0) / 1e9
+
+    assert 0.95 <= after("prestop-end") < 1.3
+    assert 0.95 <= after("sigterm") < 1.3
+    assert 3.95 <= after("sigkill") < 4.4  # grace counted from the start of preStop
+    assert events["exited"]["signal"] == signal.SIGKILL
+    assert all(t["node"] == NODE for t in events.values())
+    assert not _alive(pid)
+
+
+async def test_graceful_app_exits_on_sigterm_before_the_grace_period(cluster: Harness) -> None:
+    await cluster.create_pod(
+        "good", [demoapp(readinessProbe=READY_PROBE)], terminationGracePeriodSeconds=10
+    )
+    await cluster.wait_pod("good", lambda p: condition(p, "Ready"))
+    await cluster.client.delete("pods", "good", "default")
+    await cluster.wait_pod("good", lambda p: p is None, timeout=5)
+    kinds = [t["event"] for t in cluster.events("good")]
+    assert kinds == ["process-started", "sigterm", "exited"]
+    assert cluster.events("good")[-1]["exit_code"] == 0
+
+
+async def test_liveness_failure_restarts_the_container(cluster: Harness) -> None:
+    liveness = {
+        "tcpSocket": {"port": 9},
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+        "timeoutSeconds": 1,
+    }
+    await cluster.create_pod(
+        "sick", [demoapp(livenessProbe=liveness)], terminationGracePeriodSeconds=2
+    )
+    pod = await cluster.wait_pod(
+        "sick", lambda p: container_status(p).get("restartCount", 0) >= 1, timeout=12
+    )
+    assert container_status(pod)["lastState"]["terminated"]["exitCode"] == 0  # graceful on SIGTERM
+    kinds = [t["event"] for t in cluster.events("sick")]
+    assert kinds[:4] == ["process-started", "sigterm", "exited", "process-started"]
+
+
+async def test_exec_probe_runs_and_startup_probe_gates_readiness(cluster: Harness) -> None:
+    container = python_container(
+        "import time; time.sleep(30)",
+        startupProbe={
+            "exec": {"command": ["test", "-e", "/nonexistent"]},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+        readinessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1},
+    )
+    await cluster.create_pod("gated", [container])
+    pod = await cluster.wait_pod(
+        "gated", lambda p: (p or {}).get("status", {}).get("phase") == "Running"
+    )
+    await asyncio.sleep(1.5)
+    pod = await cluster.pod("gated")
+    assert container_status(pod)["started"] is False and not condition(pod, "Ready")
