@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.localcluster.kubelet_helpers import (
+from tests.localcluster.test_kubelet_harness import (
     NODE,
     Harness,
     condition,
