@@ -129,3 +129,43 @@ def test_a_failed_build_leaves_nothing_behind(cluster_name: str) -> None:
         topology.build(plan)
     assert time.monotonic() - started < 10
     assert list_leftovers(cluster_name).namespaces == []
+
+
+ROLLTRACE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rolltrace")
+
+
+async def test_cluster_exec_runs_a_command_in_the_client_namespace(
+    cluster_name: str, tmp_path: Path
+) -> None:
+    async with ManualCluster(fast_config(cluster_name, nodes=1), tmp_path) as cluster:
+        await cluster.add_pod("web-0", 0)
+        vip = await cluster.create_service("Cluster")
+        fetch = (
+            "import urllib.request,sys;"
+            f"r=urllib.request.urlopen('http://{vip}/',timeout=3);print(r.headers['X-Pod-Name'])"
+        )
+        argv = [ROLLTRACE, "cluster", "exec", "--name", cluster_name, "--", "python3", "-c", fetch]
+        out = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "web-0"
+        failing = [
+            ROLLTRACE,
+            "cluster",
+            "exec",
+            "--name",
+            cluster_name,
+            "--",
+            "python3",
+            "-c",
+            "raise SystemExit(3)",
+        ]
+        assert subprocess.run(failing, capture_output=True, timeout=30).returncode == 3
+    gone = subprocess.run(
+        [ROLLTRACE, "cluster", "exec", "--name", cluster_name, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert gone.returncode == 1 and "no client namespace" in gone.stderr
