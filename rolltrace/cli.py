@@ -17,7 +17,13 @@ app = typer.Typer(
 
 # module name -> attribute holding either a typer.Typer (a command group) or a command function.
 # A command group is mounted under its own name (e.g. `rolltrace cluster up`).
-_COMMAND_MODULES: list[str] = ["cmd_analyze", "cmd_validate", "cmd_scenario", "cmd_cluster", "cmd_cluster_exec"]
+_COMMAND_MODULES: list[str] = [
+    "cmd_analyze",
+    "cmd_validate",
+    "cmd_scenario",
+    "cmd_cluster",
+    "cmd_cluster_exec",
+]
 
 
 def _register() -> None:
