@@ -1,0 +1,144 @@
+"""read_pcap on captures an independent tool wrote: real loopback traffic captured by tcpdump.
+
+A tiny HTTP server on 127.0.0.1 (random port) answers a bounded number of requests, keep-alive
+and Connection: close, plus one connection to a closed port (refused: SYN answered by RST).
+tcpdump captures them on ``lo`` (Ethernet framing, µs and ns) and on ``any`` (Linux cooked v1
+and v2), dumpcap writes a pcapng; scapy parses each file too, and both must agree field by field.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from analyzer import read_pcap
+from tests.analyzer.test_pcap import assert_same, scapy_packets
+from tests.conftest import require
+
+REQUESTS_PER_KIND = 5
+CAPTURE_READY_TIMEOUT_S = 10.0
+
+
+class _Hello(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"hello " * 50
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _make_traffic(port: int, closed_port: int) -> None:
+    """A bounded burst: keep-alive requests, Connection: close requests, one refused connect."""
+    keepalive = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for _ in range(REQUESTS_PER_KIND):
+        keepalive.request("GET", "/keepalive")
+        keepalive.getresponse().read()
+    keepalive.close()
+    for _ in range(REQUESTS_PER_KIND):
+        short = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        short.request("GET", "/close", headers={"Connection": "close"})
+        short.getresponse().read()
+        short.close()
+    _refused(closed_port)
+
+
+def _refused(port: int) -> None:
+    with socket.socket() as refused, pytest.raises(ConnectionRefusedError):
+        refused.settimeout(5)
+        refused.connect(("127.0.0.1", port))
+
+
+def _wait_until_capturing(path: Path, probe_port: int) -> None:
+    """Knock on a closed port until the capture has written a packet: then it is surely live
+    (a capture tool announces itself a little before the kernel delivers to it)."""
+    deadline = time.monotonic() + CAPTURE_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _refused(probe_port)
+        time.sleep(0.1)
+        if path.exists() and path.stat().st_size > 200:  # more than the file headers
+            return
+    raise AssertionError(f"capture {path.name} wrote no packet within {CAPTURE_READY_TIMEOUT_S} s")
+
+
+def _capture(command: list[str], path: Path, ports: tuple[int, int, int]) -> None:
+    """Run a capture around one burst of traffic; stop it and wait until the file is complete."""
+    server_port, closed_port, probe_port = ports
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_capturing(path, probe_port)
+        _make_traffic(server_port, closed_port)
+        time.sleep(0.3)  # let the last segments (FIN/ACK, RST) reach the capture
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+CAPTURES = {
+    "lo-ethernet-us": ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w"],
+    "lo-ethernet-ns": [
+        *("tcpdump", "-i", "lo", "--immediate-mode", "-U"),
+        *("--time-stamp-precision=nano", "-w"),
+    ],
+    "any-sll": ["tcpdump", "-i", "any", "-y", "LINUX_SLL", "--immediate-mode", "-U", "-w"],
+    "any-sll2": ["tcpdump", "-i", "any", "-y", "LINUX_SLL2", "--immediate-mode", "-U", "-w"],
+    "lo-pcapng": ["dumpcap", "-q", "-i", "lo", "-w"],
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_real_capture_agrees_with_scapy(tmp_path: Path, http_server: int, name: str) -> None:
+    tool = CAPTURES[name][0]
+    require(tool, root=True)
+    closed_port, probe_port = _closed_port(), _closed_port()
+    path = tmp_path / f"{name}.{'pcapng' if tool == 'dumpcap' else 'pcap'}"
+    bpf = " or ".join(f"tcp port {port}" for port in (http_server, closed_port, probe_port))
+    command = [*CAPTURES[name], str(path)]
+    command += ["-f", bpf] if tool == "dumpcap" else [bpf]
+    _capture(command, path, (http_server, closed_port, probe_port))
+
+    reference = scapy_packets(path)
+    ours = read_pcap(path, dedupe_loopback=False)
+    assert_same(ours, reference)
+    # what the traffic must contain: 6 connections' SYNs, HTTP payload, the refusal
+    syns = ours[(ours["flags"] & 0x12) == 0x02]
+    assert len(syns[syns["dport"] == http_server]) == REQUESTS_PER_KIND + 1
+    assert (ours[ours["sport"] == http_server]["payload_len"] > 0).sum() >= 2 * REQUESTS_PER_KIND
+    refusal = ours[(ours["sport"] == closed_port) & ((ours["flags"] & 0x04) != 0)]
+    assert len(refusal) >= 1
+    # on Linux each segment is captured once on lo: nothing is a loopback copy
+    deduped = read_pcap(path)
+    assert deduped.attrs["duplicates_dropped"] == len(ours) - len(deduped) == 0
