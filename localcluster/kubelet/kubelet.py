@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +33,30 @@ KUBELET_VERSION = "v1.34.0-rolltrace"
 class KubeletOptions:
     """Node-local settings that are not part of the cluster's timing model."""
 
-    node_ip: str = "127.0.0.1"
+    node_ip: str | None = None  # None: detected (see detect_node_ip)
     pod_cidr: str = ""
     logs_dir: Path | None = None
     heartbeat_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     app_truth_path: Path | None = None  # handed to demo-app containers as DEMOAPP_TRUTH
     relist_pause_s: float = 0.5
+
+
+def detect_node_ip(address_range: str) -> str:
+    """The address this namespace uses toward the cluster's internal range, as a kubelet picks
+    the address of its default-route interface. A UDP ``connect`` only consults the routing
+    table (no packet is sent). Outside a node namespace there is no route into the range (the
+    host never gets one), so the answer falls outside it and the node is on loopback."""
+    network = ipaddress.ip_network(address_range)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((str(network.network_address + 1), 9))
+        source = ipaddress.ip_address(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+    return str(source) if source in network else "127.0.0.1"
 
 
 class PodWorker:
@@ -109,7 +128,7 @@ class PodWorker:
             on_change=self._dirty.set,
         )
         context = PodContext(
-            self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.options.node_ip
+            self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.node_ip
         )
         launches = [
             (c, resolve_launch(c, context, k.base_env, k.demoapp_env))
@@ -171,7 +190,7 @@ class PodWorker:
         status = pod_status(
             self.records,
             pod_ip=self.sandbox.ip if self.sandbox else None,
-            host_ip=self.kubelet.options.node_ip,
+            host_ip=self.kubelet.node_ip,
             start_time=self.start_time,
             book=self.book,
         )
@@ -200,6 +219,7 @@ class Kubelet:
         self.truth = truth
         self.config = config
         self.options = options or KubeletOptions()
+        self.node_ip = self.options.node_ip or detect_node_ip(config.address_range)
         self.workers: dict[str, PodWorker] = {}
         self.base_env = dict(os.environ)
         self.demoapp_env = (
@@ -246,7 +266,7 @@ class Kubelet:
                 }
             ],
             "addresses": [
-                {"type": "InternalIP", "address": self.options.node_ip},
+                {"type": "InternalIP", "address": self.node_ip},
                 {"type": "Hostname", "address": self.node_name},
             ],
             "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "operatingSystem": "linux"},
@@ -270,7 +290,8 @@ class Kubelet:
         except ApiError as error:
             if error.code != 409:
                 raise
-            await self.client.patch("nodes", self.node_name, {"spec": spec})
+            if spec:  # registered before (a restart, or the node agent): keep what we do not know
+                await self.client.patch("nodes", self.node_name, {"spec": spec})
         await self._post_node_status()
 
     async def _post_node_status(self) -> None:
