@@ -1,0 +1,241 @@
+"""The client-go machinery every controller here is built on: informers (list + watch into a
+cache, resuming from the last resourceVersion, relisting on 410 Gone), a work queue keyed by
+object that coalesces bursts, and a reconcile loop with per-key retry backoff.
+
+Kept deliberately close to client-go's contract so that the timing seen by the data plane is the
+timing a real cluster would produce: a change reaches a controller only through a watch event,
+and a controller acts on the latest cached state of the key, not on each event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
+
+from localcluster.apiclient import ApiClient, ApiError, JsonObject
+from localcluster.controllers.objects import ObjectKey, key_of
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+# (event type, old object or None, new object or None); DELETED has new=None.
+Handler = Callable[[str, JsonObject | None, JsonObject | None], None]
+
+RETRY_INITIAL_S = 0.05
+RETRY_MAX_S = 2.0
+
+
+class Informer:
+    """A cache of one resource kept current by list + watch; handlers run synchronously on
+    every change (they should only enqueue keys)."""
+
+    def __init__(self, client: ApiClient, resource: str) -> None:
+        self.client = client
+        self.resource = resource
+        self.cache: dict[ObjectKey, JsonObject] = {}
+        self.synced = asyncio.Event()
+        self.last_rv = ""
+        self.relists = 0
+        self._handlers: list[Handler] = []
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def get(self, namespace: str, name: str) -> JsonObject | None:
+        return self.cache.get((namespace, name))
+
+    def in_namespace(self, namespace: str) -> Iterator[JsonObject]:
+        return (obj for (ns, _), obj in list(self.cache.items()) if ns == namespace)
+
+    def _emit(self, kind: str, old: JsonObject | None, new: JsonObject | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(kind, old, new)
+            except Exception:
+                log.exception("%s handler failed", self.resource)
+
+    def _relist(self, items: list[JsonObject], rv: str) -> None:
+        """Replace the cache, emitting the difference as events (client-go's Replace)."""
+        fresh = {key_of(obj): obj for obj in items}
+        for key, gone in list(self.cache.items()):
+            if key not in fresh:
+                del self.cache[key]
+                self._emit("DELETED", gone, None)
+        for key, obj in fresh.items():
+            old = self.cache.get(key)
+            self.cache[key] = obj
+            if old is None:
+                self._emit("ADDED", None, obj)
+            elif old.get("metadata", {}).get("resourceVersion") != obj["metadata"].get(
+                "resourceVersion"
+            ):
+                self._emit("MODIFIED", old, obj)
+        self.last_rv = rv
+
+    async def run(self) -> None:
+        delay = RETRY_INITIAL_S
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    items, rv = await self.client.list(self.resource)
+                    self._relist(items, rv)
+                    self.relists += 1
+                    need_list = False
+                    self.synced.set()
+                async for event in self.client.watch(self.resource, resource_version=self.last_rv):
+                    self._apply(event["type"], event["object"])
+                    delay = RETRY_INITIAL_S
+                # The server ended the stream (timeout, restart): resume from the last RV.
+            except ApiError as exc:
+                if exc.code == 410:
+                    need_list = True
+                    continue
+                log.warning("%s watch failed: %s", self.resource, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+                log.warning("%s watch connection lost: %s", self.resource, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _apply(self, kind: str, obj: JsonObject) -> None:
+        rv = str(obj.get("metadata", {}).get("resourceVersion") or "")
+        if rv:
+            self.last_rv = rv
+        if kind == "BOOKMARK":
+            return
+        key = key_of(obj)
+        old = self.cache.get(key)
+        if kind == "DELETED":
+            self.cache.pop(key, None)
+            self._emit("DELETED", old, None)
+        else:
+            self.cache[key] = obj
+            self._emit("ADDED" if old is None else "MODIFIED", old, obj)
+
+
+class Informers:
+    """One shared informer per resource (client-go's SharedInformerFactory)."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self._informers: dict[str, Informer] = {}
+
+    def __getitem__(self, resource: str) -> Informer:
+        if resource not in self._informers:
+            self._informers[resource] = Informer(self.client, resource)
+        return self._informers[resource]
+
+    def all(self) -> list[Informer]:
+        return list(self._informers.values())
+
+
+class WorkQueue(Generic[K]):
+    """client-go's rate-limited delaying queue, reduced to what the controllers need: a key is
+    queued at most once, a key being processed is re-queued after it is done if it changed
+    meanwhile, and ``add_after`` keeps the earliest deadline (so a batching delay collects every
+    change in its window into one sync)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._waiting: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+
+    def add(self, key: K) -> None:
+        waiting = self._waiting.pop(key, None)
+        if waiting is not None:
+            waiting[1].cancel()
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: K, delay_s: float) -> None:
+        if delay_s <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay_s
+        current = self._waiting.get(key)
+        if current is not None and current[0] <= due:
+            return
+        if current is not None:
+            current[1].cancel()
+        self._waiting[key] = (due, loop.call_at(due, self._fire, key))
+
+    def _fire(self, key: K) -> None:
+        self._waiting.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> K:
+        key = await self._queue.get()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.put_nowait(key)
+
+    def close(self) -> None:
+        for _, handle in self._waiting.values():
+            handle.cancel()
+        self._waiting.clear()
+
+    def __len__(self) -> int:
+        return self._queue.qsize() + len(self._waiting)
+
+
+Reconcile = Callable[[K], Awaitable[float | None]]
+
+
+async def run_worker(name: str, queue: WorkQueue[K], reconcile: Reconcile[K]) -> None:
+    """Process keys forever. ``reconcile`` returns seconds after which to look again (timers
+    such as minReadySeconds or a progress deadline) or None; API failures retry with
+    exponential backoff per key, as client-go's rate limiter does."""
+    failures: dict[K, int] = {}
+    while True:
+        key = await queue.get()
+        try:
+            requeue_after = await reconcile(key)
+        except ApiError as exc:
+            count = failures.get(key, 0)
+            failures[key] = count + 1
+            if exc.code not in (404, 409):
+                log.warning("%s: sync %s failed: %s", name, key, exc)
+            queue.add_after(key, min(RETRY_INITIAL_S * 2**count, RETRY_MAX_S))
+        except Exception:
+            count = failures.get(key, 0)
+            failures[key] = count + 1
+            log.exception("%s: sync %s crashed", name, key)
+            queue.add_after(key, min(RETRY_INITIAL_S * 2**count, RETRY_MAX_S))
+        else:
+            failures.pop(key, None)
+            if requeue_after is not None:
+                queue.add_after(key, requeue_after)
+        finally:
+            queue.done(key)
+
+
+class Controller(Protocol):
+    name: str
+
+    @property
+    def queue(self) -> WorkQueue[Any]: ...
+
+    async def run(self) -> None: ...
+
+
+async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
