@@ -1,0 +1,502 @@
+"""The load: constant-arrival-rate requests from new-connection and keep-alive users, each one's
+fate decided by the rollout model at the moment it happens.
+
+New-connection requests are independent, so they are decided all at once with numpy (this is the
+bulk of a million-request run). Keep-alive users are sequential by nature (a connection lives
+until its Pod closes it), so each user is walked in *blocks*: all requests a connection serves
+before its Pod's close are decided together, and only the boundary request (race, reconnect,
+cut) is handled on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from analyzer.schema import Cause, ErrorKind
+from analyzer.tracebuilder.model import Cluster
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+SYN_RETRIES_S = np.array([1.0, 3.0, 7.0, 15.0, 31.0])  # Linux: 1 s initial RTO, doubling
+KEEPALIVE_PORTS = (32768, 39999)
+NEW_CONNECTION_PORTS = (40000, 60999)
+ERRORS: list[ErrorKind] = list(ErrorKind)
+CAUSES: list[Cause] = list(Cause)
+NO_CAUSE = -1
+
+
+class Answer(IntEnum):
+    """What answered the SYN."""
+
+    SYNACK = 0
+    RST_POD = 1  # nothing listening on the Pod
+    RST_SERVICE = 2  # kube-proxy rejects: the Service has no endpoint
+    NONE = 3  # dropped
+
+
+class Close(IntEnum):
+    """How an established connection ended."""
+
+    CLIENT_FIN = 0
+    SERVER_FIN = 1
+    SERVER_RST = 2
+    RACE = 3  # server FIN, the client's request crosses it, server RST
+    NONE = 4  # never established
+
+
+@dataclass
+class Traffic:
+    """Model-level tables (float seconds since load start; codes index ERRORS / CAUSES)."""
+
+    requests: pd.DataFrame
+    conns: pd.DataFrame
+
+
+def _err(kind: ErrorKind) -> int:
+    return ERRORS.index(kind)
+
+
+def _cause(cause: Cause) -> int:
+    return CAUSES.index(cause)
+
+
+class _Load:
+    """Shared inputs: the cluster, the recipe, per-Pod time arrays and the overload curve."""
+
+    def __init__(self, cluster: Cluster, rng: np.random.Generator) -> None:
+        self.c = cluster
+        self.r = cluster.recipe
+        self.rng = rng
+        pad = np.array([np.inf])  # index -1 (no Pod) reads this
+        self.listening = np.concatenate([cluster.pod_array("listening"), pad])
+        self.app_ready = np.concatenate([cluster.pod_array("app_ready"), pad])
+        self.stop = np.concatenate([cluster.pod_array("stop_accepting"), pad])
+        self.gone = np.concatenate([cluster.pod_array("gone"), pad])
+        self.exited = np.concatenate([cluster.pod_array("exited"), pad])
+        self.idle_close = np.concatenate([cluster.pod_array("idle_close"), pad])
+        self.rtt = self.r.rtt_ms / 1000
+        self.grid, self.extra = self._overload_curve()
+
+    def _overload_curve(self) -> tuple[F64, F64]:
+        """Queueing delay when ready capacity < offered load (fluid backlog, 50 ms steps)."""
+        dt = 0.05
+        grid = np.arange(0.0, self.r.duration_s + 15.0, dt)
+        if not np.isfinite(self.r.pod_capacity_rps):
+            return grid, np.zeros_like(grid)
+        cap = np.maximum(self.c.ready_count(grid), 0.5) * self.r.pod_capacity_rps
+        backlog = np.zeros_like(grid)
+        for i in range(1, len(grid)):
+            backlog[i] = max(0.0, backlog[i - 1] + (self.r.rate - cap[i - 1]) * dt)
+        return grid, backlog / cap
+
+    def latency(self, t: F64, slow: B) -> F64:
+        r = self.r
+        base = np.where(slow, r.slow_latency_ms, r.latency_ms) / 1000
+        noise = self.rng.lognormal(0.0, r.latency_sigma, len(t))
+        return base * noise + np.interp(t, self.grid, self.extra)
+
+    def paths(self, n: int) -> B:
+        return self.rng.random(n) < self.r.slow_share
+
+    def cut_as_reset(self, n: int) -> B:
+        return self.rng.random(n) < self.r.cut_with_rst_share
+
+
+@dataclass
+class _Served:
+    """Requests sent on established connections: what happened to each."""
+
+    error: I64
+    cause: I64
+    status: I64
+    first_byte: F64
+    end: F64
+    close: I64  # Close for the connection when this request ends it, else -1
+    close_t: F64
+
+
+def _serve(load: _Load, send: F64, pod: I64, lat: F64) -> _Served:
+    r = load.r
+    n = len(send)
+    exited = load.exited[pod]
+    warming = send < load.app_ready[pod]
+    budget = np.minimum(lat, r.read_timeout_s)
+    cut = ~warming & (exited > send) & (exited < send + budget)
+    timeout = ~warming & ~cut & (lat > r.read_timeout_s)
+    reset = load.cut_as_reset(n)
+    error = np.full(n, _err(ErrorKind.OK))
+    error[warming] = _err(ErrorKind.HTTP_5XX)
+    error[cut] = np.where(reset[cut], _err(ErrorKind.RESET), _err(ErrorKind.EOF))
+    error[timeout] = _err(ErrorKind.READ_TIMEOUT)
+    cause = np.full(n, NO_CAUSE)
+    cause[warming] = _cause(Cause.NOT_READY)
+    cause[cut] = _cause(Cause.INFLIGHT_CUT)
+    cause[timeout] = _cause(Cause.OVERLOAD)
+    first_byte = np.where(warming, send + 0.001, send + lat)
+    first_byte[cut | timeout] = np.nan
+    end = first_byte + 0.0001
+    end[cut] = exited[cut] + load.rtt / 2
+    end[timeout] = send[timeout] + r.read_timeout_s
+    status = np.where(warming, 503, 200)
+    status[cut | timeout] = -1
+    close = np.full(n, -1)
+    close[cut] = np.where(reset[cut], Close.SERVER_RST, Close.SERVER_FIN)
+    close[timeout] = Close.CLIENT_FIN
+    close_t = np.where(cut, exited, np.where(timeout, end, np.nan))
+    return _Served(error, cause, status, first_byte, end, close, close_t)
+
+
+@dataclass
+class _Connect:
+    node: I64
+    pod: I64
+    answer: I64
+    syn_count: I64
+    established: F64
+    error: I64  # for the request when the connect failed, else OK
+    cause: I64
+    end: F64  # when the client gave up (failed connects)
+
+
+def _connect(load: _Load, start: F64) -> _Connect:
+    r = load.r
+    n = len(start)
+    node, pod, any_ready = load.c.route(start, load.rng.random(n), load.rng.random(n))
+    no_route = pod < 0
+    local = r.traffic_policy == "Local"
+    new_pod_closed = ~no_route & (start < load.listening[pod])
+    gone = ~no_route & ~new_pod_closed & (start >= load.gone[pod])
+    old_closed = ~no_route & ~new_pod_closed & ~gone & (start >= load.stop[pod])
+    answer = np.full(n, Answer.SYNACK)
+    answer[no_route] = Answer.NONE if local else Answer.RST_SERVICE
+    answer[new_pod_closed | old_closed] = Answer.RST_POD
+    answer[gone] = Answer.NONE
+    dropped = answer == Answer.NONE
+    refused = (answer == Answer.RST_POD) | (answer == Answer.RST_SERVICE)
+    error = np.full(n, _err(ErrorKind.OK))
+    error[dropped] = _err(ErrorKind.CONNECT_TIMEOUT)
+    error[refused] = _err(ErrorKind.REFUSED)
+    cause = np.full(n, NO_CAUSE)
+    lb_lag = no_route & any_ready
+    cause[no_route] = np.where(lb_lag[no_route], _cause(Cause.LB_LAG), _cause(Cause.NO_ENDPOINTS))
+    cause[new_pod_closed] = _cause(Cause.NOT_READY)
+    cause[gone | old_closed] = _cause(Cause.ENDPOINT_LAG)
+    retries = (r.connect_timeout_s > SYN_RETRIES_S).sum()
+    syn_count = np.where(dropped, 1 + retries, 1)
+    end = np.where(dropped, start + r.connect_timeout_s, start + load.rtt)
+    established = np.where(answer == Answer.SYNACK, start + load.rtt, np.nan)
+    return _Connect(node, pod, answer, syn_count, established, error, cause, end)
+
+
+class _Tables:
+    """Column-wise accumulation of request and connection rows."""
+
+    def __init__(self) -> None:
+        self.req: dict[str, list[npt.NDArray[np.generic]]] = {}
+        self.conn: dict[str, list[npt.NDArray[np.generic]]] = {}
+        self.next_conn = 0
+
+    @staticmethod
+    def _add(store: dict[str, list[npt.NDArray[np.generic]]], **cols: object) -> None:
+        n = max(np.size(v) for v in cols.values())  # type: ignore[arg-type]
+        for k, v in cols.items():
+            arr = np.asarray(v)
+            store.setdefault(k, []).append(np.broadcast_to(arr, (n,)) if arr.ndim == 0 else arr)
+
+    def conn_ids(self, n: int) -> I64:
+        ids = np.arange(self.next_conn, self.next_conn + n)
+        self.next_conn += n
+        return ids
+
+    def conns(self, **cols: object) -> None:
+        self._add(self.conn, **cols)
+
+    def requests(self, **cols: object) -> None:
+        self._add(self.req, **cols)
+
+    def frames(self) -> Traffic:
+        def frame(store: dict[str, list[npt.NDArray[np.generic]]]) -> pd.DataFrame:
+            return pd.DataFrame({k: np.concatenate(v) for k, v in store.items()})
+
+        conns = frame(self.conn).sort_values("conn_id", ignore_index=True)
+        return Traffic(frame(self.req), conns)
+
+
+def _new_connection_users(load: _Load, tables: _Tables) -> None:
+    r = load.r
+    rate = r.rate * (1 - r.keepalive_share)
+    n = round(rate * r.duration_s)
+    if n == 0:
+        return
+    sched = (np.arange(n) + load.rng.random(n) * 0.5) / rate
+    start = sched + load.rng.uniform(0.0001, 0.0005, n)
+    slow = load.paths(n)
+    con = _connect(load, start)
+    ok = con.answer == Answer.SYNACK
+    send = np.where(ok, con.established + 0.00005, np.nan)
+    lat = load.latency(start, slow)
+    idx = np.flatnonzero(ok)
+    served = _serve(load, send[idx], con.pod[idx], lat[idx])
+    error, cause, end = con.error.copy(), con.cause.copy(), con.end.copy()
+    status = np.full(n, -1)
+    first_byte = np.full(n, np.nan)
+    error[idx], cause[idx], end[idx] = served.error, served.cause, served.end
+    status[idx], first_byte[idx] = served.status, served.first_byte
+    close = np.full(n, Close.NONE)
+    close_t = np.full(n, np.nan)
+    close[idx] = np.where(served.close >= 0, served.close, Close.CLIENT_FIN)
+    close_t[idx] = np.where(served.close >= 0, served.close_t, served.end + 0.0001)
+    lo, hi = NEW_CONNECTION_PORTS
+    ports = lo + np.arange(n) % (hi - lo + 1)
+    ids = tables.conn_ids(n)
+    tables.conns(
+        conn_id=ids,
+        user_kind="new-connection",
+        port=ports,
+        node=con.node,
+        pod=con.pod,
+        syn=start,
+        syn_count=con.syn_count,
+        answer=con.answer,
+        established=con.established,
+        close=close,
+        close_t=close_t,
+        race_t=np.nan,
+    )
+    tables.requests(
+        user_kind="new-connection",
+        scheduled=sched,
+        start=start,
+        connect=con.established,
+        send=send,
+        first_byte=first_byte,
+        end=end,
+        conn_id=ids,
+        conn_new=True,
+        conn_seq=1,
+        slow=slow,
+        status=status,
+        error=error,
+        cause=cause,
+        pod=con.pod,
+    )
+
+
+def _relax(sched: F64, duration: F64, free_at: float) -> F64:
+    """Start times of back-to-back requests of one user (a request waits for the previous)."""
+    start = np.maximum(sched, free_at)
+    for _ in range(len(start)):
+        prev_end = np.concatenate(([free_at], (start + duration)[:-1]))
+        new = np.maximum(sched, prev_end)
+        if np.array_equal(new, start):
+            break
+        start = new
+    return start
+
+
+@dataclass
+class _OpenConn:
+    conn_id: int
+    port: int
+    node: int
+    pod: int
+    syn: float
+    established: float
+    seq: int = 0
+
+
+class _KeepaliveUser:
+    """One keep-alive user's walk over its schedule (see the module docstring)."""
+
+    def __init__(self, load: _Load, tables: _Tables, sched: F64, port_counter: list[int]) -> None:
+        self.load, self.tables, self.sched = load, tables, sched
+        self.slow = load.paths(len(sched))
+        self.lat = load.latency(sched, self.slow)
+        self.port_counter = port_counter
+        self.free_at = -np.inf
+        self.conn: _OpenConn | None = None
+
+    def _port(self) -> int:
+        lo, hi = KEEPALIVE_PORTS
+        port = lo + self.port_counter[0] % (hi - lo + 1)
+        self.port_counter[0] += 1
+        return port
+
+    def _record(self, i: int, start: F64, send: F64, served: _Served, connect: float) -> None:
+        """Requests i.. on the open connection (the first opened it when ``connect`` is set)."""
+        conn = self.conn
+        assert conn is not None
+        n = len(start)
+        first = np.arange(n) == 0
+        new = not np.isnan(connect)
+        self.tables.requests(
+            user_kind="keepalive",
+            scheduled=self.sched[i : i + n],
+            start=start,
+            connect=np.where(first, connect, np.nan),
+            send=send,
+            first_byte=served.first_byte,
+            end=served.end,
+            conn_id=conn.conn_id,
+            conn_new=first & new,
+            conn_seq=conn.seq + np.arange(1, n + 1),
+            slow=self.slow[i : i + n],
+            status=served.status,
+            error=served.error,
+            cause=served.cause,
+            pod=conn.pod,
+        )
+        conn.seq += n
+        self.free_at = float(served.end[-1])
+
+    def _close(self, kind: Close, t: float, race_t: float = np.nan) -> None:
+        conn = self.conn
+        assert conn is not None
+        self.tables.conns(
+            conn_id=conn.conn_id,
+            user_kind="keepalive",
+            port=conn.port,
+            node=conn.node,
+            pod=conn.pod,
+            syn=conn.syn,
+            syn_count=1,
+            answer=Answer.SYNACK,
+            established=conn.established,
+            close=kind,
+            close_t=t,
+            race_t=race_t,
+        )
+        self.conn = None
+
+    def walk(self, load_stop: float) -> None:
+        r = self.load.r
+        w = r.race_window_ms / 1000
+        n, i = len(self.sched), 0
+        budget = np.minimum(self.lat, r.read_timeout_s) + 0.0002
+        while i < n:
+            start = max(float(self.sched[i]), self.free_at)
+            if self.conn is None:
+                self._open(i, start)
+                i += 1
+                continue
+            close_t = float(self.load.idle_close[self.conn.pod])
+            j = int(np.searchsorted(self.sched, close_t - w, "left"))
+            if j > i:
+                starts = _relax(self.sched[i:j], budget[i:j], self.free_at)
+                keep = int(np.searchsorted(starts, close_t - w, "left"))
+                if keep > 0:
+                    i = self._block(i, starts[:keep])
+                    continue
+            if start <= close_t + w:
+                self._race(i, start, close_t)
+                i += 1
+            else:
+                self._close(Close.SERVER_FIN, close_t)
+        if self.conn is not None:
+            self._close(Close.CLIENT_FIN, load_stop + 0.05)
+
+    def _block(self, i: int, starts: F64) -> int:
+        assert self.conn is not None
+        n = len(starts)
+        served = _serve(self.load, starts, np.full(n, self.conn.pod), self.lat[i : i + n])
+        failed = np.flatnonzero(served.close >= 0)
+        if len(failed):
+            n = int(failed[0]) + 1
+            served = _Served(*(getattr(served, k)[:n] for k in _SERVED_FIELDS))
+            starts = starts[:n]
+        self._record(i, starts, starts, served, connect=np.nan)
+        if served.close[-1] >= 0:
+            self._close(Close(int(served.close[-1])), float(served.close_t[-1]))
+        return i + n
+
+    def _race(self, i: int, start: float, close_t: float) -> None:
+        rtt = self.load.rtt
+        reset = bool(self.load.cut_as_reset(1)[0])
+        end = max(start, close_t) + rtt
+        served = _Served(
+            error=np.array([_err(ErrorKind.RESET if reset else ErrorKind.EOF)]),
+            cause=np.array([_cause(Cause.KEEPALIVE_RACE)]),
+            status=np.array([-1]),
+            first_byte=np.array([np.nan]),
+            end=np.array([end]),
+            close=np.array([Close.RACE]),
+            close_t=np.array([close_t]),
+        )
+        t = np.array([start])
+        self._record(i, t, t, served, connect=np.nan)
+        self._close(Close.RACE, close_t, race_t=end - rtt / 2)
+
+    def _open(self, i: int, start: float) -> None:
+        t = np.array([start])
+        con = _connect(self.load, t)
+        conn_id = int(self.tables.conn_ids(1)[0])
+        self.conn = _OpenConn(
+            conn_id,
+            self._port(),
+            int(con.node[0]),
+            int(con.pod[0]),
+            start,
+            float(con.established[0]),
+        )
+        if con.answer[0] != Answer.SYNACK:
+            nothing = np.array([np.nan])
+            served = _Served(
+                con.error, con.cause, np.array([-1]), nothing, con.end, np.array([-1]), nothing
+            )
+            self._record(i, t, nothing, served, connect=np.nan)
+            self.tables.conns(
+                conn_id=conn_id,
+                user_kind="keepalive",
+                port=self.conn.port,
+                node=self.conn.node,
+                pod=self.conn.pod,
+                syn=start,
+                syn_count=con.syn_count,
+                answer=con.answer,
+                established=np.nan,
+                close=Close.NONE,
+                close_t=np.nan,
+                race_t=np.nan,
+            )
+            self.conn = None
+            return
+        send = con.established + 0.00005
+        served = _serve(self.load, send, con.pod, self.lat[i : i + 1])
+        self._record(i, t, send, served, connect=float(con.established[0]))
+        if served.close[0] >= 0:
+            self._close(Close(int(served.close[0])), float(served.close_t[0]))
+
+
+_SERVED_FIELDS = ("error", "cause", "status", "first_byte", "end", "close", "close_t")
+
+
+def _keepalive_users(load: _Load, tables: _Tables) -> None:
+    r = load.r
+    users = r.keepalive_users
+    rate = r.rate * r.keepalive_share
+    if rate <= 0 or users <= 0:
+        return
+    period = users / rate
+    port_counter = [0]
+    for u in range(users):
+        offset = (u + load.rng.random() * 0.5) / users * period
+        sched = np.arange(offset, r.duration_s, period)
+        _KeepaliveUser(load, tables, sched, port_counter).walk(r.duration_s)
+
+
+def generate(cluster: Cluster, rng: np.random.Generator) -> Traffic:
+    load = _Load(cluster, rng)
+    tables = _Tables()
+    _new_connection_users(load, tables)
+    _keepalive_users(load, tables)
+    traffic = tables.frames()
+    traffic.requests = traffic.requests.sort_values(["start", "conn_id"], kind="stable")
+    traffic.requests = traffic.requests.reset_index(drop=True)
+    return traffic
