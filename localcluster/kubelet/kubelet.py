@@ -324,6 +324,8 @@ class Kubelet:
                         self._gone(event["object"]["metadata"]["uid"])
                     elif event["type"] == "ERROR":
                         break
+                else:
+                    continue  # the server ended the watch (timeout): relist right away
             except (ApiError, OSError) as error:
                 log.warning("pod watch on %s broke (%s); relisting", self.node_name, error)
             await asyncio.sleep(self.options.relist_pause_s)

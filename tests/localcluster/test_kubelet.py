@@ -180,3 +180,59 @@ async def test_exec_probe_runs_and_startup_probe_gates_readiness(cluster: Harnes
     await asyncio.sleep(1.5)
     pod = await cluster.pod("gated")
     assert container_status(pod)["started"] is False and not condition(pod, "Ready")
+
+
+async def test_prestop_exec_and_http_hooks_run_before_sigterm(
+    cluster: Harness, tmp_path: Path
+) -> None:
+    marker = tmp_path / "prestop-ran"
+    exec_hook = demoapp(
+        readinessProbe=READY_PROBE,
+        lifecycle={"preStop": {"exec": {"command": ["touch", str(marker)]}}},
+    )
+    http_hook = demoapp(
+        readinessProbe=READY_PROBE,
+        lifecycle={"preStop": {"httpGet": {"path": "/healthz", "port": "http"}}},
+    )
+    await cluster.create_pod("hook-exec", [exec_hook])
+    await cluster.create_pod("hook-http", [http_hook])
+    for name in ("hook-exec", "hook-http"):
+        await cluster.wait_pod(name, lambda p: condition(p, "Ready"))
+        await cluster.client.delete("pods", name, "default")
+    for name in ("hook-exec", "hook-http"):
+        await cluster.wait_pod(name, lambda p: p is None)
+        kinds = [(t["event"], t.get("ok")) for t in cluster.events(name)]
+        assert kinds[1:4] == [("prestop-start", None), ("prestop-end", True), ("sigterm", None)]
+    assert marker.exists()
+
+
+async def test_a_shorter_grace_on_delete_wins_over_the_spec(cluster: Harness) -> None:
+    await cluster.create_pod(
+        "stubborn",
+        [demoapp("--shutdown", "ignore", readinessProbe=READY_PROBE)],
+        terminationGracePeriodSeconds=30,
+    )
+    await cluster.wait_pod("stubborn", lambda p: condition(p, "Ready"))
+    await cluster.client.delete("pods", "stubborn", "default", grace_period_seconds=1)
+    await cluster.wait_pod("stubborn", lambda p: p is None, timeout=5)
+    events = {t["event"]: t["ts_ns"] for t in cluster.events("stubborn")}
+    assert 0.95 <= (events["sigkill"] - events["sigterm"]) / 1e9 < 1.4
+
+
+async def test_pod_that_never_started_is_confirmed_deleted_at_once(cluster: Harness) -> None:
+    await cluster.create_pod("bad", [{"name": "app", "image": "nginx"}])
+    await cluster.wait_pod("bad", lambda p: "waiting" in container_status(p).get("state", {}))
+    await cluster.client.delete("pods", "bad", "default")
+    await cluster.wait_pod("bad", lambda p: p is None, timeout=2)
+
+
+async def test_stopping_the_kubelet_leaves_no_process_behind(tmp_path: Path) -> None:
+    pids = []
+    async for harness in running_kubelet(tmp_path):
+        for name in ("a", "b"):
+            await harness.create_pod(name, [python_container("import time; time.sleep(60)")])
+        for name in ("a", "b"):
+            pod = await harness.wait_pod(name, lambda p: "containerID" in container_status(p))
+            pids.append(int(container_status(pod)["containerID"].removeprefix("rolltrace://")))
+        assert all(_alive(pid) for pid in pids)
+    assert pids and not any(_alive(pid) for pid in pids)
