@@ -428,9 +428,20 @@ class ApiServer:
             def matches(obj: JsonObject) -> bool:
                 return bool(obj.get("metadata", {}).get("name") == selected and name_matches(obj))
 
-        watcher = self.store.watch(
-            target.rtype.plural, target.namespace, query.get("resourceVersion"), matches
-        )
+        try:
+            watcher = self.store.watch(
+                target.rtype.plural,
+                target.namespace,
+                query.get("resourceVersion"),
+                matches,
+                send_initial_events=query.get("sendInitialEvents") in ("true", "1"),
+            )
+        except ApiError as error:
+            if error.code != 410:
+                raise
+            # Upstream answers an expired watch with 200 and one ERROR event (the watch cache).
+            expired = {"type": "ERROR", "object": error.status}
+            return web.Response(text=json.dumps(expired) + "\n", content_type="application/json")
         timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
         bookmarks = (
             self.bookmark_interval_s if query.get("allowWatchBookmarks") in ("true", "1") else None

@@ -33,6 +33,8 @@ from localcluster.apiserver.resources import ResourceType, lookup
 from localcluster.apiserver.selectors import Matcher
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+QueuedType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # upstream's: no vowels, no look-alikes
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -74,7 +76,9 @@ class Watcher:
     resource: str
     namespace: str | None
     matches: Matcher
-    queue: asyncio.Queue[tuple[EventType, JsonObject] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[QueuedType, JsonObject] | None] = field(
+        default_factory=asyncio.Queue
+    )
     closed: bool = False
 
     def offer(self, event: StoredEvent) -> None:
@@ -223,20 +227,33 @@ class Store:
         return ListPage([obj for _, obj in selected], list_rv, token, remaining)
 
     def watch(
-        self, resource: str, namespace: str | None, resource_version: str | None, matches: Matcher
+        self,
+        resource: str,
+        namespace: str | None,
+        resource_version: str | None,
+        matches: Matcher,
+        send_initial_events: bool = False,
     ) -> Watcher:
         """Registers a watcher and pre-fills its queue: the current state as ADDED when no RV
         (or "0") is given, else every retained event after the RV; 410 Expired when events
-        after the RV have already been dropped from the history."""
+        after the RV have already been dropped from the history.
+
+        ``send_initial_events`` is the streaming list of KEP-3157 (kubectl 1.37's reflectors
+        use it): the current state as ADDED, then a BOOKMARK annotated
+        ``k8s.io/initial-events-end`` at the current RV, then live events."""
         lookup(resource)
         watcher = Watcher(self, resource, namespace, matches)
-        if resource_version in (None, "", "0"):
+        if send_initial_events or resource_version in (None, "", "0"):
             page = self.list(resource, namespace, matches)
             for obj in page.items:
                 watcher.queue.put_nowait(("ADDED", obj))
+            if send_initial_events:
+                bookmark = self.bookmark_object(resource)
+                bookmark["metadata"]["annotations"] = {INITIAL_EVENTS_END: "true"}
+                watcher.queue.put_nowait(("BOOKMARK", bookmark))
         else:
             try:
-                since = int(resource_version)
+                since = int(resource_version or "")
             except ValueError as exc:
                 raise errors.bad_request(f"invalid resource version {resource_version!r}") from exc
             if since < self.evicted_rv.get(resource, 0):
