@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,8 +198,8 @@ def down(
     note = _dataplane_cleanup(name)
     if note:
         typer.echo(note)
-    for leftover in ("state.json", "api.sock", "cluster.json", "kubeconfig"):
-        (directory / leftover).unlink(missing_ok=True)
+    if directory.is_dir():
+        shutil.rmtree(directory)
 
 
 async def _summary(state: ClusterState) -> tuple[list[str], dict[str, int]]:

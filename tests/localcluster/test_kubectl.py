@@ -97,7 +97,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             thread.run(controllers.stop())
 
 
-@pytest.mark.slow
 def test_kubectl_drives_a_rollout(cluster: Cluster, tmp_path: Path) -> None:
     manifest = tmp_path / "demo.yaml"
     manifest.write_text(DEMO)
@@ -171,10 +170,7 @@ def test_kubectl_get_pods_watch_streams_changes(cluster: Cluster) -> None:
             watcher.kill()
             watcher.wait()
     lines = [line for line in output.splitlines() if line.startswith("solo")]
-    assert (
-        output.splitlines()[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-        or lines
-    )
+    assert output.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert any("Pending" in line or "ContainerCreating" in line for line in lines)
     assert any(re.search(r"1/1\s+Running", line) for line in lines)
 
