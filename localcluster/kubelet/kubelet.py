@@ -16,8 +16,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
+from localcluster.apiserver.events import record_event
 from localcluster.config import ClusterConfig
 from localcluster.kubelet.containers import ImageError, Launch, PodContext, resolve_launch
 from localcluster.kubelet.runner import Backoff, ContainerRunner, PodEnv
@@ -27,6 +29,7 @@ from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
 KUBELET_VERSION = "v1.34.0-rolltrace"
+EVENT_BACKLOG = 1000  # Kubernetes Events waiting to be posted; more are dropped, as upstream does
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class PodWorker:
             log_dir=k.options.logs_dir,
             backoff=k.options.backoff,
             on_change=self._dirty.set,
+            emit=self._emit,
         )
         context = PodContext(
             self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.node_ip
@@ -140,6 +144,8 @@ class PodWorker:
                 record = ContainerRecord(container["name"], str(container.get("image", "")))
                 if isinstance(result, ImageError):
                     record.state = {"waiting": {"reason": result.reason, "message": result.message}}
+                    self._emit("Failed", result.message, "Warning")
+                    self._emit("Failed", f"Error: {result.reason}", "Warning")
                 self.records.append(record)
             self._dirty.set()
             return
@@ -171,6 +177,9 @@ class PodWorker:
                 await self._status_task
         if not self._forced:
             await self._write_status()
+
+    def _emit(self, reason: str, message: str, event_type: str) -> None:
+        self.kubelet.post_event(self.pod, reason, message, event_type)
 
     async def _confirm_deletion(self) -> None:
         with contextlib.suppress(ApiError):  # already gone is fine
@@ -229,12 +238,17 @@ class Kubelet:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_since = rfc3339()
+        self._events: asyncio.Queue[tuple[JsonObject, str, str, str]] = asyncio.Queue(EVENT_BACKLOG)
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
         await self.register_node()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._heartbeat()), loop.create_task(self._watch_pods())]
+        self._tasks = [
+            loop.create_task(self._heartbeat()),
+            loop.create_task(self._watch_pods()),
+            loop.create_task(self._post_events()),
+        ]
         await self._stopped.wait()
 
     async def stop(self) -> None:
@@ -306,6 +320,24 @@ class Kubelet:
                 await self._post_node_status()
             except ApiError as error:
                 log.warning("node heartbeat failed: %s", error)
+
+    # -- Kubernetes Events ---------------------------------------------------------------
+    def post_event(self, pod: JsonObject, reason: str, message: str, event_type: str) -> None:
+        """Queued, never awaited: a slow API server must not delay a Pod's lifecycle."""
+        try:
+            self._events.put_nowait((pod, reason, message, event_type))
+        except asyncio.QueueFull:
+            log.warning("event backlog full; dropped %s for %s", reason, pod["metadata"]["name"])
+
+    async def _post_events(self) -> None:
+        while True:
+            pod, reason, message, event_type = await self._events.get()
+            kind: Literal["Normal", "Warning"] = "Warning" if event_type == "Warning" else "Normal"
+            involved = {"kind": "Pod", "apiVersion": "v1", **pod}
+            try:
+                await record_event(self.client, involved, reason, message, "kubelet", kind)
+            except (ApiError, OSError) as error:
+                log.warning("event %s not recorded: %s", reason, error)
 
     # -- the Pods ------------------------------------------------------------------------
     async def _watch_pods(self) -> None:

@@ -57,6 +57,7 @@ class PodEnv:
     log_dir: Path | None
     backoff: Backoff
     on_change: Callable[[], None]
+    emit: Callable[[str, str, str], None]  # a Kubernetes Event: reason, message, Normal|Warning
 
 
 class ContainerRunner:
@@ -83,7 +84,8 @@ class ContainerRunner:
         if self._stopping is not None:  # a liveness kill is under way: let it finish first
             await asyncio.shield(self._stopping)
         if self._alive:
-            await self._stop(grace_s)
+            self._emit("Killing", f"Stopping container {self.record.name}")
+            await self._stop(grace_s, cause="deletion")
         await self._finished()
 
     async def kill_now(self) -> None:
@@ -91,7 +93,7 @@ class ContainerRunner:
         self.terminating = True
         self._wake.set()
         if self._alive:
-            self._truth("sigkill", pid=self.record.pid)
+            self._truth("sigkill", pid=self.record.pid, cause="forced")
             self._signal_group(signal.SIGKILL)
         await self._finished()
 
@@ -127,6 +129,11 @@ class ContainerRunner:
                     }
                 }
                 self._changed()
+                self._emit(
+                    "BackOff",
+                    f"Back-off restarting failed container {self.record.name} in pod {self.pod.pod_name}",
+                    "Warning",
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 self.record.restart_count += 1
@@ -146,8 +153,11 @@ class ContainerRunner:
         self.record.ready = "readinessProbe" not in self.container and self.record.started
         self._truth("process-started", pid=process.pid, restart_count=self.record.restart_count)
         self._changed()
+        self._emit("Pulled", f'Container image "{self.record.image}" already present on machine')
+        self._emit("Created", f"Created container {self.record.name}")
+        self._emit("Started", f"Started container {self.record.name}")
         if self.terminating:  # the Pod was deleted while this container was being spawned
-            self._truth("sigkill", pid=process.pid)
+            self._truth("sigkill", pid=process.pid, cause="deletion")
             self._signal_group(signal.SIGKILL)
         probes = asyncio.get_running_loop().create_task(self._probe(process))
         try:
@@ -223,13 +233,18 @@ class ContainerRunner:
         await asyncio.sleep(spec.initial_delay_s)
         while process.returncode is None:
             began = time.monotonic()
-            ok = await run_handler(
-                probe,
-                pod_ip=self.pod.pod_ip,
-                container=self.container,
-                exec_prefix=self.pod.exec_prefix,
-                timeout_s=spec.timeout_s,
-            )
+            try:
+                ok = await run_handler(
+                    probe,
+                    pod_ip=self.pod.pod_ip,
+                    container=self.container,
+                    exec_prefix=self.pod.exec_prefix,
+                    timeout_s=spec.timeout_s,
+                )
+            except ValueError:  # e.g. a named port the container does not declare
+                ok = False
+            if not ok and process.returncode is None:
+                self._emit("Unhealthy", f"{kind.capitalize()} probe failed", "Warning")
             if counter.observe(ok):
                 if kind == "readiness":
                     self.record.ready = ok
@@ -238,19 +253,26 @@ class ContainerRunner:
                     return True
             if not counter.result and kind != "readiness":
                 if not self.terminating and self._stopping is None:
-                    self._stopping = asyncio.get_running_loop().create_task(self._restart_kill())
+                    self._emit(
+                        "Killing",
+                        f"Container {self.record.name} failed {kind} probe, will be restarted",
+                    )
+                    self._stopping = asyncio.get_running_loop().create_task(
+                        self._restart_kill(kind)
+                    )
                 return False
             await asyncio.sleep(max(0.0, spec.period_s - (time.monotonic() - began)))
         return False
 
-    async def _restart_kill(self) -> None:
+    async def _restart_kill(self, cause: str) -> None:
         try:
-            await self._stop(self.pod.grace_s)
+            await self._stop(self.pod.grace_s, cause)
         finally:
             self._stopping = None
 
     # -- stopping ------------------------------------------------------------------------
-    async def _stop(self, grace_s: float) -> None:
+    async def _stop(self, grace_s: float, cause: str) -> None:
+        """``cause`` (deletion / liveness / startup) is recorded with every step."""
         process = self.process
         if process is None:
             return
@@ -258,18 +280,22 @@ class ContainerRunner:
         deadline = loop.time() + grace_s
         prestop = (self.container.get("lifecycle") or {}).get("preStop")
         if prestop and process.returncode is None:
-            self._truth("prestop-start", handler=next(iter(prestop), ""))
+            self._truth("prestop-start", handler=next(iter(prestop), ""), cause=cause)
             ok = await self._run_hook(prestop, deadline - loop.time())
-            self._truth("prestop-end", ok=ok)
+            self._truth("prestop-end", ok=ok, cause=cause)
+            if not ok:
+                self._emit(
+                    "FailedPreStopHook", f"PreStop hook for {self.record.name} failed", "Warning"
+                )
             deadline = max(deadline, loop.time() + MIN_GRACE_AFTER_PRESTOP_S)
         if process.returncode is None:
-            self._truth("sigterm", pid=process.pid)
+            self._truth("sigterm", pid=process.pid, cause=cause)
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(process.wait()), max(0.0, deadline - loop.time()))
         if process.returncode is None:
-            self._truth("sigkill", pid=process.pid)
+            self._truth("sigkill", pid=process.pid, cause=cause)
             self._signal_group(signal.SIGKILL)
             await process.wait()
 
@@ -301,6 +327,9 @@ class ContainerRunner:
             container=self.record.name,
             **fields,
         )
+
+    def _emit(self, reason: str, message: str, event_type: str = "Normal") -> None:
+        self.pod.emit(reason, message, event_type)
 
     def _changed(self) -> None:
         self.pod.on_change()

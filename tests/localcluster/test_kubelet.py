@@ -33,6 +33,13 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
+async def _event_reasons(cluster: Harness, pod: str) -> list[str]:
+    await asyncio.sleep(0.1)  # Events are posted asynchronously
+    events, _ = await cluster.client.list("events", "default")
+    mine = [e for e in events if e["involvedObject"]["name"] == pod]
+    return [e["reason"] for e in sorted(mine, key=lambda e: int(e["metadata"]["resourceVersion"]))]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,6 +74,9 @@ async def test_pod_runs_then_becomes_ready_by_its_readiness_probe(cluster: Harne
     assert app_ready["source"] == "demoapp/web-1"
     assert (app_ready["ts_ns"] - started["ts_ns"]) / 1e9 >= 1.2  # the warm-up really happened
     assert (cluster.logs / "web-1_app.log").read_text().startswith("demoapp web-1 listening on")
+    reasons = await _event_reasons(cluster, "web-1")
+    assert reasons[:3] == ["Pulled", "Created", "Started"]
+    assert "Unhealthy" in reasons  # the readiness probe failed during the warm-up
 
 
 async def test_crashing_local_container_is_restarted_with_backoff(cluster: Harness) -> None:
@@ -106,6 +116,7 @@ async def test_unsupported_image_fails_the_pod_with_a_reason(
     waiting = container_status(pod)["state"]["waiting"]
     assert waiting["reason"] == reason
     assert "rolltrace/demoapp" in waiting["message"] and "local/NAME" in waiting["message"]
+    assert await _event_reasons(cluster, "bad") == ["Failed", "Failed"]
     assert pod is not None and pod["status"]["phase"] == "Pending"
     assert not [t for t in cluster.truth() if t["event"] == "process-started"]
 
@@ -129,6 +140,7 @@ async def test_deletion_runs_prestop_then_sigterm_then_sigkill_after_grace(
     assert 0.95 <= after("sigterm") < 1.3
     assert 3.95 <= after("sigkill") < 4.4  # grace counted from the start of preStop
     assert events["exited"]["signal"] == signal.SIGKILL
+    assert events["sigkill"]["cause"] == "deletion"
     assert all(t["node"] == NODE for t in events.values())
     assert not _alive(pid)
 
@@ -159,8 +171,14 @@ async def test_liveness_failure_restarts_the_container(cluster: Harness) -> None
         "sick", lambda p: container_status(p).get("restartCount", 0) >= 1, timeout=12
     )
     assert container_status(pod)["lastState"]["terminated"]["exitCode"] == 0  # graceful on SIGTERM
-    kinds = [t["event"] for t in cluster.events("sick")]
-    assert kinds[:4] == ["process-started", "sigterm", "exited", "process-started"]
+    kinds = [(t["event"], t.get("cause")) for t in cluster.events("sick")]
+    assert kinds[:4] == [
+        ("process-started", None),
+        ("sigterm", "liveness"),
+        ("exited", None),
+        ("process-started", None),
+    ]
+    assert "Killing" in await _event_reasons(cluster, "sick")
 
 
 async def test_exec_probe_runs_and_startup_probe_gates_readiness(cluster: Harness) -> None:
