@@ -21,6 +21,11 @@ OnSigterm = Literal["drain", "exit", "ignore"]
 in-flight requests, then exits; ``exit`` exits at once (in-flight requests are cut); ``ignore``
 keeps serving until SIGKILL at the end of the grace period."""
 
+DrainIdle = Literal["connection-close", "fin"]
+"""A draining app's idle keep-alive connections: ``connection-close`` answers the next request
+on each with ``Connection: close`` (race-free), ``fin`` closes them at SIGTERM (a request already
+on its way crosses the FIN: the keep-alive race)."""
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -44,6 +49,7 @@ class Recipe:
     prestop_s: float = 5.0
     on_sigterm: OnSigterm = "drain"
     drain_s: float = 0.5  # drain: SIGTERM → exit
+    drain_idle: DrainIdle = "connection-close"
     grace_s: float = 30.0
     # propagation
     endpoint_delay_s: float = 0.05  # Pod change → EndpointSlice change
@@ -65,7 +71,7 @@ class Recipe:
     pod_capacity_rps: float = float("inf")
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
-    race_window_ms: float = 1.0  # one-way delay: a FIN and a request can cross in flight
+    race_window_ms: float = 0.15  # one-way delay: a FIN and a request can cross in flight
     rtt_ms: float = 0.3
     cut_with_rst_share: float = 0.5  # in-flight cuts seen as RST (else FIN without response)
     # trace options
@@ -130,6 +136,7 @@ _CATALOGUE: dict[str, Recipe] = {
             keepalive_users=200,
             rate=400.0,
             race_window_ms=30.0,
+            drain_idle="fin",
             duration_s=30.0,
         ),
         Recipe(
@@ -171,6 +178,7 @@ _CATALOGUE: dict[str, Recipe] = {
             pod_capacity_rps=45.0,
             container_start_s=5.0,
             read_timeout_s=0.5,
+            drain_s=1.0,  # longer than the read timeout: queued requests are not cut
             duration_s=60.0,
         ),
         Recipe(

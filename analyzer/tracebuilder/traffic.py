@@ -386,7 +386,9 @@ class _KeepaliveUser:
                 self._open(i, start)
                 i += 1
                 continue
-            close_t = float(self.load.idle_close[self.conn.pod])
+            pod = self.conn.pod
+            close_t = float(self.load.idle_close[pod])  # no more keep-alive from here on
+            fin_t = close_t if r.drain_idle == "fin" else float(self.load.exited[pod])
             j = int(np.searchsorted(self.sched, close_t - w, "left"))
             if j > i:
                 starts = _relax(self.sched[i:j], budget[i:j], self.free_at)
@@ -394,11 +396,14 @@ class _KeepaliveUser:
                 if keep > 0:
                     i = self._block(i, starts[:keep])
                     continue
-            if start <= close_t + w:
-                self._race(i, start, close_t)
+            if start < fin_t - w:
+                self._last_response(i, start)
+                i += 1
+            elif start <= fin_t + w:
+                self._race(i, start, fin_t)
                 i += 1
             else:
-                self._close(Close.SERVER_FIN, close_t)
+                self._close(Close.SERVER_FIN, fin_t)
         if self.conn is not None:
             self._close(Close.CLIENT_FIN, load_stop + 0.05)
 
@@ -415,6 +420,17 @@ class _KeepaliveUser:
         if served.close[-1] >= 0:
             self._close(Close(int(served.close[-1])), float(served.close_t[-1]))
         return i + n
+
+    def _last_response(self, i: int, start: float) -> None:
+        """A draining server answers with ``Connection: close`` and closes after the response."""
+        assert self.conn is not None
+        t = np.array([start])
+        served = _serve(self.load, t, np.array([self.conn.pod]), self.lat[i : i + 1])
+        self._record(i, t, t, served, connect=np.nan)
+        if served.close[0] >= 0:
+            self._close(Close(int(served.close[0])), float(served.close_t[0]))
+        else:
+            self._close(Close.SERVER_FIN, float(served.end[0]))
 
     def _race(self, i: int, start: float, close_t: float) -> None:
         rtt = self.load.rtt
