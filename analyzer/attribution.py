@@ -31,6 +31,15 @@ NOT_READY_GRACE_MS = 10_000.0
 RACE_CROSSING_MS = 50.0
 #: Without packets, a reused connection that failed this fast never had the request served.
 FAST_FAILURE_MS = 20.0
+#: How long after the Service's last usable endpoint reappeared a node's rules may still have
+#: none (kube-proxy sync lag: ~1 s by default, seconds in big clusters).
+RULES_LAG_ALLOWANCE_MS = 5_000.0
+#: A second is congested when its p90 latency exceeds this many times the run's typical latency.
+CONGESTION_FACTOR = 5.0
+_SECOND_NS = 1_000_000_000
+#: A deletion the watch reported this long after the request started still explains it (watch
+#: delivery lags the API server by up to a few hundred ms).
+WATCH_LAG_MS = 500.0
 #: How long after its deletion a Pod may still receive new connections from lagging rules.
 LAG_HORIZON_MS = 30_000.0
 
@@ -67,14 +76,40 @@ def _interval_bounds(endpoints: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _recently_below(
+    t: np.ndarray, starts: np.ndarray, ends: np.ndarray, threshold: int, allowance: float
+) -> np.ndarray:
+    """Whether fewer than ``threshold`` intervals covered some moment of [t − allowance, t]
+    (counted from the first interval's start: before it the watch had not reported yet)."""
+    if len(starts) == 0:
+        return np.zeros(len(t), dtype=bool)
+    finite = np.isfinite(ends)
+    times = np.concatenate([starts, ends[finite]])
+    deltas = np.concatenate([np.ones(len(starts)), -np.ones(int(finite.sum()))])
+    change_at, inverse = np.unique(times, return_inverse=True)
+    count = np.cumsum(np.bincount(inverse, weights=deltas))
+    low = np.flatnonzero(count < threshold)
+    low_from = change_at[low]
+    low_to = np.append(change_at, np.inf)[low + 1]
+    return _step_count(t, low_from, low_to + allowance) > 0
+
+
 def cluster_state_at(
     times: pd.Series, endpoints: pd.DataFrame, context: ServiceContext
 ) -> pd.DataFrame:
-    """Ready endpoint count and nodes without a local ready endpoint at each time."""
+    """Per time: ready endpoints; whether the Service had no ready endpoint recently enough that
+    a node's rules may still have shown none;
+    whether ready endpoints were below the desired replicas recently enough for the backlog to
+    persist; how many nodes had no local ready endpoint."""
     t = times.to_numpy(dtype="float64")
     ready = endpoints[endpoints["ready"].astype(bool)]
     starts, ends = _interval_bounds(ready)
-    ready_count = _step_count(t, starts, ends)
+    # ready only: serving-while-terminating endpoints are a fallback some proxies lack (KEP-1669),
+    # and where the fallback works a refusal shows on the Pod's node instead
+    no_endpoints = _recently_below(t, starts, ends, 1, RULES_LAG_ALLOWANCE_MS * 1e6)
+    short = np.zeros(len(t), dtype=bool)
+    if context.desired_replicas:
+        short = _recently_below(t, starts, ends, context.desired_replicas, 0.0)
     lacking = np.zeros(len(t), dtype="int64")
     if context.local_policy:
         for node in context.nodes:
@@ -82,7 +117,13 @@ def cluster_state_at(
             node_starts, node_ends = _interval_bounds(on_node)
             lacking += (_step_count(t, node_starts, node_ends) == 0).astype("int64")
     return pd.DataFrame(
-        {"ready_endpoints": ready_count, "nodes_lacking_local": lacking}, index=times.index
+        {
+            "ready_endpoints": _step_count(t, starts, ends),
+            "no_endpoints_recently": no_endpoints,
+            "capacity_short": short,
+            "nodes_lacking_local": lacking,
+        },
+        index=times.index,
     )
 
 
@@ -112,7 +153,9 @@ def failure_features(
     key = failed["conn_key"]
 
     def conn_col(name: str) -> pd.Series:
-        return key.map(conns[name]) if not conns.empty else pd.Series(pd.NA, index=failed.index)
+        if conns.empty:
+            return pd.Series(pd.NA, index=failed.index)
+        return joins.lookup(key, conns[name])
 
     def as_float(series: pd.Series) -> np.ndarray:
         return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
@@ -120,7 +163,9 @@ def failure_features(
     start = failed["start_ns"].to_numpy(dtype="float64")
     end = failed["end_ns"].to_numpy(dtype="float64")
     established = as_float(conn_col("established_ns"))
-    server_close = np.fmin(as_float(conn_col("server_fin_ns")), as_float(conn_col("server_rst_ns")))
+    server_fin = as_float(conn_col("server_fin_ns"))
+    server_rst = as_float(conn_col("server_rst_ns"))
+    server_close = np.fmin(server_fin, server_rst)
     states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods)
     deletion = start - states["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan) * 1e6
     features = pd.DataFrame(
@@ -133,10 +178,14 @@ def failure_features(
             "first_byte_ns": failed["first_byte_ns"],
             "pod": failed["pod_matched"],
             "pod_method": failed["pod_method"],
-            "conn_reused": ~failed["conn_new"].astype(bool),
+            # a refused or unanswered SYN opened no connection to reuse, whatever the recorder says
+            "conn_reused": ~failed["conn_new"].astype(bool)
+            & ~failed["error_kind"].isin(_CONNECT_FAILURES),
             "conn_age_ms": pd.array((start - established) / 1e6, dtype="Float64"),
             "conn_outcome": conn_col("outcome").astype("string"),
             "server_close_ms": pd.array((server_close - start) / 1e6, dtype="Float64"),
+            # an orderly close answered by a reset: the peer's data hit a closed socket
+            "fin_then_rst": server_rst >= server_fin,
             "has_packets": has_packets & key.notna(),
             "idle_ms": pd.array(
                 (start - as_float(idle_since.loc[failed.index])) / 1e6, dtype="Float64"
@@ -146,7 +195,52 @@ def failure_features(
         index=failed.index,
     )
     features = features.join(states)
-    return features.join(cluster_state_at(failed["start_ns"], endpoints, context))
+    features = features.join(cluster_state_at(failed["start_ns"], endpoints, context))
+    overloaded = congested_by_shortage(requests, endpoints, context)
+    second = failed["start_ns"].to_numpy(dtype="int64") // _SECOND_NS
+    features["capacity_short_recently"] = features["capacity_short"].to_numpy(dtype=bool) | (
+        np.isin(second, overloaded)
+    )
+    return features
+
+
+def congested_by_shortage(
+    requests: pd.DataFrame, endpoints: pd.DataFrame, context: ServiceContext
+) -> np.ndarray:
+    """Seconds (start_ns // 1 s) of congestion episodes that began with too little capacity.
+
+    A queue built while ready endpoints were below the desired replicas drains only after
+    capacity returns, so its timeouts outlive the shortage by as long as the backlog takes to
+    clear. An episode is a run of congested seconds (p90 latency > ``CONGESTION_FACTOR`` × the
+    run's median successful latency, one quiet second tolerated); it counts when any of its
+    seconds had a capacity shortage.
+    """
+    if not context.desired_replicas or requests.empty:
+        return np.array([], dtype="int64")
+    start = requests["start_ns"].to_numpy(dtype="int64")
+    latency = (requests["end_ns"].to_numpy(dtype="int64") - start) / 1e6
+    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
+    if not ok.any():
+        return np.array([], dtype="int64")
+    typical = float(np.median(latency[ok]))
+    per_second = pd.Series(latency).groupby(start // _SECOND_NS).quantile(0.9)
+    seconds = per_second.index.to_numpy(dtype="int64")
+    congested = per_second.to_numpy() > CONGESTION_FACTOR * max(typical, 1.0)
+    ready = endpoints[endpoints["ready"].astype(bool)]
+    starts, ends = _interval_bounds(ready)
+    short = _recently_below(
+        (seconds + 1).astype("float64") * _SECOND_NS,
+        starts,
+        ends,
+        context.desired_replicas,
+        float(_SECOND_NS),
+    )
+    # episodes: congested seconds, bridging single quiet seconds
+    bridged = congested.copy()
+    bridged[1:-1] |= congested[:-2] & congested[2:]
+    episode = np.cumsum(np.r_[True, ~bridged[:-1] | ~bridged[1:] | (np.diff(seconds) > 2)])
+    flagged = pd.Series(short & bridged).groupby(episode).transform("any").to_numpy()
+    return np.asarray(seconds[bridged & flagged], dtype="int64")
 
 
 def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
@@ -155,8 +249,8 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     ``features`` holds one row per failed request with the FAILURES evidence columns plus:
     ``status_code``, ``first_byte_ns``, ``server_close_ms`` (first server FIN/RST on the
     request's connection − request start, NA without packets), ``has_packets``, ``idle_ms``,
-    ``pod_deleted_by_end`` (the Pod's deletion was observed before the request ended),
-    ``ready_endpoints``, ``nodes_lacking_local``.
+    ``fin_then_rst`` (the server's FIN was followed by its RST), ``pod_deleted_by_end`` (the
+    Pod's deletion was observed before the request ended) and the ``cluster_state_at`` columns.
     """
     f = features
     kind = f["error_kind"].astype(str).to_numpy()
@@ -169,68 +263,64 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     since_ready = f["ms_since_ready"].to_numpy(dtype="float64", na_value=np.nan)
     since_deletion = f["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan)
     server_close = f["server_close_ms"].to_numpy(dtype="float64", na_value=np.nan)
+    fin_then_rst = f["fin_then_rst"].to_numpy(dtype=bool)
     deleted_by_end = f["pod_deleted_by_end"].to_numpy(dtype=bool)
-    ready_endpoints = f["ready_endpoints"].to_numpy(dtype="int64")
     lacking = f["nodes_lacking_local"].to_numpy(dtype="int64")
+    no_endpoints = f["no_endpoints_recently"].to_numpy(dtype=bool)
+    capacity_short = f["capacity_short_recently"].to_numpy(dtype=bool)
 
-    connect_failure = np.isin(kind, _CONNECT_FAILURES) & ~reused
+    connect_failure = np.isin(kind, _CONNECT_FAILURES)
     cut = np.isin(kind, _CUT_KINDS)
     is_5xx = kind == ErrorKind.HTTP_5XX.value
-    timeout = np.isin(kind, (ErrorKind.READ_TIMEOUT.value, ErrorKind.CONNECT_TIMEOUT.value))
+    read_timeout = kind == ErrorKind.READ_TIMEOUT.value
+    timeout = read_timeout | (kind == ErrorKind.CONNECT_TIMEOUT.value)
     direct_pod = np.isin(method, _DIRECT_POD)
     inferred_pod = method == PodMatch.INFERRED.value
-    pod_leaving = np.isin(state, ("terminating", "gone")) & (since_deletion <= LAG_HORIZON_MS)
-    pod_new = (state == "starting") | (
-        (state == "ready") & (since_ready <= NOT_READY_GRACE_MS) & (since_ready >= 0)
+    # NaN comparisons are False: a Pod never deleted is never leaving
+    pod_leaving = (since_deletion >= -WATCH_LAG_MS) & (since_deletion <= LAG_HORIZON_MS)
+    pod_new = np.isin(state, ("pending", "starting")) | (
+        (state == "ready") & (since_ready <= NOT_READY_GRACE_MS)
     )
-    closed_before = server_close <= RACE_CROSSING_MS  # NaN compares False
-    closed_after = server_close > RACE_CROSSING_MS
-    no_ready = ready_endpoints == 0
-    capacity_short = (
-        np.full(len(f), False)
-        if context.desired_replicas is None
-        else ready_endpoints < context.desired_replicas
-    )
+    # the server closed before the request reached it (or the two crossed on the wire) ...
+    race_close = fin_then_rst & (server_close <= RACE_CROSSING_MS)
+    closed_before = server_close <= 0
+    # ... or while the request was in flight
+    closed_during = (server_close > 0) & ~race_close
     lb_gap = (
         (kind == ErrorKind.CONNECT_TIMEOUT.value) & (lacking > 0) & np.bool_(context.local_policy)
     )
 
     rules: list[tuple[np.ndarray, Cause, float, str]] = [
-        # connection-level failures of new connections
-        (connect_failure & no_ready, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
+        # connection-level failures of new connections: what the SYN met decides
         (connect_failure & direct_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.95, "lag-direct"),
         (connect_failure & direct_pod & pod_new, Cause.NOT_READY, 0.9, "not-ready-connect"),
+        (connect_failure & ~direct_pod & no_endpoints, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
         (connect_failure & ~direct_pod & lb_gap, Cause.LB_LAG, 0.75, "lb-lag"),
-        (connect_failure & inferred_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.7, "lag-inferred"),
-        (connect_failure & inferred_pod & pod_new, Cause.NOT_READY, 0.6, "not-ready-connect"),
-        # established connections cut by the server
-        (cut & reused & closed_before, Cause.KEEPALIVE_RACE, 0.95, "race-packets"),
-        (cut & closed_after & deleted_by_end, Cause.INFLIGHT_CUT, 0.95, "cut-packets"),
+        (connect_failure & inferred_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.6, "lag-inferred"),
+        (connect_failure & inferred_pod & pod_new, Cause.NOT_READY, 0.5, "not-ready-connect"),
+        # established connections closed by the server: *when* it closed decides
+        (cut & reused & race_close, Cause.KEEPALIVE_RACE, 0.95, "race-packets"),
+        (cut & closed_during & deleted_by_end, Cause.INFLIGHT_CUT, 0.95, "cut-packets"),
+        (cut & reused & closed_before, Cause.KEEPALIVE_RACE, 0.8, "race-packets"),
+        (cut & closed_during, Cause.INFLIGHT_CUT, 0.7, "cut-packets"),
         (
             cut & reused & ~has_packets & no_bytes & (duration_ms <= FAST_FAILURE_MS),
             Cause.KEEPALIVE_RACE,
             0.6,
             "race-timing",
         ),
-        (cut & ~closed_before & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
-        # application answers
+        (cut & ~has_packets & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
+        # application answers and timeouts: the most possible reasons, so last
         (is_5xx & pod_new, Cause.NOT_READY, 0.9, "not-ready-5xx"),
-        (is_5xx & no_ready, Cause.NO_ENDPOINTS, 0.8, "no-endpoints"),
+        (is_5xx & no_endpoints, Cause.NO_ENDPOINTS, 0.8, "no-endpoints"),
         ((is_5xx | timeout) & capacity_short, Cause.OVERLOAD, 0.7, "overload"),
         (is_5xx & pod_leaving & ~reused, Cause.ENDPOINT_LAG, 0.6, "lag-5xx"),
-        (
-            (is_5xx | (kind == ErrorKind.READ_TIMEOUT.value)) & deleted_by_end,
-            Cause.INFLIGHT_CUT,
-            0.6,
-            "cut-state",
-        ),
+        ((is_5xx | read_timeout) & deleted_by_end, Cause.INFLIGHT_CUT, 0.6, "cut-state"),
     ]
     conditions = [r[0] for r in rules]
     cause = np.select(conditions, [r[1].value for r in rules], default=Cause.UNEXPLAINED.value)
     confidence = np.select(conditions, [r[2] for r in rules], default=0.0)
     template = np.select(conditions, [r[3] for r in rules], default="unexplained")
-    # a Pod that was only inferred weakens any rule that leaned on it
-    confidence = np.where(inferred_pod & (confidence > 0.6), confidence - 0.1, confidence)
 
     out = pd.DataFrame(
         {
@@ -282,7 +372,7 @@ def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
     for tpl, kind, pod, method, since_del, since_ready, close, idle, ready, lacking in rows:
         via = f"(Pod from {method})"
         if tpl == "no-endpoints":
-            s = f"{kind} while the Service had {ready} ready endpoints"
+            s = f"{kind} while the Service had no usable endpoint (now or within the rules lag)"
         elif tpl in ("lag-direct", "lag-inferred", "lag-5xx"):
             s = (
                 f"new connection {kind} at {pod} {via}, {_fmt_ms(since_del)} after its deletion "
@@ -298,10 +388,12 @@ def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
                 f"externalTrafficPolicy Local"
             )
         elif tpl == "race-packets":
-            s = (
-                f"{kind} on a reused connection idle {_fmt_ms(idle)}: the server closed it "
+            when = (
                 f"{_fmt_ms(-close)} before the request was sent"
+                if close <= 0
+                else f"{_fmt_ms(close)} after it, crossing the request on the wire"
             )
+            s = f"{kind} on a reused connection idle {_fmt_ms(idle)}: the server closed it {when}"
         elif tpl == "race-timing":
             s = (
                 f"{kind} within {FAST_FAILURE_MS:.0f} ms on a reused connection idle "

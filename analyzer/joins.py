@@ -12,9 +12,11 @@ How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evid
    first by the client's own address and port when the load balancer preserves the source
    (``externalTrafficPolicy: Local``, or a Cluster hop that does not masquerade): the first node
    SYN from that address and port at or after the client's SYN, within ``NODE_SYN_WINDOW_NS``
-   (SYN retransmissions may be what gets through). When the source was rewritten (SNAT), the
-   node connection whose SYN is nearest in time to the client's SYN within ``SNAT_SYN_WINDOW_NS``
-   and that no other client connection claimed. The Pod IP is then resolved to the Pod that held
+   (SYN retransmissions may be what gets through). Then by port alone, the same way: a
+   masquerading node (Cluster policy) rewrites the address but keeps the source port whenever it
+   is free. Last, when the port was rewritten too, the node connection whose SYN is nearest in
+   time to the client's SYN within ``SNAT_SYN_WINDOW_NS`` that no other client connection
+   claimed. The Pod IP is then resolved to the Pod that held
    that IP at that moment.
 3. ``inferred``: neither exists, so the Pod is inferred from which Pods were in which state at
    request start (pods and endpoints tables): a connection-level failure points at the Pod most
@@ -24,6 +26,8 @@ How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evid
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +48,33 @@ _CONNECT_FAILURES = {
     ErrorKind.CONNECT_TIMEOUT.value,
     ErrorKind.UNREACHABLE.value,
 }
+
+
+def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
+    """``table[key]`` for every key, NA where absent, keeping ``table``'s dtype exactly.
+
+    ``Series.map`` may hand back floats (or Arrow doubles) for nanosecond columns, which cannot
+    hold 1.8e18 exactly; positions from the index keep integers integers.
+    """
+    if table.index.has_duplicates:
+        table = table[~table.index.duplicated(keep="last")]
+    if table.empty:
+        empty: pd.Series = pd.Series(pd.NA, index=keys.index, dtype=_nullable(table.dtype))
+        return empty
+    pos = pd.Index(table.index).get_indexer(pd.Index(keys.to_numpy()))
+    found = pos >= 0
+    values = table.iloc[np.where(found, pos, 0)]
+    out = pd.Series(values.to_numpy(), index=keys.index, dtype=table.dtype)
+    if not found.all():
+        out = out.astype(_nullable(table.dtype))
+        out[~found] = pd.NA
+    return out
+
+
+def _nullable(dtype: Any) -> Any:
+    """The NA-capable version of a dtype (int64 → Int64, bool → boolean)."""
+    kind = getattr(dtype, "kind", "")
+    return {"i": "Int64", "u": "Int64", "b": "boolean", "f": "float64"}.get(kind, dtype)
 
 
 def request_connections(requests: pd.DataFrame, client_conns: pd.DataFrame) -> pd.Series:
@@ -89,7 +120,7 @@ def request_connections(requests: pd.DataFrame, client_conns: pd.DataFrame) -> p
     key_by_conn = pd.Series(
         matched["conn_key"].astype("int64").to_numpy(), index=matched["conn_id"].to_numpy()
     )
-    out[:] = requests["conn_id"].map(key_by_conn).astype("Int64").to_numpy()
+    out[:] = lookup(requests["conn_id"], key_by_conn).astype("Int64").to_numpy()
     return out
 
 
@@ -125,9 +156,23 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
     exact = exact[exact["node_key"].notna()]
     out[exact["idx"].to_numpy()] = exact["node_key"].astype("int64").to_numpy()
 
-    # SNAT: the source was rewritten, only SYN time is left; a node connection is used once
-    rest_left = left[~left["idx"].isin(exact["idx"])]
-    rest_right = right[~right["node_key"].isin(exact["node_key"])]
+    # masquerade rewrites the address but keeps the port when it can (iptables/nft MASQUERADE)
+    left = left[~left["idx"].isin(exact["idx"])]
+    right = right[~right["node_key"].isin(exact["node_key"])]
+    same_port = pd.merge_asof(
+        left.drop(columns="ip"),
+        right.drop(columns="ip"),
+        on="t",
+        by="port",
+        direction="forward",
+        tolerance=NODE_SYN_WINDOW_NS,
+    )
+    same_port = same_port[same_port["node_key"].notna()].drop_duplicates("node_key")
+    out[same_port["idx"].to_numpy()] = same_port["node_key"].astype("int64").to_numpy()
+
+    # SNAT with a new port: only SYN time is left; a node connection is used once
+    rest_left = left[~left["idx"].isin(same_port["idx"])]
+    rest_right = right[~right["node_key"].isin(same_port["node_key"])]
     if rest_left.empty or rest_right.empty:
         return out
     near = pd.merge_asof(
@@ -185,7 +230,7 @@ def pod_states(pod_names: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd
     t = times.to_numpy(dtype="float64")
 
     def col(name: str) -> np.ndarray:
-        series = names.map(info[name]) if name in info.columns else pd.Series(pd.NA, index=idx)
+        series = lookup(names, info[name]) if name in info.columns else pd.Series(pd.NA, index=idx)
         return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
     created, started, ready = col("created_ns"), col("started_ns"), col("ready_ns")
@@ -204,7 +249,7 @@ def pod_states(pod_names: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd
     )
     state_series = pd.Series(state, index=idx, dtype="string")
     state_series[names.isna()] = pd.NA
-    node = names.map(info["node"]) if "node" in info.columns else pd.Series(pd.NA, index=idx)
+    node = lookup(names, info["node"]) if "node" in info.columns else pd.Series(pd.NA, index=idx)
     return pd.DataFrame(
         {
             "pod_state": state_series,

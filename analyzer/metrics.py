@@ -16,6 +16,7 @@ from typing import TypedDict
 import numpy as np
 import pandas as pd
 
+from analyzer.joins import lookup
 from analyzer.schema import WINDOWS, Cause, ErrorKind, check_frame
 
 DEFAULT_MERGE_GAP_NS = 1_000_000_000
@@ -130,7 +131,7 @@ def readiness_lead(pods: pd.DataFrame, requests: pd.DataFrame, since_ns: int) ->
     ]
     first_ok = served.groupby("pod_matched")["end_ns"].min().astype("float64")
     became_ready = pods[pods["ready_ns"].notna() & (pods["ready_ns"] >= since_ns)]
-    first = pd.to_numeric(became_ready["pod"].map(first_ok), errors="coerce").astype("float64")
+    first = lookup(became_ready["pod"], first_ok).astype("float64")
     lead = pd.Series(
         (first - became_ready["ready_ns"].astype("float64")).to_numpy() / 1e6,
         index=became_ready["pod"].astype(str).to_numpy(),
@@ -162,14 +163,14 @@ def endpoint_propagation(
     if node_conns.empty or leaving_ns.empty:
         return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
     conns = node_conns[node_conns["pod"].notna() & (node_conns["syn_count"] > 0)]
-    t0 = conns["pod"].map(leaving_ns)
+    t0 = lookup(conns["pod"], leaving_ns)
     late = conns[t0.notna() & (conns["syn_ns"] >= t0)]
     last = late.groupby(["pod", "capture"], as_index=False)["syn_ns"].max()
     return pd.DataFrame(
         {
             "pod": last["pod"].astype("string"),
             "node": last["capture"].map(lambda c: capture_nodes.get(c, c)).astype("string"),
-            "propagation_ms": (last["syn_ns"] - last["pod"].map(leaving_ns)).astype("float64")
+            "propagation_ms": (last["syn_ns"] - lookup(last["pod"], leaving_ns)).astype("float64")
             / 1e6,
         }
     )

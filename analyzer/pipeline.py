@@ -241,12 +241,14 @@ def _join_requests(
     conn_key = joins.request_connections(requests, client_conns)
     node_key_by_client = joins.node_connections_for(client_conns, node_conns)
     node_key_by_client.index = client_conns["conn_key"].to_numpy()
-    node_key = conn_key.map(node_key_by_client.dropna()).astype("Int64")
+    node_key = joins.lookup(conn_key, node_key_by_client.dropna()).astype("Int64")
     node_info = node_conns.set_index("conn_key")
     node_pod = pd.Series(pd.NA, index=requests.index, dtype="string")
     if not node_info.empty and node_key.notna().any():
         node_pod = joins.pods_by_ip(
-            node_key.map(node_info["server_ip"]), node_key.map(node_info["syn_ns"]), pods
+            joins.lookup(node_key, node_info["server_ip"]),
+            joins.lookup(node_key, node_info["syn_ns"]),
+            pods,
         )
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
     matched = joins.attach_pods(joined, node_pod, pods)

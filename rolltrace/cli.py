@@ -19,8 +19,10 @@ app = typer.Typer(
 # A command group is mounted under its own name (e.g. `rolltrace cluster up`).
 _COMMAND_MODULES: list[str] = [
     "cmd_analyze",
+    "cmd_demo",
     "cmd_validate",
     "cmd_scenario",
+    "cmd_run",
     "cmd_cluster",
     "cmd_cluster_exec",
 ]

@@ -42,6 +42,9 @@ def evidence(**kw: Any) -> dict[str, Any]:
         "idle_ms": np.nan,
         "pod_deleted_by_end": False,
         "ready_endpoints": 3,
+        "no_endpoints_recently": False,
+        "capacity_short_recently": False,
+        "fin_then_rst": False,
         "nodes_lacking_local": 0,
     }
     row.update(kw)
@@ -65,7 +68,13 @@ NEW_POD = {"pod": "new", "pod_state": "ready", "ms_since_ready": 400.0}
 @pytest.mark.parametrize(
     ("context", "kw", "cause", "min_conf"),
     [
-        (CLUSTER, {"ready_endpoints": 0}, Cause.NO_ENDPOINTS, 0.8),
+        (CLUSTER, {"no_endpoints_recently": True}, Cause.NO_ENDPOINTS, 0.8),
+        (
+            CLUSTER,
+            {**LEAVING_POD, "pod_method": "node-capture", "no_endpoints_recently": True},
+            Cause.ENDPOINT_LAG,
+            0.9,
+        ),
         (
             CLUSTER,
             {**LEAVING_POD, "pod_method": "node-capture", "conn_outcome": "refused"},
@@ -108,7 +117,8 @@ NEW_POD = {"pod": "new", "pod_state": "ready", "ms_since_ready": 400.0}
             {
                 "error_kind": "reset",
                 "conn_reused": True,
-                "server_close_ms": -0.5,
+                "server_close_ms": 12.0,
+                "fin_then_rst": True,
                 "idle_ms": 900.0,
                 "pod": "old",
                 "pod_method": "header",
@@ -136,7 +146,7 @@ NEW_POD = {"pod": "new", "pod_state": "ready", "ms_since_ready": 400.0}
         ),
         (
             CLUSTER,
-            {"error_kind": "read-timeout", "ready_endpoints": 2, "end_ns": 101 * S},
+            {"error_kind": "read-timeout", "capacity_short_recently": True, "end_ns": 101 * S},
             Cause.OVERLOAD,
             0.6,
         ),
@@ -174,7 +184,7 @@ def test_keepalive_race_without_packets_falls_back_to_timing_with_less_confidenc
 
 
 def test_decide_is_vectorized_over_many_rows_and_keeps_order() -> None:
-    rows = [evidence(request_id=i, ready_endpoints=i % 2) for i in range(1000)]
+    rows = [evidence(request_id=i, no_endpoints_recently=i % 2 == 0) for i in range(1000)]
     frame = pd.DataFrame(rows)
     for col in ("ms_since_deletion", "ms_since_ready", "conn_age_ms", "server_close_ms", "idle_ms"):
         frame[col] = frame[col].astype("Float64")
@@ -213,4 +223,37 @@ def test_cluster_state_counts_ready_endpoints_and_nodes_without_local_ones() -> 
     times = pd.Series([10 * S, 52 * S, 70 * S])
     state = attribution.cluster_state_at(times, endpoints, LOCAL)
     assert state["ready_endpoints"].tolist() == [2, 1, 2]
+    assert not state["no_endpoints_recently"].any()
+    alone = endpoints[endpoints["pod"] == "a"]
+    times = pd.Series([10 * S, 49 * S, 52 * S, 54.9 * S, 56 * S])
+    recent = attribution.cluster_state_at(times, alone, LOCAL)["no_endpoints_recently"]
+    # not ready from 50 s; "recent" means within the 5 s a node's rules may lag
+    assert recent.tolist() == [False, False, True, True, True]
+    back = make_frame(
+        ENDPOINTS, [ep("a", "node-1", True, 0, 50), ep("a", "node-1", True, 51, None)]
+    )
+    recent = attribution.cluster_state_at(pd.Series([55 * S, 57 * S]), back, LOCAL)
+    assert recent["no_endpoints_recently"].tolist() == [True, False]
     assert state["nodes_lacking_local"].tolist() == [0, 1, 1]
+
+
+def test_race_and_cut_are_told_apart_by_the_close_sequence_not_just_its_timing() -> None:
+    reused_cut = {"error_kind": "reset", "conn_reused": True, "pod": "old", "pod_method": "header"}
+    # a FIN answered by a RST within the crossing window: the request hit a closed socket
+    race = decide_one(**reused_cut, server_close_ms=3.0, fin_then_rst=True)
+    assert race["cause"] == Cause.KEEPALIVE_RACE.value
+    # a close 3 ms into the request without that sequence: the request was in flight
+    cut = decide_one(**reused_cut, server_close_ms=3.0, pod_deleted_by_end=True)
+    assert cut["cause"] == Cause.INFLIGHT_CUT.value
+    # a FIN then RST long after the request started is not a race either
+    late = decide_one(
+        **reused_cut, server_close_ms=400.0, fin_then_rst=True, pod_deleted_by_end=True
+    )
+    assert late["cause"] == Cause.INFLIGHT_CUT.value
+
+
+def test_a_deletion_the_watch_reported_just_after_the_request_still_counts() -> None:
+    row = decide_one(
+        pod="old", pod_method="node-capture", pod_state="ready", ms_since_deletion=-200.0
+    )
+    assert row["cause"] == Cause.ENDPOINT_LAG.value
