@@ -79,6 +79,7 @@ class PodWorker:
         self.start_time = rfc3339()
         self._deletion = asyncio.Event()
         self._forced = False
+        self._cut_short: list[asyncio.Task[None]] = []
         self._dirty = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -90,7 +91,11 @@ class PodWorker:
             self._deletion.set()
 
     def removed(self) -> None:
-        """Deleted from the API without our confirmation (forced): stop at once."""
+        """Deleted from the API without our confirmation (forced), or the kubelet is stopping:
+        stop at once, even when a graceful termination is already under way."""
+        if self._deletion.is_set() and not self._forced:
+            for runner in self.runners:
+                self._cut_short.append(asyncio.get_running_loop().create_task(runner.kill_now()))
         self._forced = True
         self._deletion.set()
 
@@ -120,6 +125,7 @@ class PodWorker:
         spec = self.pod.get("spec", {})
         env = PodEnv(
             pod_name=self.name,
+            namespace=self.namespace,
             node_name=k.node_name,
             pod_ip=self.sandbox.ip,
             exec_prefix=k.sandboxes.exec_prefix(self.sandbox),
@@ -169,6 +175,7 @@ class PodWorker:
         """Runs even when the kubelet is stopped or crashes mid-way: no process or sandbox
         outlives the worker."""
         await asyncio.gather(*(r.kill_now() for r in self.runners if not r.record.final))
+        await asyncio.gather(*self._cut_short)
         if self.sandbox is not None:
             await self.kubelet.sandboxes.destroy(self.sandbox)
         if self._status_task is not None:

@@ -48,6 +48,7 @@ class PodEnv:
     """What every container of one Pod shares."""
 
     pod_name: str
+    namespace: str
     node_name: str
     pod_ip: str
     exec_prefix: list[str]
@@ -71,6 +72,7 @@ class ContainerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # cuts a restart back-off short when the Pod goes away
+        self._killed = asyncio.Event()  # cuts a running preStop hook short (forced removal)
 
     # -- public --------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,6 +94,7 @@ class ContainerRunner:
         """The Pod is gone from the API (forced deletion): no hooks, no grace."""
         self.terminating = True
         self._wake.set()
+        self._killed.set()
         if self._alive:
             self._truth("sigkill", pid=self.record.pid, cause="forced")
             self._signal_group(signal.SIGKILL)
@@ -193,7 +196,7 @@ class ContainerRunner:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         log_path = (
-            self.pod.log_dir / f"{self.pod.pod_name}_{self.record.name}.log"
+            self.pod.log_dir / f"{self.pod.namespace}_{self.pod.pod_name}_{self.record.name}.log"
             if self.pod.log_dir is not None
             else Path(os.devnull)
         )
@@ -281,7 +284,7 @@ class ContainerRunner:
         prestop = (self.container.get("lifecycle") or {}).get("preStop")
         if prestop and process.returncode is None:
             self._truth("prestop-start", handler=next(iter(prestop), ""), cause=cause)
-            ok = await self._run_hook(prestop, deadline - loop.time())
+            ok = await self._run_hook_unless_killed(prestop, deadline - loop.time())
             self._truth("prestop-end", ok=ok, cause=cause)
             if not ok:
                 self._emit(
@@ -298,6 +301,16 @@ class ContainerRunner:
             self._truth("sigkill", pid=process.pid, cause=cause)
             self._signal_group(signal.SIGKILL)
             await process.wait()
+
+    async def _run_hook_unless_killed(self, hook: JsonObject, budget_s: float) -> bool:
+        hook_task = asyncio.get_running_loop().create_task(self._run_hook(hook, budget_s))
+        killed = asyncio.get_running_loop().create_task(self._killed.wait())
+        await asyncio.wait({hook_task, killed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (hook_task, killed):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            return await hook_task
+        return False
 
     async def _run_hook(self, hook: JsonObject, budget_s: float) -> bool:
         if budget_s <= 0:

@@ -73,7 +73,11 @@ async def test_pod_runs_then_becomes_ready_by_its_readiness_probe(cluster: Harne
     app_ready = next(t for t in truth if t["event"] == "ready-to-serve")
     assert app_ready["source"] == "demoapp/web-1"
     assert (app_ready["ts_ns"] - started["ts_ns"]) / 1e9 >= 1.2  # the warm-up really happened
-    assert (cluster.logs / "web-1_app.log").read_text().startswith("demoapp web-1 listening on")
+    assert (
+        (cluster.logs / "default_web-1_app.log")
+        .read_text()
+        .startswith("demoapp web-1 listening on")
+    )
     reasons = await _event_reasons(cluster, "web-1")
     assert reasons[:3] == ["Pulled", "Created", "Started"]
     assert "Unhealthy" in reasons  # the readiness probe failed during the warm-up
@@ -254,3 +258,25 @@ async def test_stopping_the_kubelet_leaves_no_process_behind(tmp_path: Path) -> 
             pids.append(int(container_status(pod)["containerID"].removeprefix("rolltrace://")))
         assert all(_alive(pid) for pid in pids)
     assert pids and not any(_alive(pid) for pid in pids)
+
+
+async def test_forced_removal_cuts_a_graceful_termination_short(cluster: Harness) -> None:
+    container = demoapp(
+        "--shutdown",
+        "ignore",
+        readinessProbe=READY_PROBE,
+        lifecycle={"preStop": {"sleep": {"seconds": 20}}},
+    )
+    await cluster.create_pod("slow", [container], terminationGracePeriodSeconds=30)
+    pod = await cluster.wait_pod("slow", lambda p: condition(p, "Ready"))
+    pid = int(container_status(pod)["containerID"].removeprefix("rolltrace://"))
+    await cluster.client.delete("pods", "slow", "default")
+    await asyncio.sleep(0.3)  # preStop sleeping
+    await cluster.client.delete("pods", "slow", "default", grace_period_seconds=0)  # --force
+    for _ in range(100):
+        if not _alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(pid)
+    events = [(t["event"], t.get("cause")) for t in cluster.events("slow")]
+    assert ("sigkill", "forced") in events and events[-1][0] == "exited"
