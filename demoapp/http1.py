@@ -80,8 +80,10 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavai
 
 
 def render_response(
-    status: int, body: bytes, pod_name: str, pod_version: str, keep_alive: bool
+    status: int, body: bytes, pod_name: str, pod_version: str, keep_alive: bool, head_only: bool
 ) -> bytes:
+    """``head_only`` (a HEAD request): the headers describe the body but it is not sent, or a
+    pipelining client would read it as the start of the next response."""
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
         f"Content-Type: text/plain\r\n"
@@ -89,4 +91,4 @@ def render_response(
         f"X-Pod-Name: {pod_name}\r\n"
         f"X-Pod-Version: {pod_version}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    ).encode("latin-1") + body
+    ).encode("latin-1") + (b"" if head_only else body)

@@ -82,9 +82,11 @@ class DemoApp:
         return f"hello from {self.config.pod_name} {self.config.pod_version}\n".encode()
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one app per process; bounded
-    def response_bytes(self, status: int, body: bytes, keep_alive: bool) -> bytes:
+    def response_bytes(
+        self, status: int, body: bytes, keep_alive: bool, head_only: bool = False
+    ) -> bytes:
         return render_response(
-            status, body, self.config.pod_name, self.config.pod_version, keep_alive
+            status, body, self.config.pod_name, self.config.pod_version, keep_alive, head_only
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -253,12 +255,12 @@ class Connection(asyncio.Protocol):
             return
         status, body = outcome
         keep_alive = request.keep_alive and not self.close_after_response
-        self._send(status, body, keep_alive)
+        self._send(status, body, keep_alive, head_only=request.method == "HEAD")
 
-    def _send(self, status: int, body: bytes, keep_alive: bool) -> None:
+    def _send(self, status: int, body: bytes, keep_alive: bool, head_only: bool = False) -> None:
         if self.transport is None:
             return
-        self.transport.write(self.app.response_bytes(status, body, keep_alive))
+        self.transport.write(self.app.response_bytes(status, body, keep_alive, head_only))
         if not keep_alive:
             self.buffer.clear()
             self.transport.close()

@@ -30,6 +30,18 @@ def test_every_response_names_the_pod_and_keep_alive_serves_many_requests(start_
     assert all(line["source"] == "demoapp/web-1" for line in app.truth())
 
 
+def test_head_response_has_no_body_so_pipelining_stays_aligned(start_app: Any) -> None:
+    app = start_app()
+    with connect(app.port) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        sock.settimeout(1.0)
+        time.sleep(0.2)
+        data = sock.recv(65536)
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert b"Content-Length: 20" in first  # describes the GET body it does not send
+    assert rest.startswith(b"HTTP/1.1 200 OK") and rest.endswith(b"\r\n\r\nok\n")
+
+
 def test_startup_delay_comes_before_listening(start_app: Any) -> None:
     app = start_app("--startup-delay", "0.5")
     assert app.listening_at - app.started_at >= 0.5
