@@ -87,6 +87,29 @@ def _parse_path(path: str) -> Target | None:
     )
 
 
+def events_v1(event: JsonObject) -> JsonObject:
+    """A stored core/v1 Event as events.k8s.io/v1 shows it (upstream's field mapping)."""
+    renamed = {
+        "involvedObject": "regarding",
+        "message": "note",
+        "reportingComponent": "reportingController",
+        "source": "deprecatedSource",
+        "firstTimestamp": "deprecatedFirstTimestamp",
+        "lastTimestamp": "deprecatedLastTimestamp",
+        "count": "deprecatedCount",
+    }
+    converted = {renamed.get(key, key): value for key, value in event.items()}
+    converted["apiVersion"] = "events.k8s.io/v1"
+    if not converted.get("eventTime"):  # required in v1; old-style Events only have timestamps
+        stamp = event.get("firstTimestamp") or event.get("metadata", {}).get("creationTimestamp")
+        converted["eventTime"] = str(stamp or "1970-01-01T00:00:00Z").replace("Z", ".000000Z")
+    return converted
+
+
+def _served_as(target: Target, obj: JsonObject) -> JsonObject:
+    return events_v1(obj) if target.rtype.group == "events.k8s.io" else obj
+
+
 def _status_response(error: ApiError) -> web.Response:
     body = error.status or errors.status_body(error.code, error.reason, str(error))
     return web.json_response(body, status=error.code)
@@ -282,10 +305,11 @@ class ApiServer:
             obj = self.store.get(target.rtype.plural, target.namespace, target.name)
             return self._object_response(request, target, obj)
         body = _body_json(await request.read()) if request.can_read_body else None
+        dry_run = "All" in query.getall("dryRun", [])
         if request.method == "POST" and target.name is None:
             if not isinstance(body, dict):
                 raise errors.bad_request("expected an object")
-            created = self.store.create(target.rtype.plural, target.namespace, body)
+            created = self.store.create(target.rtype.plural, target.namespace, body, dry_run)
             return web.json_response(created, status=201)
         if target.name is None:
             raise errors.method_not_allowed()
@@ -297,7 +321,7 @@ class ApiServer:
                     "the name of the object does not match the name on the URL"
                 )
             updated = self.store.update(
-                target.rtype.plural, target.namespace, body, target.subresource
+                target.rtype.plural, target.namespace, body, target.subresource, dry_run
             )
             return web.json_response(updated)
         if request.method == "PATCH":
@@ -315,6 +339,7 @@ class ApiServer:
                 body,
                 _PATCH_TYPES[content_type],
                 target.subresource,
+                dry_run,
             )
             return web.json_response(patched)
         if request.method == "DELETE":
@@ -329,6 +354,7 @@ class ApiServer:
                 target.name,
                 None if grace is None else int(grace),
                 policy,
+                dry_run,
             )
             return web.json_response(deleted)
         raise errors.method_not_allowed()
@@ -387,7 +413,7 @@ class ApiServer:
                     target.rtype.plural, [obj], meta, request.query.get("includeObject", "Metadata")
                 )
             )
-        return web.json_response(obj)
+        return web.json_response(_served_as(target, obj))
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
         query = request.query
@@ -413,7 +439,7 @@ class ApiServer:
             "kind": f"{target.rtype.kind}List",
             "apiVersion": target.rtype.api_version,
             "metadata": meta,
-            "items": page.items,
+            "items": [_served_as(target, obj) for obj in page.items],
         }
         return web.Response(
             body=json.dumps(body, separators=(",", ":")), content_type="application/json"
@@ -458,6 +484,8 @@ class ApiServer:
                 if as_table and event["type"] != "BOOKMARK":
                     meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
                     obj = to_table(target.rtype.plural, [obj], meta, include_object)
+                elif event["type"] != "BOOKMARK":
+                    obj = _served_as(target, obj)
                 line = (
                     json.dumps({"type": event["type"], "object": obj}, separators=(",", ":")) + "\n"
                 )

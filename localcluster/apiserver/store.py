@@ -309,7 +309,11 @@ class Store:
                 return port
         raise errors.api_error(500, "InternalError", "no free node ports")
 
-    def create(self, resource: str, namespace: str | None, obj: JsonObject) -> JsonObject:
+    def create(
+        self, resource: str, namespace: str | None, obj: JsonObject, dry_run: bool = False
+    ) -> JsonObject:
+        """``dry_run`` (every write has it, as upstream's ``dryRun=All``): validate and return
+        the would-be object without storing it or notifying watchers."""
         rtype = lookup(resource)
         new = copy.deepcopy(obj)
         meta = new.setdefault("metadata", {})
@@ -343,13 +347,20 @@ class Store:
             meta["generation"] = 1
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
+        if dry_run:
+            return new
         meta["resourceVersion"] = self._next_rv()
         table[key] = new
         self._commit(resource, "ADDED", new, None)
         return new
 
     def update(
-        self, resource: str, namespace: str | None, obj: JsonObject, subresource: str | None = None
+        self,
+        resource: str,
+        namespace: str | None,
+        obj: JsonObject,
+        subresource: str | None = None,
+        dry_run: bool = False,
     ) -> JsonObject:
         rtype = lookup(resource)
         meta_in = obj.get("metadata") or {}
@@ -359,7 +370,7 @@ class Store:
         if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(resource, name, rtype.group)
         if subresource == "scale":
-            return self._write_scale(rtype, current, obj)
+            return self._write_scale(rtype, current, obj, dry_run)
         if subresource == "status":
             new = copy.deepcopy(current)
             new["status"] = copy.deepcopy(obj.get("status", {}))
@@ -385,9 +396,11 @@ class Store:
                 self._allocate_service_addresses(new, current)
         else:
             raise errors.not_found(f"{resource}/{subresource}", name, rtype.group)
-        return self._replace(rtype, current, new)
+        return self._replace(rtype, current, new, dry_run)
 
-    def _replace(self, rtype: ResourceType, current: JsonObject, new: JsonObject) -> JsonObject:
+    def _replace(
+        self, rtype: ResourceType, current: JsonObject, new: JsonObject, dry_run: bool = False
+    ) -> JsonObject:
         """Commits ``new`` over ``current``: generation bump on spec change (deployments also on
         annotation change, as upstream), finalizer-driven removal, MODIFIED event."""
         meta = new["metadata"]
@@ -400,6 +413,8 @@ class Store:
         meta["resourceVersion"] = old_meta["resourceVersion"]
         if new == current:
             return current  # a no-op write does not bump the resourceVersion, as upstream
+        if dry_run:
+            return new
         meta["resourceVersion"] = self._next_rv()
         key = self._key(rtype, meta.get("namespace"), meta["name"])
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and rtype.plural != "pods":
@@ -414,7 +429,10 @@ class Store:
         rtype = lookup(resource)
         if "scale" not in rtype.subresources:
             raise errors.not_found(f"{resource}/scale", name, rtype.group)
-        obj = self.get(resource, namespace, name)
+        return self._scale_view(self.get(resource, namespace, name))
+
+    @staticmethod
+    def _scale_view(obj: JsonObject) -> JsonObject:
         selector = obj.get("spec", {}).get("selector", {}).get("matchLabels", {})
         meta = obj["metadata"]
         return {
@@ -433,7 +451,7 @@ class Store:
         }
 
     def _write_scale(
-        self, rtype: ResourceType, current: JsonObject, scale: JsonObject
+        self, rtype: ResourceType, current: JsonObject, scale: JsonObject, dry_run: bool
     ) -> JsonObject:
         replicas = scale.get("spec", {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
@@ -442,7 +460,9 @@ class Store:
             )
         new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
-        self._replace(rtype, current, new)
+        self._replace(rtype, current, new, dry_run)
+        if dry_run:
+            return {**self._scale_view(current), "spec": {"replicas": replicas}}
         return self.scale_of(
             rtype.plural, current["metadata"].get("namespace"), current["metadata"]["name"]
         )
@@ -455,6 +475,7 @@ class Store:
         patch: Any,
         patch_type: str,
         subresource: str | None = None,
+        dry_run: bool = False,
     ) -> JsonObject:
         current = (
             self.scale_of(resource, namespace, name)
@@ -472,7 +493,7 @@ class Store:
             raise errors.bad_request("the name of the object cannot be changed by a patch")
         meta["name"] = name
         meta.setdefault("resourceVersion", current["metadata"]["resourceVersion"])
-        return self.update(resource, namespace, patched, subresource)
+        return self.update(resource, namespace, patched, subresource, dry_run)
 
     def delete(
         self,
@@ -481,6 +502,7 @@ class Store:
         name: str,
         grace_period_seconds: int | None = None,
         propagation_policy: str | None = None,
+        dry_run: bool = False,
     ) -> JsonObject:
         """Pods are deleted gracefully (deletionTimestamp set; removed when their node confirms
         with grace 0, or at once when unscheduled or finished); objects with finalizers wait for
@@ -488,6 +510,8 @@ class Store:
         dependents here; Background/Foreground dependents are the garbage collector's job."""
         rtype = lookup(resource)
         current = self.get(resource, namespace, name)
+        if dry_run:
+            return current
         meta = current["metadata"]
         if resource == "pods":
             spec, status = current.get("spec", {}), current.get("status", {})

@@ -17,7 +17,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.apiclient import ApiError
-from localcluster.apiserver import ApiServer
+from localcluster.apiserver import ApiServer, record_event
 from localcluster.apiserver.thread import ServerThread
 
 NS = "default"
@@ -267,3 +267,32 @@ async def test_http_client_over_unix_socket(tmp_path: Path) -> None:
             await unix.get("pods", "missing", NS)
         assert (exc.value.code, exc.value.reason) == (404, "NotFound")
     assert not (tmp_path / "api.sock").exists()
+
+
+def test_dry_run_changes_nothing(api: k8s.ApiClient) -> None:
+    apps = k8s.AppsV1Api(api)
+    would_be = apps.create_namespaced_deployment(NS, make_deployment(), dry_run="All")
+    assert would_be.metadata.name == "web"
+    assert apps.list_namespaced_deployment(NS).items == []
+    apps.create_namespaced_deployment(NS, make_deployment())
+    preview = apps.patch_namespaced_deployment("web", NS, {"spec": {"replicas": 9}}, dry_run="All")
+    assert preview.spec.replicas == 9
+    assert apps.read_namespaced_deployment("web", NS).spec.replicas == 2
+
+
+def test_recorded_events_are_readable_as_core_and_events_v1(
+    cluster: ServerThread, api: k8s.ApiClient
+) -> None:
+    core = k8s.CoreV1Api(api)
+    created = core.create_namespaced_pod(NS, make_pod("evented"))
+    involved = api.sanitize_for_serialization(created)
+    cluster.run(record_event(cluster.server.client(), involved, "Scheduled", "to n1", "scheduler"))
+    selector = f"involvedObject.name=evented,involvedObject.uid={created.metadata.uid}"
+    core_events = core.list_namespaced_event(NS, field_selector=selector).items
+    assert [(e.reason, e.message, e.involved_object.kind) for e in core_events] == [
+        ("Scheduled", "to n1", "Pod")
+    ]
+    v1_events = k8s.EventsV1Api(api).list_namespaced_event(NS).items
+    assert [(e.reason, e.note, e.regarding.name) for e in v1_events] == [
+        ("Scheduled", "to n1", "evented")
+    ]
