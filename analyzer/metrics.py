@@ -155,21 +155,33 @@ def endpoint_leaving_ns(pods: pd.DataFrame, endpoints: pd.DataFrame) -> pd.Serie
 
 
 def endpoint_propagation(
-    leaving_ns: pd.Series, node_conns: pd.DataFrame, capture_nodes: dict[str, str]
+    leaving_ns: pd.Series,
+    node_conns: pd.DataFrame,
+    capture_nodes: dict[str, str],
+    client_ips: set[str],
 ) -> pd.DataFrame:
     """Endpoint leaving observed → the last new connection that still reached the Pod, per Pod
-    and node, from node-side captures (``node_conns`` carries the resolved ``pod``)."""
+    and forwarding node, from node-side captures (``node_conns`` carries the resolved ``pod``).
+
+    The forwarding node is the one whose rules chose the Pod: under Cluster policy it
+    masquerades the client, so the connection's source address names it (reported as that
+    address: the watch does not list node addresses); when the client's own address arrives
+    (Local policy) it is the capture's node.
+    """
     columns = {"pod": "string", "node": "string", "propagation_ms": "float64"}
     if node_conns.empty or leaving_ns.empty:
         return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
     conns = node_conns[node_conns["pod"].notna() & (node_conns["syn_count"] > 0)]
     t0 = lookup(conns["pod"], leaving_ns)
     late = conns[t0.notna() & (conns["syn_ns"] >= t0)]
-    last = late.groupby(["pod", "capture"], as_index=False)["syn_ns"].max()
+    source = late["client_ip"].astype(str)
+    via = late["capture"].astype(str).map(lambda c: capture_nodes.get(c, c))
+    late = late.assign(via=via.where(source.isin(client_ips), source))
+    last = late.groupby(["pod", "via"], as_index=False)["syn_ns"].max()
     return pd.DataFrame(
         {
             "pod": last["pod"].astype("string"),
-            "node": last["capture"].map(lambda c: capture_nodes.get(c, c)).astype("string"),
+            "node": last["via"].astype("string"),
             "propagation_ms": (last["syn_ns"] - lookup(last["pod"], leaving_ns)).astype("float64")
             / 1e6,
         }

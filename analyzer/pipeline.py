@@ -296,7 +296,8 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
     load_start = meta.phase("load_start") or first_start
     lead = metrics.readiness_lead(pods, joined, load_start)
     leaving = metrics.endpoint_leaving_ns(pods, endpoints)
-    propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes)
+    client_ips = set(requests["local_ip"].dropna().astype(str).unique())
+    propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes, client_ips)
     drain = metrics.drain_duration(pods, joined, node_conns)
     timings_table = pd.concat(
         [

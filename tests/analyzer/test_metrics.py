@@ -153,11 +153,16 @@ def test_timings_readiness_lead_propagation_and_drain() -> None:
             conn(1, 5000, 21.0, 21.1, capture="node-1", server_ip="10.244.1.5"),
             conn(2, 5001, 22.1, 22.2, capture="node-1", server_ip="10.244.1.5"),
             conn(3, 5002, 20.5, 26.0, capture="node-2", server_ip="10.244.1.5"),
+            # masqueraded by node 10.1.0.13: that node's rules still chose the Pod at 23 s
+            conn(
+                4, 5003, 23.1, 23.2, capture="node-2", server_ip="10.244.1.5", client_ip="10.1.0.13"
+            ),
         ],
     ).assign(pod="old")
-    prop = metrics.endpoint_propagation(leaving, node_conns, {"node-1": "n1", "node-2": "n2"})
+    captures = {"node-1": "n1", "node-2": "n2"}
+    prop = metrics.endpoint_propagation(leaving, node_conns, captures, {"10.0.0.2"})
     by_node = dict(zip(prop["node"], prop["propagation_ms"].round(3), strict=True))
-    assert by_node == {"n1": 2000.0, "n2": 400.0}
+    assert by_node == {"n1": 2000.0, "n2": 400.0, "10.1.0.13": 3000.0}
 
     drain = metrics.drain_duration(pods, reqs, node_conns)
     assert drain.to_dict() == {"old": 6000.0}  # the node-2 connection closed at 26 s
