@@ -83,6 +83,7 @@ class _Window:
 _LINK_WIDTH = 24  # the longest link header read: Ethernet with two VLAN tags (22)
 _IP_WIDTH = 40  # the fixed IPv6 header (IPv4 options are never read)
 _TCP_WIDTH = 16  # ports, seq, ack, data offset, flags
+_DECODE_CHUNK = 262_144  # records decoded at a time: bounds the temporary arrays' memory
 
 
 def _network_layer(head: _Window, linktype: I64) -> tuple[I64, I64]:
@@ -174,6 +175,19 @@ class _Segments:
 
     def select(self, rows: Mask | I64) -> _Segments:
         return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
+
+    @staticmethod
+    def concat(parts: list[_Segments]) -> _Segments:
+        """Join decoded chunks, renumbering address codes into one shared list of texts."""
+        if len(parts) == 1:
+            return parts[0]
+        index: dict[str, int] = {}
+        columns: dict[str, list[I64]] = {name: [] for name in parts[0].columns}
+        for part in parts:
+            renumber = np.array([index.setdefault(t, len(index)) for t in part.texts] or [0])
+            for name, column in part.columns.items():
+                columns[name].append(renumber[column] if name in ("src", "dst") else column)
+        return _Segments({k: np.concatenate(v) for k, v in columns.items()}, list(index))
 
 
 def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
@@ -306,7 +320,13 @@ def read_pcap(
     data = path.read_bytes()
     buf = np.frombuffer(data, dtype=np.uint8)
     records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
-    segments = _segments(buf, records)
+    segments = _Segments.concat(
+        [
+            _segments(buf, records.slice(start, start + _DECODE_CHUNK))
+            for start in range(0, max(records.count, 1), _DECODE_CHUNK)
+        ]
+    )
+    del data, buf  # the file's bytes are no longer needed: free them before building the table
     duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
     if duplicate.any():
         segments = segments.select(~duplicate)

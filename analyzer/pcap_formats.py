@@ -10,6 +10,7 @@ byte offset, so a truncated capture still yields every packet before the damage.
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,16 @@ class Records:
     @property
     def count(self) -> int:
         return len(self.data_start)
+
+    def slice(self, start: int, stop: int) -> Records:
+        part = slice(start, stop)
+        return Records(
+            self.data_start[part],
+            self.caplen[part],
+            self.linktype[part],
+            self.ts_ns[part],
+            self.damage,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ def scan_pcap(data: bytes, buf: U8) -> Records:
     snaplen, network = struct.unpack_from(order + "II", data, 16)
     linktype = network & 0xFFFF  # the upper bits carry FCS information
     caplen_at = struct.Struct(order + "I").unpack_from
-    offsets: list[int] = []
+    offsets = array("q")  # 8 bytes per record, where a list of ints would take ~40
     append = offsets.append
     end = len(data)
     off = 24
@@ -109,7 +120,7 @@ def scan_pcap(data: bytes, buf: U8) -> Records:
         damage = f"byte {off}: record truncated (its frame runs past the end of the file)"
     elif off < end:
         damage = f"byte {off}: truncated record header ({end - off} of 16 bytes)"
-    starts = np.array(offsets, dtype=np.int64)
+    starts = np.frombuffer(offsets, dtype=np.int64) if offsets else np.zeros(0, np.int64)
     big = order == ">"
     caplen = read_u32(buf, starts + 8, big)
     too_long = caplen > max(snaplen, MAX_CAPLEN)
