@@ -131,7 +131,7 @@ async def start_real_nodes(
 
     state = Path(state_dir)
     (state / "logs").mkdir(parents=True, exist_ok=True)
-    config_path = state / "cluster.json"
+    config_path = state / "dataplane.json"
     config_path.write_text(config.model_dump_json())
     truth = str(truth_path if truth_path is not None else state / "truth.jsonl")
     common = ["--api-socket", str(api_socket_path), "--token", token]
@@ -142,7 +142,13 @@ async def start_real_nodes(
     try:
         launches = [(plan.lb_netns, "lb", "localcluster.lb", common)]
         launches += [
-            (n.netns, n.name, "localcluster.node", ["--node", n.name, *common]) for n in plan.nodes
+            (
+                n.netns,
+                n.name,
+                "localcluster.node",
+                ["--node", n.name, "--logs-dir", str(state / "logs"), *common],
+            )
+            for n in plan.nodes
         ]
         for netns, label, module, args in launches:
             with open(state / "logs" / f"{label}.log", "ab") as log:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,28 +172,42 @@ class LoadBalancer:
         await self._publish(services)
 
     def _schedule(self, key: ServiceKey, target: Target, register: bool, delay: float) -> None:
+        """(De)register ``target`` after ``delay``; without a delay the bookkeeping happens now,
+        so the rules programmed right after already include (or exclude) it."""
         marker = (key, target.name, register)
         if marker in self._pending:
+            return
+        if delay <= 0:
+            self._set_registered(key, target, register)
+            if register:
+                self._spawn(self._check(key, target))  # a new target is probed right away
             return
         self._pending.add(marker)
 
         async def later() -> None:
             await asyncio.sleep(delay)
             self._pending.discard(marker)
-            registered = self._registered.get(key)
-            if registered is None:
-                return
+            self._set_registered(key, target, register)
             if register:
-                registered[target.name] = target
-                self._health.setdefault((key, target.name), HealthState())
-                await self._check(key, target)  # a new target is probed right away
-            elif target.name in registered:
-                del registered[target.name]
-                self._health.pop((key, target.name), None)
-                self._drain(target, self._lb.deregistration_delay_s if self._lb.draining else 0.0)
+                await self._check(key, target)
             await self.program()
 
-        task = asyncio.create_task(later())
+        self._spawn(later())
+
+    def _set_registered(self, key: ServiceKey, target: Target, register: bool) -> None:
+        registered = self._registered.get(key)
+        if registered is None:
+            return
+        if register:
+            registered[target.name] = target
+            self._health.setdefault((key, target.name), HealthState())
+        elif target.name in registered:
+            del registered[target.name]
+            self._health.pop((key, target.name), None)
+            self._drain(target, self._lb.deregistration_delay_s if self._lb.draining else 0.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -215,9 +229,7 @@ class LoadBalancer:
                     argv = ip.netns_exec(self._conntrack_netns, *argv)
                 await ip.run_async(argv, check=False)
 
-        task = asyncio.create_task(cut())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(cut())
 
     async def _check(self, key: ServiceKey, target: Target) -> None:
         kind, port = target.check

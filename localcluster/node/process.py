@@ -24,6 +24,8 @@ def parse_args(description: str, needs_node: bool) -> argparse.Namespace:
     parser.add_argument("--token", required=True)
     parser.add_argument("--config", required=True, help="ClusterConfig as JSON")
     parser.add_argument("--truth", default=None, help="truth.jsonl to append to")
+    if needs_node:
+        parser.add_argument("--logs-dir", default=None, help="where container logs go")
     return parser.parse_args()
 
 
@@ -37,7 +39,7 @@ async def _serve(
     task: asyncio.Task[None]
     async with HttpClient("http://localhost", args.token, unix_socket=args.api_socket) as client:
         call: Any = (
-            body(client, args.node, config, args.truth)
+            body(client, args.node, config, args.truth, args.logs_dir)
             if needs_node
             else body(client, config, args.truth)
         )

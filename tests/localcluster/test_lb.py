@@ -124,7 +124,7 @@ async def test_local_policy_drops_until_the_health_check_removes_the_node(
                 5,
             )
         load = asyncio.create_task(
-            asyncio.to_thread(run_client, cluster.plan.client_netns, vip, 80, 400, 5.0, 0.25, 0.01)
+            asyncio.to_thread(run_client, cluster.plan.client_netns, vip, 80, 400, 5.0, 0.5, 0.01)
         )
         await asyncio.sleep(1.0)
         # node-3 loses its only Pod: terminating (still serving) with the fallback, gone without
@@ -135,10 +135,12 @@ async def test_local_policy_drops_until_the_health_check_removes_the_node(
         results = await load
         removed = await cluster.wait_truth(
             lambda r: (
-                r["event"] == "lb-health-changed" and r["target"] == "node-3" and not r["healthy"]
+                r["event"] == "lb-targets-changed"
+                and r["ts_ns"] / 1e9 > changed_at
+                and "node-3" not in r["targets"]
             ),
             5,
-        )
+        )  # recorded once the LB's rules no longer send to node-3
         removed_at = removed["ts_ns"] / 1e9
         hc = await cluster.wait_truth(
             lambda r: (
