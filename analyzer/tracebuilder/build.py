@@ -19,7 +19,7 @@ from analyzer.tracebuilder.model import Cluster, build_cluster
 from analyzer.tracebuilder.packets import CLIENT_IP, LB_IP, SERVICE_PORT, capture_frames
 from analyzer.tracebuilder.recipes import Recipe, get_recipe
 from analyzer.tracebuilder.traffic import CAUSES, ERRORS, Traffic, generate
-from analyzer.tracebuilder.watch import _Clock, dump_jsonl, truth_lines, watch_lines
+from analyzer.tracebuilder.watch import Clock, dump_jsonl, truth_lines, watch_lines
 
 T0_NS = 1_790_000_000_000_000_000  # 2026-09-21: one fixed epoch keeps builds reproducible
 WINDOW_MERGE_S = 1.0
@@ -76,7 +76,7 @@ def build_run(
     rng = np.random.default_rng(seed)
     cluster = build_cluster(r, rng)
     traffic = generate(cluster, rng)
-    clock = _Clock(T0_NS)
+    clock = Clock(T0_NS)
     paths = RunPaths(path)
     paths.packets_dir.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(exist_ok=True)
@@ -112,14 +112,14 @@ def build_run(
     )
 
 
-def _ns(clock: _Clock, seconds: pd.Series | np.ndarray[Any, Any]) -> pd.arrays.IntegerArray:
+def _ns(clock: Clock, seconds: pd.Series | np.ndarray[Any, Any]) -> pd.arrays.IntegerArray:
     values = np.asarray(seconds, dtype=np.float64)
     missing = np.isnan(values)
     ns = clock.t0_ns + np.round(np.where(missing, 0.0, values) * 1e9).astype(np.int64)
     return pd.arrays.IntegerArray(ns, missing)
 
 
-def _requests_frame(cluster: Cluster, traffic: Traffic, clock: _Clock) -> pd.DataFrame:
+def _requests_frame(cluster: Cluster, traffic: Traffic, clock: Clock) -> pd.DataFrame:
     q = traffic.requests
     conns = traffic.conns.set_index("conn_id")
     error = np.array([e.value for e in ERRORS], dtype=object)[q["error"].to_numpy()]
@@ -169,9 +169,10 @@ def _write_captures(
             frame = frame.loc[np.repeat(np.arange(len(frame)), 2)].reset_index(drop=True)
         file = paths.packets_dir / f"{name}{suffix}"
         if r.pcapng:
-            write_pcapng(file, frame, linktype=r.linktype, tsresol=9 if r.nanosecond else 6)
+            tsresol = 9 if r.nanosecond else 6
+            write_pcapng(file, frame, linktype=r.linktype, tsresol=tsresol, snaplen=r.snaplen)
         else:
-            write_pcap(file, frame, linktype=r.linktype, nanosecond=r.nanosecond)
+            write_pcap(file, frame, linktype=r.linktype, nanosecond=r.nanosecond, snaplen=r.snaplen)
         node = None if name == "client" else name
         point = "client" if name == "client" else "node"
         captures.append(Capture(file=f"packets/{file.name}", point=point, node=node))
@@ -227,7 +228,7 @@ def _timings(cluster: Cluster) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "pod", "node", "value_ms"])
 
 
-def _pods(cluster: Cluster, clock: _Clock) -> pd.DataFrame:
+def _pods(cluster: Cluster, clock: Clock) -> pd.DataFrame:
     times = [
         "created",
         "started",
@@ -258,7 +259,7 @@ def _pods(cluster: Cluster, clock: _Clock) -> pd.DataFrame:
     return frame
 
 
-def _run_meta(cluster: Cluster, clock: _Clock, captures: list[Capture], seed: int) -> RunMeta:
+def _run_meta(cluster: Cluster, clock: Clock, captures: list[Capture], seed: int) -> RunMeta:
     r = cluster.recipe
     scenario = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v)

@@ -80,6 +80,7 @@ class Recipe:
     linktype: str = "ethernet"
     pcapng: bool = False
     nanosecond: bool = True
+    snaplen: int = 262144  # e.g. 96: headers only, as ``tcpdump -s 96`` (much smaller files)
     node_captures: bool = True
 
     def with_overrides(self, **overrides: Any) -> Recipe:

@@ -38,7 +38,7 @@ _DEPLOYMENT_UID = "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9"
 _SLICE_NAME = f"{APP}-x7k2p"
 
 
-class _Clock:
+class Clock:
     """Model seconds → realtime ns and RFC 3339 (second resolution)."""
 
     def __init__(self, t0_ns: int) -> None:
@@ -56,13 +56,13 @@ def _meta(name: str, uid: str, created: str, **extra: Any) -> Obj:
     return {"name": name, "namespace": NAMESPACE, "uid": uid, "creationTimestamp": created, **extra}
 
 
-def _pod_object(c: Cluster, p: Pod, t: float, clock: _Clock) -> Obj:
+def _pod_object(c: Cluster, p: Pod, t: float, clock: Clock) -> Obj:
     """The Pod as the API server would return it at model time ``t``."""
     r = c.recipe
     meta = _meta(
         p.name,
         p.uid,
-        clock.rfc3339(max(p.created, WATCH_START_S - 600)),
+        clock.rfc3339(p.created),
         labels={"app": APP, "pod-template-hash": TEMPLATE_HASH[p.revision]},
         ownerReferences=[
             {
@@ -143,7 +143,7 @@ def _pod_object(c: Cluster, p: Pod, t: float, clock: _Clock) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
-def _cond(kind: str, ok: bool, since: float, clock: _Clock) -> Obj:
+def _cond(kind: str, ok: bool, since: float, clock: Clock) -> Obj:
     cond: Obj = {
         "type": kind,
         "status": "True" if ok else "False",
@@ -159,7 +159,7 @@ def _rs_uid(revision: int) -> str:
     return f"{revision:08x}-0000-4000-8000-00000000{revision:04x}"
 
 
-def _pod_events(c: Cluster, clock: _Clock) -> Iterator[Event]:
+def _pod_events(c: Cluster, clock: Clock) -> Iterator[Event]:
     for p in c.pods:
         if p.created <= WATCH_START_S:
             yield WATCH_START_S, "ADDED", "Pod", _pod_object(c, p, WATCH_START_S, clock)
@@ -182,7 +182,7 @@ _CONDITIONS = {
 }
 
 
-def _slice_object(c: Cluster, states: np.ndarray[Any, Any], clock: _Clock) -> Obj:
+def _slice_object(c: Cluster, states: np.ndarray[Any, Any], clock: Clock) -> Obj:
     endpoints = []
     for p, state in zip(c.pods, states, strict=True):
         if state == EndpointState.ABSENT:
@@ -216,13 +216,13 @@ def _slice_object(c: Cluster, states: np.ndarray[Any, Any], clock: _Clock) -> Ob
     }
 
 
-def _slice_events(c: Cluster, clock: _Clock) -> Iterator[Event]:
+def _slice_events(c: Cluster, clock: Clock) -> Iterator[Event]:
     yield WATCH_START_S, "ADDED", "EndpointSlice", _slice_object(c, c.slice_states[0], clock)
     for t, states in zip(c.slice_times[1:], c.slice_states[1:], strict=True):
         yield float(t), "MODIFIED", "EndpointSlice", _slice_object(c, states, clock)
 
 
-def _workload_events(c: Cluster, clock: _Clock) -> Iterator[Event]:
+def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
     """Service, Deployment and both ReplicaSets, scaled as the Pods come and go."""
     r = c.recipe
     service = {
@@ -291,7 +291,7 @@ def _workload_events(c: Cluster, clock: _Clock) -> Iterator[Event]:
 
     yield WATCH_START_S, "ADDED", "Deployment", deployment(1, r.replicas)
     yield WATCH_START_S, "ADDED", "ReplicaSet", replicaset(1, r.replicas)
-    yield r.rollout_at_s, "MODIFIED", "Deployment", deployment(2, 0)
+    yield r.rollout_at_s - 0.005, "MODIFIED", "Deployment", deployment(2, 0)  # the trigger
     scale = sorted(
         [(p.created, 2, +1) for p in c.pods if p.created > 0]
         + [(p.deletion, 1, -1) for p in c.pods if p.deletion < INF]
@@ -304,7 +304,7 @@ def _workload_events(c: Cluster, clock: _Clock) -> Iterator[Event]:
     yield c.rollout_complete, "MODIFIED", "Deployment", deployment(2, r.replicas)
 
 
-def watch_lines(c: Cluster, clock: _Clock, rng: np.random.Generator) -> list[Obj]:
+def watch_lines(c: Cluster, clock: Clock, rng: np.random.Generator) -> list[Obj]:
     """events.jsonl lines in receive order, with the recipe's watch gap applied."""
     events = [*_workload_events(c, clock), *_pod_events(c, clock), *_slice_events(c, clock)]
     delays = rng.uniform(0.003, 0.015, len(events))
@@ -338,7 +338,7 @@ def watch_lines(c: Cluster, clock: _Clock, rng: np.random.Generator) -> list[Obj
 
 
 def _relist(
-    current: dict[tuple[str, str], Obj], gap: tuple[float, float], clock: _Clock
+    current: dict[tuple[str, str], Obj], gap: tuple[float, float], clock: Clock
 ) -> list[Obj]:
     """What a watcher writes after a 410 Gone: GAP, RELIST, then a LIST line per object."""
     lines: list[Obj] = []
@@ -360,7 +360,7 @@ def _relist(
     return lines
 
 
-def truth_lines(c: Cluster, clock: _Clock) -> list[Obj]:
+def truth_lines(c: Cluster, clock: Clock) -> list[Obj]:
     """Lifecycle ground truth (TruthEvent names) in time order; request causes come separately."""
     rows: list[tuple[float, Obj]] = []
 

@@ -175,7 +175,12 @@ def test_duplicates_link_types_and_pcapng(tmp_path: Path) -> None:
     )
     again = read_pcap(dup.paths.packets_dir / "client.pcap")
     assert again.attrs["duplicates_dropped"] == len(reference)
-    for options in ({"linktype": "sll2", "pcapng": True}, {"linktype": "raw", "nanosecond": False}):
+    variants: list[dict[str, object]] = [
+        {"linktype": "sll2", "pcapng": True},
+        {"linktype": "raw", "nanosecond": False},
+        {"linktype": "null", "snaplen": 96},
+    ]
+    for options in variants:
         other = build_run(tmp_path / str(options), "inflight-cut", duration_s=10.0, **options)
         suffix = ".pcapng" if options.get("pcapng") else ".pcap"
         packets = read_pcap(other.paths.packets_dir / f"client{suffix}")
