@@ -120,6 +120,20 @@ def resource_path(
     return base
 
 
+async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Newline-delimited records of any length (aiohttp's own line iterator caps a line at its
+    buffer limit, and one EndpointSlice or Table can exceed it)."""
+    pending = b""
+    async for chunk in stream.iter_any():
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
 async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     if response.status < 400:
         return
@@ -229,9 +243,7 @@ class HttpClient:
             self._url + resource_path(resource, namespace), params=params
         ) as response:
             await _raise_for_status(response)
-            async for line in response.content:
-                if not line.strip():
-                    continue
+            async for line in _lines(response.content):
                 event = json.loads(line)
                 obj = event.get("object", {})
                 if event.get("type") == "ERROR":

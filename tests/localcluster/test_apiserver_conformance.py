@@ -296,3 +296,13 @@ def test_recorded_events_are_readable_as_core_and_events_v1(
     assert [(e.reason, e.note, e.regarding.name) for e in v1_events] == [
         ("Scheduled", "to n1", "evented")
     ]
+
+
+async def test_http_watch_carries_objects_larger_than_aiohttp_line_limit() -> None:
+    big = make_pod("big")
+    big["metadata"]["annotations"] = {"blob": "x" * 300_000}
+    async with ApiServer() as server, server.http_client() as tcp:
+        _, rv = await tcp.list("pods", NS)
+        await tcp.create("pods", big, NS)
+        events = [e async for e in tcp.watch("pods", NS, rv, timeout_seconds=1)]
+    assert [len(e["object"]["metadata"]["annotations"]["blob"]) for e in events] == [300_000]
