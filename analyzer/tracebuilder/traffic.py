@@ -329,13 +329,15 @@ class _KeepaliveUser:
         self.port_counter[0] += 1
         return port
 
-    def _record(self, i: int, start: F64, send: F64, served: _Served, connect: float) -> None:
-        """Requests i.. on the open connection (the first opened it when ``connect`` is set)."""
+    def _record(
+        self, i: int, start: F64, send: F64, served: _Served, connect: float, *, new: bool = False
+    ) -> None:
+        """Requests i.. on the current connection; ``new``: the first one opened it (``connect``
+        is when the handshake completed, NaN when it never did)."""
         conn = self.conn
         assert conn is not None
         n = len(start)
         first = np.arange(n) == 0
-        new = not np.isnan(connect)
         self.tables.requests(
             user_kind="keepalive",
             scheduled=self.sched[i : i + n],
@@ -466,7 +468,7 @@ class _KeepaliveUser:
             served = _Served(
                 con.error, con.cause, np.array([-1]), nothing, con.end, np.array([-1]), nothing
             )
-            self._record(i, t, nothing, served, connect=np.nan)
+            self._record(i, t, nothing, served, connect=np.nan, new=True)
             self.tables.conns(
                 conn_id=conn_id,
                 user_kind="keepalive",
@@ -485,7 +487,7 @@ class _KeepaliveUser:
             return
         send = con.established + 0.00005
         served = _serve(self.load, send, con.pod, self.lat[i : i + 1])
-        self._record(i, t, send, served, connect=float(con.established[0]))
+        self._record(i, t, send, served, connect=float(con.established[0]), new=True)
         if served.close[0] >= 0:
             self._close(Close(int(served.close[0])), float(served.close_t[0]))
 

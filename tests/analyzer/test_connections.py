@@ -189,19 +189,33 @@ def conversation(t: int, end: str, seq: int) -> list[Seg]:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.sampled_from(END_KINDS), st.integers(40000, 40003), st.integers(0, 5000)),
+    st.dictionaries(
+        st.integers(40000, 40005),
+        st.lists(
+            st.tuples(st.sampled_from(END_KINDS), st.integers(0, 5000)), min_size=1, max_size=6
+        ),
         min_size=1,
-        max_size=12,
-    )
+        max_size=4,
+    ),
+    st.booleans(),
 )
-def test_random_sequences_round_trip(plan: list[tuple[str, int, int]]) -> None:
-    """Well-formed connections, reusing a few ports, each one after the previous ended."""
-    frames, expected, t = [], [], 0
-    for i, (end, port, pause) in enumerate(plan):
-        t += 2000 + pause  # every conversation is over before the next one starts
-        frames.append(frame(conversation(t, end, seq=i), client=("10.0.0.5", port)))
-        expected.append((t * MS, port, end))
-    conns = tcp_connections(pd.concat(frames, ignore_index=True))
+def test_random_sequences_round_trip(plan: dict[int, list[tuple[str, int]]], v6: bool) -> None:
+    """Well-formed connections on a few ports at once; each port reused after its previous
+    connection ended, so every conversation must come back as one row with its outcome."""
+    client_ip = "fd00::5" if v6 else "10.0.0.5"
+    frames, expected = [], []
+    for port, conversations in plan.items():
+        t = port % 7  # ports interleave in time
+        for i, (end, pause) in enumerate(conversations):
+            t += 2000 + pause
+            frames.append(frame(conversation(t, end, seq=i), client=(client_ip, port)))
+            expected.append((t * MS, port, end))
+    packets = pd.concat(frames, ignore_index=True).sort_values("ts_ns", kind="stable")
+    if v6:
+        packets["ip_version"] = 6
+        packets["dst"] = packets["dst"].replace(SERVER[0], "fd00::10")
+        packets["src"] = packets["src"].replace(SERVER[0], "fd00::10")
+    conns = tcp_connections(packets)
     got = list(zip(conns["syn_ns"], conns["client_port"], conns["outcome"], strict=True))
-    assert got == expected
+    assert sorted(got) == sorted(expected)
+    assert set(conns["client_ip"]) == {client_ip}

@@ -45,11 +45,10 @@ def test_recipe_files_validate_and_agree(runs: dict[str, BuiltRun], name: str) -
     # every new connection's client port and start time is a SYN in the client capture
     conns = client_connections(built)
     syns = set(zip(conns["client_port"], conns["syn_ns"], strict=True))
-    new = requests[
-        requests["conn_new"] | requests["connect_ns"].isna() & (requests["conn_seq"] == 1)
-    ]
-    assert set(zip(new["local_port"], new["start_ns"], strict=True)) <= syns
-    assert len(conns) == requests["conn_id"].nunique()
+    new = requests[requests["conn_new"]]
+    assert set(zip(new["local_port"], new["start_ns"], strict=True)) == syns
+    assert len(new) == len(conns) == requests["conn_id"].nunique()
+    assert (requests.groupby("conn_id")["conn_seq"].min() == 1).all()
 
     # events parse and name exactly the model's Pods, with their nodes and IPs
     events = read_events(built.paths.events)
