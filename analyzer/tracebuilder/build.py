@@ -266,20 +266,27 @@ def _run_meta(cluster: Cluster, clock: Clock, captures: list[Capture], seed: int
         for k, v in dataclasses.asdict(r).items()
     }
     scenario["causes"] = [str(c) for c in r.causes]
+    phases = {
+        "load_start": clock.ns(0.0),
+        "rollout_trigger": clock.ns(r.rollout_at_s),
+        "rollout_complete": clock.ns(cluster.rollout_complete),
+        "load_stop": clock.ns(r.duration_s),
+    }
+    reasons = []
+    if cluster.rollout_complete > r.duration_s:
+        # what a runner would record when the load stops first: the completion was not seen
+        del phases["rollout_complete"]
+        reasons.append("load stopped before the rollout completed")
     return RunMeta(
         schema_version=SCHEMA_VERSION,
         run_id=f"synthetic-{r.name}-{seed}",
-        status=RunStatus.COMPLETE,
+        status=RunStatus.PARTIAL if reasons else RunStatus.COMPLETE,
+        status_reasons=reasons,
         backend="synthetic",
         scenario={"recipe": r.name, "seed": seed, **scenario},
         tool_versions={"rolltrace-tracebuilder": "1"},
         clock={"source": "synthetic", "note": "every trace is on one model clock"},
-        phases={
-            "load_start": clock.ns(0.0),
-            "rollout_trigger": clock.ns(r.rollout_at_s),
-            "rollout_complete": clock.ns(cluster.rollout_complete),
-            "load_stop": clock.ns(r.duration_s),
-        },
+        phases=phases,
         service={
             "name": "demo",
             "namespace": "default",

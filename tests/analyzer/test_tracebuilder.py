@@ -18,6 +18,7 @@ from analyzer.requests import read_requests
 from analyzer.rundir import read_run_meta
 from analyzer.schema import REQUESTS, Cause, check_frame
 from analyzer.tracebuilder import BuiltRun, build_run, get_recipe, recipe_names
+from analyzer.validate import validate_run
 
 SMALL = {"duration_s": 25.0}
 
@@ -36,6 +37,8 @@ def client_connections(built: BuiltRun) -> pd.DataFrame:
 def test_recipe_files_validate_and_agree(runs: dict[str, BuiltRun], name: str) -> None:
     built = runs[name]
     requests = check_frame(read_requests(built.paths.requests), REQUESTS, "test")
+    errors = [p for p in validate_run(built.path) if p.severity == "error"]
+    assert not errors, errors
     meta = read_run_meta(built.path)
     assert meta.backend == "synthetic" and meta.status == "complete"
     phases = [meta.phases[k] for k in ("load_start", "rollout_trigger", "rollout_complete")]
@@ -218,6 +221,14 @@ def test_scapy_reads_the_same_segments(runs: dict[str, BuiltRun]) -> None:
         )
     )
     assert got == expected
+
+
+def test_load_stopping_before_the_rollout_completes_is_a_partial_run(tmp_path: Path) -> None:
+    built = build_run(tmp_path / "short", "clean", duration_s=8.0)
+    meta = read_run_meta(built.path)
+    assert meta.status == "partial" and meta.status_reasons
+    assert "rollout_complete" not in meta.phases
+    assert not [p for p in validate_run(built.path) if p.severity == "error"]
 
 
 def test_bad_names_are_refused(tmp_path: Path) -> None:
