@@ -74,13 +74,16 @@ def read_state(directory: Path) -> ClusterState | None:
         return None
 
 
-def process_alive(pid: int) -> bool:
-    """Alive and really a cluster process (a recycled pid of another program does not count)."""
+def process_alive(pid: int, directory: Path | None = None) -> bool:
+    """Alive and really the cluster process of ``directory`` (a recycled pid of another
+    program, or of another cluster, does not count)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if PROCESS_MARKER.encode() not in cmdline:
+    if not any(PROCESS_MARKER.encode() in argument for argument in arguments):
+        return False
+    if directory is not None and str(directory).encode() not in arguments:
         return False
     try:
         status = Path(f"/proc/{pid}/stat").read_text()

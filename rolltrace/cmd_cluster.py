@@ -127,7 +127,7 @@ def up(
         raise _fail(f"invalid cluster configuration: {exc}") from exc
     directory = state_dir(name)
     existing = read_state(directory)
-    if existing is not None and process_alive(existing.pid):
+    if existing is not None and process_alive(existing.pid, directory):
         raise _fail(
             f"a cluster named {name!r} is already up (pid {existing.pid}, {existing.url}); "
             f"`rolltrace cluster down --name {name}` first, or pick another --name"
@@ -156,11 +156,11 @@ def up(
     typer.echo(f"export KUBECONFIG={state.kubeconfig}")
 
 
-def _stop_process(pid: int, timeout_s: float) -> str:
+def _stop_process(pid: int, directory: Path, timeout_s: float) -> str:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not process_alive(pid):
+        if not process_alive(pid, directory):
             return "stopped"
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
@@ -187,8 +187,8 @@ def down(
     """Stop the cluster and remove everything it made (idempotent)."""
     directory = state_dir(name)
     state = read_state(directory)
-    if state is not None and process_alive(state.pid):
-        typer.echo(f"cluster {name!r}: {_stop_process(state.pid, timeout)}")
+    if state is not None and process_alive(state.pid, directory):
+        typer.echo(f"cluster {name!r}: {_stop_process(state.pid, directory, timeout)}")
     else:
         typer.echo(f"cluster {name!r} is not running")
     if state is not None and state.kubeconfig:
@@ -223,7 +223,7 @@ def status(name: NameOption = "rt") -> None:
     """Show the cluster's URL, process, nodes and Pods."""
     directory = state_dir(name)
     state = read_state(directory)
-    if state is None or not process_alive(state.pid):
+    if state is None or not process_alive(state.pid, directory):
         raise _fail(f"cluster {name!r} is not running")
     typer.echo(
         f"cluster:    {name} ({state.phase}, {'virtual' if state.virtual else 'real'} nodes)"

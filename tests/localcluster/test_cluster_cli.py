@@ -45,7 +45,7 @@ def test_up_status_down(state_root: Path, tmp_path: Path) -> None:
     state = read_state(state_root / name)
     try:
         assert up.exit_code == 0, up.output
-        assert state is not None and process_alive(state.pid)
+        assert state is not None and process_alive(state.pid, state_root / name)
         assert f"export KUBECONFIG={kubeconfig}" in up.output
         assert yaml.safe_load(kubeconfig.read_text())["current-context"] == f"rolltrace-{name}"
         assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
@@ -75,7 +75,7 @@ def test_up_status_down(state_root: Path, tmp_path: Path) -> None:
     finally:
         down = runner.invoke(app, ["cluster", "down", "--name", name])
     assert down.exit_code == 0 and "stopped" in down.output
-    assert not process_alive(state.pid)
+    assert not process_alive(state.pid, state_root / name)
     assert not kubeconfig.exists()
     assert not (state_root / name).exists()
     second = runner.invoke(app, ["cluster", "down", "--name", name])
