@@ -15,6 +15,7 @@ from localcluster.apiclient import ApiClient
 from localcluster.config import ClusterConfig
 from localcluster.controllers.deployment import DeploymentController
 from localcluster.controllers.endpointslice import EndpointSliceController
+from localcluster.controllers.events import Recorder
 from localcluster.controllers.garbagecollector import GarbageCollector
 from localcluster.controllers.informer import Controller, Informers, cancel_tasks
 from localcluster.controllers.replicaset import ReplicaSetController
@@ -27,12 +28,15 @@ SYNC_TIMEOUT_S = 30.0
 class ControllerHandle:
     informers: Informers
     controllers: list[Controller]
+    recorders: list[Recorder]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self) -> None:
         await cancel_tasks(self.tasks)
         for controller in self.controllers:
             controller.queue.close()
+        for recorder in self.recorders:
+            recorder.close()
 
 
 async def start_controllers(
@@ -42,14 +46,18 @@ async def start_controllers(
     sync), then start every controller's worker."""
     config = config or ClusterConfig()
     informers = Informers(client)
+    recorders = {
+        name: Recorder(client, name)
+        for name in ("deployment-controller", "replicaset-controller", "default-scheduler")
+    }
     controllers: list[Controller] = [
-        DeploymentController(client, informers),
-        ReplicaSetController(client, informers),
+        DeploymentController(client, informers, recorders["deployment-controller"]),
+        ReplicaSetController(client, informers, recorders["replicaset-controller"]),
         EndpointSliceController(client, informers, config.endpoint_batch_delay_s),
-        Scheduler(client, informers),
+        Scheduler(client, informers, recorders["default-scheduler"]),
         GarbageCollector(client, informers),
     ]
-    handle = ControllerHandle(informers, list(controllers))
+    handle = ControllerHandle(informers, list(controllers), list(recorders.values()))
     handle.tasks += [
         asyncio.create_task(i.run(), name=f"informer/{i.resource}") for i in informers.all()
     ]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers import rollout as ro
+from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
 from localcluster.controllers.objects import (
     ObjectKey,
@@ -113,8 +114,9 @@ def status_to_json(status: ro.DeploymentStatus) -> JsonObject:
 class DeploymentController:
     name = "deployment"
 
-    def __init__(self, client: ApiClient, informers: Informers) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
         self.client = client
+        self.events = events
         self.deployments = informers["deployments"]
         self.replicasets = informers["replicasets"]
         self.pods = informers["pods"]
@@ -232,7 +234,7 @@ class DeploymentController:
         sizes = ro.proportional_scale(spec, new_view, old_views, previous.replicas)
         by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
         for name, size in sizes.items():
-            by_name[name] = await self._scale(by_name[name], size, spec)
+            by_name[name] = await self._scale(d, by_name[name], size, spec)
         if spec.paused:
             await self._cleanup(spec, [by_name[rs["metadata"]["name"]] for rs in old_rss])
         new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
@@ -261,7 +263,7 @@ class DeploymentController:
         if sizes:
             by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, new_rs]}
             for name, size in sizes.items():
-                by_name[name] = await self._scale(by_name[name], size, spec)
+                by_name[name] = await self._scale(d, by_name[name], size, spec)
             new_rs = by_name[new_rs["metadata"]["name"]]
             old_rss = [by_name[rs["metadata"]["name"]] for rs in old_rss]
         return await self._sync_rollout_status(
@@ -296,7 +298,7 @@ class DeploymentController:
             return None
         by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
         for name, size in sizes.items():
-            by_name[name] = await self._scale(by_name[name], size, spec)
+            by_name[name] = await self._scale(d, by_name[name], size, spec)
         new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
         olds_after = [by_name[rs["metadata"]["name"]] for rs in old_rss]
         return await self._sync_rollout_status(
@@ -333,7 +335,9 @@ class DeploymentController:
             "deployments", updated, d["metadata"].get("namespace"), subresource="status"
         )
 
-    async def _scale(self, rs: JsonObject, size: int, spec: ro.DeploymentSpec) -> JsonObject:
+    async def _scale(
+        self, d: JsonObject, rs: JsonObject, size: int, spec: ro.DeploymentSpec
+    ) -> JsonObject:
         """``scaleReplicaSet``: new size plus the desired/max-replicas annotations that later
         tell a replicas change (proportional scaling) from a rollout step."""
         annotations = {
@@ -351,6 +355,13 @@ class DeploymentController:
         result: JsonObject = await self.client.update(
             "replicasets", updated, rs["metadata"].get("namespace")
         )
+        before = int(rs["spec"].get("replicas") or 0)
+        if before != size:
+            direction = "up" if size > before else "down"
+            message = (
+                f"Scaled {direction} replica set {rs['metadata']['name']} from {before} to {size}"
+            )
+            self.events.emit(d, "ScalingReplicaSet", message)
         return result
 
     async def _sync_revision(
@@ -446,6 +457,11 @@ class DeploymentController:
         }
         try:
             created = await self.client.create("replicasets", rs, d["metadata"].get("namespace"))
+            self.events.emit(
+                d,
+                "ScalingReplicaSet",
+                f"Scaled up replica set {rs['metadata']['name']} from 0 to {replicas}",
+            )
         except ApiError as exc:
             if exc.code != 409 or exc.reason != "AlreadyExists":
                 raise

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
+from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
 from localcluster.controllers.objects import (
     ObjectKey,
@@ -165,8 +166,9 @@ class ReplicaSetController:
     name = "replicaset"
     burst_replicas = 500  # upstream's BurstReplicas: the most Pods created / deleted per sync
 
-    def __init__(self, client: ApiClient, informers: Informers) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
         self.client = client
+        self.events = events
         self.rs = informers["replicasets"]
         self.pods = informers["pods"]
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
@@ -262,6 +264,8 @@ class ReplicaSetController:
             )
             made = [c for c in created if isinstance(c, dict)]
             errors = [c for c in created if isinstance(c, BaseException)]
+            for pod in made:
+                self.events.emit(rs, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             for _ in errors:
                 self.expectations.observed_add(key)  # a failed create is never observed
             if errors:
@@ -281,6 +285,8 @@ class ReplicaSetController:
                     self.expectations.observed_delete(key, name)
                 elif isinstance(result, BaseException):
                     raise result
+                else:
+                    self.events.emit(rs, "SuccessfulDelete", f"Deleted pod: {name}")
             return [p for p in active if p["metadata"]["name"] not in names]
         return active
 

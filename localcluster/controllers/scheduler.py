@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localcluster.apiclient import ApiClient, JsonObject
+from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
 from localcluster.controllers.objects import ObjectKey, format_time, is_deleting, key_of, labels_of
 
@@ -93,8 +94,9 @@ def unschedulable_message(pod: JsonObject, nodes: Sequence[JsonObject]) -> str:
 class Scheduler:
     name = "scheduler"
 
-    def __init__(self, client: ApiClient, informers: Informers) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
         self.client = client
+        self.events = events
         self.pods = informers["pods"]
         self.nodes = informers["nodes"]
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
@@ -138,15 +140,17 @@ class Scheduler:
         node = choose_node(pod, nodes, self._load())
         now = format_time(time.time())
         if node is None:
+            message = unschedulable_message(pod, nodes)
             condition = {
                 "type": "PodScheduled",
                 "status": "False",
                 "reason": "Unschedulable",
-                "message": unschedulable_message(pod, nodes),
+                "message": message,
                 "lastProbeTime": None,
                 "lastTransitionTime": now,
             }
-            await self._set_condition(key, pod, condition)
+            if await self._set_condition(key, pod, condition):
+                self.events.emit(pod, "FailedScheduling", message, "Warning")
             return RETRY_UNSCHEDULABLE_S
         # upstream POSTs pods/binding; a patch of spec.nodeName is the same write here.
         self._bound[key] = node
@@ -162,9 +166,11 @@ class Scheduler:
             "lastTransitionTime": now,
         }
         await self._set_condition(key, pod, condition)
+        self.events.emit(pod, "Scheduled", f"Successfully assigned {key[0]}/{key[1]} to {node}")
         return None
 
-    async def _set_condition(self, key: ObjectKey, pod: JsonObject, condition: JsonObject) -> None:
+    async def _set_condition(self, key: ObjectKey, pod: JsonObject, condition: JsonObject) -> bool:
+        """Writes PodScheduled unless it already says the same; True when it wrote."""
         current = next(
             (
                 c
@@ -178,9 +184,10 @@ class Scheduler:
             and current.get("status") == condition["status"]
             and current.get("reason") == condition.get("reason")
         ):
-            return
+            return False
         patch = {"status": {"conditions": [condition]}}
         await self.client.patch("pods", key[1], patch, "strategic", key[0], subresource="status")
+        return True
 
     async def run(self) -> None:
         await run_worker(self.name, self.queue, self.reconcile)

@@ -406,3 +406,40 @@ async def test_informer_relists_after_410() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_controllers_record_upstream_events() -> None:
+    """What `kubectl describe` shows: ScalingReplicaSet (deployment controller),
+    SuccessfulCreate / SuccessfulDelete (replicaset controller), Scheduled (scheduler)."""
+    async with virtual_cluster() as (_, client):
+        await client.create(
+            "deployments", deployment(replicas=2, max_surge=1, max_unavailable=0), NS
+        )
+        await wait_rollout(client, "web", 10)
+        await change_image(client, "web", "demo:2")
+        await wait_rollout(client, "web", 10)
+        rss = {image_of(r): r["metadata"]["name"] for r in await replicasets(client)}
+
+        async def events() -> list[tuple[str, str, str]] | None:
+            items, _ = await client.list("events", NS)
+            found = [(e["involvedObject"]["kind"], e["reason"], e["message"]) for e in items]
+            return found if sum(1 for f in found if f[1] == "SuccessfulDelete") >= 2 else None
+
+        found = await wait_for(events, 5, "events")
+        scaling = [m for kind, reason, m in found if reason == "ScalingReplicaSet"]
+        assert kind_of(found, "ScalingReplicaSet") == {"Deployment"}
+        assert f"Scaled up replica set {rss['demo:1']} from 0 to 2" in scaling
+        assert f"Scaled up replica set {rss['demo:2']} from 0 to 1" in scaling
+        assert f"Scaled down replica set {rss['demo:1']} from 2 to 1" in scaling
+        assert kind_of(found, "SuccessfulCreate") == {"ReplicaSet"}
+        assert sum(1 for f in found if f[1] == "SuccessfulCreate") == 4
+        assert kind_of(found, "Scheduled") == {"Pod"}
+        assert all(
+            m.startswith("Successfully assigned default/web-")
+            for _, r, m in found
+            if r == "Scheduled"
+        )
+
+
+def kind_of(found: list[tuple[str, str, str]], reason: str) -> set[str]:
+    return {kind for kind, r, _ in found if r == reason}
