@@ -258,6 +258,10 @@ class Store:
                 raise errors.bad_request(f"invalid resource version {resource_version!r}") from exc
             if since < self.evicted_rv.get(resource, 0):
                 raise errors.gone(f"too old resource version: {since} ({self.rv})")
+            if since > self.rv:
+                # From an earlier server (RVs restart with the process): resuming would skip
+                # events silently, so make the client relist (upstream: ResourceVersionTooLarge).
+                raise errors.gone(f"too large resource version: {since} ({self.rv})")
             for event in self.history.get(resource, ()):
                 if event.rv > since:
                     watcher.offer(event)

@@ -174,3 +174,33 @@ def test_patch_formats() -> None:
     assert patched == {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}
     deleted = strategic_merge_patch(spec, {"containers": [{"name": "a", "$patch": "delete"}]})
     assert deleted == {"containers": [{"name": "b", "image": "1"}]}
+
+
+async def test_watch_from_a_future_version_is_410(client: InProcessClient) -> None:
+    """An RV from an earlier server incarnation must force a relist, not skip events."""
+    _, rv = await client.list("pods", "default")
+    with pytest.raises(ApiError) as exc:
+        async for _ in client.watch("pods", "default", str(int(rv) + 100)):
+            pass
+    assert exc.value.code == 410
+
+
+async def test_disconnected_http_watchers_are_released() -> None:
+    from localcluster.apiserver import ApiServer
+
+    async with ApiServer() as server:
+        async with server.http_client() as http:
+            stream = http.watch("pods", "default")
+            task = asyncio.ensure_future(anext(stream))
+            for _ in range(50):
+                if server.store.watchers.get("pods"):
+                    break
+                await asyncio.sleep(0.02)
+            assert len(server.store.watchers["pods"]) == 1
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for _ in range(100):
+            if not server.store.watchers["pods"]:
+                break
+            await asyncio.sleep(0.02)
+        assert not server.store.watchers["pods"]
