@@ -87,8 +87,12 @@ class PodWorker:
     # -- events from the watch -----------------------------------------------------------
     def update(self, pod: JsonObject) -> None:
         self.pod = pod
-        if pod["metadata"].get("deletionTimestamp"):
-            self._deletion.set()
+        if not pod["metadata"].get("deletionTimestamp"):
+            return
+        if self._deletion.is_set():  # already terminating: a new delete may shorten the grace
+            for runner in self.runners:
+                runner.shorten_grace(self.grace_s)
+        self._deletion.set()
 
     def removed(self) -> None:
         """Deleted from the API without our confirmation (forced), or the kubelet is stopping:

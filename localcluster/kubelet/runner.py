@@ -72,7 +72,8 @@ class ContainerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # cuts a restart back-off short when the Pod goes away
-        self._killed = asyncio.Event()  # cuts a running preStop hook short (forced removal)
+        self._deadline = float("inf")  # loop time at which a stop sends SIGKILL; may move earlier
+        self._deadline_moved = asyncio.Event()
 
     # -- public --------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,11 +91,16 @@ class ContainerRunner:
             await self._stop(grace_s, cause="deletion")
         await self._finished()
 
+    def shorten_grace(self, grace_s: float) -> None:
+        """A later delete with a shorter grace period: the SIGKILL comes that much from now,
+        if that is sooner (a running preStop hook is cut at the new deadline)."""
+        self._move_deadline(asyncio.get_running_loop().time() + grace_s)
+
     async def kill_now(self) -> None:
         """The Pod is gone from the API (forced deletion): no hooks, no grace."""
         self.terminating = True
         self._wake.set()
-        self._killed.set()
+        self._move_deadline(asyncio.get_running_loop().time())
         if self._alive:
             self._truth("sigkill", pid=self.record.pid, cause="forced")
             self._signal_group(signal.SIGKILL)
@@ -149,6 +155,8 @@ class ContainerRunner:
                 await self.process.wait()
 
     async def _run_once(self) -> int:
+        if not self.terminating:  # a fresh run: an earlier liveness kill's deadline is spent
+            self._deadline = float("inf")
         process = await self._spawn()
         self.record.pid = process.pid
         self.record.state = {"running": {"startedAt": rfc3339()}}
@@ -280,36 +288,52 @@ class ContainerRunner:
         if process is None:
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
+        self._deadline = min(self._deadline, loop.time() + grace_s)
         prestop = (self.container.get("lifecycle") or {}).get("preStop")
         if prestop and process.returncode is None:
             self._truth("prestop-start", handler=next(iter(prestop), ""), cause=cause)
-            ok = await self._run_hook_unless_killed(prestop, deadline - loop.time())
+            hook = loop.create_task(self._run_hook(prestop, self._deadline - loop.time()))
+            ok = await self._before_deadline(hook) and hook.result()
             self._truth("prestop-end", ok=ok, cause=cause)
             if not ok:
                 self._emit(
                     "FailedPreStopHook", f"PreStop hook for {self.record.name} failed", "Warning"
                 )
-            deadline = max(deadline, loop.time() + MIN_GRACE_AFTER_PRESTOP_S)
+            if self._deadline > loop.time():  # not killed meanwhile: upstream's minimum
+                self._deadline = max(self._deadline, loop.time() + MIN_GRACE_AFTER_PRESTOP_S)
         if process.returncode is None:
             self._truth("sigterm", pid=process.pid, cause=cause)
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(process.wait()), max(0.0, deadline - loop.time()))
+        await self._before_deadline(loop.create_task(process.wait()))
         if process.returncode is None:
             self._truth("sigkill", pid=process.pid, cause=cause)
             self._signal_group(signal.SIGKILL)
             await process.wait()
 
-    async def _run_hook_unless_killed(self, hook: JsonObject, budget_s: float) -> bool:
-        hook_task = asyncio.get_running_loop().create_task(self._run_hook(hook, budget_s))
-        killed = asyncio.get_running_loop().create_task(self._killed.wait())
-        await asyncio.wait({hook_task, killed}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (hook_task, killed):
-            task.cancel()
+    def _move_deadline(self, deadline: float) -> None:
+        if deadline < self._deadline:
+            self._deadline = deadline
+            self._deadline_moved.set()
+
+    async def _before_deadline(self, task: asyncio.Task[Any]) -> bool:
+        """Waits for ``task`` until the (movable) deadline; cancels it and returns False if the
+        deadline comes first."""
+        loop = asyncio.get_running_loop()
+        while not task.done() and self._deadline > loop.time():
+            self._deadline_moved.clear()
+            moved = loop.create_task(self._deadline_moved.wait())
+            await asyncio.wait(
+                {task, moved},
+                timeout=self._deadline - loop.time(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            moved.cancel()
+        if task.done():
+            return True
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            return await hook_task
+            await task
         return False
 
     async def _run_hook(self, hook: JsonObject, budget_s: float) -> bool:

@@ -172,13 +172,16 @@ async def test_liveness_failure_restarts_the_container(cluster: Harness) -> None
         "sick", [demoapp(livenessProbe=liveness)], terminationGracePeriodSeconds=2
     )
     pod = await cluster.wait_pod(
-        "sick", lambda p: container_status(p).get("restartCount", 0) >= 1, timeout=12
+        "sick", lambda p: container_status(p).get("restartCount", 0) >= 2, timeout=15
     )
     assert container_status(pod)["lastState"]["terminated"]["exitCode"] == 0  # graceful on SIGTERM
     kinds = [(t["event"], t.get("cause")) for t in cluster.events("sick")]
-    assert kinds[:4] == [
+    assert kinds[:7] == [
         ("process-started", None),
         ("sigterm", "liveness"),
+        ("exited", None),
+        ("process-started", None),
+        ("sigterm", "liveness"),  # each run gets its own grace period
         ("exited", None),
         ("process-started", None),
     ]
@@ -280,3 +283,24 @@ async def test_forced_removal_cuts_a_graceful_termination_short(cluster: Harness
     assert not _alive(pid)
     events = [(t["event"], t.get("cause")) for t in cluster.events("slow")]
     assert ("sigkill", "forced") in events and events[-1][0] == "exited"
+
+
+async def test_a_second_delete_with_shorter_grace_cuts_the_termination_short(
+    cluster: Harness,
+) -> None:
+    container = demoapp(
+        "--shutdown",
+        "ignore",
+        readinessProbe=READY_PROBE,
+        lifecycle={"preStop": {"sleep": {"seconds": 20}}},
+    )
+    await cluster.create_pod("slow2", [container], terminationGracePeriodSeconds=30)
+    await cluster.wait_pod("slow2", lambda p: condition(p, "Ready"))
+    await cluster.client.delete("pods", "slow2", "default")
+    await asyncio.sleep(0.3)
+    await cluster.client.delete("pods", "slow2", "default", grace_period_seconds=1)
+    await cluster.wait_pod("slow2", lambda p: p is None, timeout=5)
+    events = {t["event"]: t for t in cluster.events("slow2")}
+    assert events["prestop-end"]["ok"] is False  # the 20 s sleep was cut at the new deadline
+    cut = (events["sigkill"]["ts_ns"] - events["prestop-start"]["ts_ns"]) / 1e9
+    assert 1.2 <= cut < 1.8  # 0.3 s in, then 1 s of new grace; no 2 s minimum once cut
