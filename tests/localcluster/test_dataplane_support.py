@@ -105,7 +105,7 @@ for _ in range(count):
     t0 = time.time()
     try:
         c = socket.create_connection((ip, port), timeout=timeout)
-        c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
         data = b""
         while True:
             chunk = c.recv(4096)
