@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 _MAX_NS = 2**63 - 1
+_REVISION = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts "²"
 
 EVENT_COLUMNS: dict[str, str] = {
     "line": "int64",  # 1-based line number in events.jsonl
@@ -83,7 +85,18 @@ def _parse_json_line(raw: bytes, number: int, path: str) -> dict[str, Any] | Tra
         return TraceError(path, where, f"not valid JSON: {exc}")
     if not isinstance(value, dict):
         return TraceError(path, where, f"expected a JSON object, got {type(value).__name__}")
+    if b"\\ud" in raw.lower() and not _encodable(value):
+        return TraceError(path, where, "unpaired UTF-16 surrogate escape (not encodable text)")
     return value
+
+
+def _encodable(value: object) -> bool:
+    """JSON allows ``"\\ud800"`` alone; UTF-8 (and so Arrow and Parquet) does not."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_ns(value: object) -> bool:
@@ -103,6 +116,10 @@ def _expect(cond: bool, field: str, message: str) -> None:
 
 def _opt(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = obj.get(key)
+    if kind is int and (
+        isinstance(value, bool) or (isinstance(value, int) and abs(value) > _MAX_NS)
+    ):
+        raise _LineError(f"{where}.{key}" if where else key, f"{value!r} is not a 64-bit integer")
     if value is not None and not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         field = f"{where}.{key}" if where else key
@@ -425,7 +442,7 @@ def _replicaset_revisions(
         if template_hash:
             by_hash[(namespace, template_hash)] = name
         text = (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
-        if isinstance(text, str) and text.strip().isdigit() and len(text.strip()) < 19:
+        if isinstance(text, str) and _REVISION.fullmatch(text):
             history = revisions.setdefault((namespace, name), [])
             if not history or history[-1][1] != int(text):
                 history.append((int(recv), int(text)))

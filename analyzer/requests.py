@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.errors import TraceError
-from analyzer.rundir import Problem, atomic_write_bytes
+from analyzer.rundir import Problem, Severity, atomic_write_bytes
 from analyzer.schema import REQUESTS, Column, ErrorKind, check_frame
 
 USER_KINDS = ("keepalive", "new-connection")
@@ -52,6 +52,16 @@ def load_requests(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[Prob
     name = str(path)
     try:
         table = pq.read_table(path)
+    except _PARQUET_ERRORS as exc:
+        raise TraceError(name, "file", f"not a readable Parquet file: {exc}") from None
+    for column_name, column in zip(table.column_names, table.columns, strict=True):
+        try:  # Parquet does not check string bytes on read; invalid UTF-8 breaks pandas later
+            column.validate(full=True)
+        except _PARQUET_ERRORS as exc:
+            raise TraceError(
+                name, "file", f"damaged column data: {exc}", field=column_name
+            ) from None
+    try:
         raw = table.to_pandas()
     except _PARQUET_ERRORS as exc:
         raise TraceError(name, "file", f"not a readable Parquet file: {exc}") from None
@@ -90,6 +100,8 @@ def _coerce_column(series: pd.Series, col: Column, path: str) -> pd.Series:
     isna = series.isna().to_numpy(dtype=bool)
     if not col.nullable and isna.any():
         raise TraceError(path, f"row {_first_row(isna)}", "missing value", field=col.name)
+    if str(series.dtype) == col.dtype:  # the usual case: written by write_requests
+        return series
     kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
     family = col.dtype.lower()
     if family.startswith("int"):
@@ -102,7 +114,7 @@ def _coerce_column(series: pd.Series, col: Column, path: str) -> pd.Series:
         if kind == "f" or pd.api.types.is_float_dtype(series.dtype):
             values = series.to_numpy(dtype="float64", na_value=np.nan)
             bad = ~isna & (
-                (values != np.floor(values)) | ~np.isfinite(values) | (np.abs(values) > 2.0**63)
+                (values != np.floor(values)) | ~np.isfinite(values) | (np.abs(values) >= 2.0**63)
             )
             if bad.any():
                 row = _first_row(bad)
@@ -143,111 +155,152 @@ def _coerce_column(series: pd.Series, col: Column, path: str) -> pd.Series:
         raise TraceError(
             path, "file", f"dtype {series.dtype} where strings are expected", field=col.name
         )
-    not_str = [
-        i for i, v in enumerate(series.astype(object)) if not (isinstance(v, str) or isna[i])
-    ]
-    if not_str:
-        row = not_str[0]
-        raise TraceError(
-            path, f"row {row}", f"{series.iloc[row]!r} is not a string", field=col.name
-        )
-    return series.astype(object).astype(pd.api.types.pandas_dtype(col.dtype))
+    if isinstance(series.dtype, pd.StringDtype):  # only str or NA by construction
+        return series.astype(pd.api.types.pandas_dtype(col.dtype))
+    objects = series.astype(object)
+    for row, value in enumerate(objects):
+        if isna[row]:
+            continue
+        if not isinstance(value, str):
+            raise TraceError(path, f"row {row}", f"{value!r} is not a string", field=col.name)
+        if not value.isascii() and not _is_utf8(value):
+            raise TraceError(path, f"row {row}", "not valid UTF-8 text", field=col.name)
+    return objects.astype(pd.api.types.pandas_dtype(col.dtype))
 
 
-_Check = tuple[str, str, str, Callable[[pd.DataFrame], pd.Series]]
+def _is_utf8(text: str) -> bool:
+    """Parquet does not validate string bytes; invalid ones arrive as surrogate escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
-# (field, severity, message, rows-that-break-it); each is a vectorized predicate over the frame.
+
+class _Columns:
+    """The frame's columns as numpy arrays: NA is a separate mask, so a comparison with a missing
+    value is simply false (a rule about ``connect_ns`` does not apply when there is none)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            series = self._frame[name]
+            if pd.api.types.is_bool_dtype(series.dtype):
+                values = series.to_numpy(dtype=bool, na_value=False)
+            elif pd.api.types.is_integer_dtype(series.dtype):
+                values = series.to_numpy(dtype="int64", na_value=0)
+            else:  # the string columns checked here are not nullable
+                values = series.to_numpy(dtype=object)
+            self._cache[name] = values
+        return self._cache[name]
+
+    def has(self, name: str) -> np.ndarray:
+        return self._frame[name].notna().to_numpy(dtype=bool)
+
+
+_Check = tuple[str, Severity, str, Callable[[_Columns], np.ndarray]]
+_KINDS = [e.value for e in ErrorKind]
+
+# (field, severity, message, rows-that-break-it); each is a vectorized predicate.
 _ROW_CHECKS: tuple[_Check, ...] = (
     (
         "error_kind",
         "error",
-        "not one of " + ", ".join(e.value for e in ErrorKind),
-        lambda f: ~f["error_kind"].isin([e.value for e in ErrorKind]),
+        "not one of " + ", ".join(_KINDS),
+        lambda c: ~np.isin(c["error_kind"], _KINDS),
     ),
-    ("request_id", "error", "duplicate request_id", lambda f: f["request_id"].duplicated()),
-    ("start_ns", "error", "negative timestamp", lambda f: f["start_ns"] < 0),
-    ("scheduled_ns", "error", "negative timestamp", lambda f: f["scheduled_ns"] < 0),
+    (
+        "request_id",
+        "error",
+        "duplicate request_id",
+        lambda c: pd.Series(c["request_id"]).duplicated().to_numpy(),
+    ),
+    ("start_ns", "error", "negative timestamp", lambda c: c["start_ns"] < 0),
+    ("scheduled_ns", "error", "negative timestamp", lambda c: c["scheduled_ns"] < 0),
     (
         "end_ns",
         "error",
         "end before start (negative duration)",
-        lambda f: f["end_ns"] < f["start_ns"],
+        lambda c: c["end_ns"] < c["start_ns"],
     ),
     (
         "connect_ns",
         "error",
         "connect before start",
-        lambda f: (f["connect_ns"] < f["start_ns"]).fillna(False),
+        lambda c: c.has("connect_ns") & (c["connect_ns"] < c["start_ns"]),
     ),
     (
         "connect_ns",
         "error",
         "connect after end",
-        lambda f: (f["connect_ns"] > f["end_ns"]).fillna(False),
+        lambda c: c.has("connect_ns") & (c["connect_ns"] > c["end_ns"]),
     ),
     (
         "first_byte_ns",
         "error",
         "first byte before start",
-        lambda f: (f["first_byte_ns"] < f["start_ns"]).fillna(False),
+        lambda c: c.has("first_byte_ns") & (c["first_byte_ns"] < c["start_ns"]),
     ),
     (
         "first_byte_ns",
         "error",
         "first byte after end",
-        lambda f: (f["first_byte_ns"] > f["end_ns"]).fillna(False),
+        lambda c: c.has("first_byte_ns") & (c["first_byte_ns"] > c["end_ns"]),
     ),
-    ("conn_seq", "error", "must be ≥ 1 (1-based)", lambda f: f["conn_seq"] < 1),
+    ("conn_seq", "error", "must be ≥ 1 (1-based)", lambda c: c["conn_seq"] < 1),
     (
         "conn_new",
         "error",
         "conn_new is true but conn_seq is not 1",
-        lambda f: f["conn_new"] & (f["conn_seq"] != 1),
+        lambda c: c["conn_new"] & (c["conn_seq"] != 1),
     ),
     (
         "remote_port",
         "error",
         "not a TCP port (0..65535)",
-        lambda f: (f["remote_port"] < 0) | (f["remote_port"] > 65535),
+        lambda c: (c["remote_port"] < 0) | (c["remote_port"] > 65535),
     ),
     (
         "local_port",
         "error",
         "not a TCP port (0..65535)",
-        lambda f: ((f["local_port"] < 0) | (f["local_port"] > 65535)).fillna(False),
+        lambda c: c.has("local_port") & ((c["local_port"] < 0) | (c["local_port"] > 65535)),
     ),
     (
         "status_code",
         "error",
         "not an HTTP status (100..599)",
-        lambda f: ((f["status_code"] < 100) | (f["status_code"] > 599)).fillna(False),
+        lambda c: c.has("status_code") & ((c["status_code"] < 100) | (c["status_code"] > 599)),
     ),
     (
         "error_kind",
         "warning",
         "http-5xx without a 5xx status_code",
-        lambda f: (
-            (f["error_kind"] == "http-5xx")
-            & ~((f["status_code"] >= 500) & (f["status_code"] <= 599)).fillna(False)
+        lambda c: (
+            (c["error_kind"] == "http-5xx")
+            & ~(c.has("status_code") & (c["status_code"] >= 500) & (c["status_code"] <= 599))
         ),
     ),
     (
         "error_kind",
         "warning",
         "ok with an error status_code (≥ 400)",
-        lambda f: (f["error_kind"] == "ok") & (f["status_code"] >= 400).fillna(False),
+        lambda c: (c["error_kind"] == "ok") & c.has("status_code") & (c["status_code"] >= 400),
     ),
     (
         "user_kind",
         "warning",
         "not one of " + ", ".join(USER_KINDS),
-        lambda f: ~f["user_kind"].isin(USER_KINDS),
+        lambda c: ~np.isin(c["user_kind"], USER_KINDS),
     ),
     (
         "connect_ns",
         "warning",
         "set on a reused connection (should be NA)",
-        lambda f: ~f["conn_new"] & f["connect_ns"].notna(),
+        lambda c: ~c["conn_new"] & c.has("connect_ns"),
     ),
 )
 
@@ -256,12 +309,11 @@ def check_requests(frame: pd.DataFrame, path: str = "requests.parquet") -> list[
     """Row-level checks of a coerced requests frame, one ``Problem`` per offending (row, check),
     in row order so that the first error is the one a person should look at first."""
     found: list[tuple[int, int, Problem]] = []
+    columns = _Columns(frame)
     for order, (field, severity, message, predicate) in enumerate(_ROW_CHECKS):
-        mask = np.asarray(predicate(frame), dtype=bool)
+        mask = np.asarray(predicate(columns), dtype=bool)
         for row in np.flatnonzero(mask):
-            found.append(
-                (int(row), order, Problem(path, f"row {row}", field, message, severity))  # type: ignore[arg-type]
-            )
+            found.append((int(row), order, Problem(path, f"row {row}", field, message, severity)))
     found.sort(key=lambda item: (item[0], item[1]))
     return [problem for _, _, problem in found]
 
