@@ -125,8 +125,20 @@ class PodWorker:
 
     async def _start(self) -> None:
         k = self.kubelet
-        self.sandbox = await k.sandboxes.create(self.namespace, self.name, self.uid)
         spec = self.pod.get("spec", {})
+        try:
+            self.sandbox = await k.sandboxes.create(self.namespace, self.name, self.uid)
+        except (OSError, RuntimeError) as error:  # the Pod stays Pending until deleted
+            log.warning("sandbox for %s/%s failed: %s", self.namespace, self.name, error)
+            self._emit(
+                "FailedCreatePodSandBox", f"Failed to create pod sandbox: {error}", "Warning"
+            )
+            self.records = [
+                ContainerRecord(c["name"], str(c.get("image", "")))
+                for c in spec.get("containers", [])
+            ]
+            self._dirty.set()
+            return
         env = PodEnv(
             pod_name=self.name,
             namespace=self.namespace,

@@ -157,7 +157,10 @@ class ContainerRunner:
     async def _run_once(self) -> int:
         if not self.terminating:  # a fresh run: an earlier liveness kill's deadline is spent
             self._deadline = float("inf")
-        process = await self._spawn()
+        try:
+            process = await self._spawn()
+        except OSError as error:  # e.g. a local/ command that does not exist
+            return self._start_failed(error)
         self.record.pid = process.pid
         self.record.state = {"running": {"startedAt": rfc3339()}}
         self.record.started = "startupProbe" not in self.container
@@ -201,6 +204,23 @@ class ContainerRunner:
         self.record.ready = False
         self._changed()
         return exit_code
+
+    def _start_failed(self, error: OSError) -> int:
+        """As containerd reports an exec failure: terminated, exit code 128, reason StartError;
+        the restart policy then applies as to any other failed container."""
+        now = rfc3339()
+        terminated: JsonObject = {
+            "exitCode": 128,
+            "reason": "StartError",
+            "message": f"failed to start {self.launch.argv[0]!r}: {error}",
+            "startedAt": now,
+            "finishedAt": now,
+        }
+        self.record.state = {"terminated": terminated}
+        self.record.last_state = {"terminated": terminated}
+        self._emit("Failed", f"Error: {terminated['message']}", "Warning")
+        self._changed()
+        return 128
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         log_path = (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.kubelet import LoopbackSandboxProvider, Sandbox
 from tests.localcluster.test_kubelet_harness import (
     NODE,
     Harness,
@@ -304,3 +305,29 @@ async def test_a_second_delete_with_shorter_grace_cuts_the_termination_short(
     assert events["prestop-end"]["ok"] is False  # the 20 s sleep was cut at the new deadline
     cut = (events["sigkill"]["ts_ns"] - events["prestop-start"]["ts_ns"]) / 1e9
     assert 1.2 <= cut < 1.8  # 0.3 s in, then 1 s of new grace; no 2 s minimum once cut
+
+
+async def test_a_missing_local_command_is_a_start_error_and_restarts(cluster: Harness) -> None:
+    await cluster.create_pod(
+        "typo", [{"name": "app", "image": "local/srv", "command": ["/nonexistent/srv"]}]
+    )
+    pod = await cluster.wait_pod("typo", lambda p: container_status(p).get("restartCount", 0) >= 1)
+    last = container_status(pod)["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (128, "StartError")
+    assert "/nonexistent/srv" in last["message"]
+
+
+class BrokenSandboxes(LoopbackSandboxProvider):
+    async def create(self, namespace: str, pod_name: str, pod_uid: str) -> Sandbox:
+        raise RuntimeError("no addresses left")
+
+
+async def test_a_failed_sandbox_keeps_the_pod_pending_and_deletable(tmp_path: Path) -> None:
+    async for cluster in running_kubelet(tmp_path, sandboxes=BrokenSandboxes()):
+        await cluster.create_pod("nowhere", [demoapp()])
+        await asyncio.sleep(0.3)
+        pod = await cluster.pod("nowhere")
+        assert pod is not None and pod["status"]["phase"] == "Pending"
+        assert "FailedCreatePodSandBox" in await _event_reasons(cluster, "nowhere")
+        await cluster.client.delete("pods", "nowhere", "default")
+        await cluster.wait_pod("nowhere", lambda p: p is None, timeout=2)

@@ -14,7 +14,13 @@ from typing import Any
 from localcluster.apiclient import ApiError, JsonObject
 from localcluster.apiserver import InProcessClient, Store
 from localcluster.config import ClusterConfig
-from localcluster.kubelet import Backoff, Kubelet, KubeletOptions, LoopbackSandboxProvider
+from localcluster.kubelet import (
+    Backoff,
+    Kubelet,
+    KubeletOptions,
+    LoopbackSandboxProvider,
+    SandboxProvider,
+)
 from localcluster.truth import TruthWriter
 
 NODE = "node-1"
@@ -97,7 +103,9 @@ def python_container(code: str, **extra: Any) -> JsonObject:
     }
 
 
-async def running_kubelet(tmp_path: Path, **options: Any) -> AsyncIterator[Harness]:
+async def running_kubelet(
+    tmp_path: Path, sandboxes: SandboxProvider | None = None, **options: Any
+) -> AsyncIterator[Harness]:
     store = Store()
     client = InProcessClient(store)
     truth_path = tmp_path / "truth.jsonl"
@@ -107,7 +115,7 @@ async def running_kubelet(tmp_path: Path, **options: Any) -> AsyncIterator[Harne
     kubelet = Kubelet(
         client,
         NODE,
-        LoopbackSandboxProvider("127.0.101.0/24"),
+        sandboxes or LoopbackSandboxProvider("127.0.101.0/24"),
         truth,
         ClusterConfig(),
         KubeletOptions(
