@@ -65,6 +65,7 @@ def check_no_leftovers(name: str) -> None:
 @dataclass
 class RealNodes:
     plan: AddressPlan
+    logs_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stopped: bool = False
 
@@ -99,7 +100,12 @@ async def _wait_ready(client: ApiClient, nodes: RealNodes, timeout_s: float) -> 
     while time.monotonic() < deadline:
         for name, proc in nodes.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode} during start-up")
+                log = nodes.logs_dir / f"{name}.log"
+                tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode} during start-up; {log} ends with:\n"
+                    + "\n".join(tail)
+                )
         try:
             items, _ = await client.list("nodes")
         except (ApiError, OSError):
@@ -138,7 +144,7 @@ async def start_real_nodes(
     common += ["--config", str(config_path), "--truth", truth]
     plan = AddressPlan(config)
     await asyncio.to_thread(topology.build, plan)
-    nodes = RealNodes(plan)
+    nodes = RealNodes(plan, state / "logs")
     try:
         launches = [(plan.lb_netns, "lb", "localcluster.lb", common)]
         launches += [
