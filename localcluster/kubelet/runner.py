@@ -145,6 +145,8 @@ class ContainerRunner:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+                if self.terminating:  # deleted during the back-off: no restart to count
+                    break
                 self.record.restart_count += 1
             self.record.final = True
             self._changed()
