@@ -97,8 +97,9 @@ class Informer:
                 log.warning("%s watch failed: %s", self.resource, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            except Exception as exc:  # transport errors of any client: relist to be safe
                 log.warning("%s watch connection lost: %s", self.resource, exc)
+                need_list = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
