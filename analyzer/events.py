@@ -277,7 +277,10 @@ class _Watch:
     """Per kind: when the watch last lost events, and what a running relist has shown so far.
 
     A transition observed at time t of an object last observed at ``prev`` is *late* when a
-    hole ended after ``prev``: it may have happened inside the hole.
+    hole ended after ``prev``: it may have happened inside the hole. An object seen for the
+    first time is late when it arrives after a hole other than by ``ADDED``: a relist snapshot
+    (``LIST``) or a ``MODIFIED``/``DELETED`` whose ``ADDED`` was lost. An ``ADDED`` is a live
+    event (objects created inside a hole come back as ``LIST`` lines, not as ``ADDED``).
     """
 
     last_hole_end: int | None = None
@@ -285,10 +288,12 @@ class _Watch:
     relist_keys: set[str] | None = None
     relist_detected_ns: int = 0
 
-    def late(self, prev_seen: int | None) -> bool:
+    def late(self, prev_seen: int | None, etype: str) -> bool:
         if self.last_hole_end is None:
             return False
-        return prev_seen is None or self.last_hole_end > prev_seen
+        if prev_seen is None:
+            return etype != "ADDED"
+        return self.last_hole_end > prev_seen
 
 
 _RelistDone = Callable[[set[str], int], None]  # (keys the snapshot showed, detection time)
@@ -478,7 +483,7 @@ def pod_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
                 created_ns=t,
             )
             live[key] = pod
-        late = watch.late(pod.last_seen_ns)
+        late = watch.late(pod.last_seen_ns, etype)
         _observe_pod(pod, etype, obj, t, late)
         if etype == "DELETED":
             done.append(live.pop(key))
@@ -584,7 +589,7 @@ def endpoint_membership(events: pd.DataFrame) -> pd.DataFrame:
     def on_object(key: str, etype: str, obj: dict[str, Any], t: int, watch: _Watch) -> None:
         meta = _meta(obj)
         sl = slices.get(key)
-        late = watch.late(sl.last_seen_ns if sl else None)
+        late = watch.late(sl.last_seen_ns if sl else None, etype)
         service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL, "")
         if sl is None:
             sl = slices[key] = _Slice(service, str(meta.get("name")), {}, {}, t)

@@ -277,3 +277,20 @@ def test_bad_line_names_line_and_field(tmp_path: Path) -> None:
 def test_empty_file_gives_empty_conforming_tables(tmp_path: Path) -> None:
     events = _read(tmp_path, [])
     assert len(pod_lifecycle(events)) == 0 and len(endpoint_membership(events)) == 0
+
+
+def test_objects_added_after_an_old_gap_are_live(tmp_path: Path) -> None:
+    lines = [
+        event("ADDED", T0, pod("old", "u-old")),
+        gap("Pod", T0 + 1 * S, T0 + 2 * S),
+        gap("EndpointSlice", T0 + 1 * S, T0 + 2 * S),
+        event("ADDED", T0 + 10 * S, pod("new", "u-new", node="n", running=True, ready=True)),
+        event("ADDED", T0 + 10 * S, endpoint_slice("s", endpoint("10.0.0.1", "new"))),
+        # first seen through MODIFIED after a gap: its ADDED was lost, so it is late
+        event("MODIFIED", T0 + 11 * S, pod("lost", "u-lost", node="n", running=True, ready=True)),
+    ]
+    events = _read(tmp_path, lines)
+    pods = pod_lifecycle(events)
+    assert not _one(pods, uid="u-new")["ready_late"]
+    assert _one(pods, uid="u-lost")["ready_late"]
+    assert not endpoint_membership(events)["from_late"].any()
