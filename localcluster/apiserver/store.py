@@ -17,7 +17,6 @@ import copy
 import ipaddress
 import json
 import random
-import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -31,11 +30,11 @@ from localcluster.apiserver.defaults import apply_defaults
 from localcluster.apiserver.patch import PatchError, apply_patch
 from localcluster.apiserver.resources import ResourceType, lookup
 from localcluster.apiserver.selectors import Matcher
+from localcluster.apiserver.validation import validate
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 QueuedType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # upstream's: no vowels, no look-alikes
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -274,15 +273,6 @@ class Store:
                 watcher.close()
 
     # ---- writes ---------------------------------------------------------------------------
-    def _validate(self, rtype: ResourceType, obj: JsonObject) -> None:
-        name = obj["metadata"].get("name", "")
-        if not name or len(name) > 253 or not _NAME.match(name):
-            raise errors.invalid(
-                rtype.kind,
-                name,
-                "metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required",
-            )
-
     def _allocate_service_addresses(self, obj: JsonObject, previous: JsonObject | None) -> None:
         spec = obj["spec"]
         old_spec = previous.get("spec", {}) if previous else {}
@@ -337,12 +327,12 @@ class Store:
             meta.pop("namespace", None)
         new["kind"] = rtype.kind
         new["apiVersion"] = rtype.api_version
-        self._validate(rtype, new)
         table = self._table(resource)
         key = self._key(rtype, namespace or meta.get("namespace"), meta["name"])
         if key in table:
             raise errors.already_exists(resource, meta["name"], rtype.group)
         apply_defaults(resource, new)
+        validate(resource, rtype.kind, new)
         if resource == "services":
             self._allocate_service_addresses(new, None)
         meta["uid"] = str(uuid.uuid4())
@@ -396,6 +386,7 @@ class Store:
                 else:
                     meta.pop(preserved, None)
             apply_defaults(resource, new)
+            validate(resource, rtype.kind, new, current)
             if resource == "services":
                 self._allocate_service_addresses(new, current)
         else:

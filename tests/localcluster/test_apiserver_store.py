@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,35 @@ async def test_disconnected_http_watchers_are_released() -> None:
                 break
             await asyncio.sleep(0.02)
         assert not server.store.watchers["pods"]
+
+
+async def test_invalid_workloads_are_422(client: InProcessClient) -> None:
+    mismatched = deployment()
+    mismatched["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+    negative = deployment("neg")
+    negative["spec"]["replicas"] = -1
+    for bad in (mismatched, negative, {"metadata": {"name": "Bad_Name"}, "spec": {}}):
+        with pytest.raises(ApiError) as exc:
+            await client.create("deployments", bad, "default")
+        assert (exc.value.code, exc.value.reason) == (422, "Invalid")
+    assert "`selector` does not match template `labels`" in str(
+        await _error(client.create("deployments", mismatched, "default"))
+    )
+    await client.create("deployments", deployment(), "default")
+    moved = {"spec": {"selector": {"matchLabels": {"app": "x"}}}}
+    assert "field is immutable" in str(
+        await _error(client.patch("deployments", "web", moved, "merge", "default"))
+    )
+    expressions = deployment("expr")
+    expressions["spec"]["selector"] = {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["expr"]}]
+    }
+    assert (await client.create("deployments", expressions, "default"))["metadata"][
+        "name"
+    ] == "expr"
+
+
+async def _error(call: Any) -> ApiError:
+    with pytest.raises(ApiError) as exc:
+        await call
+    return exc.value

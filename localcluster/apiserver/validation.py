@@ -1,0 +1,83 @@
+"""The subset of upstream validation (pkg/apis/*/validation) that catches manifest mistakes a
+real cluster would reject and that would otherwise make controllers misbehave silently: names,
+workload selectors that do not select their own template, negative replicas, immutable
+selectors, impossible Service ports. Everything else is accepted as written."""
+
+from __future__ import annotations
+
+import re
+
+from localcluster.apiclient import JsonObject
+from localcluster.apiserver import errors
+from localcluster.apiserver.selectors import Requirement
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+
+
+def label_selector_requirements(selector: JsonObject) -> list[Requirement]:
+    """A metav1.LabelSelector (matchLabels + matchExpressions) as requirements."""
+    requirements = [
+        Requirement(key, "=", frozenset([str(value)]))
+        for key, value in (selector.get("matchLabels") or {}).items()
+    ]
+    for expression in selector.get("matchExpressions") or []:
+        operator = _OPERATORS.get(str(expression.get("operator")))
+        if operator is None:
+            raise ValueError(f"unknown operator {expression.get('operator')!r}")
+        values = frozenset(str(v) for v in expression.get("values") or [])
+        requirements.append(Requirement(str(expression.get("key")), operator, values))
+    return requirements
+
+
+def _workload_problems(obj: JsonObject, previous: JsonObject | None) -> list[str]:
+    spec = obj.get("spec") or {}
+    problems = []
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        problems.append(
+            f"spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0"
+        )
+    selector = spec.get("selector") or {}
+    try:
+        requirements = label_selector_requirements(selector)
+    except ValueError as exc:
+        return [*problems, f"spec.selector: Invalid value: {exc}"]
+    if not requirements:
+        problems.append("spec.selector: Required value")
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if requirements and not all(r.matches(labels) for r in requirements):
+        problems.append(
+            f"spec.template.metadata.labels: Invalid value: {labels!r}: "
+            "`selector` does not match template `labels`"
+        )
+    if previous is not None and (previous.get("spec") or {}).get("selector") != selector:
+        problems.append(f"spec.selector: Invalid value: {selector!r}: field is immutable")
+    return problems
+
+
+def _service_problems(obj: JsonObject) -> list[str]:
+    spec = obj.get("spec") or {}
+    problems = []
+    if spec.get("type", "ClusterIP") not in _SERVICE_TYPES:
+        problems.append(f"spec.type: Unsupported value: {spec.get('type')!r}")
+    for index, port in enumerate(spec.get("ports") or []):
+        number = port.get("port")
+        if not isinstance(number, int) or not 1 <= number <= 65535:
+            problems.append(f"spec.ports[{index}].port: Invalid value: {number!r}")
+    return problems
+
+
+def validate(resource: str, kind: str, obj: JsonObject, previous: JsonObject | None = None) -> None:
+    """Raises 422 Invalid listing every problem, as upstream reports a field.ErrorList."""
+    name = str(obj.get("metadata", {}).get("name", ""))
+    problems = []
+    if not name or len(name) > 253 or not _NAME.match(name):
+        problems.append("metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required")
+    if resource in ("deployments", "replicasets"):
+        problems += _workload_problems(obj, previous)
+    elif resource == "services":
+        problems += _service_problems(obj)
+    if problems:
+        raise errors.invalid(kind, name, ", ".join(problems))
