@@ -96,12 +96,16 @@ class CaptureProcess:
                 f"capture to {self.output.name} did not start: {err.strip()[-400:] or 'no output'}"
             )
 
+    def request_stop(self) -> None:
+        """Signal the capture to finish (several can drain in parallel before ``stop``)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = 10.0) -> CaptureResult:
         process = self._process
         if process is None:
             return CaptureResult(self.output, 0, None, "never started")
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+        self.request_stop()
         try:
             _, err = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:

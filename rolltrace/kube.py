@@ -135,6 +135,19 @@ class Kube:
                 raise KubeError(f"Deployment {name} not rolled out after {deadline_s:g} s: {state}")
             time.sleep(0.2)
 
+    def wait_terminations(self, label_selector: str, deadline_s: float) -> int:
+        """Wait until no Pod matching the selector is terminating; returns how many were left
+        at the deadline. A rollout is "complete" (kubectl's sense) while old Pods still run
+        their preStop and drain, which is exactly when endpoint-lag happens, so the
+        experiment's cool-down starts only after they are gone."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=label_selector)
+            terminating = [p for p in pods.items if p.metadata.deletion_timestamp is not None]
+            if not terminating or time.monotonic() > deadline:
+                return len(terminating)
+            time.sleep(0.2)
+
     def trigger_rollout(self, name: str, patch: dict[str, Any]) -> None:
         dep = self.apps.read_namespaced_deployment(name, self.namespace)
         self._check_ours("Deployment", name, dep)

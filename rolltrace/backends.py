@@ -1,0 +1,137 @@
+"""Where an experiment runs: the embedded local cluster or a real cluster named by the user.
+
+``LocalBackend`` starts a private local cluster per run, configured with the scenario's timing
+(proxy delays, endpoint batching, LB health checks), in ``<run>/cluster/``; load and client
+capture run inside its client namespace, node captures inside each node namespace, and the
+agents' ground truth is moved into ``<run>/truth.jsonl`` when the cluster stops.
+
+``KubeBackend`` uses only the kubeconfig context and namespace the scenario names. Packet capture
+runs on this machine when it may (root / CAP_NET_RAW); otherwise the run goes on without packets
+and run.json says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import config as k8s_config
+
+from analyzer.rundir import RunPaths
+from localcluster.config import (
+    ClusterConfig,
+    DelayModel,
+    LBConfig,
+    ProxyConfig,
+)
+from localcluster.dataplane.addressing import AddressPlan
+from localcluster.dataplane.ip import netns_exec
+from rolltrace.experiment import Session
+from rolltrace.localrun import start_cluster, stop_process
+from rolltrace.scenario import Delay, KubeCluster, LocalCluster, Scenario
+
+LOCAL_NAMESPACE = "rolltrace"
+RUN_CLUSTER_NAME = "rtrun"  # distinct from `rolltrace cluster up`'s default, so both can coexist
+
+
+def api_client_from(kubeconfig: Path | None = None, context: str | None = None) -> Any:
+    """The official client for a kubeconfig file or context (its loader is untyped)."""
+    return k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        str(kubeconfig) if kubeconfig else None, context=context
+    )
+
+
+def _delay(delay: Delay) -> DelayModel:
+    return DelayModel.model_validate(delay.model_dump())
+
+
+def cluster_config(cluster: LocalCluster, name: str = RUN_CLUSTER_NAME) -> ClusterConfig:
+    return ClusterConfig(
+        name=name,
+        nodes=cluster.nodes,
+        endpoint_batch_delay_s=cluster.endpoint_batch_delay_s,
+        proxy=ProxyConfig(
+            delay=_delay(cluster.proxy_delay),
+            per_node_delay={node: _delay(d) for node, d in cluster.per_node_proxy_delay.items()},
+            terminating_fallback=cluster.terminating_fallback,
+        ),
+        lb=LBConfig.model_validate(cluster.lb.model_dump()),
+    )
+
+
+class LocalBackend:
+    def __init__(
+        self, on_progress: Callable[[str], None] = lambda _: None, start_timeout_s: float = 120.0
+    ) -> None:
+        self.on_progress = on_progress
+        self.start_timeout_s = start_timeout_s
+
+    def open(self, scenario: Scenario, run: RunPaths) -> Session:
+        if not isinstance(scenario.cluster, LocalCluster):
+            raise TypeError("LocalBackend runs scenarios with cluster.kind: local")
+        config = cluster_config(scenario.cluster)
+        directory = run.root / "cluster"
+        process, state = start_cluster(
+            config, directory, directory / "kubeconfig", self.start_timeout_s, self.on_progress
+        )
+        plan = AddressPlan(config)
+
+        def close() -> None:
+            stop_process(state.pid, timeout_s=30)
+            _reap(process)
+            truth = directory / "truth.jsonl"
+            if truth.exists():
+                shutil.move(truth, run.truth)
+            log = directory / "cluster.log"
+            if log.exists():
+                run.logs.mkdir(exist_ok=True)
+                shutil.copy(log, run.logs / "cluster.log")
+
+        return Session(
+            backend="local",
+            api_client=api_client_from(directory / "kubeconfig"),
+            namespace=LOCAL_NAMESPACE,
+            client_exec_prefix=netns_exec(plan.client_netns),
+            node_exec_prefixes={node.name: netns_exec(node.netns) for node in plan.nodes},
+            truth_path=run.truth,
+            close=close,
+        )
+
+
+def _reap(process: subprocess.Popen[Any]) -> None:
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class KubeBackend:
+    """A real cluster: only the context and namespace that the scenario names."""
+
+    def open(self, scenario: Scenario, run: RunPaths) -> Session:
+        cluster = scenario.cluster
+        if not isinstance(cluster, KubeCluster):
+            raise TypeError("KubeBackend runs scenarios with cluster.kind: kube")
+        api_client = api_client_from(context=cluster.context)
+        can_capture = os.geteuid() == 0
+        notes = [] if can_capture else [
+            "not root: packet capture skipped (run as root or grant CAP_NET_RAW for packets)"
+        ]  # fmt: skip
+        return Session(
+            backend="kube",
+            api_client=api_client,
+            namespace=cluster.namespace,
+            can_capture=can_capture,
+            notes=notes,
+        )
+
+
+def backend_for(scenario: Scenario, on_progress: Callable[[str], None] = lambda _: None) -> Any:
+    if isinstance(scenario.cluster, KubeCluster):
+        return KubeBackend()
+    return LocalBackend(on_progress)

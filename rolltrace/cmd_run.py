@@ -1,0 +1,177 @@
+"""``rolltrace run SCENARIO [-o runs/]``: the product's main job, with a live progress display."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from analyzer.budget import parse_budget
+from rolltrace.backends import backend_for
+from rolltrace.experiment import Experiment, RunOutcome
+from rolltrace.kube import RolloutState
+from rolltrace.manifests import deployment, service
+from rolltrace.scenario import Scenario, ScenarioError, load_scenario
+
+
+class LiveProgress:
+    """Renders phase, load and rollout state in place (rich Live), one line per update."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.current = "starting"
+        self.started = time.monotonic()
+        self.load: dict[str, float] = {}
+        self.rollout: RolloutState | None = None
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+
+    def _render(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        elapsed = time.monotonic() - self.started
+        table.add_row(f"[bold]{escape(self.title)}[/bold]", f"{elapsed:5.1f} s", self.current)
+        if self.load:
+            table.add_row(
+                "load",
+                f"{self.load.get('rps', 0):.0f} req/s",
+                f"{int(self.load.get('requests', 0))} requests, "
+                f"[red]{int(self.load.get('failed', 0))} failed[/red]",
+            )
+        if self.rollout is not None:
+            r = self.rollout
+            table.add_row(
+                "rollout",
+                f"{r.updated} updated",
+                f"{r.ready} ready, {r.available} available, {r.replicas} pods total",
+            )
+        return table
+
+    def phase(self, name: str) -> None:
+        self.current = name.replace("_", " ")
+        self.console.log(f"{escape(self.title)}: {self.current}")
+        self.live.update(self._render())
+
+    def tick(self, load: dict[str, float], rollout: RolloutState | None) -> None:
+        self.load = load or self.load
+        self.rollout = rollout or self.rollout
+        self.live.update(self._render())
+
+    def note(self, message: str) -> None:
+        self.console.log(escape(message))
+
+
+def run_scenario(
+    scenario: Scenario, output: Path, console: Console, analyze: bool = True
+) -> list[RunOutcome]:
+    """Run every repetition of a scenario; one run directory each, plus index.json."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    outcomes = []
+    for repetition in range(1, scenario.repetitions + 1):
+        suffix = f"-r{repetition}" if scenario.repetitions > 1 else ""
+        run_dir = output / f"{scenario.name}-{stamp}{suffix}"
+        progress = LiveProgress(console, f"{scenario.name}{suffix}")
+        backend = backend_for(scenario, on_progress=progress.note)
+        with progress.live:
+            outcome = Experiment(scenario, run_dir, backend, progress, analyze=analyze).run()
+        outcomes.append(outcome)
+        _print_outcome(console, outcome)
+        if outcome.meta.status == "partial" and "interrupted" in " ".join(
+            outcome.meta.status_reasons
+        ):
+            break
+    if scenario.repetitions > 1:
+        index = output / f"{scenario.name}-{stamp}.index.json"
+        index.write_text(json.dumps({
+            "scenario": scenario.name,
+            "runs": [str(o.paths.root) for o in outcomes],
+            "failed": [(o.summary or {}).get("requests_failed") for o in outcomes],
+        }, indent=2))  # fmt: skip
+    return outcomes
+
+
+def _print_outcome(console: Console, outcome: RunOutcome) -> None:
+    meta, summary = outcome.meta, outcome.summary or {}
+    console.print(f"[bold]{escape(str(outcome.paths.root))}[/bold]: status {meta.status}")
+    for reason in meta.status_reasons:
+        console.print(f"  · {escape(reason)}")
+    if summary:
+        causes = {k: v for k, v in summary.get("failed_by_cause", {}).items() if v}
+        console.print(
+            f"  {summary.get('requests_total', 0)} requests, "
+            f"{summary.get('requests_failed', 0)} failed"
+            + (f" — {', '.join(f'{k}: {v}' for k, v in causes.items())}" if causes else "")
+        )
+
+
+def expectations_met(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
+    """The scenario's expectations that do NOT hold (empty list: all hold)."""
+    broken = []
+    for text in scenario.expect:
+        budget = parse_budget(text)
+        if not budget.exceeded(summary):  # `exceeded` means "the expression is true"
+            broken.append(f"{text} (was {budget.value(summary):g})")
+    return broken
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="Where runs go.")] = Path(
+            "runs"
+        ),
+        overrides: Annotated[
+            list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+        ] = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the manifests and plan; change nothing.")
+        ] = False,
+        check: Annotated[
+            bool, typer.Option("--check/--no-check", help="Exit 1 when expectations fail.")
+        ] = True,
+    ) -> None:
+        """Run a rollout under load, record every trace, analyze it."""
+        console = Console(stderr=True)
+        try:
+            scenario = load_scenario(scenario_file, overrides or [])
+        except ScenarioError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+        if dry_run:
+            _print_plan(scenario)
+            return
+        outcomes = run_scenario(scenario, output, console)
+        failures = []
+        for outcome in outcomes:
+            if outcome.summary is None:
+                failures.append(f"{outcome.paths.root}: no analysis ({outcome.meta.status})")
+                continue
+            failures += [
+                f"{outcome.paths.root}: expected {b}"
+                for b in expectations_met(scenario, outcome.summary)
+            ]
+        for failure in failures:
+            console.print(f"[red]✗[/red] {escape(failure)}")
+        if check and failures:
+            raise typer.Exit(1)
+
+
+def _print_plan(scenario: Scenario) -> None:
+    import yaml
+
+    typer.echo("# rolltrace run --dry-run: nothing is changed")
+    typer.echo(f"# cluster: {scenario.cluster.model_dump(mode='json')}")
+    typer.echo(f"# load: {scenario.load.model_dump(mode='json')}")
+    typer.echo(
+        f"# rollout: {scenario.rollout.model_dump(mode='json')}, "
+        f"repetitions: {scenario.repetitions}"
+    )
+    typer.echo(yaml.safe_dump_all([service(scenario), deployment(scenario)], sort_keys=False))

@@ -1,0 +1,309 @@
+"""One experiment: a rollout under load, every trace recorded, then analyzed.
+
+Phases (each timestamped into run.json): cluster ready → manifests applied → Deployment
+available → captures started → load started → warm-up → rollout triggered → rollout complete
+(with a deadline) → cool-down → load stopped → captures stopped → run.json → analysis.
+
+The runner knows clusters only through ``Session`` (``rolltrace.backends``): a Kubernetes API
+client, the argv prefix under which load and client capture run (the local cluster's client
+namespace, or nothing on a real cluster), where node-side captures run, and where ground truth
+goes. Everything else is the same code for local and real clusters.
+
+A failure or Ctrl-C in any phase still leaves an analyzable run directory: run.json is written
+with status ``partial`` (stopped early) or ``failed`` and the reasons, and what was captured so
+far stays.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from analyzer.rundir import Capture, RunMeta, RunPaths, write_run_meta
+from analyzer.schema import SCHEMA_VERSION, RunStatus
+from loadgen.runner import LoadPlan, LoadRunner
+from rolltrace import __version__
+from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
+from rolltrace.kube import Kube, KubeError, RolloutState, now_iso
+from rolltrace.manifests import APP_LABEL, deployment, rollout_patch, service
+from rolltrace.scenario import Scenario
+from rolltrace.watch import ClusterWatcher
+
+DEPLOYMENT_NAME = "demoapp"
+
+
+@dataclass
+class Session:
+    """A cluster ready for one experiment (see ``rolltrace.backends``)."""
+
+    backend: Literal["local", "kube"]
+    api_client: Any  # kubernetes.client.ApiClient
+    namespace: str
+    client_exec_prefix: list[str] = field(default_factory=list)
+    node_exec_prefixes: dict[str, list[str]] = field(default_factory=dict)
+    truth_path: Path | None = None
+    can_capture: bool = True
+    notes: list[str] = field(default_factory=list)
+    close: Callable[[], None] = lambda: None
+
+
+class Backend(Protocol):
+    def open(self, scenario: Scenario, run: RunPaths) -> Session: ...
+
+
+class Progress(Protocol):
+    """What the runner reports while it works (the CLI renders it live; tests record it)."""
+
+    def phase(self, name: str) -> None: ...
+
+    def tick(self, load: dict[str, float], rollout: RolloutState | None) -> None: ...
+
+
+class _Silent:
+    def phase(self, name: str) -> None:
+        pass
+
+    def tick(self, load: dict[str, float], rollout: RolloutState | None) -> None:
+        pass
+
+
+class Interrupted(Exception):
+    """Raised into the runner by Ctrl-C; the run is kept as partial."""
+
+
+@dataclass
+class RunOutcome:
+    paths: RunPaths
+    meta: RunMeta
+    summary: dict[str, Any] | None
+
+
+class Experiment:
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        backend: Backend,
+        progress: Progress | None = None,
+        analyze: bool = True,
+    ) -> None:
+        self.scenario = scenario
+        self.paths = RunPaths(run_dir)
+        self.backend = backend
+        self.progress = progress or _Silent()
+        self.analyze = analyze
+        self.phases: dict[str, int] = {}
+        self.reasons: list[str] = []
+        self.captures: list[tuple[Capture, CaptureProcess]] = []
+        self.capture_results: list[CaptureResult] = []
+        self.service_info: dict[str, Any] = {}
+
+    def _mark(self, phase: str) -> None:
+        self.phases[phase] = time.time_ns()
+        self.progress.phase(phase)
+
+    def run(self) -> RunOutcome:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.logs.mkdir(exist_ok=True)
+        status = RunStatus.COMPLETE
+        session: Session | None = None
+        watcher: ClusterWatcher | None = None
+        load: LoadRunner | None = None
+        try:
+            session = self.backend.open(self.scenario, self.paths)
+            self.reasons.extend(session.notes)
+            self._mark("cluster_ready")
+            kube = Kube(session.api_client, session.namespace)
+            kube.ensure_namespace()
+            kube.apply(service(self.scenario, DEPLOYMENT_NAME))
+            kube.apply(deployment(self.scenario, DEPLOYMENT_NAME))
+            self._mark("manifests_applied")
+            replicas = self.scenario.workload.replicas
+            kube.wait_rollout(DEPLOYMENT_NAME, replicas, self.scenario.rollout.deadline_s)
+            ip, port = kube.load_balancer_address(DEPLOYMENT_NAME)
+            self.service_info = {
+                "external_ip": ip,
+                "port": port,
+                "target_port": self.scenario.workload.container_port,
+                "name": DEPLOYMENT_NAME,
+            }
+            self._mark("available")
+            watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
+            watcher.start()
+            self._start_captures(session, ip, port)
+            self._mark("captures_started")
+            load = self._start_load(session, ip, port)
+            self._mark("load_start")
+            self._wait(self.scenario.load.before_s, load, None)
+            kube.trigger_rollout(DEPLOYMENT_NAME, rollout_patch(self.scenario, now_iso()))
+            self._mark("rollout_trigger")
+            kube.wait_rollout(
+                DEPLOYMENT_NAME,
+                replicas,
+                self.scenario.rollout.deadline_s,
+                on_poll=lambda state: self.progress.tick(load.progress(), state),
+            )
+            self._mark("rollout_complete")
+            grace = self.scenario.pod.termination_grace_period_s + 10
+            left = kube.wait_terminations(f"{APP_LABEL}={DEPLOYMENT_NAME}", grace)
+            if left:
+                self.reasons.append(
+                    f"{left} old Pod(s) still terminating {grace} s after the rollout"
+                )
+            self._mark("old_pods_gone")
+            self._wait(self.scenario.load.after_s, load, None)
+            load.stop()
+            self._mark("load_stop")
+        except (KeyboardInterrupt, Interrupted):
+            status = RunStatus.PARTIAL
+            self.reasons.append("interrupted by the user (Ctrl-C)")
+        except KubeError as exc:
+            status = RunStatus.PARTIAL if "load_start" in self.phases else RunStatus.FAILED
+            self.reasons.append(str(exc))
+        except Exception as exc:
+            status = RunStatus.FAILED
+            self.reasons.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if load is not None and "load_stop" not in self.phases:
+                _quietly(load.stop, self.reasons, "stopping load")
+                self.phases["load_stop"] = time.time_ns()
+            for _, process in self.captures:
+                process.request_stop()
+            for _, process in self.captures:
+                self.capture_results.append(process.stop())
+            if self.captures:
+                self._mark("captures_stopped")
+            if watcher is not None:
+                stats = watcher.stop()
+                self.reasons.extend(
+                    f"watch of {kind}: {s.gaps} gap(s), {s.reconnects} reconnect(s)"
+                    for kind, s in stats.items()
+                    if s.gaps
+                )
+            if session is not None:
+                _quietly(session.close, self.reasons, "closing the cluster session")
+        if not self.paths.requests.exists() and status is RunStatus.COMPLETE:
+            status = RunStatus.FAILED
+            self.reasons.append("the load generator wrote no requests.parquet")
+        meta = self._write_meta(status, session)
+        summary = self._analyze() if self.analyze and self.paths.requests.exists() else None
+        return RunOutcome(self.paths, meta, summary)
+
+    def _start_captures(self, session: Session, ip: str, port: int) -> None:
+        if not session.can_capture:
+            self.reasons.append("packet capture not permitted here; run has no packets")
+            return
+        self.paths.packets_dir.mkdir(exist_ok=True)
+        target_port = self.scenario.workload.container_port
+        points: list[tuple[Capture, CaptureProcess]] = [(
+            Capture(file="packets/client.pcap", point="client"),
+            CaptureProcess(self.paths.packets_dir / "client.pcap",
+                           f"tcp and host {ip} and port {port}", session.client_exec_prefix),
+        )]  # fmt: skip
+        for node, prefix in sorted(session.node_exec_prefixes.items()):
+            points.append((
+                Capture(file=f"packets/{node}.pcap", point="node", node=node),
+                CaptureProcess(self.paths.packets_dir / f"{node}.pcap",
+                               f"tcp port {target_port}", prefix),
+            ))  # fmt: skip
+        for capture, process in points:
+            try:
+                process.start()
+            except CaptureUnavailable as exc:
+                self.reasons.append(f"{capture.file}: {exc}")
+                continue
+            self.captures.append((capture, process))
+
+    def _start_load(self, session: Session, ip: str, port: int) -> LoadRunner:
+        spec = self.scenario.load
+        rollout_budget = self.scenario.rollout.deadline_s
+        plan = LoadPlan(
+            host=f"http://{ip}:{port}",
+            rate=spec.rate,
+            # Locust needs a run time up front; the runner stops it earlier once the rollout
+            # and cool-down are done, so this is only the upper bound.
+            duration_s=spec.before_s + rollout_budget + spec.after_s + 10,
+            users=spec.users,
+            keepalive_weight=spec.keepalive_weight,
+            new_connection_weight=spec.new_connection_weight,
+            path=spec.path,
+            connect_timeout_s=spec.connect_timeout_s,
+            request_timeout_s=spec.request_timeout_s,
+            workers=spec.workers,
+            exec_prefix=session.client_exec_prefix,
+        )
+        runner = LoadRunner(plan, self.paths.requests, self.paths.logs)
+        runner.start()
+        return runner
+
+    def _wait(self, seconds: float, load: LoadRunner, rollout: RolloutState | None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not load.running():
+                raise RuntimeError("the load generator exited early (see logs/locust*.log)")
+            self.progress.tick(load.progress(), rollout)
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _write_meta(self, status: RunStatus, session: Session | None) -> RunMeta:
+        captures = []
+        for (capture, _), result in zip(self.captures, self.capture_results, strict=False):
+            captures.append(capture.model_copy(update={"kernel_drops": result.kernel_drops}))
+            if result.error:
+                self.reasons.append(f"{capture.file}: {result.error}")
+        meta = RunMeta(
+            schema_version=SCHEMA_VERSION,
+            run_id=self.paths.root.name,
+            status=status,
+            status_reasons=self.reasons,
+            backend=session.backend if session is not None else "local",
+            scenario=self.scenario.model_dump(mode="json"),
+            tool_versions=_tool_versions(),
+            clock={
+                "source": "CLOCK_REALTIME",
+                "notes": [
+                    "requests, packets and watch receive times share this host's realtime clock",
+                    "Kubernetes object timestamps have 1 s resolution and are used only as bounds",
+                ],
+            },
+            phases=self.phases,
+            service=self.service_info,
+            captures=captures,
+            namespace=session.namespace if session is not None else "",
+        )
+        write_run_meta(self.paths.run_json, meta)
+        return meta
+
+    def _analyze(self) -> dict[str, Any] | None:
+        from analyzer.pipeline import analyze_run
+
+        try:
+            summary = analyze_run(self.paths.root)
+        except Exception as exc:  # the run is kept; the analysis error is reported
+            self.reasons.append(f"analysis failed: {exc}")
+            return None
+        return dict(summary)
+
+
+def _quietly(action: Callable[[], object], reasons: list[str], what: str) -> None:
+    try:
+        action()
+    except Exception as exc:  # clean-up must go on; the reason is kept in run.json
+        reasons.append(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _tool_versions() -> dict[str, str]:
+    """Versions from package metadata: importing locust here would monkey-patch this process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"rolltrace": __version__, "python": platform.python_version(),
+                "kernel": platform.release()}  # fmt: skip
+    for package in ("kubernetes", "locust", "pandas", "pyarrow", "scapy", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
