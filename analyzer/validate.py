@@ -169,7 +169,14 @@ def _check_events(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[P
     found = [_from_error(paths, e) for e in scan.problems]
     frame = scan.frame.sort_values("line")
     previous = 0
-    for line, recv, kind in zip(frame["line"], frame["recv_ns"], frame["kind"], strict=True):
+    columns = (frame["line"], frame["recv_ns"], frame["kind"], frame["type"], frame["since_ns"])
+    for line, recv, kind, etype, since in zip(*columns, strict=True):
+        if etype == "GAP":
+            message = (
+                f"{kind} events may be missing for {(recv - since) / 1e9:.1f} s: transitions "
+                "first seen after it are flagged late"
+            )
+            found.append(Problem("events.jsonl", f"line {line}", "type", message, "warning"))
         if recv < previous - MAX_EVENT_REORDER_NS:
             message = f"receive time goes back {(previous - recv) / 1e9:.1f} s from the line before"
             found.append(Problem("events.jsonl", f"line {line}", "recv_ns", message, "warning"))

@@ -139,3 +139,21 @@ def test_failed_run_without_requests_is_only_warned(tmp_path: Path) -> None:
     (run / "run.json").write_text(json.dumps(meta))
     (run / "requests.parquet").unlink()
     assert _where(validate_run(run)) == [("requests.parquet", "file", None, "warning")]
+
+
+def test_watch_gap_is_reported_as_a_warning(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    line = {
+        "type": "GAP",
+        "recv_ns": 4 * 10**18,
+        "kind": "Pod",
+        "since_ns": 4 * 10**18 - 2500 * 10**6,
+    }
+    _append(run / "events.jsonl", json.dumps(line) + "\n")
+    (problem,) = validate_run(run)
+    assert (problem.file, problem.location, problem.severity) == (
+        "events.jsonl",
+        "line 5",
+        "warning",
+    )
+    assert problem.message.startswith("Pod events may be missing for 2.5 s")
