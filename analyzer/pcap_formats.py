@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +85,7 @@ def unaligned(buf: U8, dtype: str) -> npt.NDArray[np.uint32] | npt.NDArray[np.ui
 
 def read_u32(buf: U8, pos: I64, big_endian: bool | npt.NDArray[np.bool_]) -> I64:
     """Unsigned 32-bit fields at ``pos`` in either byte order (per row when an array is given)."""
+    pos = np.clip(pos, 0, max(len(buf) - 4, 0))  # callers reject rows whose fields don't fit
     if isinstance(big_endian, bool):
         return unaligned(buf, ">u4" if big_endian else "<u4")[pos].astype(np.int64)
     be = unaligned(buf, ">u4")[pos].astype(np.int64)
@@ -171,27 +172,53 @@ class _Damage(Exception):
     """Internal: stops the pcapng walk at a described place."""
 
 
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive packet blocks that share a section and the interfaces declared so far."""
+
+    first: int  # index of its first packet block
+    section_base: int  # global index of the section's first interface
+    declared: int  # interfaces the section had declared when the run began
+    big_endian: bool
+    simple: bool
+
+
 @dataclass
 class _PcapngWalk:
-    """What the block walk collected: packet blocks and the interfaces they refer to."""
+    """What the block walk collected: packet block offsets, in runs, and the interfaces."""
 
-    block_start: list[int]
-    interface: list[int]  # global interface index (across sections)
-    is_simple: list[bool]
-    interfaces: list[_Interface]
-    big_endian: list[bool]  # per packet block: its section's byte order
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    runs: list[_Run] = field(default_factory=list)
+    interfaces: list[_Interface] = field(default_factory=list)
     damage: str | None = None
 
 
 def _walk_pcapng(data: bytes) -> _PcapngWalk:
-    walk = _PcapngWalk([], [], [], [], [])
+    """Walk the blocks. Runs of enhanced packet blocks take a tight loop that only records
+    offsets (their lengths and interfaces are validated vectorized afterwards); every other block
+    is checked here, one at a time."""
+    walk = _PcapngWalk()
     end = len(data)
     off = 0
     order = "<"
     section_base = -1  # global index of the current section's first interface
     header = {"<": struct.Struct("<II").unpack_from, ">": struct.Struct(">II").unpack_from}
+    append = walk.starts.append
     try:
         while off < end:
+            if section_base >= 0:
+                first, unpack = len(walk.starts), header[order]
+                while off + 12 <= end:
+                    kind, length = unpack(data, off)
+                    if kind != _PCAPNG_EPB or length < 32:
+                        break
+                    append(off)
+                    off += length
+                if len(walk.starts) > first:
+                    declared = len(walk.interfaces) - section_base
+                    walk.runs.append(_Run(first, section_base, declared, order == ">", False))
+                if off >= end:
+                    break
             if off + 12 > end:
                 raise _Damage(f"byte {off}: truncated block header ({end - off} bytes left)")
             kind, length = header[order](data, off)
@@ -209,24 +236,18 @@ def _walk_pcapng(data: bytes) -> _PcapngWalk:
                 raise _Damage(f"byte {off}: a pcapng file must begin with a section header")
             if length < 12 or length % 4 or off + length > end:
                 raise _Damage(f"byte {off}: block length {length} does not fit the file")
-            if kind in (_PCAPNG_EPB, _PCAPNG_SPB):
-                if kind == _PCAPNG_EPB:
-                    local = header[order](data, off + 8)[0] if length >= 32 else -1
-                else:
-                    local = 0
-                if not 0 <= local < len(walk.interfaces) - section_base:
-                    raise _Damage(f"byte {off}: packet block names an undeclared interface")
-                walk.block_start.append(off)
-                walk.interface.append(section_base + local)
-                walk.is_simple.append(kind == _PCAPNG_SPB)
-                walk.big_endian.append(order == ">")
-            else:
-                if header[order](data, off + length - 8)[1] != length:
-                    raise _Damage(f"byte {off}: block's trailing length differs from its header")
-                if kind == _PCAPNG_IDB:
-                    if length < 20:
-                        raise _Damage(f"byte {off}: interface description block too short")
-                    walk.interfaces.append(_parse_idb(data, off, length, order))
+            if header[order](data, off + length - 8)[1] != length:
+                raise _Damage(f"byte {off}: block's trailing length differs from its header")
+            if kind == _PCAPNG_EPB:
+                raise _Damage(f"byte {off}: enhanced packet block too short ({length} bytes)")
+            if kind == _PCAPNG_SPB:
+                declared = len(walk.interfaces) - section_base
+                walk.runs.append(_Run(len(walk.starts), section_base, declared, order == ">", True))
+                append(off)
+            elif kind == _PCAPNG_IDB:
+                if length < 20:
+                    raise _Damage(f"byte {off}: interface description block too short")
+                walk.interfaces.append(_parse_idb(data, off, length, order))
             off += length
     except _Damage as damage:
         walk.damage = str(damage)
@@ -253,23 +274,44 @@ def scan_pcapng(data: bytes, buf: U8) -> Records:
     """pcapng: sections (each with its byte order) of interfaces and packet blocks."""
     walk = _walk_pcapng(data)
     damage = walk.damage
-    starts = np.array(walk.block_start, dtype=np.int64)
-    iface = np.array(walk.interface, dtype=np.int64)
-    simple = np.array(walk.is_simple, dtype=bool)
-    big = np.array(walk.big_endian, dtype=bool)
+    starts = np.frombuffer(walk.starts, dtype=np.int64) if walk.starts else np.zeros(0, np.int64)
+    run_first = np.array([run.first for run in walk.runs] + [len(starts)], dtype=np.int64)
+    per_run = np.diff(run_first)
+
+    def each(values: list[int] | list[bool]) -> I64:
+        return np.repeat(np.array(values, dtype=np.int64), per_run)
+
+    big = each([run.big_endian for run in walk.runs]).astype(bool)
+    simple = each([run.simple for run in walk.runs]).astype(bool)
+    declared = each([run.declared for run in walk.runs])
     length = read_u32(buf, starts + 4, big)
+    fits = (length % 4 == 0) & (starts + length <= len(buf)) & (length >= 12)
+    trailer = read_u32(buf, np.where(fits, starts + length - 4, starts), big)
     # enhanced: 28 header bytes before the data; simple: 12 (type, length, original length)
     header_len = np.where(simple, 12, 28)
     orig_len = read_u32(buf, starts + np.where(simple, 8, 24), big)
     room = length - header_len - 4
     caplen = np.where(simple, np.minimum(orig_len, room), read_u32(buf, starts + 20, big))
-    trailer = read_u32(buf, starts + length - 4, big)
-    bad = (room < 0) | (caplen > room) | (trailer != length) | (caplen > MAX_CAPLEN)
+    local = np.where(simple, 0, read_u32(buf, starts + 8, big))
+    bad = ~fits | (trailer != length) | (room < 0) | (caplen > room) | (caplen > MAX_CAPLEN)
+    bad |= local >= declared
     first = _first_bad(bad)
     if first < len(starts):
-        damage = f"byte {starts[first]}: malformed packet block (lengths disagree)"
-        starts, iface, simple, big = starts[:first], iface[:first], simple[:first], big[:first]
-        caplen, header_len = caplen[:first], header_len[:first]
+        problem = (
+            "names an undeclared interface"
+            if local[first] >= declared[first]
+            else ("has inconsistent lengths")
+        )
+        damage = f"byte {starts[first]}: packet block {problem}"
+    keep = slice(0, first)
+    starts, simple, big, caplen, header_len = (
+        starts[keep],
+        simple[keep],
+        big[keep],
+        caplen[keep],
+        header_len[keep],
+    )
+    iface = each([run.section_base for run in walk.runs])[keep] + local[keep]
     ticks = (read_u32(buf, starts + 12, big).astype(np.uint64) << np.uint64(32)) | read_u32(
         buf, starts + 16, big
     ).astype(np.uint64)

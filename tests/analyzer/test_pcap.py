@@ -32,12 +32,14 @@ from analyzer.schema import PACKETS, check_frame
 FIELDS = ["ts_ns", "src", "dst", "sport", "dport", "flags", "seq", "ack", "payload_len"]
 
 
-def scapy_packets(path: Path) -> pd.DataFrame:
+def scapy_packets(path: Path, limit: int | None = None) -> pd.DataFrame:
     """The reference: scapy's parse of every TCP segment, payload length from the IP lengths."""
     reader = PcapNgReader if path.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a" else PcapReader
     rows = []
     with reader(str(path)) as packets:
-        for packet in packets:
+        for index, packet in enumerate(packets):
+            if limit is not None and index >= limit:
+                break
             if TCP not in packet:
                 continue
             tcp = packet[TCP]
@@ -366,3 +368,54 @@ def test_capture_name_and_dtypes(tmp_path: Path) -> None:
     assert set(ours["capture"]) == {"other"}
     for column in ("ts_ns", "sport", "dport", "flags", "seq", "ack", "payload_len", "ip_version"):
         assert ours[column].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("cut-inside-header", "bytes left"),
+        ("cut-inside-data", "inconsistent lengths"),
+        ("trailer", "inconsistent lengths"),
+        ("interface", "undeclared interface"),
+        ("length-zero", "block length 0"),
+    ],
+)
+def test_pcapng_damage_is_located(tmp_path: Path, damage: str, message: str) -> None:
+    frame = traffic(6, ipv6=False)
+    written = tmp_path / "w.pcapng"
+    write_pcapng(written, frame)
+    shb, idb, *epbs = _blocks(written.read_bytes())
+    bad = bytearray(epbs[3])
+    tail: list[bytes] = epbs[4:]
+    if damage == "cut-inside-header":
+        bad, tail = bad[:10], []
+    elif damage == "cut-inside-data":
+        bad, tail = bad[:40], []
+    elif damage == "trailer":
+        struct.pack_into("<I", bad, len(bad) - 4, len(bad) + 4)
+    elif damage == "interface":
+        struct.pack_into("<I", bad, 8, 3)
+    elif damage == "length-zero":
+        struct.pack_into("<I", bad, 4, 0)
+    offset = sum(map(len, [shb, idb, *epbs[:3]]))
+    path = tmp_path / "bad.pcapng"
+    path.write_bytes(b"".join([shb, idb, *epbs[:3], bytes(bad), *tail]))
+    with pytest.raises(TraceError) as raised:
+        read_pcap(path)
+    assert f"byte {offset}" in str(raised.value)
+    assert message in str(raised.value)
+    assert "kept 3 packets" in str(raised.value)
+    assert_same(raised.value.kept, frame.iloc[:3])
+
+
+def test_pcapng_timestamp_offset_option(tmp_path: Path) -> None:
+    frame = traffic(3, ipv6=False)
+    written = tmp_path / "w.pcapng"
+    write_pcapng(written, frame, linktype="raw", tsresol=6)
+    shb, _idb, *epbs = _blocks(written.read_bytes())
+    options = struct.pack("<HHB3x", 9, 1, 6) + struct.pack("<HHq", 14, 8, 100) + b"\0" * 4
+    idb = _block(1, struct.pack("<HHI", 101, 0, 0) + options)
+    path = tmp_path / "offset.pcapng"
+    path.write_bytes(b"".join([shb, idb, *epbs]))
+    shifted = frame.assign(ts_ns=frame["ts_ns"] // 1000 * 1000 + 100 * 1_000_000_000)
+    assert_same(read_pcap(path), shifted)

@@ -106,15 +106,15 @@ def _capture(command: list[str], path: Path, ports: tuple[int, int, int]) -> Non
         process.wait(timeout=10)
 
 
+# A small snapshot length keeps the kernel's capture ring from overflowing on a busy machine
+# (its slots are snaplen-sized) and checks that payload lengths come from the IP header.
+_TCPDUMP = ["tcpdump", "-s", "128", "-B", "8192", "--immediate-mode", "-U"]
 CAPTURES = {
-    "lo-ethernet-us": ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w"],
-    "lo-ethernet-ns": [
-        *("tcpdump", "-i", "lo", "--immediate-mode", "-U"),
-        *("--time-stamp-precision=nano", "-w"),
-    ],
-    "any-sll": ["tcpdump", "-i", "any", "-y", "LINUX_SLL", "--immediate-mode", "-U", "-w"],
-    "any-sll2": ["tcpdump", "-i", "any", "-y", "LINUX_SLL2", "--immediate-mode", "-U", "-w"],
-    "lo-pcapng": ["dumpcap", "-q", "-i", "lo", "-w"],
+    "lo-ethernet-us": [*_TCPDUMP, "-i", "lo", "-w"],
+    "lo-ethernet-ns": [*_TCPDUMP, "-i", "lo", "--time-stamp-precision=nano", "-w"],
+    "any-sll": [*_TCPDUMP, "-i", "any", "-y", "LINUX_SLL", "-w"],
+    "any-sll2": [*_TCPDUMP, "-i", "any", "-y", "LINUX_SLL2", "-w"],
+    "lo-pcapng": ["dumpcap", "-q", "-s", "128", "-B", "8", "-i", "lo", "-w"],
 }
 
 
