@@ -163,3 +163,45 @@ async def test_local_policy_drops_until_the_health_check_removes_the_node(
             removed_at,
             errors,
         )
+
+
+@pytest.mark.root
+async def test_ip_mode_sends_to_pods_and_deregisters_after_the_registration_delay(
+    cluster_name: str, tmp_path: Path
+) -> None:
+    config = _config(cluster_name, fallback=True, targets="pods")
+    config.lb.registration_delay_s = 1.0
+    async with ManualCluster(config, tmp_path) as cluster:
+        pod_ips = [await cluster.add_pod(f"web-{i}", i) for i in range(2)]
+        vip = await cluster.create_service("Cluster")
+        registered = await cluster.wait_truth(
+            lambda r: r["event"] == "lb-targets-changed" and len(r["targets"]) == 2, 5
+        )
+        assert sorted(registered["addresses"]) == sorted(f"{ip}:8080" for ip in pod_ips)
+        await cluster.wait_truth(
+            lambda r: r["event"] == "lb-health-changed" and r["target"] == "web-1" and r["healthy"],
+            5,
+        )
+        load = asyncio.create_task(
+            asyncio.to_thread(run_client, cluster.plan.client_netns, vip, 80, 2000, 3.0, 0.5, 0.005)
+        )
+        await asyncio.sleep(0.5)
+        changed_at = await cluster.set_endpoints([cluster.endpoints["web-0"]])
+        results = await load
+        gone = await cluster.wait_truth(
+            lambda r: (
+                r["event"] == "lb-targets-changed"
+                and r["targets"] == ["web-0"]
+                and ts_s(r) > changed_at
+            ),
+            3,
+        )
+    assert ts_s(gone) - changed_at >= 1.0  # the controller's registration delay
+    to_web1 = [float(r["t"]) for r in results if r["pod"] == "web-1"]
+    assert any(t > changed_at for t in to_web1), "web-1 keeps traffic until deregistered"
+    assert all(t < ts_s(gone) for t in to_web1)
+    assert [r for r in results if r["error"]] == []
+
+
+def ts_s(record: dict[str, Any]) -> float:
+    return float(record["ts_ns"]) / 1e9
