@@ -10,6 +10,7 @@ also cleans up after a cluster that was killed. Other cluster commands (e.g. `ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -73,15 +74,17 @@ def _wait_until_up(
     deadline = time.monotonic() + timeout_s
     shown = ""
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise _fail(
-                f"the cluster process exited with {process.returncode}; its log "
-                f"({directory / LOG_FILE}) ends with:\n{_log_tail(directory)}"
-            )
         state = read_state(directory)
+        if process.poll() is not None or (state is not None and state.phase == "failed"):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)  # it cleans up, then logs why it failed
+            log_tail = _log_tail(directory)
+            hint = "\n(no root or network tools here? try --virtual)"
+            raise _fail(
+                f"the cluster failed to start; its log ({directory / LOG_FILE}) ends with:\n"
+                f"{log_tail}{hint if 'DataplaneUnavailable' in log_tail else ''}"
+            )
         progress = "starting the API server"
-        if state is not None and state.phase == "failed":
-            raise _fail(f"the cluster failed to start: {state.error}\n{_log_tail(directory)}")
         if state is not None and state.token:
             try:
                 registered, ready = asyncio.run(_node_readiness(state))
@@ -147,7 +150,12 @@ def up(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    state = _wait_until_up(directory, process, timeout)
+    try:
+        state = _wait_until_up(directory, process, timeout)
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGTERM)  # it runs in its own session: Ctrl-C missed it
+        process.wait(timeout=30)
+        raise _fail("interrupted; the half-started cluster was stopped") from None
     kind = "virtual" if cluster_config.virtual else "real"
     typer.echo(
         f"cluster {name!r} is up: {state.url}, {cluster_config.nodes} {kind} node(s), pid {state.pid}"
