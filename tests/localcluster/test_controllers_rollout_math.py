@@ -6,7 +6,11 @@ come from; rows marked "derived" follow the documented rule of the cited functio
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from localcluster.controllers import rollout as r
 from localcluster.controllers.rollout import DeploymentSpec, RSView
@@ -406,3 +410,44 @@ def test_paused_condition() -> None:
     # A paused rollout never times out: DeploymentTimedOut only counts from ReplicaSetUpdated.
     spec_deadline = DeploymentSpec(replicas=1, progress_deadline_seconds=1, paused=True)
     assert r.paused_condition(spec_deadline, paused, NOW + 99) == paused
+
+
+surge_or_unavailable = st.one_of(
+    st.integers(min_value=0, max_value=12),
+    st.sampled_from(["0%", "10%", "25%", "33%", "50%", "100%"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    replicas=st.integers(min_value=0, max_value=60),
+    surge=surge_or_unavailable,
+    unavailable=surge_or_unavailable,
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_rolling_steps_hold_invariants_for_any_availability_order(
+    replicas, surge, unavailable, seed
+) -> None:
+    """Whatever subset of the new Pods becomes available between syncs, every step keeps
+    spec totals ≤ replicas + maxSurge and availability ≥ replicas − maxUnavailable, and the
+    rollout ends with only the new RS (the guarantees rolloutRolling is built to give)."""
+    rng = random.Random(seed)
+    spec = DeploymentSpec(replicas=replicas, max_surge=surge, max_unavailable=unavailable)
+    old = RSView("old", replicas, available=replicas, status_replicas=replicas, created=1)
+    new = RSView("new", 0, created=2)
+    for _ in range(10_000):
+        sizes = r.rolling_step(spec, new, [old])
+        if sizes:
+            old_n, new_n = sizes.get("old", old.replicas), sizes.get("new", new.replicas)
+            old = RSView("old", old_n, min(old.available, old_n), status_replicas=old_n, created=1)
+            new = RSView("new", new_n, min(new.available, new_n), status_replicas=new_n, created=2)
+            assert old_n + new_n <= replicas + spec.max_surge_count()
+            assert old.available + new.available >= replicas - spec.max_unavailable_count()
+        elif new.available < new.replicas:
+            became = rng.randint(1, new.replicas - new.available)
+            new = RSView(
+                "new", new.replicas, new.available + became, status_replicas=new.replicas, created=2
+            )
+        else:
+            break
+    assert (old.replicas, new.replicas, new.available) == (0, replicas, replicas)
