@@ -133,7 +133,9 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    pod_ready_s = (START_DELAY_S + readiness_delay_s({"readinessProbe": PROBE})) * args.time_scale
+    pod_ready_s = (
+        START_DELAY_S + readiness_delay_s({"readinessProbe": PROBE}, START_DELAY_S)
+    ) * args.time_scale
     print(
         f"{args.replicas} replicas, Pod start+ready = {pod_ready_s * 1000:.0f} ms (time_scale {args.time_scale})"
     )

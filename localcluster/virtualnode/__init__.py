@@ -190,7 +190,7 @@ class VirtualNodes:
         truth = self._truth[node]
         name = run.pod["metadata"]["name"]
         truth.record("process-started", pod=name, node=node)
-        readiness = pod_readiness_delay_s(run.pod)
+        readiness = pod_readiness_delay_s(run.pod, self.config.virtual_node.start_delay_s)
         if readiness > 0:
             await self._write_status(node, run, ready=False)
             await self._sleep(readiness)

@@ -29,23 +29,26 @@ from tests.localcluster.test_controllers_harness import (
 
 
 @pytest.mark.parametrize(
-    ("probe", "expected"),
+    ("probe", "start_delay", "expected"),
     [
-        # prober/worker.go: probe at start then every period; results before
-        # initialDelaySeconds are ignored; successThreshold consecutive successes flip Ready.
-        (None, 0.0),
-        ({"periodSeconds": 10}, 0.0),
-        ({"initialDelaySeconds": 5, "periodSeconds": 10}, 10.0),
-        ({"initialDelaySeconds": 5, "periodSeconds": 5}, 5.0),
-        ({"initialDelaySeconds": 3, "periodSeconds": 2, "successThreshold": 3}, 8.0),
-        ({"initialDelaySeconds": 0, "periodSeconds": 1, "successThreshold": 2}, 1.0),
+        # prober/worker.go + prober_manager.go: one probe right at container start (manual
+        # trigger), then worker ticks every period counted from the Pod's arrival; results
+        # before initialDelaySeconds are ignored; successThreshold successes flip Ready.
+        (None, 0.0, 0.0),
+        ({"periodSeconds": 10}, 0.5, 0.0),
+        ({"initialDelaySeconds": 5, "periodSeconds": 10}, 0.0, 10.0),
+        ({"initialDelaySeconds": 5, "periodSeconds": 5}, 0.0, 5.0),
+        ({"initialDelaySeconds": 2, "periodSeconds": 1}, 0.5, 2.5),  # ticks at 0.5, 1.5, 2.5
+        ({"initialDelaySeconds": 5, "periodSeconds": 10}, 3.0, 7.0),  # tick at 10 − 3
+        ({"initialDelaySeconds": 3, "periodSeconds": 2, "successThreshold": 3}, 0.0, 8.0),
+        ({"initialDelaySeconds": 0, "periodSeconds": 1, "successThreshold": 2}, 0.25, 0.75),
     ],
 )
-def test_readiness_delay(probe, expected) -> None:
+def test_readiness_delay(probe, start_delay, expected) -> None:
     container: JsonObject = (
         {"name": "c"} if probe is None else {"name": "c", "readinessProbe": probe}
     )
-    assert readiness_delay_s(container) == expected
+    assert readiness_delay_s(container, start_delay) == pytest.approx(expected)
 
 
 def test_pod_is_ready_when_its_slowest_container_is() -> None:
@@ -154,8 +157,8 @@ async def test_pod_starts_then_becomes_ready_per_probe() -> None:
 
         pod = await wait_for(is_ready, 5, "Ready")
         became_ready = parse_time(pod_condition(pod, "Ready")["lastTransitionTime"])
-        # start_delay 1 s + readiness 20 s, scaled
-        assert became_ready - started >= (1 + 20) * TIME_SCALE * 0.9
+        # start_delay 1 s, then the first worker tick at or after initialDelay 20 s: 29 s
+        assert became_ready - started >= (1 + 29) * TIME_SCALE * 0.9
 
 
 @pytest.mark.parametrize(
