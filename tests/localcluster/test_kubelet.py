@@ -60,15 +60,17 @@ async def test_node_is_registered_ready_and_heartbeats(cluster: Harness) -> None
 
 
 async def test_pod_runs_then_becomes_ready_by_its_readiness_probe(cluster: Harness) -> None:
+    _, since = await cluster.client.list("pods", "default")
     await cluster.create_pod("web-1", [demoapp("--warmup", "1.2", readinessProbe=READY_PROBE)])
-    running = await cluster.wait_pod(
-        "web-1", lambda p: (p or {}).get("status", {}).get("phase") == "Running"
-    )
-    assert running is not None and not condition(running, "Ready")
-    assert running["status"]["podIP"].startswith("127.0.101.")
-    assert "running" in container_status(running)["state"]
     ready = await cluster.wait_pod("web-1", lambda p: condition(p, "Ready"))
     assert container_status(ready)["ready"] is True
+    states = [
+        (p["status"].get("phase"), condition(p, "Ready"))
+        for p in await cluster.pod_history("web-1", since)
+    ]
+    running = states.index(("Running", False))  # running but not ready: warming up
+    assert states[running:].index(("Running", True)) > 0
+    assert ready is not None and ready["status"]["podIP"].startswith("127.0.101.")
     truth = cluster.truth()
     started = next(t for t in truth if t["event"] == "process-started")
     app_ready = next(t for t in truth if t["event"] == "ready-to-serve")

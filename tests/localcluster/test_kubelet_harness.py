@@ -49,6 +49,15 @@ class Harness:
         }
         return await self.client.create("pods", pod, "default")
 
+    async def pod_history(self, name: str, since: str) -> list[JsonObject]:
+        """Every version of the Pod written after resourceVersion ``since``, from the watch
+        history: what a controller saw, however slowly this test was scheduled."""
+        versions = []
+        async for event in self.client.watch("pods", "default", since, timeout_seconds=0.2):
+            if event["object"]["metadata"]["name"] == name:
+                versions.append(event["object"])
+        return versions
+
     async def pod(self, name: str) -> JsonObject | None:
         try:
             return await self.client.get("pods", name, "default")
