@@ -141,11 +141,13 @@ def failure_features(
     endpoints: pd.DataFrame,
     context: ServiceContext,
     has_packets: bool,
+    gaps: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The facts ``decide`` looks at, one row per failed request.
 
     ``requests`` is the joined requests table: REQUESTS plus ``conn_key`` (the client-capture
-    connection), ``pod_matched`` and ``pod_method`` (see ``analyzer.joins``).
+    connection), ``pod_matched`` and ``pod_method`` (see ``analyzer.joins``). ``gaps``: the
+    watch's GAP markers as rows (since_ns, recv_ns).
     """
     idle_since = previous_request_end(requests)
     failed = requests[requests["error_kind"] != ErrorKind.OK.value]
@@ -166,7 +168,7 @@ def failure_features(
     server_fin = as_float(conn_col("server_fin_ns"))
     server_rst = as_float(conn_col("server_rst_ns"))
     server_close = np.fmin(server_fin, server_rst)
-    states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods)
+    states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods, gaps)
     deletion = start - states["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan) * 1e6
     features = pd.DataFrame(
         {

@@ -40,6 +40,8 @@ SYN_AFTER_START_SLACK_NS = 200_000_000
 NODE_SYN_WINDOW_NS = 3_500_000_000
 # Without a preserved source port only time proximity is left; keep it tight to stay unambiguous
 SNAT_SYN_WINDOW_NS = 5_000_000
+# A relist after a GAP delivers its objects shortly after the GAP marker
+RELIST_SLACK_NS = 2_000_000_000
 # How long after deletion a Pod stays a plausible target for inference (the e2e lag tolerance)
 INFERENCE_HORIZON_NS = 30_000_000_000
 
@@ -228,12 +230,33 @@ def pods_by_ip(ips: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.Serie
     return out
 
 
-def pod_states(pod_names: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.DataFrame:
+def earliest_possible(times: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Each transition time, or the start of the watch GAP it was detected after.
+
+    A transition first seen when the watch recovered from a gap happened somewhere between the
+    gap's start and its detection (``*_late`` in the pods table); the detection is only an upper
+    bound. Rules ask "could the Pod already have been deleted / started then?", so they get the
+    lower bound. ``gaps`` holds rows (since_ns, recv_ns) of the GAP markers.
+    """
+    out = times.copy()
+    for since, until in gaps:
+        late = (times >= since) & (times <= until + RELIST_SLACK_NS)
+        out[late] = np.fmin(out[late], since)
+    return out
+
+
+def pod_states(
+    pod_names: pd.Series,
+    times: pd.Series,
+    pods: pd.DataFrame,
+    gaps: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Each (Pod, time)'s lifecycle state and the ms since its deletion / readiness.
 
     States: pending (created, container not started), starting (started, not Ready), ready,
     terminating (deletion requested, containers still running), gone (terminated or deleted),
-    unknown (no such Pod in the watch, or before it was first seen).
+    unknown (no such Pod in the watch, or before it was first seen). Transitions detected after
+    a watch GAP count from the gap's start (``earliest_possible``).
     """
     info = pods.drop_duplicates("pod", keep="last").set_index("pod")
     idx = pod_names.index
@@ -242,7 +265,8 @@ def pod_states(pod_names: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd
 
     def col(name: str) -> np.ndarray:
         series = lookup(names, info[name]) if name in info.columns else pd.Series(pd.NA, index=idx)
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return values if gaps is None else earliest_possible(values, gaps)
 
     created, started, ready = col("created_ns"), col("started_ns"), col("ready_ns")
     deletion, terminated, deleted = col("deletion_ns"), col("terminated_ns"), col("deleted_ns")

@@ -175,15 +175,26 @@ def _read_packets(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Pods, endpoints and the watch's GAP markers as rows (since_ns, recv_ns)."""
+    no_gaps = np.empty((0, 2), dtype="float64")
     if not paths.events.exists():
         inputs.missing.append("events.jsonl")
-        return PODS.empty(), ENDPOINTS.empty()
+        return PODS.empty(), ENDPOINTS.empty(), no_gaps
     scan = scan_events(paths.events)
     inputs.present.append("events.jsonl")
     for problem in scan.problems:
         inputs.damage(problem, "every other line")
-    return pod_lifecycle(scan.frame), endpoint_membership(scan.frame)
+    events = scan.frame
+    gap_rows = events[events["type"] == "GAP"]
+    gaps = np.column_stack(
+        [
+            pd.to_numeric(gap_rows["since_ns"]).to_numpy(dtype="float64", na_value=np.nan),
+            gap_rows["recv_ns"].to_numpy(dtype="float64"),
+        ]
+    )
+    gaps = gaps[~np.isnan(gaps).any(axis=1)] if len(gaps) else no_gaps
+    return pod_lifecycle(events), endpoint_membership(events), gaps
 
 
 def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dict[str, str]]:
@@ -263,7 +274,7 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
     inputs = _Inputs(present=["run.json"])
     requests = _read_requests(paths, inputs)
     packets = _read_packets(paths, inputs)
-    pods, endpoints = _read_events(paths, inputs)
+    pods, endpoints, gaps = _read_events(paths, inputs)
 
     server_ports = {int(p) for p in requests["remote_port"].unique()}
     for key in ("port", "target_port", "node_port"):
@@ -286,7 +297,7 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
     context = _service_context(meta, pods, endpoints, list(capture_nodes.values()))
     has_packets = not client_conns.empty
     features = attribution.failure_features(
-        joined, client_conns, pods, endpoints, context, has_packets
+        joined, client_conns, pods, endpoints, context, has_packets, gaps
     )
     failures = attribution.decide(features, context)
     windows = metrics.disruption_windows(failures)

@@ -185,3 +185,22 @@ def test_without_packets_the_analysis_still_attributes_and_says_so(tmp_path: Pat
     failures = analysis.tables["failures"]
     assert (failures["pod_method"] == "inferred").all()
     assert failures["confidence"].max() < 0.9  # inferred evidence claims less
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"watch_gap": (5.0, 9.0)},  # the rollout's transitions are only seen after the gap
+        {"duplicate_client_packets": True},
+        {"linktype": "sll2", "pcapng": True, "nanosecond": False},
+        {"snaplen": 96},
+        {"node_captures": False},
+    ],
+    ids=["watch-gap", "duplicates", "sll2-pcapng-us", "snaplen-96", "client-capture-only"],
+)
+def test_mixed_recipe_survives_trace_options(tmp_path: Path, options: dict[str, object]) -> None:
+    built = build_run(tmp_path / "run", "mixed", seed=5, **options)
+    built.paths.truth.unlink()
+    joined = Scored(built, compute(built.path)).joined
+    for cause, (precision, recall, n) in per_cause_scores(joined).items():
+        assert precision >= MIN_SCORE and recall >= MIN_SCORE, (cause, precision, recall, n)

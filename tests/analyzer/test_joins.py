@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analyzer import joins
@@ -229,3 +230,13 @@ def test_inference_points_5xx_at_the_newest_pod_and_connect_failures_at_the_leav
         ],
     )
     assert joins.infer_pods(failed, pods).tolist() == ["new", "old", "new"]
+
+
+def test_transitions_seen_after_a_watch_gap_count_from_the_gap_start() -> None:
+    gaps = np.array([[20.0 * S, 25.0 * S]])
+    times = np.array([10.0 * S, 25.5 * S, 40.0 * S, np.nan])
+    assert joins.earliest_possible(times, gaps).tolist()[:3] == [10.0 * S, 20.0 * S, 40.0 * S]
+    pods = make_frame(PODS, [pod("p", "10.244.1.5", 25.5, started_ns=25.5, ready_ns=25.5)])
+    names, at = pd.Series(["p"]), pd.Series([22 * S])
+    assert joins.pod_states(names, at, pods)["pod_state"].tolist() == ["unknown"]
+    assert joins.pod_states(names, at, pods, gaps)["pod_state"].tolist() == ["ready"]

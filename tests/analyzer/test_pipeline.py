@@ -84,3 +84,21 @@ def test_damaged_requests_are_unusable(tmp_path: Path) -> None:
     (run_dir / "requests.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(UnusableRunError, match=r"requests\.parquet"):
         analyze_run(run_dir)
+
+
+def test_damaged_capture_and_event_line_are_reported_and_the_rest_analyzed(tmp_path: Path) -> None:
+    from analyzer.tracebuilder.build import build_run
+
+    built = build_run(tmp_path / "run", "endpoint-lag", seed=3)
+    capture = built.paths.packets_dir / "client.pcap"
+    data = capture.read_bytes()
+    capture.write_bytes(data[: len(data) * 2 // 3] + b"\xff" * 7)  # torn mid-record
+    with built.paths.events.open("ab") as events:
+        events.write(b'{"type": "MODIFIED", "recv_ns": "soon"}\n')
+    summary = analyze_run(built.path)
+    damaged = {d["file"].rsplit("/", 1)[-1]: d for d in summary["inputs"]["damaged"]}
+    assert damaged["client.pcap"]["where"].startswith("byte ")
+    assert "packets before the damage" in damaged["client.pcap"]["kept"]
+    assert damaged["events.jsonl"]["where"].startswith("line ")
+    assert summary["requests_failed"] == len(built.causes)
+    assert summary["failed_by_cause"]["endpoint-lag"] >= 0.95 * len(built.causes)
