@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer.errors import TraceError
 from analyzer.pcap_formats import Records, is_pcapng, scan_pcap, scan_pcapng
@@ -40,15 +41,18 @@ _TCP = 6
 
 
 class _Window:
-    """A fixed-width copy of the bytes at one offset per row, e.g. each frame's first 80 bytes.
+    """A fixed-width copy of the bytes at one offset per row: each frame's first 64 bytes.
 
     Copying the headers once into a compact matrix makes every later field read a column
     slice (or a small per-row gather) instead of a cache-missing gather over the whole file.
-    Bytes past the end of the file read as zero; callers check lengths against the frame's end.
+    ``shift`` moves the origin of field offsets (to the IP or TCP header) without copying; an
+    int when it is the same on every row, so that reads stay column slices. Bytes past the end of
+    the file read as zero and offsets past the width are clipped: callers check lengths.
     """
 
     def __init__(self, buf: U8, origin: I64, width: int) -> None:
         self.origin = origin
+        self.shift: int | I64 = 0
         self.rows = np.zeros((len(origin), width), dtype=np.uint8)
         inside = origin <= len(buf) - width
         if inside.any():
@@ -60,18 +64,37 @@ class _Window:
             within = index < len(buf)
             self.rows[edge] = np.where(within, buf[np.minimum(index, len(buf) - 1)], 0)
 
-    def subset(self, rows: Mask | I64) -> _Window:
-        if isinstance(rows, np.ndarray) and rows.dtype == bool and rows.all():
-            return self
+    def _view(self, origin: I64, rows: npt.NDArray[np.uint8], shift: int | I64) -> _Window:
         window = _Window.__new__(_Window)
-        window.origin, window.rows = self.origin[rows], self.rows[rows]
+        window.origin, window.rows, window.shift = origin, rows, _uniform(shift)
         return window
 
+    @property
+    def width(self) -> int:
+        return int(self.rows.shape[1])
+
+    @property
+    def base(self) -> I64:
+        """Each row's field origin as a file offset."""
+        base: I64 = np.add(self.origin, self.shift, dtype=np.int64)
+        return base
+
+    def at(self, shift: int | I64) -> _Window:
+        return self._view(self.origin, self.rows, self.shift + shift)
+
+    def subset(self, rows: Mask) -> _Window:
+        if rows.all():
+            return self
+        shift = self.shift if isinstance(self.shift, int) else self.shift[rows]
+        return self._view(self.origin[rows], self.rows[rows], shift)
+
     def u8(self, rel: int | I64) -> I64:
-        if isinstance(rel, int):
-            return self.rows[:, rel].astype(np.int64)
-        clipped = np.clip(rel, 0, self.rows.shape[1] - 1)
-        return self.rows[np.arange(len(rel)), clipped].astype(np.int64)
+        pos = self.shift + rel
+        if isinstance(pos, int):
+            return self.rows[:, min(pos, self.width - 1)].astype(np.int64)
+        clipped: I64 = np.clip(pos, 0, self.width - 1)
+        values: I64 = self.rows[np.arange(len(clipped)), clipped].astype(np.int64)
+        return values
 
     def be16(self, rel: int | I64) -> I64:
         return (self.u8(rel) << 8) | self.u8(rel + 1)
@@ -80,9 +103,20 @@ class _Window:
         return (self.be16(rel) << 16) | self.be16(rel + 2)
 
 
-_LINK_WIDTH = 24  # the longest link header read: Ethernet with two VLAN tags (22)
-_IP_WIDTH = 40  # the fixed IPv6 header (IPv4 options are never read)
-_TCP_WIDTH = 16  # ports, seq, ack, data offset, flags
+def _uniform(offsets: int | I64) -> int | I64:
+    """Per-row offsets that are the same on every row, as an int (reads become column slices)."""
+    if isinstance(offsets, int):
+        return offsets
+    if len(offsets) == 0:
+        return 0
+    first = int(offsets[0])
+    return first if bool((offsets == first).all()) else offsets
+
+
+# Ethernet with two VLAN tags (22) + the fixed IPv6 header (40) fit; so do Ethernet + IPv4 +
+# the TCP fields read (14), the common case, which then needs no second copy.
+_HEAD_WIDTH = 64
+_TCP_FIELDS = 14  # ports, seq, ack, data offset, flags
 _DECODE_CHUNK = 262_144  # records decoded at a time: bounds the temporary arrays' memory
 
 
@@ -150,7 +184,7 @@ def _ipv6(ip: _Window, buf: U8) -> _Transport:
             break
         # extension headers lie beyond the IP window: read them from the file itself
         rows = np.flatnonzero(extension)
-        ext = _Window(buf, ip.origin[rows] + rel[rows], 4)
+        ext = _Window(buf, ip.base[rows] + rel[rows], 4)
         kind = next_header[rows]
         ok[rows] &= ~((kind == 44) & ((ext.be16(2) >> 3) != 0))  # TCP only in first fragments
         length = np.where(
@@ -190,6 +224,13 @@ class _Segments:
         return _Segments({k: np.concatenate(v) for k, v in columns.items()}, list(index))
 
 
+def _dotted_quads(addresses: I64) -> list[str]:
+    """IPv4 addresses as text, vectorized (a client capture can hold many thousand hosts)."""
+    octets = [pa.array((addresses >> shift) & 0xFF).cast(pa.string()) for shift in (24, 16, 8, 0)]
+    texts: list[str] = pc.binary_join_element_wise(*octets, ".").to_pylist()
+    return texts
+
+
 def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
     """Source and destination as codes into a list of address texts (each formatted once)."""
     n = len(is_v6)
@@ -201,10 +242,11 @@ def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
         v4_codes, uniques = pd.factorize(np.concatenate([window.be32(12), window.be32(16)]))
         rows = np.flatnonzero(v4)
         codes[np.concatenate([rows, rows + n])] = v4_codes
-        texts += [str(ipaddress.IPv4Address(int(v))) for v in uniques]
+        texts += _dotted_quads(uniques)
     if is_v6.any():
         window = ip.subset(is_v6)
-        matrix = np.concatenate([window.rows[:, 8:24], window.rows[:, 24:40]])
+        matrix = np.stack([window.u8(8 + i) for i in range(32)], axis=1).astype(np.uint8)
+        matrix = np.concatenate([matrix[:, :16], matrix[:, 16:]])
         unique_rows, v6_codes = np.unique(matrix, axis=0, return_inverse=True)
         rows = np.flatnonzero(is_v6)
         codes[np.concatenate([rows, rows + n])] = v6_codes.reshape(-1) + len(texts)
@@ -214,24 +256,29 @@ def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
 
 def _segments(buf: U8, records: Records) -> _Segments:
     """Decode every record's link, IP and TCP headers; keep the rows that are whole TCP headers."""
-    start, end = records.data_start, records.data_start + records.caplen
-    ip_rel, version = _network_layer(_Window(buf, start, _LINK_WIDTH), records.linktype)
-    ip = _Window(buf, start + ip_rel, _IP_WIDTH)
+    caplen = records.caplen
+    head = _Window(buf, records.data_start, _HEAD_WIDTH)
+    ip_rel, version = _network_layer(head, records.linktype)
+    ip = head.at(ip_rel)
     version = np.where(ip.u8(0) >> 4 == version, version, 0)  # the IP header must agree
-    tcp_off = np.zeros(len(start), dtype=np.int64)
-    ip_payload = np.zeros(len(start), dtype=np.int64)
-    ok = np.zeros(len(start), dtype=bool)
+    tcp_rel = np.zeros(len(caplen), dtype=np.int64)  # from the frame's start
+    ip_payload = np.zeros(len(caplen), dtype=np.int64)
+    ok = np.zeros(len(caplen), dtype=bool)
     for number, parse, min_header in ((4, _ipv4, 20), (6, _ipv6, 40)):
-        rows = (version == number) & (ip.origin + min_header <= end)
+        rows = (version == number) & (ip_rel + min_header <= caplen)
         if rows.any():
             transport = parse(ip.subset(rows), buf)
-            tcp_off[rows] = ip.origin[rows] + transport.tcp_rel
+            tcp_rel[rows] = ip_rel[rows] + transport.tcp_rel
             ip_payload[rows] = transport.ip_payload
             ok[rows] = transport.ok
-    ok &= tcp_off + 20 <= end
+    ok &= tcp_rel + 20 <= caplen
     keep = np.flatnonzero(ok)
     src, dst, texts = _addresses(ip.subset(ok), version[keep] == 6)
-    tcp = _Window(buf, tcp_off[keep], _TCP_WIDTH)
+    tcp_rel = tcp_rel[keep]
+    if bool((tcp_rel + _TCP_FIELDS <= _HEAD_WIDTH).all()):
+        tcp = head.subset(ok).at(tcp_rel)
+    else:  # IPv6 or IP options: the TCP header lies beyond the head copy
+        tcp = _Window(buf, records.data_start[keep] + tcp_rel, _TCP_FIELDS)
     header_len = (tcp.u8(12) >> 4) * 4
     payload_len = ip_payload[keep] - header_len
     segments = _Segments(
