@@ -127,11 +127,24 @@ def cluster_state_at(
     )
 
 
-def previous_request_end(requests: pd.DataFrame) -> pd.Series:
-    """End of the previous request on the same connection (how long it sat idle)."""
-    ordered = requests.sort_values(["conn_id", "conn_seq"], kind="stable")
-    prev = ordered.groupby("conn_id", sort=False)["end_ns"].shift(1)
-    return prev.astype("Int64").reindex(requests.index)
+def previous_request_end(requests: pd.DataFrame, of: pd.Index) -> pd.Series:
+    """For the requests at ``of``: end of the previous request on the same connection (how long
+    the connection sat idle), NA for a connection's first request. Looked up by the integer key
+    (conn_id, conn_seq − 1) rather than by sorting a million requests."""
+    seq_bits = 24  # conn_seq < 16M requests per connection
+    keys = requests["conn_id"].to_numpy(dtype="int64") << seq_bits
+    keys += requests["conn_seq"].to_numpy(dtype="int64")
+    wanted = requests.loc[of]
+    want = (
+        (wanted["conn_id"].to_numpy(dtype="int64") << seq_bits)
+        + wanted["conn_seq"].to_numpy(dtype="int64")
+        - 1
+    )
+    pos = pd.Index(keys).get_indexer(want) if pd.Index(keys).is_unique else np.full(len(of), -1)
+    ends = requests["end_ns"].to_numpy(dtype="int64")
+    values = pd.array(np.where(pos >= 0, ends[np.maximum(pos, 0)], 0), dtype="Int64")
+    values[pos < 0] = pd.NA
+    return pd.Series(values, index=of)
 
 
 def failure_features(
@@ -149,8 +162,8 @@ def failure_features(
     connection), ``pod_matched`` and ``pod_method`` (see ``analyzer.joins``). ``gaps``: the
     watch's GAP markers as rows (since_ns, recv_ns).
     """
-    idle_since = previous_request_end(requests)
     failed = requests[requests["error_kind"] != ErrorKind.OK.value]
+    idle_since = previous_request_end(requests, failed.index)
     conns = client_conns.set_index("conn_key")
     key = failed["conn_key"]
 
@@ -189,9 +202,7 @@ def failure_features(
             # an orderly close answered by a reset: the peer's data hit a closed socket
             "fin_then_rst": server_rst >= server_fin,
             "has_packets": has_packets & key.notna(),
-            "idle_ms": pd.array(
-                (start - as_float(idle_since.loc[failed.index])) / 1e6, dtype="Float64"
-            ),
+            "idle_ms": pd.array((start - as_float(idle_since)) / 1e6, dtype="Float64"),
             "pod_deleted_by_end": deletion <= end,
         },
         index=failed.index,

@@ -257,3 +257,22 @@ def test_a_deletion_the_watch_reported_just_after_the_request_still_counts() -> 
         pod="old", pod_method="node-capture", pod_state="ready", ms_since_deletion=-200.0
     )
     assert row["cause"] == Cause.ENDPOINT_LAG.value
+
+
+def test_previous_request_end_is_the_same_connections_previous_request() -> None:
+    from analyzer.schema import REQUESTS
+    from tests.analyzer.test_joins import request
+
+    reqs = make_frame(
+        REQUESTS,
+        [
+            request(1, 10.0, conn_id=1, conn_seq=1, end_ns=11 * S),
+            request(2, 10.5, conn_id=2, conn_seq=1, end_ns=12 * S),
+            request(3, 13.0, conn_id=1, conn_seq=2, end_ns=14 * S),
+            request(4, 15.0, conn_id=1, conn_seq=3, end_ns=16 * S),
+        ],
+    ).sample(frac=1.0, random_state=3)  # order must not matter
+    prev = attribution.previous_request_end(reqs, reqs.index)
+    by_id = dict(zip(reqs["request_id"], prev, strict=True))
+    assert by_id[1] is pd.NA and by_id[2] is pd.NA
+    assert by_id[3] == 11 * S and by_id[4] == 14 * S
