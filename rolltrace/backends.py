@@ -81,7 +81,7 @@ class LocalBackend:
         plan = AddressPlan(config)
 
         def close() -> None:
-            stop_process(state.pid, timeout_s=30)
+            stop_process(state.pid, directory, timeout_s=30)
             _reap(process)
             truth = directory / "truth.jsonl"
             if truth.exists():

@@ -10,13 +10,7 @@ also cleans up after a cluster that was killed. Other cluster commands (e.g. `ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,12 +20,17 @@ import yaml
 from localcluster.apiserver import HttpClient
 from localcluster.config import ClusterConfig
 from localcluster.state import (
-    LOG_FILE,
     ClusterState,
     is_rolltrace_kubeconfig,
     process_alive,
     read_state,
     state_dir,
+)
+from rolltrace.localrun import (
+    ClusterStartError,
+    dataplane_cleanup,
+    start_cluster,
+    stop_process,
 )
 
 cluster_app = typer.Typer(
@@ -46,64 +45,6 @@ NameOption = Annotated[
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
-
-
-def _log_tail(directory: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join((directory / LOG_FILE).read_text().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-async def _node_readiness(state: ClusterState) -> tuple[int, int]:
-    """(registered, Ready) node counts, asked over the unix socket."""
-    async with HttpClient("http://localhost", state.token, unix_socket=state.api_socket) as client:
-        nodes, _ = await client.list("nodes")
-    ready = sum(
-        1
-        for node in nodes
-        for c in (node.get("status") or {}).get("conditions") or []
-        if c.get("type") == "Ready" and c.get("status") == "True"
-    )
-    return len(nodes), ready
-
-
-def _wait_until_up(
-    directory: Path, process: subprocess.Popen[bytes], timeout_s: float
-) -> ClusterState:
-    deadline = time.monotonic() + timeout_s
-    shown = ""
-    while time.monotonic() < deadline:
-        state = read_state(directory)
-        if process.poll() is not None or (state is not None and state.phase == "failed"):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)  # it cleans up, then logs why it failed
-            log_tail = _log_tail(directory)
-            hint = "\n(no root or network tools here? try --virtual)"
-            raise _fail(
-                f"the cluster failed to start; its log ({directory / LOG_FILE}) ends with:\n"
-                f"{log_tail}{hint if 'DataplaneUnavailable' in log_tail else ''}"
-            )
-        progress = "starting the API server"
-        if state is not None and state.token:
-            try:
-                registered, ready = asyncio.run(_node_readiness(state))
-            except Exception:  # not answering yet
-                registered = ready = 0
-            progress = (
-                f"API up; nodes registered {registered}/{state.nodes}, Ready {ready}/{state.nodes}"
-            )
-            if state.phase == "running" and ready >= state.nodes:
-                typer.echo(progress, err=True)
-                return state
-        if progress != shown:
-            typer.echo(progress, err=True)
-            shown = progress
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    raise _fail(
-        f"the cluster was not up after {timeout_s:.0f} s; stopped it.\n{_log_tail(directory)}"
-    )
 
 
 @cluster_app.command()
@@ -135,26 +76,13 @@ def up(
             f"a cluster named {name!r} is already up (pid {existing.pid}, {existing.url}); "
             f"`rolltrace cluster down --name {name}` first, or pick another --name"
         )
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config_path = directory / "cluster.json"
-    config_path.write_text(cluster_config.model_dump_json(indent=2))
-    command = [sys.executable, "-m", "localcluster.main", "--config", str(config_path)]
-    command += ["--state-dir", str(directory)]
-    if kubeconfig is not None:
-        command += ["--kubeconfig", str(kubeconfig.resolve())]
-    with open(directory / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
     try:
-        state = _wait_until_up(directory, process, timeout)
+        _, state = start_cluster(
+            cluster_config, directory, kubeconfig, timeout, lambda line: typer.echo(line, err=True)
+        )
+    except ClusterStartError as exc:
+        raise _fail(str(exc)) from None
     except KeyboardInterrupt:
-        process.send_signal(signal.SIGTERM)  # it runs in its own session: Ctrl-C missed it
-        process.wait(timeout=30)
         raise _fail("interrupted; the half-started cluster was stopped") from None
     kind = "virtual" if cluster_config.virtual else "real"
     typer.echo(
@@ -162,29 +90,6 @@ def up(
     )
     typer.echo(f"kubeconfig: {state.kubeconfig}")
     typer.echo(f"export KUBECONFIG={state.kubeconfig}")
-
-
-def _stop_process(pid: int, directory: Path, timeout_s: float) -> str:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not process_alive(pid, directory):
-            return "stopped"
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    return f"killed (did not stop within {timeout_s:.0f} s)"
-
-
-def _dataplane_cleanup(name: str) -> str:
-    try:
-        from localcluster.dataplane import cleanup
-    except ImportError:
-        return ""
-    try:
-        leftovers = cleanup(name)
-    except Exception as exc:  # cleanup needs root; report, do not hide the rest of `down`
-        return f"data-plane clean-up failed: {exc}"
-    return f"removed data-plane leftovers: {leftovers}" if leftovers else ""
 
 
 @cluster_app.command()
@@ -196,14 +101,14 @@ def down(
     directory = state_dir(name)
     state = read_state(directory)
     if state is not None and process_alive(state.pid, directory):
-        typer.echo(f"cluster {name!r}: {_stop_process(state.pid, directory, timeout)}")
+        typer.echo(f"cluster {name!r}: {stop_process(state.pid, directory, timeout)}")
     else:
         typer.echo(f"cluster {name!r} is not running")
     if state is not None and state.kubeconfig:
         kubeconfig = Path(state.kubeconfig)
         if is_rolltrace_kubeconfig(kubeconfig):
             kubeconfig.unlink(missing_ok=True)
-    note = _dataplane_cleanup(name)
+    note = dataplane_cleanup(name)
     if note:
         typer.echo(note)
     if directory.is_dir():

@@ -9,6 +9,7 @@ remove their nft tables, namespaces are deleted) instead of both dying at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,8 +72,10 @@ def start_cluster(
         )
     try:
         return process, _wait_until_up(directory, process, timeout_s, on_progress)
-    except BaseException:
-        stop_process(process.pid, timeout_s=20)
+    except BaseException:  # includes Ctrl-C: the cluster runs in its own session and missed it
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
         raise
 
 
@@ -116,15 +119,28 @@ def _wait_until_up(
     )
 
 
-def stop_process(pid: int, timeout_s: float) -> str:
+def stop_process(pid: int, directory: Path, timeout_s: float) -> str:
     """SIGTERM, then SIGKILL after ``timeout_s``; says which it took."""
-    if not process_alive(pid):
+    if not process_alive(pid, directory):
         return "was not running"
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not process_alive(pid):
+        if not process_alive(pid, directory):
             return "stopped"
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
-    return "killed after not stopping in time"
+    return f"killed (did not stop within {timeout_s:.0f} s)"
+
+
+def dataplane_cleanup(name: str) -> str:
+    """Remove namespaces/processes a killed cluster left behind; a note for the user or ""."""
+    try:
+        from localcluster.dataplane import cleanup
+    except ImportError:
+        return ""
+    try:
+        leftovers = cleanup(name)
+    except Exception as exc:  # cleanup needs root; report, do not hide the rest of `down`
+        return f"data-plane clean-up failed: {exc}"
+    return f"removed data-plane leftovers: {leftovers}" if leftovers else ""
