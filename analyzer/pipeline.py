@@ -84,6 +84,7 @@ class Summary(TypedDict):
     timings: dict[str, Any]
     pod_match: dict[str, int]
     mean_confidence: float | None
+    evidence_examples: dict[str, str]
     inputs: InputsReport
 
 
@@ -362,6 +363,7 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
         "timings": timings,
         "pod_match": {m.value: int((failures["pod_method"] == m.value).sum()) for m in PodMatch},
         "mean_confidence": round(float(failures["confidence"].mean()), 3) if failed else None,
+        "evidence_examples": _evidence_examples(failures),
         "inputs": {
             "present": inputs.present,
             "missing": inputs.missing,
@@ -381,6 +383,13 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
         "timings": timings_table,
     }
     return Analysis(meta=meta, tables=tables, summary=summary)
+
+
+def _evidence_examples(failures: pd.DataFrame) -> dict[str, str]:
+    """Per cause present, the evidence of its most confident (then earliest) failure."""
+    ranked = failures.sort_values(["confidence", "start_ns"], ascending=[False, True])
+    first = ranked.drop_duplicates("cause")
+    return {str(c): str(e) for c, e in zip(first["cause"], first["evidence"], strict=True)}
 
 
 def _windows_json(windows: pd.DataFrame) -> list[dict[str, Any]]:

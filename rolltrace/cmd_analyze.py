@@ -33,10 +33,11 @@ def print_summary(console: Console, run: Path, summary: Summary) -> None:
     console.print(f"[bold]{run}[/bold] ({summary['status']})")
     console.print(f"{failed} of {total} requests failed ({summary['failure_rate']:.4%})")
     if failed:
-        causes = Table("cause", "failed", "share", title="Failed requests by cause")
+        causes = Table("cause", "failed", "share", "for example", title="Failed requests by cause")
+        examples = summary.get("evidence_examples", {})
         for cause, count in sorted(summary["failed_by_cause"].items(), key=lambda kv: -kv[1]):
             if count:
-                causes.add_row(cause, str(count), f"{count / failed:.0%}")
+                causes.add_row(cause, str(count), f"{count / failed:.0%}", examples.get(cause, ""))
         console.print(causes)
     seconds = summary["disruption_seconds"]
     console.print(
