@@ -33,6 +33,7 @@ from localcluster.truth import TruthWriter
 log = logging.getLogger(__name__)
 Applier = Callable[[str], Awaitable[None]]
 ServiceKey = tuple[str, str]
+RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,12 @@ class LoadBalancer:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except Exception:  # a cloud controller retries; the next change or tick will too
+                log.exception("LB reconcile failed; retrying")
+                self._changed.set()
+                await asyncio.sleep(RETRY_S)
 
     async def reconcile(self) -> None:
         services = self._lb_services()
@@ -255,7 +261,10 @@ class LoadBalancer:
                 for target in list(registered.values())
             ]
             await asyncio.gather(*checks)
-            await self.program()
+            try:
+                await self.program()
+            except Exception:
+                log.exception("LB programming failed; retrying at the next check")
             await asyncio.sleep(self._lb.hc_interval_s)
 
     def _active_targets(self, key: ServiceKey) -> tuple[Target, ...]:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from localcluster.apiclient import ApiClient, ApiError
+from localcluster.apiclient import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,6 @@ class ObjectCache:
                     self._on_change()
             except asyncio.CancelledError:
                 raise
-            except (ApiError, OSError, RuntimeError, ValueError) as exc:
-                log.info("%s watch broke (%s); relisting", self.resource, exc)
+            except Exception as exc:  # any failure of list/watch: relist, as client-go does
+                log.info("%s watch broke (%r); relisting", self.resource, exc)
             await asyncio.sleep(RELIST_BACKOFF_S)

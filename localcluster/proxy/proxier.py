@@ -9,6 +9,7 @@ programming is recorded in truth.jsonl with the endpoint set it installed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from localcluster.proxy.rules import PortPlan, plan_ports, render_table_body
 from localcluster.truth import TruthWriter
 
 Applier = Callable[[str], Awaitable[None]]
+log = logging.getLogger(__name__)
+SYNC_RETRY_S = 1.0
 
 
 def programmed_endpoints(plans: list[PortPlan]) -> dict[str, list[dict[str, Any]]]:
@@ -88,7 +91,12 @@ class Proxier:
             delay = self._config.proxy.delay_for(self._node).draw(self._rng, since)
             await asyncio.sleep(delay)  # changes arriving now join this sync
             self._changed.clear()
-            await self.sync_once(delay)
+            try:
+                await self.sync_once(delay)
+            except Exception:  # kube-proxy retries a failed sync; so do we
+                log.exception("sync on %s failed; retrying", self._node)
+                self._changed.set()
+                await asyncio.sleep(SYNC_RETRY_S)
 
     async def sync_once(self, delay_s: float = 0.0) -> None:
         plans = plan_ports(

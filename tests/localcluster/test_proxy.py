@@ -230,3 +230,30 @@ async def test_sync_waits_for_the_node_delay_and_batches_changes(tmp_path: Path)
         {"pod": "web-a", "ip": "198.19.0.2", "terminating": False}
     ]
     assert programmed[-1]["node"] == "node-1" and programmed[-1]["source"] == "kube-proxy/node-1"
+
+
+async def test_a_failed_sync_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("localcluster.proxy.proxier.SYNC_RETRY_S", 0.05)
+    client = InProcessClient(Store())
+    cfg = ClusterConfig(proxy=ProxyConfig(delay=DelayModel(kind="fixed", value_s=0.0)))
+    attempts: list[str] = []
+
+    async def flaky_apply(text: str) -> None:
+        attempts.append(text)
+        if len(attempts) == 1:
+            raise RuntimeError("nft: transaction refused")
+
+    proxier = Proxier(
+        client, "node-1", cfg, POD_RANGE, "rt-proxy", flaky_apply, TruthWriter(None, "p")
+    )
+    task = asyncio.create_task(proxier.run())
+    try:
+        for _ in range(40):
+            if proxier.syncs:
+                break
+            await asyncio.sleep(0.025)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(attempts) == 2 and proxier.syncs == 1
