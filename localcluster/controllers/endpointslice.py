@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
@@ -33,6 +34,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+MAX_ENDPOINTS_PER_SLICE = 100
+UNOBSERVED_RETRY_S = 0.02
 
 
 def _pod_ip(pod: JsonObject) -> str | None:
@@ -119,12 +122,68 @@ def desired_endpoints(
     return endpoints, ports
 
 
+@dataclass(frozen=True)
+class SlicePlan:
+    creates: list[list[JsonObject]]
+    updates: dict[str, list[JsonObject]]  # every kept slice with its new endpoints
+    deletes: list[str]
+
+
+def _endpoint_key(endpoint: JsonObject) -> str:
+    ref = endpoint.get("targetRef") or {}
+    return str(ref.get("uid") or ref.get("name") or endpoint.get("addresses"))
+
+
+def plan_slices(
+    existing: Sequence[tuple[str, Sequence[JsonObject]]],
+    desired: Sequence[JsonObject],
+    max_per_slice: int = MAX_ENDPOINTS_PER_SLICE,
+) -> SlicePlan:
+    """Spread endpoints over slices of at most ``max_per_slice`` (upstream's
+    --max-endpoints-per-slice, 100), keeping each endpoint in the slice that already holds it
+    (so a change rewrites as few slices as possible, like upstream's reconciler), filling free
+    room in existing slices before creating new ones, and deleting slices left empty (one
+    empty slice stays, as upstream keeps a placeholder)."""
+    wanted = {_endpoint_key(e): e for e in desired}
+    placed: set[str] = set()
+    kept: dict[str, list[JsonObject]] = {}
+    for name, endpoints in existing:
+        chunk: list[JsonObject] = []
+        for endpoint in endpoints:
+            key = _endpoint_key(endpoint)
+            if key in wanted and key not in placed and len(chunk) < max_per_slice:
+                chunk.append(wanted[key])
+                placed.add(key)
+        kept[name] = chunk
+    remaining = [e for e in desired if _endpoint_key(e) not in placed]
+    for chunk in kept.values():
+        room = max_per_slice - len(chunk)
+        chunk.extend(remaining[:room])
+        remaining = remaining[room:]
+    creates = [remaining[i : i + max_per_slice] for i in range(0, len(remaining), max_per_slice)]
+    empty = [name for name, chunk in kept.items() if not chunk]
+    if kept and not creates and len(empty) == len(kept):
+        empty = empty[1:]  # keep one (empty) slice
+    if not kept and not creates:
+        creates = [[]]
+    updates = {name: chunk for name, chunk in kept.items() if name not in empty}
+    return SlicePlan(creates, updates, empty)
+
+
 class EndpointSliceController:
     name = "endpointslice"
 
-    def __init__(self, client: ApiClient, informers: Informers, batch_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        informers: Informers,
+        batch_delay_s: float = 0.0,
+        max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE,
+    ) -> None:
         self.client = client
         self.batch_delay_s = batch_delay_s
+        self.max_endpoints_per_slice = max_endpoints_per_slice
+        self._unobserved: dict[ObjectKey, set[str]] = {}
         self.services = informers["services"]
         self.pods = informers["pods"]
         self.slices = informers["endpointslices"]
@@ -159,8 +218,12 @@ class EndpointSliceController:
         obj = new or old
         assert obj is not None
         service = labels_of(obj).get(SERVICE_NAME_LABEL)
-        if service and labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY and kind == "DELETED":
-            self.queue.add((str(obj["metadata"].get("namespace") or ""), service))
+        if not service or labels_of(obj).get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return
+        key = (str(obj["metadata"].get("namespace") or ""), service)
+        self._unobserved.get(key, set()).discard(obj["metadata"]["name"])
+        if kind == "DELETED":
+            self.queue.add(key)
 
     def _owned_slices(self, service: JsonObject) -> list[JsonObject]:
         namespace = service["metadata"].get("namespace") or ""
@@ -175,28 +238,38 @@ class EndpointSliceController:
         if service is None or not (service.get("spec") or {}).get("selector"):
             self._trigger_time.pop(key, None)
             return None  # the garbage collector removes slices of deleted Services
+        if self._unobserved.get(key):
+            return UNOBSERVED_RETRY_S  # our own creates are not in the cache yet
         endpoints, ports = desired_endpoints(service, list(self.pods.in_namespace(key[0])))
-        existing = self._owned_slices(service)
+        existing = sorted(self._owned_slices(service), key=lambda s: s["metadata"]["name"])
+        plan = plan_slices(
+            [(s["metadata"]["name"], s.get("endpoints") or []) for s in existing],
+            endpoints,
+            self.max_endpoints_per_slice,
+        )
+        by_name = {s["metadata"]["name"]: s for s in existing}
         trigger = format_time(self._trigger_time.get(key, time.time()))
-        if not existing:
-            await self.client.create(
-                "endpointslices", self._new_slice(service, endpoints, ports, trigger), key[0]
+        # upstream's reconciler order: creates, then updates, then deletes
+        for chunk in plan.creates:
+            created = await self.client.create(
+                "endpointslices", self._new_slice(service, chunk, ports, trigger), key[0]
             )
-            return None
-        current, *extra = sorted(existing, key=lambda s: s["metadata"]["name"])
-        for duplicate in extra:
-            await self.client.delete("endpointslices", duplicate["metadata"]["name"], key[0])
-        if current.get("endpoints") == endpoints and current.get("ports") == ports:
-            return None
-        updated = copy.deepcopy(current)
-        updated["endpoints"] = endpoints
-        updated["ports"] = ports
-        updated["metadata"].setdefault("annotations", {})[TRIGGER_TIME_ANNOTATION] = trigger
-        try:
+            self._unobserved.setdefault(key, set()).add(created["metadata"]["name"])
+        for name, chunk in plan.updates.items():
+            current = by_name[name]
+            if current.get("endpoints") == chunk and current.get("ports") == ports:
+                continue
+            updated = copy.deepcopy(current)
+            updated["endpoints"] = chunk
+            updated["ports"] = ports
+            updated["metadata"].setdefault("annotations", {})[TRIGGER_TIME_ANNOTATION] = trigger
             await self.client.update("endpointslices", updated, key[0])
-        except ApiError as exc:
-            if exc.code != 404:
-                raise
+        for name in plan.deletes:
+            try:
+                await self.client.delete("endpointslices", name, key[0])
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
         return None
 
     @staticmethod

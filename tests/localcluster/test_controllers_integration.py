@@ -443,3 +443,25 @@ async def test_controllers_record_upstream_events() -> None:
 
 def kind_of(found: list[tuple[str, str, str]], reason: str) -> set[str]:
     return {kind for kind, r, _ in found if r == reason}
+
+
+async def test_endpoints_beyond_one_hundred_spill_into_a_second_slice() -> None:
+    """--max-endpoints-per-slice defaults to 100 upstream."""
+    async with virtual_cluster() as (_, client):
+        await client.create(
+            "services",
+            {
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+            },
+            NS,
+        )
+        await client.create("deployments", deployment(replicas=130), NS)
+        await wait_rollout(client, "web", 20)
+
+        async def spread() -> list[int] | None:
+            items, _ = await client.list("endpointslices", NS)
+            sizes = sorted(len(s.get("endpoints") or []) for s in items)
+            return sizes if sum(sizes) == 130 else None
+
+        assert await wait_for(spread, 10, "130 endpoints") == [30, 100]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from localcluster.controllers.endpointslice import desired_endpoints, endpoint_for
+from localcluster.controllers.endpointslice import desired_endpoints, endpoint_for, plan_slices
 from localcluster.controllers.informer import WorkQueue
 from localcluster.controllers.objects import format_time, pod_is_available, selector_matches
 from localcluster.controllers.replicaset import (
@@ -326,3 +326,33 @@ async def test_work_queue_add_after_keeps_earliest_deadline() -> None:
     queue.done("svc")
     assert len(queue) == 0
     queue.close()
+
+
+def ep(name: str, ready: bool = True) -> dict:
+    return {
+        "addresses": [name],
+        "conditions": {"ready": ready},
+        "targetRef": {"kind": "Pod", "name": name, "uid": name},
+    }
+
+
+def test_slice_plan_caps_slices_and_keeps_endpoints_where_they_are() -> None:
+    """Upstream's reconciler (--max-endpoints-per-slice): at most N endpoints per slice, an
+    endpoint stays in its slice, free room is filled before a slice is created."""
+    first = plan_slices([], [ep(f"p{i}") for i in range(5)], max_per_slice=2)
+    assert first.creates == [[ep("p0"), ep("p1")], [ep("p2"), ep("p3")], [ep("p4")]]
+    existing = [("s-a", [ep("p0"), ep("p1")]), ("s-b", [ep("p2"), ep("p3")]), ("s-c", [ep("p4")])]
+    # p1 goes, p5 comes, p3 turns unready: s-a gets p5 in p1's place, s-b updates in place
+    desired = [ep("p0"), ep("p2"), ep("p3", ready=False), ep("p4"), ep("p5")]
+    plan = plan_slices(existing, desired, max_per_slice=2)
+    assert plan.creates == [] and plan.deletes == []
+    assert plan.updates == {
+        "s-a": [ep("p0"), ep("p5")],
+        "s-b": [ep("p2"), ep("p3", False)],
+        "s-c": [ep("p4")],
+    }
+    emptied = plan_slices(existing, [ep("p4")], max_per_slice=2)
+    assert emptied.deletes == ["s-a", "s-b"] and emptied.updates == {"s-c": [ep("p4")]}
+    nothing = plan_slices(existing, [], max_per_slice=2)
+    assert nothing.updates == {"s-a": []} and nothing.deletes == ["s-b", "s-c"]
+    assert plan_slices([], []).creates == [[]]  # a Service without Pods still gets a slice
