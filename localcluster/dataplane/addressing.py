@@ -66,10 +66,6 @@ class AddressPlan:
         return f"{self.prefix}-client"
 
     @property
-    def fabric_cidr(self) -> str:
-        return str(self._infra_subnets[0])
-
-    @property
     def fabric_prefixlen(self) -> int:
         return self._infra_subnets[0].prefixlen
 
@@ -138,11 +134,6 @@ class AddressPlan:
     def pod_host_port(self, pod_uid: str) -> str:
         """The node-side end of a Pod's veth: unique within its node, at most 15 characters."""
         return f"{self.prefix}p{pod_uid.replace('-', '')[: 14 - len(self.prefix)]}"
-
-    @property
-    def netns_prefix(self) -> str:
-        """Every namespace of this cluster starts with this, so leftovers are found by name."""
-        return f"{self.prefix}-"
 
     @property
     def proxy_table(self) -> str:

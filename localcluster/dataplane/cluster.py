@@ -86,9 +86,6 @@ class RealNodes:
                 proc.wait()
         return await asyncio.to_thread(topology.cleanup, self.plan.prefix)
 
-    def client_exec_prefix(self) -> list[str]:
-        return ip.netns_exec(self.plan.client_netns)
-
 
 def _agent_argv(netns: str, module: str, *args: str) -> list[str]:
     return ip.netns_exec(netns, sys.executable, "-m", module, *args)

@@ -27,10 +27,3 @@ def apply(netns: str | None, text: str) -> None:
 
 async def apply_async(netns: str | None, text: str) -> None:
     await ip.run_async(apply_argv(netns), input_text=text)
-
-
-def list_tables(netns: str | None) -> list[str]:
-    """``family name`` of every table in the namespace."""
-    argv = ["nft", "list", "tables"]
-    out = ip.run(ip.netns_exec(netns, *argv) if netns else argv)
-    return [line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()]

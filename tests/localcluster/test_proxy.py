@@ -257,3 +257,17 @@ async def test_a_failed_sync_is_retried(monkeypatch: pytest.MonkeyPatch) -> None
         with pytest.raises(asyncio.CancelledError):
             await task
     assert len(attempts) == 2 and proxier.syncs == 1
+
+
+def test_udp_ports_get_udp_matches_and_dnat() -> None:
+    svc = service("Cluster", svc_type="ClusterIP")
+    svc["spec"]["ports"] = [{"name": "dns", "port": 53, "protocol": "UDP"}]
+    sl = endpoint_slice(endpoint("198.19.0.2", "node-1", "dns-a"))
+    sl["ports"] = [{"name": "dns", "port": 5353, "protocol": "UDP"}]
+    text = render(svc, sl)
+    assert "ip daddr 198.18.128.10 udp dport 53 goto service-default/web/udp/dns" in chain(
+        text, "services"
+    )
+    assert "meta l4proto udp dnat to 198.19.0.2:5353" in chain(
+        text, "endpoint-default/web/udp/dns__198.19.0.2/5353"
+    )
