@@ -30,6 +30,8 @@ from localcluster.truth import TruthWriter
 log = logging.getLogger(__name__)
 KUBELET_VERSION = "v1.34.0-rolltrace"
 EVENT_BACKLOG = 1000  # Kubernetes Events waiting to be posted; more are dropped, as upstream does
+RETRY_S = 0.5  # after a failed API write (status, registration): the API server may be restarting
+REGISTRATION_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -212,13 +214,17 @@ class PodWorker:
 
     # -- status --------------------------------------------------------------------------
     async def _status_loop(self) -> None:
-        """Coalesces changes: at most one status write in flight, always of the latest state."""
+        """Coalesces changes: at most one status write in flight, always of the latest state;
+        a failed write is retried (with whatever the state is by then)."""
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._write_status()
+            if not await self._write_status():
+                await asyncio.sleep(RETRY_S)
+                self._dirty.set()
 
-    async def _write_status(self) -> None:
+    async def _write_status(self) -> bool:
+        """False when the write failed and is worth retrying."""
         status = pod_status(
             self.records,
             pod_ip=self.sandbox.ip if self.sandbox else None,
@@ -231,8 +237,14 @@ class PodWorker:
                 "pods", self.name, {"status": status}, "merge", self.namespace, "status"
             )
         except ApiError as error:
-            if error.code != 404:
-                log.warning("status of %s/%s not written: %s", self.namespace, self.name, error)
+            if error.code == 404:  # the Pod is gone: nothing left to report
+                return True
+            log.warning("status of %s/%s not written: %s", self.namespace, self.name, error)
+            return False
+        except Exception as error:  # transport errors of any client: retried
+            log.warning("status of %s/%s not written: %r", self.namespace, self.name, error)
+            return False
+        return True
 
 
 class Kubelet:
@@ -265,7 +277,7 @@ class Kubelet:
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
-        await self.register_node()
+        await self._register_with_retries()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat()),
@@ -311,6 +323,18 @@ class Kubelet:
             "allocatable": {"pods": "110"},
         }
 
+    async def _register_with_retries(self) -> None:
+        deadline = asyncio.get_running_loop().time() + REGISTRATION_TIMEOUT_S
+        while True:
+            try:
+                await self.register_node()
+                return
+            except Exception as error:  # the API server may not be up yet
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("registering node %s failed (%r); retrying", self.node_name, error)
+                await asyncio.sleep(RETRY_S)
+
     async def register_node(self) -> None:
         spec: JsonObject = {}
         if self.options.pod_cidr:
@@ -341,8 +365,8 @@ class Kubelet:
             await asyncio.sleep(self.options.heartbeat_s)
             try:
                 await self._post_node_status()
-            except ApiError as error:
-                log.warning("node heartbeat failed: %s", error)
+            except Exception as error:  # a missed heartbeat is not fatal; the next one may pass
+                log.warning("node heartbeat failed: %r", error)
 
     # -- Kubernetes Events ---------------------------------------------------------------
     def post_event(self, pod: JsonObject, reason: str, message: str, event_type: str) -> None:
@@ -359,8 +383,8 @@ class Kubelet:
             involved = {"kind": "Pod", "apiVersion": "v1", **pod}
             try:
                 await record_event(self.client, involved, reason, message, "kubelet", kind)
-            except (ApiError, OSError) as error:
-                log.warning("event %s not recorded: %s", reason, error)
+            except Exception as error:  # Events are best effort, as upstream's recorder
+                log.warning("event %s not recorded: %r", reason, error)
 
     # -- the Pods ------------------------------------------------------------------------
     async def _watch_pods(self) -> None:
@@ -381,8 +405,8 @@ class Kubelet:
                         break
                 else:
                     continue  # the server ended the watch (timeout): relist right away
-            except (ApiError, OSError) as error:
-                log.warning("pod watch on %s broke (%s); relisting", self.node_name, error)
+            except Exception as error:  # 410 Gone, a dropped connection, ...: relist
+                log.warning("pod watch on %s broke (%r); relisting", self.node_name, error)
             await asyncio.sleep(self.options.relist_pause_s)
 
     def _sync(self, pods: list[JsonObject]) -> None:

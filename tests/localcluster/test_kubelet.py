@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,3 +334,49 @@ async def test_a_failed_sandbox_keeps_the_pod_pending_and_deletable(tmp_path: Pa
         assert "FailedCreatePodSandBox" in await _event_reasons(cluster, "nowhere")
         await cluster.client.delete("pods", "nowhere", "default")
         await cluster.wait_pod("nowhere", lambda p: p is None, timeout=2)
+
+
+class FlakyClient:
+    """The API as seen over a bad connection: the first writes of each resource and the first
+    watch fail."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = {"nodes": failures, "pods": failures}
+        self.watch_failed = False
+
+    def _maybe_fail(self, resource: str) -> None:
+        if self.failures.get(resource, 0) > 0:
+            self.failures[resource] -= 1
+            raise ConnectionResetError(f"connection reset writing {resource}")
+
+    async def create(self, resource: str, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail(resource)
+        return await self.inner.create(resource, *args, **kwargs)
+
+    async def patch(self, resource: str, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail(resource)
+        return await self.inner.patch(resource, *args, **kwargs)
+
+    async def watch(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if not self.watch_failed:
+            self.watch_failed = True
+            raise ConnectionResetError("watch stream broke")
+        async for event in self.inner.watch(*args, **kwargs):
+            yield event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_kubelet_rides_out_api_errors(tmp_path: Path) -> None:
+    clients: list[FlakyClient] = []
+
+    def flaky(client: Any) -> FlakyClient:
+        clients.append(FlakyClient(client, failures=3))
+        return clients[-1]
+
+    async for cluster in running_kubelet(tmp_path, kubelet_client=flaky):
+        await cluster.create_pod("web-1", [demoapp(readinessProbe=READY_PROBE)])
+        await cluster.wait_pod("web-1", lambda p: condition(p, "Ready"), timeout=15)
+    assert clients[0].failures == {"nodes": 0, "pods": 0} and clients[0].watch_failed

@@ -113,8 +113,13 @@ def python_container(code: str, **extra: Any) -> JsonObject:
 
 
 async def running_kubelet(
-    tmp_path: Path, sandboxes: SandboxProvider | None = None, **options: Any
+    tmp_path: Path,
+    sandboxes: SandboxProvider | None = None,
+    kubelet_client: Callable[[InProcessClient], Any] = lambda client: client,
+    **options: Any,
 ) -> AsyncIterator[Harness]:
+    """``kubelet_client`` wraps what the kubelet uses (fault injection); the test keeps the
+    plain client."""
     store = Store()
     client = InProcessClient(store)
     truth_path = tmp_path / "truth.jsonl"
@@ -122,7 +127,7 @@ async def running_kubelet(
     logs.mkdir()
     truth = TruthWriter(truth_path, f"kubelet/{NODE}")
     kubelet = Kubelet(
-        client,
+        kubelet_client(client),
         NODE,
         sandboxes or LoopbackSandboxProvider("127.0.101.0/24"),
         truth,
