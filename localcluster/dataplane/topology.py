@@ -79,6 +79,10 @@ class Leftovers:
     def __bool__(self) -> bool:
         return bool(self.namespaces)
 
+    def __str__(self) -> str:
+        processes = sum(len(p) for p in self.pids.values())
+        return f"{len(self.namespaces)} namespace(s) ({', '.join(sorted(self.namespaces))}), {processes} process(es)"
+
     def describe(self) -> str:
         lines = []
         for ns in self.namespaces:
