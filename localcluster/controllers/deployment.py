@@ -229,6 +229,7 @@ class DeploymentController:
         """``sync``: proportional scaling (paused or a replicas change), no rollout step."""
         if new_rs is not None:
             new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
+            previous = status_from_json(d.get("status") or {})
         new_view = self._view(new_rs)
         old_views = [view_of(rs) for rs in old_rss]
         sizes = ro.proportional_scale(spec, new_view, old_views, previous.replicas)
@@ -259,6 +260,7 @@ class DeploymentController:
             await self._create_new_rs(d, spec, previous, old_rss, now)
             return None
         new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
+        previous = status_from_json(d.get("status") or {})
         sizes = ro.rolling_step(spec, view_of(new_rs), [view_of(rs) for rs in old_rss])
         if sizes:
             by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, new_rs]}
@@ -282,6 +284,7 @@ class DeploymentController:
         """``rolloutRecreate``: all old Pods gone before any new one starts."""
         if new_rs is not None:
             new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
+            previous = status_from_json(d.get("status") or {})
         old_uids = {rs["metadata"]["uid"] for rs in old_rss}
         ns = d["metadata"].get("namespace") or ""
         old_pods_running = any(
@@ -326,14 +329,17 @@ class DeploymentController:
     # ---- writes -------------------------------------------------------------------------
 
     async def _write_status(self, d: JsonObject, status: ro.DeploymentStatus) -> None:
+        """Writes the status if it changed; ``d`` (this sync's working copy) takes the result,
+        so later writes in the same sync carry the new resourceVersion."""
         wanted = status_to_json(status)
         if wanted == (d.get("status") or {}):
             return
         updated = copy.deepcopy(d)
         updated["status"] = wanted
-        await self.client.update(
+        result = await self.client.update(
             "deployments", updated, d["metadata"].get("namespace"), subresource="status"
         )
+        d["metadata"], d["status"] = result["metadata"], result.get("status") or {}
 
     async def _scale(
         self, d: JsonObject, rs: JsonObject, size: int, spec: ro.DeploymentSpec
@@ -372,8 +378,9 @@ class DeploymentController:
         old_rss: Sequence[JsonObject],
     ) -> JsonObject:
         """``getNewReplicaSet`` for an existing RS: bump its revision to MaxRevision(old)+1 if
-        it is lower (rollback), sync minReadySeconds, and mirror the revision on the
-        Deployment's annotation."""
+        it is lower (rollback), sync minReadySeconds, mirror the revision on the Deployment's
+        annotation, and add Progressing/FoundNewReplicaSet if there is no Progressing
+        condition yet. ``d`` is updated in place (callers re-read its status)."""
         new_revision = ro.next_revision(view_of(rs) for rs in old_rss)
         annotations = annotations_of(new_rs)
         current = int(annotations.get(ro.REVISION_ANNOTATION) or 0)
@@ -400,6 +407,11 @@ class DeploymentController:
         await self._set_deployment_revision(
             d, annotations_of(updated).get(ro.REVISION_ANNOTATION, "1")
         )
+        previous = status_from_json(d.get("status") or {})
+        if spec.has_progress_deadline and previous.condition("Progressing") is None:
+            message = f'Found new replica set "{updated["metadata"]["name"]}"'
+            found = ro.new_condition("Progressing", "True", ro.FOUND_NEW_RS, message, time.time())
+            await self._write_status(d, ro.set_condition(previous, found))
         return updated
 
     async def _set_deployment_revision(self, d: JsonObject, revision: str) -> None:

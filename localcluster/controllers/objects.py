@@ -18,11 +18,6 @@ from localcluster.apiclient import JsonObject
 ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
 
-def meta(obj: JsonObject) -> JsonObject:
-    result: JsonObject = obj.setdefault("metadata", {})
-    return result
-
-
 def key_of(obj: JsonObject) -> ObjectKey:
     m = obj.get("metadata") or {}
     return (str(m.get("namespace") or ""), str(m.get("name") or ""))

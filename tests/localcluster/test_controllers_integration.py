@@ -465,3 +465,26 @@ async def test_endpoints_beyond_one_hundred_spill_into_a_second_slice() -> None:
             return sizes if sum(sizes) == 130 else None
 
         assert await wait_for(spread, 10, "130 endpoints") == [30, 100]
+
+
+async def test_found_new_replicaset_when_progressing_condition_is_missing() -> None:
+    """sync.go getNewReplicaSet: an existing new RS and no Progressing condition →
+    Progressing=True FoundNewReplicaSet, then syncRolloutStatus completes it again."""
+    async with virtual_cluster() as (_, client):
+        await client.create("deployments", deployment(replicas=1), NS)
+        d = await wait_rollout(client, "web", 10)
+        conditions = [c for c in d["status"]["conditions"] if c["type"] != "Progressing"]
+        d["status"]["conditions"] = conditions
+        updated = await client.update("deployments", d, NS, subresource="status")
+        reasons: list[str] = []
+        async for event in client.watch(
+            "deployments", NS, resource_version=updated["metadata"]["resourceVersion"]
+        ):
+            cond = {c["type"]: c for c in event["object"]["status"].get("conditions", [])}.get(
+                "Progressing"
+            )
+            if cond is not None:
+                reasons.append(cond["reason"])
+            if reasons and reasons[-1] == "NewReplicaSetAvailable":
+                break
+        assert reasons == ["FoundNewReplicaSet", "NewReplicaSetAvailable"]
