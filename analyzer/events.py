@@ -530,9 +530,22 @@ def pod_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _typed_frame(rows: list[dict[str, Any]], columns: tuple[Any, ...]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {c.name: pd.Series([r[c.name] for r in rows], dtype=c.dtype) for c in columns}
-    )
+    return _columns_frame(rows, {c.name: c.dtype for c in columns})
+
+
+def _columns_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    """Rows (dicts) as a frame with the given dtypes; ``pd.array`` per column is a few times
+    faster than ``pd.Series`` for the many small frames a run has."""
+    data: dict[str, Any] = {}
+    for name, dtype in dtypes.items():
+        values = [r.get(name) for r in rows]
+        array_dtype: Any = dtype  # pandas-stubs overloads pd.array per literal dtype name
+        data[name] = (
+            pd.Series(values, dtype=object)
+            if dtype == "object"
+            else pd.array(values, dtype=array_dtype)
+        )
+    return pd.DataFrame(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,11 +734,7 @@ def _scan_jsonl(
 
 
 def _frame(rows: list[dict[str, Any]], columns: dict[str, str], order_by: str) -> pd.DataFrame:
-    data = {
-        col: pd.Series([r.get(col) for r in rows], dtype=object if dtype == "object" else dtype)
-        for col, dtype in columns.items()
-    }
-    frame = pd.DataFrame(data)
+    frame = _columns_frame(rows, columns)
     return frame.sort_values(order_by, kind="stable").reset_index(drop=True)
 
 
