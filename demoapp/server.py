@@ -137,6 +137,7 @@ class DemoApp:
         self.terminating = True
         if kind is ShutdownKind.IMMEDIATE:
             self._die_by_sigterm()
+            return
         delay = self.config.shutdown.delay_s if kind is ShutdownKind.DELAYED else 0.0
         self._spawn(self._graceful(delay))
 
