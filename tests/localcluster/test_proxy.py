@@ -271,3 +271,42 @@ def test_udp_ports_get_udp_matches_and_dnat() -> None:
     assert "meta l4proto udp dnat to 198.19.0.2:5353" in chain(
         text, "endpoint-default/web/udp/dns__198.19.0.2/5353"
     )
+
+
+async def test_health_check_server_answers_like_kube_proxy(tmp_path: Path) -> None:
+    import socket
+
+    import aiohttp
+
+    from localcluster.proxy.healthcheck import HealthCheckServers
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    truth_path = tmp_path / "truth.jsonl"
+    servers = HealthCheckServers(
+        "node-1", TruthWriter(truth_path, "kube-proxy/node-1"), host="127.0.0.1"
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await servers.sync({port: ("default", "web", 2)})
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+                assert await resp.json() == {
+                    "service": {"namespace": "default", "name": "web"},
+                    "localEndpoints": 2,
+                    "serviceProxyHealthy": True,
+                }
+            await servers.sync({port: ("default", "web", 1)})  # still healthy: no record
+            await servers.sync({port: ("default", "web", 0)})
+            async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["localEndpoints"] == 0
+            await servers.sync({})
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"http://127.0.0.1:{port}/")
+    finally:
+        await servers.close()
+    records = [json.loads(line) for line in truth_path.read_text().splitlines()]
+    assert [(r["healthy"], r["local_endpoints"]) for r in records] == [(True, 2), (False, 0)]
+    assert all(r["event"] == "healthcheck-changed" and r["port"] == port for r in records)
