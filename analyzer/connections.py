@@ -25,7 +25,7 @@ Rules, in order of how they decide:
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -60,101 +60,144 @@ def tcp_connections(
     if packets.empty:
         return CONNECTIONS.empty()
 
-    cap_codes, cap_index = pd.factorize(packets["capture"], sort=True)
-    ip_codes, ip_index = pd.factorize(
+    cap_codes, cap_names = pd.factorize(packets["capture"], sort=True)
+    ip_codes, ip_names = pd.factorize(
         pd.concat([packets["src"], packets["dst"]], ignore_index=True), sort=True
     )
-    cap_names, ip_names = cap_index.to_numpy(object), ip_index.to_numpy(object)
     n = len(packets)
-    src_ep = ip_codes[:n].astype(np.int64) * 65536 + packets["sport"].to_numpy(np.int64)
-    dst_ep = ip_codes[n:].astype(np.int64) * 65536 + packets["dport"].to_numpy(np.int64)
-    lo, hi = np.minimum(src_ep, dst_ep), np.maximum(src_ep, dst_ep)
-    pair_codes, _ = pd.factorize(lo * (int(max(hi.max(), 0)) + 1) + hi)
-    flow = pair_codes.astype(np.int64) * len(cap_names) + cap_codes
+    src_all = ip_codes[:n].astype(np.int64) * 65536 + packets["sport"].to_numpy(np.int64)
+    dst_all = ip_codes[n:].astype(np.int64) * 65536 + packets["dport"].to_numpy(np.int64)
+    lo, hi = np.minimum(src_all, dst_all), np.maximum(src_all, dst_all)
+    span = int(hi.max()) + 1
+    if span * span * len(cap_names) < 2**62:  # the usual few addresses: an arithmetic key
+        pair = lo * span + hi
+    else:  # too many addresses for one int64 key: number the pairs
+        pairs = pd.DataFrame({"lo": lo, "hi": hi}).groupby(["lo", "hi"], sort=False)
+        pair = pairs.ngroup().to_numpy(np.int64)
+    flow_all = pair * len(cap_names) + cap_codes
 
     ts_all = packets["ts_ns"].to_numpy(np.int64)
-    order = np.lexsort((ts_all, flow))
-    flow = flow[order]
-    ts = ts_all[order]
+    order = np.lexsort((ts_all, flow_all))
+    flow, ts = flow_all[order], ts_all[order]
     flags = packets["flags"].to_numpy(np.int64)[order]
-    seq = packets["seq"].to_numpy(np.int64)[order]
-    payload = packets["payload_len"].to_numpy(np.int64)[order]
-    src_ep, dst_ep = src_ep[order], dst_ep[order]
-
-    start = _connection_starts(flow, ts, flags, seq, int(reuse_gap_s * 1e9))
-    starts = np.flatnonzero(start)
-    conn = np.cumsum(start) - 1
-
+    src_ep = src_all[order]
     is_syn = (flags & (SYN | ACK)) == SYN
+    syn_idx = np.flatnonzero(is_syn)
+    syn_seq = packets["seq"].to_numpy(np.int64)[order[syn_idx]]
+
+    start = _connection_starts(flow, ts, flags, syn_idx, syn_seq, int(reuse_gap_s * 1e9))
+    starts = np.flatnonzero(start)
+    runs = _Runs(np.cumsum(start) - 1, ts, len(starts))
+    conn = runs.conn
+
     is_synack = (flags & (SYN | ACK)) == (SYN | ACK)
-    client_ep = _client_endpoints(starts, conn, src_ep, dst_ep, is_syn, is_synack, server_ports)
+    first_src, first_dst = src_ep[starts], dst_all[order[starts]]
+    synack_idx = np.flatnonzero(is_synack)
+    client_ep = _client_endpoints(
+        (conn[synack_idx], dst_all[order[synack_idx]]),
+        (conn[syn_idx], src_ep[syn_idx]),
+        first_src,
+        first_dst,
+        server_ports,
+    )
+    server_ep = np.where(client_ep == first_src, first_dst, first_src)
     c2s = src_ep == client_ep[conn]
     s2c = ~c2s
 
-    def first(mask: BoolArray) -> Int64Array:
-        return np.minimum.reduceat(np.where(mask, ts, _NONE), starts)
-
-    def last(mask: BoolArray) -> Int64Array:
-        return np.maximum.reduceat(np.where(mask, ts, -1), starts)
-
-    syn_ns = first(is_syn & c2s)
-    synack_ns = first(is_synack & s2c)
+    synack_ns = runs.first(is_synack & s2c)
     # The handshake's last ACK: the client's first non-SYN ACK at or after the SYN-ACK.
-    established_ns = first(
-        c2s & ((flags & (SYN | ACK)) == ACK) & (ts >= synack_ns[conn]) & (synack_ns[conn] < _NONE)
-    )
+    pure_ack = np.flatnonzero(c2s & ((flags & (SYN | ACK)) == ACK))
+    after_synack = pure_ack[ts[pure_ack] >= synack_ns[conn[pure_ack]]]
+    established_ns = runs.first_of(after_synack)
+    syn_ns = runs.first(is_syn & c2s)
+    payload = packets["payload_len"].to_numpy(np.int64)[order]
     has_data = payload > 0
     fin, rst = (flags & FIN) != 0, (flags & RST) != 0
-    client_fin, server_fin = first(fin & c2s), first(fin & s2c)
-    client_rst, server_rst = first(rst & c2s), first(rst & s2c)
-    syn_count = np.add.reduceat((is_syn & c2s).astype(np.int64), starts)
-    first_ts = ts[starts]
-    end_ns = np.maximum.reduceat(ts, starts)
-
-    cap_of_conn = cap_codes[order][starts]
-    server_ep = np.where(client_ep == src_ep[starts], dst_ep[starts], src_ep[starts])
+    client_fin, server_fin = runs.first(fin & c2s), runs.first(fin & s2c)
+    client_rst, server_rst = runs.first(rst & c2s), runs.first(rst & s2c)
+    syn_count = np.bincount(conn[is_syn & c2s], minlength=runs.count)
     outcome = _outcomes(syn_count, synack_ns, client_rst, server_rst, client_fin, server_fin)
+    cap_of_conn = cap_codes[order[starts]]
 
     out = pd.DataFrame(
         {
-            "capture": pd.array(cap_names[cap_of_conn], dtype="string"),
-            "client_ip": pd.array(ip_names[client_ep // 65536], dtype="string"),
+            "capture": _strings(cap_names, cap_of_conn),
+            "client_ip": _strings(ip_names, client_ep // 65536),
             "client_port": client_ep % 65536,
-            "server_ip": pd.array(ip_names[server_ep // 65536], dtype="string"),
+            "server_ip": _strings(ip_names, server_ep // 65536),
             "server_port": server_ep % 65536,
-            "syn_ns": np.where(syn_ns < _NONE, syn_ns, first_ts),
-            "syn_count": syn_count,
+            "syn_ns": np.where(syn_ns < _NONE, syn_ns, ts[starts]),
+            "syn_count": syn_count.astype(np.int64),
             "synack_ns": _nullable(synack_ns),
             "established_ns": _nullable(established_ns),
-            "first_c2s_data_ns": _nullable(first(has_data & c2s)),
-            "last_c2s_data_ns": _nullable(last(has_data & c2s)),
-            "first_s2c_data_ns": _nullable(first(has_data & s2c)),
-            "last_s2c_data_ns": _nullable(last(has_data & s2c)),
-            "bytes_c2s": np.add.reduceat(np.where(c2s, payload, 0), starts),
-            "bytes_s2c": np.add.reduceat(np.where(s2c, payload, 0), starts),
+            "first_c2s_data_ns": _nullable(runs.first(has_data & c2s)),
+            "last_c2s_data_ns": _nullable(runs.last(has_data & c2s)),
+            "first_s2c_data_ns": _nullable(runs.first(has_data & s2c)),
+            "last_s2c_data_ns": _nullable(runs.last(has_data & s2c)),
+            "bytes_c2s": runs.total(payload, c2s),
+            "bytes_s2c": runs.total(payload, s2c),
             "client_fin_ns": _nullable(client_fin),
             "server_fin_ns": _nullable(server_fin),
             "fin_first": _first_side(client_fin, server_fin),
             "client_rst_ns": _nullable(client_rst),
             "server_rst_ns": _nullable(server_rst),
             "rst_first": _first_side(client_rst, server_rst),
-            "end_ns": end_ns,
-            "outcome": pd.array(outcome, dtype="string"),
+            "end_ns": ts[np.r_[starts[1:] - 1, len(ts) - 1]],
+            "outcome": _strings(_OUTCOMES, outcome),
         }
     )
-    out = out.sort_values(["capture", "syn_ns"], kind="stable", ignore_index=True)
+    # cap_names are sorted, so ordering by code orders by capture name
+    out = out.take(np.lexsort((out["syn_ns"].to_numpy(), cap_of_conn))).reset_index(drop=True)
     out.insert(0, "conn_key", np.arange(len(out), dtype=np.int64))
     return check_frame(out, CONNECTIONS, "tcp_connections output")
 
 
+@dataclass(frozen=True)
+class _Runs:
+    """Packets sorted by (flow, time) so that each connection is one contiguous run: the first
+    or last time of any subset of packets per connection costs O(subset), not O(packets)."""
+
+    conn: Int64Array  # connection index of each packet (non-decreasing)
+    ts: Int64Array
+    count: int
+
+    def first_of(self, idx: Int64Array) -> Int64Array:
+        """Per connection, the time of the first packet among ``idx`` (ascending); _NONE if none."""
+        c = self.conn[idx]
+        head = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, dtype=bool)
+        out = np.full(self.count, _NONE, dtype=np.int64)
+        out[c[head]] = self.ts[idx[head]]
+        return out
+
+    def first(self, mask: BoolArray) -> Int64Array:
+        return self.first_of(np.flatnonzero(mask))
+
+    def last(self, mask: BoolArray) -> Int64Array:
+        idx = np.flatnonzero(mask)
+        c = self.conn[idx]
+        tail = np.r_[c[1:] != c[:-1], True] if len(c) else np.zeros(0, dtype=bool)
+        out = np.full(self.count, _NONE, dtype=np.int64)
+        out[c[tail]] = self.ts[idx[tail]]
+        return out
+
+    def total(self, values: Int64Array, mask: BoolArray) -> Int64Array:
+        sums = np.bincount(self.conn[mask], weights=values[mask], minlength=self.count)
+        return np.rint(sums).astype(np.int64)
+
+
 def _connection_starts(
-    flow: Int64Array, ts: Int64Array, flags: Int64Array, seq: Int64Array, reuse_gap_ns: int
+    flow: Int64Array,
+    ts: Int64Array,
+    flags: Int64Array,
+    syn_idx: Int64Array,
+    syn_seq: Int64Array,
+    reuse_gap_ns: int,
 ) -> BoolArray:
-    """Which packets (sorted by flow, time) open a connection: see the module docstring."""
+    """Which packets (sorted by flow, time) open a connection: see the module docstring.
+    ``syn_idx`` are the positions of SYNs without ACK, ``syn_seq`` their sequence numbers."""
     n = len(flow)
     start = np.ones(n, dtype=bool)
     start[1:] = flow[1:] != flow[:-1]
-    syn_idx = np.flatnonzero((flags & (SYN | ACK)) == SYN)
     if len(syn_idx) == 0:
         return start
     closing = ((flags & (FIN | RST)) != 0).astype(np.int64)
@@ -166,7 +209,8 @@ def _connection_starts(
     has_prev_syn[has_prev_syn] = flow[prev_syn[has_prev_syn]] == flow[syn_idx[has_prev_syn]]
     since = np.where(has_prev_syn, prev_syn + 1, flow_first)
     closed_since = closes_before[syn_idx] > closes_before[since]
-    new_isn = has_prev_syn & (seq[syn_idx] != seq[np.maximum(prev_syn, 0)])
+    prev_seq = np.concatenate(([-1], syn_seq[:-1]))
+    new_isn = has_prev_syn & (syn_seq != prev_seq)
     # Packets of the flow before its first SYN belong to a connection already open at capture
     # start; the SYN after them is a new connection.
     after_midstream = ~has_prev_syn & (syn_idx > flow_first)
@@ -177,31 +221,32 @@ def _connection_starts(
 
 
 def _client_endpoints(
-    starts: Int64Array,
-    conn: Int64Array,
-    src_ep: Int64Array,
-    dst_ep: Int64Array,
-    is_syn: BoolArray,
-    is_synack: BoolArray,
+    synack_receivers: tuple[Int64Array, Int64Array],
+    syn_senders: tuple[Int64Array, Int64Array],
+    first_src: Int64Array,
+    first_dst: Int64Array,
     server_ports: Collection[int] | None,
 ) -> Int64Array:
-    """Per connection, the client's endpoint code (ip code × 65536 + port)."""
-    n_conn = len(starts)
-    client = np.full(n_conn, -1, dtype=np.int64)
+    """Per connection, the client's endpoint code (ip code × 65536 + port), from (connection,
+    endpoint) pairs in packet order and each connection's first packet's endpoints."""
+    client = np.full(len(first_src), -1, dtype=np.int64)
     # The SYN sender overrides the SYN-ACK receiver; within each, the first packet decides.
-    for mask, ep in ((is_synack, dst_ep), (is_syn, src_ep)):
-        idx = np.flatnonzero(mask)
-        conns, first_pos = np.unique(conn[idx], return_index=True)
-        client[conns] = ep[idx[first_pos]]
+    for conns, endpoints in (synack_receivers, syn_senders):
+        head = np.r_[True, conns[1:] != conns[:-1]] if len(conns) else np.zeros(0, dtype=bool)
+        client[conns[head]] = endpoints[head]
     missing = client < 0
     if missing.any():
-        a, b = src_ep[starts][missing], dst_ep[starts][missing]
+        a, b = first_src[missing], first_dst[missing]
         a_port, b_port = a % 65536, b % 65536
         known = np.asarray(sorted(server_ports or ()), dtype=np.int64)
         a_srv, b_srv = np.isin(a_port, known), np.isin(b_port, known)
         by_port = np.where(a_port >= b_port, a, b)
         client[missing] = np.where(a_srv & ~b_srv, b, np.where(b_srv & ~a_srv, a, by_port))
     return client
+
+
+_OUTCOMES = pd.Index([o.value for o in ConnectionOutcome])
+_SIDES = pd.Index(["client", "server"])
 
 
 def _outcomes(
@@ -211,7 +256,8 @@ def _outcomes(
     server_rst: Int64Array,
     client_fin: Int64Array,
     server_fin: Int64Array,
-) -> npt.NDArray[Any]:
+) -> Int64Array:
+    """Outcome codes (positions in _OUTCOMES), by the rules of the module docstring."""
     no_synack = (syn_count > 0) & (synack_ns == _NONE)
     any_rst = (client_rst < _NONE) | (server_rst < _NONE)
     any_fin = (client_fin < _NONE) | (server_fin < _NONE)
@@ -224,23 +270,31 @@ def _outcomes(
         any_fin,
     ]
     choices = [
-        ConnectionOutcome.REFUSED.value,
-        ConnectionOutcome.SYN_TIMEOUT.value,
-        ConnectionOutcome.RESET_BY_SERVER.value,
-        ConnectionOutcome.RESET_BY_CLIENT.value,
-        ConnectionOutcome.CLOSED_BY_SERVER.value,
-        ConnectionOutcome.CLOSED_BY_CLIENT.value,
+        ConnectionOutcome.REFUSED,
+        ConnectionOutcome.SYN_TIMEOUT,
+        ConnectionOutcome.RESET_BY_SERVER,
+        ConnectionOutcome.RESET_BY_CLIENT,
+        ConnectionOutcome.CLOSED_BY_SERVER,
+        ConnectionOutcome.CLOSED_BY_CLIENT,
     ]
-    return np.select(conditions, choices, default=ConnectionOutcome.OPEN_AT_END.value)
+    position = list(ConnectionOutcome).index
+    codes: Int64Array = np.select(
+        conditions, [position(c) for c in choices], default=position(ConnectionOutcome.OPEN_AT_END)
+    )
+    return codes
+
+
+def _strings(names: pd.Index, codes: Int64Array) -> pd.api.extensions.ExtensionArray:
+    """``names[codes]`` as a string column (-1 → NA), built by one take on the few uniques."""
+    uniques = pd.array(np.asarray(names, dtype=object), dtype="string")
+    return uniques.take(codes, allow_fill=True)
 
 
 def _nullable(values: Int64Array) -> pd.arrays.IntegerArray:
-    """Masked-reduction results (sentinels for "none") as a nullable Int64 column."""
-    missing = (values == _NONE) | (values < 0)
-    return pd.arrays.IntegerArray(values, missing)
+    """Masked-reduction results (_NONE for "none") as a nullable Int64 column."""
+    return pd.arrays.IntegerArray(values, values == _NONE)
 
 
 def _first_side(client: Int64Array, server: Int64Array) -> pd.api.extensions.ExtensionArray:
-    side = np.where(client <= server, "client", "server").astype(object)
-    side[(client == _NONE) & (server == _NONE)] = None
-    return pd.array(side, dtype="string")
+    none = (client == _NONE) & (server == _NONE)
+    return _strings(_SIDES, np.where(none, -1, np.where(client <= server, 0, 1)))

@@ -99,7 +99,8 @@ class _Load:
     def latency(self, t: F64, slow: B) -> F64:
         r = self.r
         base = np.where(slow, r.slow_latency_ms, r.latency_ms) / 1000
-        noise = self.rng.lognormal(0.0, r.latency_sigma, len(t))
+        # capped: a slow tail alone never reaches a timeout (that would be an unexplained cause)
+        noise = np.minimum(self.rng.lognormal(0.0, r.latency_sigma, len(t)), 3.0)
         return base * noise + np.interp(t, self.grid, self.extra)
 
     def paths(self, n: int) -> B:

@@ -219,3 +219,27 @@ def test_random_sequences_round_trip(plan: dict[int, list[tuple[str, int]]], v6:
     got = list(zip(conns["syn_ns"], conns["client_port"], conns["outcome"], strict=True))
     assert sorted(got) == sorted(expected)
     assert set(conns["client_ip"]) == {client_ip}
+
+
+def test_many_addresses_still_key_flows_exactly() -> None:
+    """Past ~32k distinct addresses the endpoint pair no longer fits one int64 key."""
+    n = 40_000
+    clients = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(n)]
+    packets = pd.DataFrame(
+        {
+            "ts_ns": range(n),
+            "capture": "client",
+            "src": clients,
+            "dst": SERVER[0],
+            "sport": 40000,
+            "dport": SERVER[1],
+            "flags": SYN,
+            "seq": 1,
+            "ack": 0,
+            "payload_len": 0,
+            "ip_version": 4,
+        }
+    ).astype({"capture": "string", "src": "string", "dst": "string"})
+    conns = tcp_connections(packets)
+    assert len(conns) == n and set(conns["client_ip"]) == set(clients)
+    assert (conns["outcome"] == "syn-timeout").all()
