@@ -149,6 +149,9 @@ class DemoApp:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
         os.kill(os.getpid(), signal.SIGTERM)
+        # Still here: we are PID 1 of a container, whose default-action signals the kernel
+        # ignores. Exit with the code a shell would report for death by SIGTERM.
+        os._exit(128 + signal.SIGTERM)
 
     async def _graceful(self, delay_s: float) -> None:
         if delay_s > 0:
