@@ -18,6 +18,9 @@ from localcluster.config import ClusterConfig, DelayModel, ProxyConfig
 from localcluster.proxy.proxier import Proxier
 from localcluster.proxy.rules import plan_ports, render_table_body
 from localcluster.truth import TruthWriter
+from tests.localcluster.test_dataplane_support import cluster_name
+
+__all__ = ["cluster_name"]
 
 POD_RANGE = "198.19.0.0/16"
 
@@ -310,3 +313,61 @@ async def test_health_check_server_answers_like_kube_proxy(tmp_path: Path) -> No
     records = [json.loads(line) for line in truth_path.read_text().splitlines()]
     assert [(r["healthy"], r["local_endpoints"]) for r in records] == [(True, 2), (False, 0)]
     assert all(r["event"] == "healthcheck-changed" and r["port"] == port for r in records)
+
+
+async def test_min_sync_period_spaces_syncs_apart() -> None:
+    client = InProcessClient(Store())
+    model = DelayModel(kind="min-sync", min_sync_period_s=0.8, value_s=0.0)
+    applied: list[float] = []
+
+    async def apply(text: str) -> None:
+        applied.append(time.monotonic())
+
+    proxier = Proxier(
+        client,
+        "node-1",
+        ClusterConfig(proxy=ProxyConfig(delay=model)),
+        POD_RANGE,
+        "t",
+        apply,
+        TruthWriter(None, "p"),
+    )
+    task = asyncio.create_task(proxier.run())
+    try:
+        for _ in range(40):
+            if applied:
+                break
+            await asyncio.sleep(0.025)
+        await client.create("services", service("Cluster"), "default")
+        await asyncio.sleep(0.1)
+        await client.create("endpointslices", TWO_NODES, "default")
+        await asyncio.sleep(1.2)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(applied) == 2, "both changes fold into the one sync the period allows"
+    assert applied[1] - applied[0] >= 0.8
+
+
+@pytest.mark.root
+def test_a_rejected_ruleset_leaves_the_previous_one_whole(cluster_name: str) -> None:
+    """nft applies the swap as one transaction: an error anywhere keeps the old table as it
+    was, never half of the new one."""
+    from localcluster.dataplane import ip, nft
+
+    netns = f"{cluster_name}-proxytest"
+    ip.run(ip.netns_add(netns))
+    try:
+        good = render(service("Cluster"), TWO_NODES)
+        nft.apply(netns, nft.replace_table_text("ip", "rt-proxy", good))
+        before = ip.run(ip.netns_exec(netns, "nft", "list", "table", "ip", "rt-proxy"))
+        broken = (
+            render(service("Cluster"), endpoint_slice()) + "\tchain bad {\n\t\tnot a rule\n\t}\n"
+        )
+        with pytest.raises(ip.CommandError):
+            nft.apply(netns, nft.replace_table_text("ip", "rt-proxy", broken))
+        after = ip.run(ip.netns_exec(netns, "nft", "list", "table", "ip", "rt-proxy"))
+        assert after == before and "dnat to 198.19.1.2:8080" in after
+    finally:
+        ip.run(ip.netns_delete(netns))
