@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from analyzer.errors import TraceError
-from analyzer.events import endpoint_membership, pod_lifecycle, read_events, scan_events
+from analyzer.events import (
+    endpoint_membership,
+    pod_lifecycle,
+    read_events,
+    read_truth,
+    scan_events,
+)
 from analyzer.schema import ENDPOINTS, PODS, check_frame
 from tests.analyzer.handmade import (
     T0,
@@ -294,3 +300,60 @@ def test_objects_added_after_an_old_gap_are_live(tmp_path: Path) -> None:
     assert not _one(pods, uid="u-new")["ready_late"]
     assert _one(pods, uid="u-lost")["ready_late"]
     assert not endpoint_membership(events)["from_late"].any()
+
+
+def test_truth_lines_are_read_sorted_with_their_fields(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "truth.jsonl",
+        [
+            {"ts_ns": T0 + 2 * S, "source": "lb", "event": "lb-targets-changed", "targets": ["n1"]},
+            {"ts_ns": T0, "source": "kubelet/n1", "event": "sigterm", "pod": "web-1", "node": "n1"},
+        ],
+    )
+    truth = read_truth(path)
+    assert list(truth["event"]) == ["sigterm", "lb-targets-changed"]
+    assert truth["pod"].iloc[0] == "web-1" and pd.isna(truth["pod"].iloc[1])
+    assert truth["fields"].iloc[1] == {"targets": ["n1"]}
+    assert list(truth["line"]) == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (
+            {"ts_ns": 1, "source": "builder", "event": "request-cause", "request_id": True},
+            "request_id",
+        ),
+        (
+            {
+                "ts_ns": 1,
+                "source": "builder",
+                "event": "request-cause",
+                "request_id": 3,
+                "cause": "gremlins",
+            },
+            "cause",
+        ),
+        (
+            {
+                "ts_ns": 1,
+                "source": "kube-proxy/n1",
+                "event": "rules-programmed",
+                "node": "n1",
+                "service": "default/web",
+                "endpoints": [{"ip": "10.0.0.1"}, {"pod": "p"}],
+            },
+            "endpoints[1]",
+        ),
+        ({"ts_ns": -1, "source": "lb", "event": "lb-health-changed"}, "ts_ns"),
+        ({"ts_ns": 1, "source": "", "event": "sigterm"}, "source"),
+        ({"ts_ns": 1, "source": "lb", "event": "sigterm", "pod": 7}, "pod"),
+    ],
+)
+def test_bad_truth_line_names_its_field(
+    tmp_path: Path, line: dict[str, object], field: str
+) -> None:
+    path = write_lines(tmp_path / "truth.jsonl", [line])
+    with pytest.raises(TraceError) as info:
+        read_truth(path)
+    assert (info.value.location, info.value.field) == ("line 1", field)
