@@ -397,6 +397,10 @@ class DeploymentController:
                 annotations[ro.REVISION_HISTORY_ANNOTATION] = history
             updated["metadata"]["annotations"] = annotations
             changed = True
+        wanted = {**annotations_of(updated), **ro.copied_annotations(annotations_of(d))}
+        if wanted != annotations_of(updated):
+            updated["metadata"]["annotations"] = wanted
+            changed = True
         if int(updated["spec"].get("minReadySeconds") or 0) != spec.min_ready_seconds:
             updated["spec"]["minReadySeconds"] = spec.min_ready_seconds
             changed = True
@@ -454,6 +458,7 @@ class DeploymentController:
                 "namespace": d["metadata"].get("namespace"),
                 "labels": dict(template["metadata"]["labels"]),
                 "annotations": {
+                    **ro.copied_annotations(annotations_of(d)),
                     ro.REVISION_ANNOTATION: str(revision),
                     ro.DESIRED_REPLICAS_ANNOTATION: str(spec.replicas),
                     ro.MAX_REPLICAS_ANNOTATION: str(spec.replicas + spec.max_surge_count()),

@@ -400,6 +400,23 @@ def rs_to_clean_up(spec: DeploymentSpec, olds: Sequence[RSView]) -> list[str]:
     return victims
 
 
+_NOT_COPIED = {
+    REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+    DESIRED_REPLICAS_ANNOTATION,
+    MAX_REPLICAS_ANNOTATION,
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deprecated.deployment.rollback.to",
+}
+
+
+def copied_annotations(deployment_annotations: dict[str, str]) -> dict[str, str]:
+    """``copyDeploymentAnnotationsToReplicaSet``: the new RS carries the Deployment's
+    annotations (e.g. ``kubernetes.io/change-cause``, which ``kubectl rollout history``
+    shows), except the controller's own and kubectl's last-applied-configuration."""
+    return {k: v for k, v in deployment_annotations.items() if k not in _NOT_COPIED}
+
+
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # rand.SafeEncodeString: no vowels, no 0/1/3
 
 

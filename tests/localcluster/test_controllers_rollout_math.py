@@ -451,3 +451,15 @@ def test_rolling_steps_hold_invariants_for_any_availability_order(
         else:
             break
     assert (old.replicas, new.replicas, new.available) == (0, replicas, replicas)
+
+
+def test_copied_annotations_skip_controller_and_kubectl_bookkeeping() -> None:
+    """deployment_util.go annotationsToSkip."""
+    annotations = {
+        "kubernetes.io/change-cause": "why",
+        "team": "a",
+        r.REVISION_ANNOTATION: "3",
+        r.DESIRED_REPLICAS_ANNOTATION: "2",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    }
+    assert r.copied_annotations(annotations) == {"kubernetes.io/change-cause": "why", "team": "a"}

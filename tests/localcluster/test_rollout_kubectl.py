@@ -107,3 +107,30 @@ def test_rollout_status_fails_when_the_progress_deadline_passes(
     status = kubectl("rollout", "status", "deployment/web", "--timeout=30s")
     assert status.returncode != 0
     assert 'deployment "web" exceeded its progress deadline' in status.stderr
+
+
+def test_rollout_history_shows_change_cause(kubectl: Kubectl, tmp_path: Path) -> None:
+    """The Deployment's annotations are copied to its new ReplicaSet
+    (copyDeploymentAnnotationsToReplicaSet), which is where rollout history reads CHANGE-CAUSE."""
+    first = deployment(replicas=2)
+    first["metadata"]["annotations"] = {"kubernetes.io/change-cause": "first release"}
+    apply(kubectl, first, tmp_path)
+    assert kubectl("rollout", "status", "deployment/web", "--timeout=30s").returncode == 0
+    assert kubectl("set", "image", "deployment/web", "app=demo:2").returncode == 0
+    annotate = kubectl(
+        "annotate", "deployment/web", "kubernetes.io/change-cause=move to demo:2", "--overwrite"
+    )
+    assert annotate.returncode == 0, annotate.stderr
+    assert kubectl("rollout", "status", "deployment/web", "--timeout=30s").returncode == 0
+    deadline = time.monotonic() + 10
+    while True:
+        history = kubectl("rollout", "history", "deployment/web").stdout
+        rows = {
+            line.split()[0]: line.split(None, 1)[1].strip()
+            for line in history.splitlines()[2:]
+            if line.strip()
+        }
+        if rows.get("2") == "move to demo:2" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert rows == {"1": "first release", "2": "move to demo:2"}, history
