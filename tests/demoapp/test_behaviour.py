@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import require
 from tests.demoapp.conftest import connect, get, get_once, read_response
 
 
@@ -175,3 +180,25 @@ def test_env_configures_the_app(start_app: Any, monkeypatch: pytest.MonkeyPatch)
     app = start_app()
     assert get_once(app.port).status == 503
     assert json.loads(app.truth_path.read_text().splitlines()[0])["event"] == "listening"
+
+
+def test_immediate_shutdown_exits_even_as_pid_1_of_a_pid_namespace() -> None:
+    """In a container the app is PID 1, which the kernel shields from default-action signals."""
+    require("unshare", root=True)
+    argv = ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "demoapp"]
+    process = subprocess.Popen(
+        [*argv, "--port", "0", "--shutdown", "immediate"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening on" in process.stdout.readline()
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        (pid_1,) = [int(child) for child in children]
+        os.kill(pid_1, signal.SIGTERM)
+        process.wait(timeout=5)
+        assert not Path(f"/proc/{pid_1}").exists()
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
