@@ -182,6 +182,7 @@ def test_env_configures_the_app(start_app: Any, monkeypatch: pytest.MonkeyPatch)
     assert json.loads(app.truth_path.read_text().splitlines()[0])["event"] == "listening"
 
 
+@pytest.mark.root
 def test_immediate_shutdown_exits_even_as_pid_1_of_a_pid_namespace() -> None:
     """In a container the app is PID 1, which the kernel shields from default-action signals."""
     require("unshare", root=True)
