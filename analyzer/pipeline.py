@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -268,8 +269,12 @@ def _join_requests(
     return joined.assign(pod_matched=matched["pod"], pod_method=matched["pod_method"])
 
 
-def compute(path: str | os.PathLike[str]) -> Analysis:
-    """Read and analyze a run directory (no writes)."""
+def compute(
+    path: str | os.PathLike[str],
+    on_table: Callable[[str, pd.DataFrame], None] | None = None,
+) -> Analysis:
+    """Read and analyze a run directory (no writes). ``on_table`` is handed the big input-side
+    tables (packets, connections) as soon as they exist, so a writer can overlap with the rest."""
     paths = RunPaths(path)
     meta = _read_meta(paths)
     inputs = _Inputs(present=["run.json"])
@@ -281,9 +286,13 @@ def compute(path: str | os.PathLike[str]) -> Analysis:
     for key in ("port", "target_port", "node_port"):
         if isinstance(meta.service.get(key), int):
             server_ports.add(int(meta.service[key]))
+    if on_table is not None:
+        on_table("packets", packets)
     connections = (
         tcp_connections(packets, server_ports) if not packets.empty else CONNECTIONS.empty()
     )
+    if on_table is not None:
+        on_table("connections", connections)
     client_names, capture_nodes = _captures_by_point(meta, set(connections["capture"].unique()))
     remote_ips = set(requests["remote_ip"].astype(str).unique())
     client_conns = connections[
@@ -411,26 +420,47 @@ def _windows_json(windows: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def write_analysis(paths: RunPaths, analysis: Analysis) -> None:
-    """Check and write every table, then summary.json (last: its presence marks a complete
-    analysis). Tables are written on two threads: Arrow encodes without holding the GIL, and
-    packets.parquet alone is seconds for ten million packets."""
-    paths.tables.mkdir(parents=True, exist_ok=True)
-    for name, frame in analysis.tables.items():
+class _TableWriter:
+    """Checks and writes tables on two threads as they are handed over, then the rest and
+    summary.json last (its presence marks a complete analysis). Arrow encodes Parquet without
+    holding the GIL, and packets.parquet alone takes seconds for ten million packets."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.pending: dict[str, Future[None]] = {}
+
+    def __call__(self, name: str, frame: pd.DataFrame) -> None:
+        if not self.pending:
+            self.paths.tables.mkdir(parents=True, exist_ok=True)
+            self.paths.summary.unlink(missing_ok=True)
         schema = TABLES[name]
         if schema is not None:
             check_frame(frame, schema, f"analysis/tables/{name}.parquet")
-    paths.summary.unlink(missing_ok=True)
-    largest_first = sorted(analysis.tables.items(), key=lambda item: -len(item[1]))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        written = [
-            pool.submit(frame.to_parquet, paths.table(name), index=False)
-            for name, frame in largest_first
-        ]
-        for future in written:
+        self.pending[name] = self.pool.submit(frame.to_parquet, self.paths.table(name), index=False)
+
+    def finish(self, analysis: Analysis) -> None:
+        rest = [(n, f) for n, f in analysis.tables.items() if n not in self.pending]
+        for name, frame in sorted(rest, key=lambda item: -len(item[1])):
+            self(name, frame)
+        for future in self.pending.values():
             future.result()
-    text = json.dumps(analysis.summary, indent=2, default=_json_default) + "\n"
-    atomic_write_bytes(paths.summary, text.encode())
+        text = json.dumps(analysis.summary, indent=2, default=_json_default) + "\n"
+        atomic_write_bytes(self.paths.summary, text.encode())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def analyze(path: str | os.PathLike[str]) -> Analysis:
+    """Analyze a run directory and write ``analysis/``, writing tables while computing."""
+    writer = _TableWriter(RunPaths(path))
+    try:
+        analysis = compute(path, on_table=writer)
+        writer.finish(analysis)
+    finally:
+        writer.close()
+    return analysis
 
 
 def _json_default(value: object) -> object:
@@ -441,6 +471,4 @@ def _json_default(value: object) -> object:
 
 def analyze_run(path: str | os.PathLike[str]) -> Summary:
     """Analyze a run directory and write ``analysis/tables/*.parquet`` and ``summary.json``."""
-    analysis = compute(path)
-    write_analysis(RunPaths(path), analysis)
-    return analysis.summary
+    return analyze(path).summary

@@ -15,14 +15,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from analyzer.pipeline import (
-    ANALYZER_VERSION,
-    TABLES,
-    Summary,
-    compute,
-    input_fingerprint,
-    write_analysis,
-)
+from analyzer.pipeline import ANALYZER_VERSION, TABLES, Summary, analyze, input_fingerprint
 from analyzer.rundir import RunMeta, RunPaths, read_run_meta
 from analyzer.schema import SCHEMA_VERSION
 
@@ -74,8 +67,7 @@ def load_run(path: str | os.PathLike[str], *, refresh: bool = False) -> Run:
     paths = RunPaths(path)
     summary = None if refresh else _cached_summary(paths)
     if summary is None:
-        analysis = compute(paths.root)
-        write_analysis(paths, analysis)
+        analysis = analyze(paths.root)
         meta, summary, tables = analysis.meta, analysis.summary, analysis.tables
     else:
         meta = read_run_meta(paths.run_json)

@@ -101,7 +101,9 @@ def main() -> int:
         [str(rolltrace), "analyze", str(run), "--json"], capture_output=True, text=True
     )
     wall = time.monotonic() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_gb = usage.ru_maxrss * 1024 / 1e9
+    cpu = usage.ru_utime + usage.ru_stime
     if result.returncode != 0:
         print(result.stderr, file=sys.stderr)
         return result.returncode
@@ -112,6 +114,8 @@ def main() -> int:
         f"{packets:,} packets"
     )
     print(f"wall time {wall:.1f} s (goal ≤ {GOAL_S:.0f} s, ratio {wall / GOAL_S:.2f})")
+    # on a shared machine wall time includes waiting for the CPU; CPU time does not
+    print(f"cpu time {cpu:.1f} s (user + system), load average {os.getloadavg()[0]:.1f}")
     print(f"peak memory {peak_gb:.2f} GB (goal ≤ {GOAL_GB:.0f} GB, ratio {peak_gb / GOAL_GB:.2f})")
     print(f"cpu count {os.cpu_count()}")
     return 0
