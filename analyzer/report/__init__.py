@@ -1,0 +1,6 @@
+"""The disruption report of a run (``render_report``) and the comparison of several
+(``render_comparison``): facts → figures → recommendations → HTML and Markdown."""
+
+from analyzer.report.render import ReportPaths, render_report
+
+__all__ = ["ReportPaths", "render_report"]

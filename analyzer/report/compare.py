@@ -1,0 +1,204 @@
+"""Compare runs: before/after a fix, or repetitions of one scenario.
+
+Runs are grouped by scenario (run.json's scenario name or recipe); the first group is the
+baseline. A difference in failures is called real only when it is larger than the run-to-run
+spread (the largest range of either group), which needs at least two runs per group: with fewer
+the comparison says it cannot tell instead of presenting noise as a finding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from analyzer.report import figures
+from analyzer.report.facts import RunFacts, run_facts
+from analyzer.report.render import ReportPaths, Section, write_report
+from analyzer.report.style import cause_order
+from analyzer.run import Run, load_run
+
+ALL = "all causes"
+
+
+@dataclass(frozen=True)
+class CauseDifference:
+    cause: str
+    baseline: str
+    other: str
+    baseline_mean: float
+    other_mean: float
+    spread: float | None  # None: fewer than 2 runs on a side
+    verdict: str
+
+    @property
+    def difference(self) -> float:
+        return self.other_mean - self.baseline_mean
+
+
+def _mean(values: Sequence[int]) -> float:
+    return sum(values) / len(values)
+
+
+def _range(values: Sequence[int]) -> int:
+    return max(values) - min(values)
+
+
+def group_runs(facts: Sequence[RunFacts]) -> dict[str, list[RunFacts]]:
+    """Runs by scenario name, groups in order of first appearance."""
+    groups: dict[str, list[RunFacts]] = {}
+    for f in facts:
+        groups.setdefault(f.scenario_name, []).append(f)
+    return groups
+
+
+def differences(groups: dict[str, list[RunFacts]]) -> list[CauseDifference]:
+    """Each non-baseline group against the baseline, per cause and for all causes together."""
+    names = list(groups)
+    if len(names) < 2:
+        return []
+    base_name = names[0]
+    causes = cause_order({c for runs in groups.values() for f in runs for c in f.failed_by_cause})
+    out = []
+    for other_name in names[1:]:
+        base, other = groups[base_name], groups[other_name]
+        for cause in [ALL, *causes]:
+
+            def counts(runs: list[RunFacts], cause: str = cause) -> list[int]:
+                return [f.failed if cause == ALL else f.failed_by_cause.get(cause, 0) for f in runs]
+
+            a, b = counts(base), counts(other)
+            diff = _mean(b) - _mean(a)
+            if len(a) < 2 or len(b) < 2:
+                spread, verdict = None, "cannot tell: needs ≥ 2 runs per side to know the spread"
+            else:
+                spread = float(max(_range(a), _range(b)))
+                verdict = (
+                    "larger than the run-to-run spread"
+                    if abs(diff) > spread
+                    else "within the run-to-run spread"
+                )
+            out.append(
+                CauseDifference(cause, base_name, other_name, _mean(a), _mean(b), spread, verdict)
+            )
+    return out
+
+
+def comparison_sections(
+    facts: Sequence[RunFacts], diffs: Sequence[CauseDifference]
+) -> list[Section]:
+    causes = cause_order({c for f in facts for c in f.failed_by_cause})
+    side_by_side = (
+        ["run", "scenario", "status", "requests", "failed", "rate", *causes],
+        [
+            [
+                f.run_id,
+                f.scenario_name,
+                f.status,
+                str(f.total),
+                str(f.failed),
+                f"{f.failed / f.total:.3%}" if f.total else "—",
+                *(str(f.failed_by_cause.get(c, 0)) for c in causes),
+            ]
+            for f in facts
+        ],
+    )
+    parts = [
+        Section("Runs side by side", None, [], side_by_side),
+        Section(
+            "Failed requests over time",
+            "compare-timeline",
+            ["Failed requests per second, each run aligned at its rollout trigger."],
+        ),
+    ]
+    if diffs:
+        parts.append(
+            Section(
+                "Difference in failures by cause",
+                None,
+                [
+                    "Mean failed requests per run of each group; the spread is the largest range "
+                    "(max − min) within either group."
+                ],
+                (
+                    [
+                        "cause",
+                        "baseline",
+                        "mean",
+                        "compared",
+                        "mean",
+                        "difference",
+                        "spread",
+                        "verdict",
+                    ],
+                    [
+                        [
+                            d.cause,
+                            d.baseline,
+                            f"{d.baseline_mean:g}",
+                            d.other,
+                            f"{d.other_mean:g}",
+                            f"{d.difference:+g}",
+                            "—" if d.spread is None else f"{d.spread:g}",
+                            d.verdict,
+                        ]
+                        for d in diffs
+                    ],
+                ),
+            )
+        )
+    else:
+        parts.append(
+            Section(
+                "Run-to-run spread",
+                None,
+                [
+                    f"All runs are repetitions of one scenario: failed requests range from "
+                    f"{min(f.failed for f in facts)} to {max(f.failed for f in facts)}."
+                ],
+            )
+        )
+    return parts
+
+
+def compare_headline(diffs: Sequence[CauseDifference], facts: Sequence[RunFacts]) -> str:
+    totals = [d for d in diffs if d.cause == ALL]
+    if not totals:
+        return f"{len(facts)} runs of one scenario"
+    return "; ".join(
+        f"{d.other} vs {d.baseline}: {d.other_mean:g} vs {d.baseline_mean:g} failed per run "
+        f"({d.verdict})"
+        for d in totals
+    )
+
+
+def compare_figure(runs: Sequence[Run], facts: Sequence[RunFacts], title: str) -> Figure:
+    return figures.compare_timeline_figure(
+        [
+            (f.run_id, run.failures, f.phases.get("rollout_trigger"))
+            for run, f in zip(runs, facts, strict=True)
+        ],
+        title,
+    )
+
+
+def render_comparison(
+    run_paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+) -> ReportPaths:
+    """Write ``compare.html``, ``compare.md`` and ``figures/compare-timeline.png`` to ``out_dir``."""
+    runs = [load_run(p) for p in run_paths]
+    facts = [run_facts(r) for r in runs]
+    diffs = differences(group_runs(facts))
+    headline = compare_headline(diffs, facts)
+    return write_report(
+        Path(out_dir),
+        "compare",
+        f"Comparison of {len(runs)} runs",
+        [headline],
+        [],
+        comparison_sections(facts, diffs),
+        {"compare-timeline": compare_figure(runs, facts, headline)},
+    )

@@ -1,0 +1,273 @@
+"""What the report says, as numbers: pure functions from a run's tables to the facts every
+figure title, table and recommendation quotes — computed once here so that a count in a title
+can never disagree with the same count in a table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.report.style import cause_order
+from analyzer.run import Run
+from analyzer.schema import TruthEvent
+
+_NS_PER_S = 1_000_000_000
+
+#: What each cause means, in the words a headline uses after "N because".
+CAUSE_PHRASE: dict[str, str] = {
+    "not-ready": "they reached new Pods before the application could serve",
+    "endpoint-lag": "new connections reached Pods that had stopped accepting while rules still "
+    "routed to them",
+    "inflight-cut": "terminating Pods cut requests in flight",
+    "keepalive-race": "they were sent on keep-alive connections the server was closing",
+    "lb-lag": "the load balancer still sent them to a node without a serving endpoint",
+    "no-endpoints": "the Service had no ready endpoint",
+    "overload": "too few Pods were ready to carry the load",
+    "unexplained": "no known cause fits the evidence",
+}
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """The rollout settings the recommendations judge, from run.json's scenario; None = not
+    recorded (an imported run), which the recommendations say rather than guess."""
+
+    prestop_s: float | None = None
+    grace_s: float | None = None
+    readiness: str | None = None  # "http", "tcp", "none" or a probe description
+    probe_period_s: float | None = None
+    probe_initial_delay_s: float | None = None
+    replicas: int | None = None
+    max_surge: int | str | None = None
+    max_unavailable: int | str | None = None
+    traffic_policy: str | None = None
+    terminating_fallback: bool | None = None
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> RolloutSettings:
+    """Settings from either scenario shape: a trace-builder recipe (flat keys) or a resolved
+    rolltrace scenario (workload / pod / strategy / service / cluster sections)."""
+    if "recipe" in scenario:
+        return RolloutSettings(
+            prestop_s=_num(scenario.get("prestop_s")),
+            grace_s=_num(scenario.get("grace_s")),
+            readiness=scenario.get("readiness"),
+            probe_period_s=_num(scenario.get("probe_period_s")),
+            probe_initial_delay_s=0.0,
+            replicas=scenario.get("replicas"),
+            max_surge=scenario.get("max_surge"),
+            max_unavailable=scenario.get("max_unavailable"),
+            traffic_policy=scenario.get("traffic_policy"),
+            terminating_fallback=scenario.get("terminating_fallback"),
+        )
+    probe = _get(scenario, "pod", "readiness_probe")
+    pre_stop = _get(scenario, "pod", "pre_stop")
+    readiness: str | None
+    if isinstance(probe, dict):
+        readiness = f"http GET {probe['path']}" if probe.get("path") else "tcp"
+    else:
+        readiness = "none" if "pod" in scenario else None
+    prestop = _num(_get(pre_stop, "sleep_s"))
+    if prestop is None and "pod" in scenario:
+        prestop = 0.0 if pre_stop is None else None
+    policy = (
+        _get(scenario, "service", "external_traffic_policy")
+        or service.get("external_traffic_policy")
+        or service.get("externalTrafficPolicy")
+    )
+    return RolloutSettings(
+        prestop_s=prestop,
+        grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
+        readiness=readiness,
+        probe_period_s=_num(_get(probe, "period_s")),
+        probe_initial_delay_s=_num(_get(probe, "initial_delay_s")),
+        replicas=_get(scenario, "workload", "replicas"),
+        max_surge=_get(scenario, "strategy", "max_surge"),
+        max_unavailable=_get(scenario, "strategy", "max_unavailable"),
+        traffic_policy=policy,
+        terminating_fallback=_get(scenario, "cluster", "terminating_fallback"),
+    )
+
+
+@dataclass(frozen=True)
+class CauseRow:
+    cause: str
+    failed: int
+    share: float
+    mean_confidence: float
+    evidence: str  # the evidence of the most confident example
+    examples: list[int]  # request ids
+
+
+@dataclass(frozen=True)
+class ConnectionRow:
+    kind: str  # "new" or "reused"
+    requests: int
+    failed: int
+    disruption_s: int
+
+
+@dataclass
+class RunFacts:
+    """Everything quoted by the report of one run."""
+
+    run_id: str
+    status: str
+    backend: str
+    scenario_name: str
+    t0_ns: int  # the report's time zero: load start
+    phases: dict[str, int]
+    total: int
+    failed: int
+    causes: list[CauseRow]
+    connections: list[ConnectionRow]
+    timings: dict[str, Any]
+    settings: RolloutSettings
+    headline: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed_by_cause(self) -> dict[str, int]:
+        return {row.cause: row.failed for row in self.causes}
+
+
+def cause_table(failures: pd.DataFrame, examples: int = 3) -> list[CauseRow]:
+    """Counts, shares and the evidence that decided each cause, most frequent first."""
+    total = len(failures)
+    rows = []
+    for cause in cause_order(failures["cause"].astype(str).unique()):
+        group = failures[failures["cause"].astype(str) == cause]
+        best = group.sort_values(["confidence", "start_ns"], ascending=[False, True])
+        rows.append(
+            CauseRow(
+                cause=cause,
+                failed=len(group),
+                share=len(group) / total,
+                mean_confidence=round(float(group["confidence"].mean()), 3),
+                evidence=str(best["evidence"].iloc[0]),
+                examples=[int(i) for i in best["request_id"].head(examples)],
+            )
+        )
+    return sorted(rows, key=lambda r: -r.failed)
+
+
+def connection_table(requests: pd.DataFrame, failures: pd.DataFrame) -> list[ConnectionRow]:
+    """Requests, failures and disruption seconds for new and for reused connections."""
+    reused_req = ~requests["conn_new"].astype(bool)
+    reused_fail = failures["conn_reused"].astype(bool)
+    second = failures["start_ns"].to_numpy(dtype="int64") // _NS_PER_S
+    rows = []
+    for kind, req_mask, fail_mask in (
+        ("new", ~reused_req, ~reused_fail),
+        ("reused", reused_req, reused_fail),
+    ):
+        rows.append(
+            ConnectionRow(
+                kind=kind,
+                requests=int(req_mask.sum()),
+                failed=int(fail_mask.sum()),
+                disruption_s=len(np.unique(second[fail_mask.to_numpy()])),
+            )
+        )
+    return rows
+
+
+def headline(total: int, causes: list[CauseRow]) -> str:
+    """The finding in one sentence, with the counts of the tables."""
+    failed = sum(row.failed for row in causes)
+    if failed == 0:
+        return f"No request failed ({total} requests)"
+    top = causes[0]
+    text = f"{failed} of {total} requests failed; {top.failed} because {CAUSE_PHRASE.get(top.cause, top.cause)}"
+    if len(causes) > 1:
+        others = ", ".join(f"{row.failed} {row.cause}" for row in causes[1:])
+        text += f" ({others})"
+    return text
+
+
+def run_facts(run: Run) -> RunFacts:
+    meta = run.meta
+    first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
+    t0 = meta.phase("load_start") or first
+    causes = cause_table(run.failures)
+    total = len(run.requests)
+    scenario = meta.scenario
+    return RunFacts(
+        run_id=meta.run_id,
+        status=meta.status.value,
+        backend=meta.backend,
+        scenario_name=str(scenario.get("name") or scenario.get("recipe") or meta.run_id),
+        t0_ns=int(t0),
+        phases=dict(meta.phases),
+        total=total,
+        failed=len(run.failures),
+        causes=causes,
+        connections=connection_table(run.requests, run.failures),
+        timings=dict(run.summary["timings"]),
+        settings=rollout_settings(scenario, meta.service),
+        headline=headline(total, causes),
+        inputs=dict(run.summary["inputs"]),
+    )
+
+
+def read_truth(path: Path) -> pd.DataFrame:
+    """truth.jsonl's lifecycle lines (ground truth of the local cluster or the trace builder)
+    as ``ts_ns, event, pod, node`` plus ``endpoints`` (list of Pod names) for rules-programmed.
+    Drawn in the report, clearly labelled; never used to decide a cause. Empty when absent."""
+    columns = ["ts_ns", "event", "pod", "node", "endpoints"]
+    if not path.exists():
+        return pd.DataFrame({c: [] for c in columns})
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict) or obj.get("event") == TruthEvent.REQUEST_CAUSE.value:
+            continue
+        endpoints = obj.get("endpoints")
+        rows.append(
+            {
+                "ts_ns": obj.get("ts_ns"),
+                "event": obj.get("event"),
+                "pod": obj.get("pod"),
+                "node": obj.get("node"),
+                "endpoints": [e.get("pod") for e in endpoints if isinstance(e, dict)]
+                if isinstance(endpoints, list)
+                else None,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame[pd.to_numeric(frame["ts_ns"], errors="coerce").notna()]
+    return frame.astype({"ts_ns": "int64"}).sort_values("ts_ns", kind="stable")
+
+
+def rules_dropped(truth: pd.DataFrame) -> pd.DataFrame:
+    """When each node's rules stopped listing each Pod they had listed: ``pod, node, ts_ns``."""
+    rules = truth[truth["event"] == TruthEvent.RULES_PROGRAMMED.value]
+    out = []
+    for node, group in rules.groupby("node", sort=True):
+        listed: set[str] = set()
+        for ts, endpoints in zip(group["ts_ns"], group["endpoints"], strict=True):
+            now = {str(p) for p in endpoints or [] if p}
+            out += [{"pod": pod, "node": str(node), "ts_ns": int(ts)} for pod in listed - now]
+            listed = now
+    return pd.DataFrame(out, columns=["pod", "node", "ts_ns"])

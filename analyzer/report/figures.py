@@ -1,0 +1,423 @@
+"""The report's figures: pure functions from tables to ``matplotlib.figure.Figure`` objects.
+
+No pyplot (no global state, safe in threads and notebooks), nothing written here: the renderer
+saves them. Artists that carry data get a ``gid`` (``failed:<cause>``, ``failures:<cause>``,
+``lane:<pod>``) so that tests and notebooks can check what a figure shows, not only that it
+exists. Times are seconds since the report's time zero (load start).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from analyzer.report.facts import ConnectionRow, RolloutSettings
+from analyzer.report.style import (
+    ENDPOINT_LOOK,
+    LANE_LOOK,
+    OK_COLOUR,
+    P50_COLOUR,
+    P99_COLOUR,
+    cause_look,
+    cause_order,
+)
+from analyzer.schema import ErrorKind
+
+_NS = 1e9
+LineStyle = Literal["-", "--", ":", "-."]
+UNKNOWN_POD = "unknown Pod"
+TIMING_LABELS = {
+    "propagation": "endpoint propagation\n(not ready → last new conn.)",
+    "readiness_lead": "readiness lead\n(Ready → first success)",
+    "drain": "drain\n(deletion → last response)",
+}
+
+
+def wrap(title: str, width: int = 100) -> str:
+    """Titles state the finding in a sentence: wrap it rather than let it run off the figure."""
+    return "\n".join(textwrap.wrap(title, width))
+
+
+def _tag(bars: BarContainer, gid: str) -> None:
+    """Give every bar of a container the gid (containers themselves are not drawn)."""
+    for patch in bars.patches:
+        patch.set_gid(gid)
+
+
+def _seconds(ns: pd.Series | np.ndarray, t0_ns: int) -> np.ndarray:
+    return (pd.to_numeric(pd.Series(ns)).to_numpy(dtype="float64") - t0_ns) / _NS
+
+
+def _shade_rollout(ax: Axes, phases: dict[str, int], t0_ns: int) -> None:
+    trigger, complete = phases.get("rollout_trigger"), phases.get("rollout_complete")
+    if trigger is None:
+        return
+    start = (trigger - t0_ns) / _NS
+    ax.axvline(start, color="black", linestyle=":", linewidth=1)
+    if complete is not None:
+        ax.axvspan(start, (complete - t0_ns) / _NS, color="#DDDDDD", zorder=0, linewidth=0)
+
+
+def timeline_figure(
+    requests: pd.DataFrame,
+    failures: pd.DataFrame,
+    latency: pd.DataFrame,
+    pods: pd.DataFrame,
+    phases: dict[str, int],
+    t0_ns: int,
+    title: str,
+) -> Figure:
+    """Requests/s (successes, failures stacked by cause), p50/p99 latency and Pod events on one
+    time axis, the rollout shaded from trigger to completion."""
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    ax_rate, ax_lat, ax_pods = fig.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+    )
+    second = np.floor(_seconds(requests["start_ns"], t0_ns))
+    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
+    ok_counts = pd.Series(second[ok]).value_counts().sort_index()
+    ok_bars = ax_rate.bar(
+        ok_counts.index + 0.5, ok_counts.to_numpy(), width=1.0, color=OK_COLOUR, label="succeeded"
+    )
+    _tag(ok_bars, "ok")
+    bottom = ok_counts.astype("float64")  # failures stack on top: bar height = requests
+    fail_second = np.floor(_seconds(failures["start_ns"], t0_ns))
+    for cause in cause_order(failures["cause"].astype(str).unique()):
+        mask = (failures["cause"].astype(str) == cause).to_numpy()
+        counts = pd.Series(fail_second[mask]).value_counts().sort_index()
+        base = bottom.reindex(counts.index, fill_value=0.0)
+        look = cause_look(cause)
+        bars = ax_rate.bar(
+            counts.index + 0.5,
+            counts.to_numpy(),
+            bottom=base.to_numpy(),
+            width=1.0,
+            color=look.colour,
+            hatch=look.hatch,
+            edgecolor="black",
+            linewidth=0.4,
+            label=f"failed: {cause} ({int(mask.sum())})",
+        )
+        _tag(bars, f"failed:{cause}")
+        bottom = bottom.add(counts, fill_value=0.0)
+    ax_rate.set_ylabel("requests / s")
+    ax_rate.legend(loc="upper left", fontsize=8, ncols=2)
+
+    if not latency.empty:
+        x = _seconds(latency["second_ns"], t0_ns) + 0.5
+        ax_lat.plot(x, latency["p50_ms"], color=P50_COLOUR, marker=".", label="p50", gid="p50")
+        ax_lat.plot(
+            x,
+            latency["p99_ms"],
+            color=P99_COLOUR,
+            linestyle="--",
+            marker="x",
+            label="p99",
+            gid="p99",
+        )
+        ax_lat.legend(loc="upper left", fontsize=8)
+    ax_lat.set_ylabel("latency of successes (ms)")
+
+    for column, marker, label in (
+        ("created_ns", "^", "Pod created"),
+        ("ready_ns", "o", "Pod ready"),
+        ("deletion_ns", "v", "Pod deletion"),
+    ):
+        times = pods[column].dropna()
+        ax_pods.plot(
+            _seconds(times, t0_ns),
+            np.zeros(len(times)),
+            linestyle="none",
+            marker=marker,
+            markerfacecolor="white" if column == "created_ns" else "black",
+            color="black",
+            label=label,
+            gid=f"pods:{column}",
+        )
+    ax_pods.set_yticks([])
+    ax_pods.set_ylim(-1.0, 1.5)
+    ax_pods.legend(loc="upper right", fontsize=7, ncols=3)
+    ax_pods.set_xlabel("seconds since load start (shaded: rollout, dotted: trigger)")
+    for ax in (ax_rate, ax_lat, ax_pods):
+        _shade_rollout(ax, phases, t0_ns)
+    ax_rate.set_title(wrap(title), fontsize=11, loc="left")
+    return fig
+
+
+def _endpoint_state(row: pd.Series) -> str:
+    if bool(row["ready"]):
+        return "ready"
+    if bool(row["terminating"]):
+        return "serving-terminating" if bool(row["serving"]) else "terminating"
+    return "not-ready"
+
+
+def _lifecycle_segments(pod: pd.Series, end_s: float, t0_ns: int) -> list[tuple[str, float, float]]:
+    """(state, start, end) in seconds: starting → ready → terminating → stopped."""
+    marks = [
+        ("starting", pod["created_ns"]),
+        ("ready", pod["ready_ns"]),
+        ("terminating", pod["deletion_ns"]),
+        ("stopped", pod["terminated_ns"]),
+    ]
+    gone = pod["deleted_ns"]
+    known = [(state, (int(t) - t0_ns) / _NS) for state, t in marks if not pd.isna(t)]
+    stop = end_s if pd.isna(gone) else (int(gone) - t0_ns) / _NS
+    segments = []
+    for i, (state, start) in enumerate(known):
+        seg_end = known[i + 1][1] if i + 1 < len(known) else stop
+        if seg_end > start:
+            segments.append((state, start, seg_end))
+    return segments
+
+
+def pod_lanes_figure(
+    pods: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    failures: pd.DataFrame,
+    truth: pd.DataFrame,
+    rules_dropped: pd.DataFrame,
+    t0_ns: int,
+    end_ns: int,
+    title: str,
+) -> Figure:
+    """A Gantt chart, one lane per Pod: lifecycle bar, endpoint membership under it, ground-truth
+    preStop / SIGTERM / exit and per-node rule removal where known, failed requests as marks."""
+    pods = pods.sort_values(["created_ns", "pod"], kind="stable")
+    names = [str(p) for p in pods["pod"]]
+    on_known = failures["pod"].astype("string").isin(names).fillna(False).to_numpy(dtype=bool)
+    lanes = names + ([UNKNOWN_POD] if (~on_known).any() else [])
+    lane_y = {name: float(len(lanes) - 1 - i) for i, name in enumerate(lanes)}
+    end_s = (end_ns - t0_ns) / _NS
+    fig = Figure(figsize=(11, 1.2 + 0.55 * len(lanes)), layout="constrained")
+    ax = fig.add_subplot()
+
+    for _, pod in pods.iterrows():
+        y = lane_y[str(pod["pod"])]
+        for state, start, stop in _lifecycle_segments(pod, end_s, t0_ns):
+            look = LANE_LOOK[state]
+            ax.broken_barh(
+                [(start, stop - start)],
+                (y - 0.05, 0.35),
+                facecolors=look.colour,
+                hatch=look.hatch,
+                edgecolor="black",
+                linewidth=0.4,
+                gid=f"lane:{pod['pod']}",
+            )
+    for _, interval in endpoints[
+        endpoints["pod"].astype("string").isin(names).fillna(False)
+    ].iterrows():
+        y = lane_y[str(interval["pod"])]
+        start = (int(interval["from_ns"]) - t0_ns) / _NS
+        stop = end_s if pd.isna(interval["to_ns"]) else (int(interval["to_ns"]) - t0_ns) / _NS
+        look = ENDPOINT_LOOK[_endpoint_state(interval)]
+        ax.broken_barh(
+            [(start, max(stop - start, 0.0))],
+            (y - 0.35, 0.2),
+            facecolors=look.colour,
+            hatch=look.hatch,
+            edgecolor="black",
+            linewidth=0.3,
+            gid=f"endpoint:{interval['pod']}",
+        )
+
+    truth_marks = (
+        ("prestop-start", "|", "preStop starts (truth)"),
+        ("sigterm", "4", "SIGTERM (truth)"),
+        ("exited", "8", "process exited (truth)"),
+    )
+    for event, marker, label in truth_marks:
+        rows = truth[(truth["event"] == event) & truth["pod"].isin(names)]
+        if rows.empty:
+            continue
+        ax.plot(
+            _seconds(rows["ts_ns"], t0_ns),
+            [lane_y[str(p)] + 0.12 for p in rows["pod"]],
+            linestyle="none",
+            marker=marker,
+            markersize=9,
+            color="black",
+            label=label,
+            gid=f"truth:{event}",
+        )
+    dropped = rules_dropped[rules_dropped["pod"].isin(names)]
+    if not dropped.empty:
+        ax.plot(
+            _seconds(dropped["ts_ns"], t0_ns),
+            [lane_y[str(p)] - 0.25 for p in dropped["pod"]],
+            linestyle="none",
+            marker="1",
+            markersize=9,
+            color="#0072B2",
+            label="a node's rules dropped the Pod (truth)",
+            gid="truth:rules-dropped",
+        )
+
+    fail_lane = np.where(
+        on_known, failures["pod"].astype("string").fillna(UNKNOWN_POD), UNKNOWN_POD
+    )
+    fail_x = _seconds(failures["start_ns"], t0_ns)
+    for cause in cause_order(failures["cause"].astype(str).unique()):
+        mask = (failures["cause"].astype(str) == cause).to_numpy()
+        look = cause_look(cause)
+        ax.scatter(
+            fail_x[mask],
+            [lane_y[str(p)] + 0.12 for p in fail_lane[mask]],
+            marker=look.marker,
+            s=22,
+            color=look.colour,
+            edgecolors="black",
+            linewidths=0.4,
+            zorder=5,
+            label=f"failed: {cause} ({int(mask.sum())})",
+            gid=f"failures:{cause}",
+        )
+
+    ax.set_yticks([lane_y[name] for name in lanes], lanes, fontsize=8)
+    ax.set_ylim(-0.7, len(lanes) - 0.3)
+    ax.set_xlabel("seconds since load start")
+    handles, _ = ax.get_legend_handles_labels()
+    states = [
+        Patch(facecolor=look.colour, hatch=look.hatch, edgecolor="black", label=f"Pod {state}")
+        for state, look in LANE_LOOK.items()
+    ] + [
+        Patch(facecolor=look.colour, hatch=look.hatch, edgecolor="black", label=f"endpoint {state}")
+        for state, look in ENDPOINT_LOOK.items()
+    ]
+    ax.legend(handles=handles + states, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(wrap(title), fontsize=11, loc="left")
+    return fig
+
+
+def causes_figure(failures: pd.DataFrame, title: str) -> Figure:
+    """Failures per cause, one hatched bar each, with count and share."""
+    fig = Figure(
+        figsize=(8, 1.5 + 0.45 * max(1, failures["cause"].nunique())), layout="constrained"
+    )
+    ax = fig.add_subplot()
+    counts = failures["cause"].astype(str).value_counts()
+    order = cause_order(counts.index)[::-1]
+    for y, cause in enumerate(order):
+        look = cause_look(cause)
+        n = int(counts[cause])
+        ax.barh(y, n, color=look.colour, hatch=look.hatch, edgecolor="black", gid=f"cause:{cause}")
+        ax.text(n, y, f" {n} ({n / len(failures):.0%})", va="center", fontsize=9)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xlabel("failed requests")
+    if not order:
+        ax.text(0.5, 0.5, "no failed requests", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(wrap(title), fontsize=11, loc="left")
+    return fig
+
+
+def connections_figure(rows: Sequence[ConnectionRow], title: str) -> Figure:
+    """Failures and disruption seconds for new and reused connections, side by side."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax_failed, ax_seconds = fig.subplots(1, 2)
+    kinds = [row.kind for row in rows]
+    hatches = {"new": "", "reused": "//"}
+    for ax, values, label in (
+        (ax_failed, [row.failed for row in rows], "failed requests"),
+        (ax_seconds, [row.disruption_s for row in rows], "disruption seconds"),
+    ):
+        for x, (kind, value) in enumerate(zip(kinds, values, strict=True)):
+            ax.bar(
+                x,
+                value,
+                color="#56B4E9" if kind == "new" else "#E69F00",
+                hatch=hatches.get(kind, ""),
+                edgecolor="black",
+                gid=f"{label}:{kind}",
+            )
+            ax.text(x, value, str(value), ha="center", va="bottom")
+        ax.set_xticks(range(len(kinds)), [f"{k} connections" for k in kinds])
+        ax.set_ylabel(label)
+    fig.suptitle(wrap(title, 90), fontsize=11, x=0.01, ha="left")
+    return fig
+
+
+def timings_figure(timings: pd.DataFrame, settings: RolloutSettings, title: str) -> Figure:
+    """Each measured timing's samples (dots), p50 and p99 (ticks), against the configured
+    preStop and grace period where run.json records them."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    kinds = list(TIMING_LABELS)
+    rng = np.random.default_rng(0)  # fixed jitter: the same run draws the same figure
+    for y, kind in enumerate(kinds):
+        values = timings.loc[timings["timing"] == kind, "ms"].dropna().to_numpy(dtype="float64")
+        if len(values) == 0:
+            ax.text(0.0, y, "  not measured", va="center", fontsize=9, color="#555555")
+            continue
+        ax.scatter(
+            values / 1000,
+            y + rng.uniform(-0.15, 0.15, len(values)),
+            s=14,
+            color="black",
+            marker="o",
+            facecolors="none",
+            gid=f"timing:{kind}",
+        )
+        quantile_styles: tuple[tuple[int, LineStyle], ...] = ((50, "-"), (99, "--"))
+        for q, style in quantile_styles:
+            ax.vlines(
+                np.percentile(values, q) / 1000,
+                y - 0.3,
+                y + 0.3,
+                colors="#D55E00",
+                linestyles=style,
+            )
+    configured: tuple[tuple[str, float | None, int, LineStyle], ...] = (
+        ("preStop", settings.prestop_s, 0, ":"),
+        ("grace period", settings.grace_s, 2, "-."),
+    )
+    for label, value, y, style in configured:
+        if value is not None:
+            ax.vlines(value, y - 0.4, y + 0.4, colors="#0072B2", linestyles=style, linewidth=2)
+            ax.text(
+                value, y + 0.42, f"{label} {value:g} s", color="#0072B2", fontsize=8, ha="center"
+            )
+    ax.set_yticks(range(len(kinds)), [TIMING_LABELS[k] for k in kinds], fontsize=8)
+    ax.set_ylim(-0.6, len(kinds) - 0.3)
+    ax.set_xlabel("seconds (solid tick: p50, dashed: p99)")
+    ax.set_title(wrap(title), fontsize=11, loc="left")
+    return fig
+
+
+def compare_timeline_figure(
+    series: Sequence[tuple[str, pd.DataFrame, int | None]], title: str
+) -> Figure:
+    """Failed requests per second of several runs, overlaid, aligned at each run's rollout
+    trigger. ``series``: (label, failures, trigger_ns)."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax = fig.add_subplot()
+    colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "v", "D", "P", "X"]
+    for i, (label, failures, trigger_ns) in enumerate(series):
+        zero = trigger_ns if trigger_ns is not None else 0
+        second = np.floor(_seconds(failures["start_ns"], zero)) if len(failures) else np.array([])
+        counts = pd.Series(second).value_counts().sort_index()
+        ax.plot(
+            counts.index + 0.5,
+            counts.to_numpy(),
+            color=colours[i % len(colours)],
+            linestyle=styles[i % len(styles)],
+            marker=markers[i % len(markers)],
+            label=f"{label} ({len(failures)} failed)",
+            gid=f"run:{label}",
+        )
+    ax.axvline(0, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel("seconds since rollout trigger")
+    ax.set_ylabel("failed requests / s")
+    ax.legend(fontsize=8)
+    ax.set_title(wrap(title), fontsize=11, loc="left")
+    return fig

@@ -1,0 +1,358 @@
+"""Render a run's report: ``analysis/report.html`` (one self-contained file), ``report.md``
+(the same content for a pull request) and ``figures/*.png``.
+
+Everything here is formatting: the numbers come from ``facts``, the pictures from ``figures``,
+the advice from ``recommendations``. Every string that came from a trace (Pod names, evidence,
+error text, run ids) goes through ``html.escape`` / ``md_escape``: a Pod name is user data.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from analyzer.report import figures
+from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
+from analyzer.report.recommendations import Recommendation, recommend
+from analyzer.run import Run, load_run
+from analyzer.rundir import RunPaths, atomic_write_bytes
+
+DPI = 100
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    markdown: Path
+    figures: list[Path]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section: a heading, an optional figure, tables and paragraphs."""
+
+    title: str
+    figure: str | None  # figure name (figures/<name>.png)
+    paragraphs: list[str]
+    table: tuple[list[str], list[list[str]]] | None = None
+
+
+def _s(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def causes_title(facts: RunFacts) -> str:
+    if not facts.failed:
+        return f"No request failed ({facts.total} requests)"
+    parts = ", ".join(f"{row.failed} {row.cause} ({row.share:.0%})" for row in facts.causes)
+    return f"{facts.failed} requests failed: {parts}"
+
+
+def lanes_title(facts: RunFacts, pods: int) -> str:
+    return f"{pods} Pods; {facts.failed} failed requests marked on the Pod they hit"
+
+
+def connections_title(facts: RunFacts) -> str:
+    return "; ".join(
+        f"{row.kind} connections: {row.failed} of {row.requests} failed over {row.disruption_s} s"
+        for row in facts.connections
+    )
+
+
+def timings_title(facts: RunFacts) -> str:
+    prop = facts.timings.get("propagation") or {}
+    if not prop.get("n"):
+        return "Endpoint propagation was not measured"
+    prestop = facts.settings.prestop_s
+    against = "" if prestop is None else f" vs preStop {prestop:g} s"
+    return f"Endpoint propagation p99 {_s(prop.get('p99_ms'))}{against} (n={prop['n']})"
+
+
+def build_figures(run: Run, facts: RunFacts) -> dict[str, Figure]:
+    """Every figure of the report, by file stem."""
+    truth = read_truth(RunPaths(run.path).truth)
+    end_ns = int(run.requests["end_ns"].max()) if len(run.requests) else facts.t0_ns
+    end_ns = max(end_ns, facts.phases.get("load_stop", end_ns))
+    return {
+        "timeline": figures.timeline_figure(
+            run.requests,
+            run.failures,
+            run.latency,
+            run.pods,
+            facts.phases,
+            facts.t0_ns,
+            facts.headline,
+        ),
+        "pod-lanes": figures.pod_lanes_figure(
+            run.pods,
+            run.endpoints,
+            run.failures,
+            truth,
+            rules_dropped(truth),
+            facts.t0_ns,
+            end_ns,
+            lanes_title(facts, len(run.pods)),
+        ),
+        "causes": figures.causes_figure(run.failures, causes_title(facts)),
+        "connections": figures.connections_figure(facts.connections, connections_title(facts)),
+        "timings": figures.timings_figure(run.timings, facts.settings, timings_title(facts)),
+    }
+
+
+def _timing_rows(facts: RunFacts) -> list[list[str]]:
+    rows = []
+    for name, label in (
+        ("propagation", "endpoint propagation"),
+        ("readiness_lead", "readiness lead"),
+        ("drain", "drain"),
+    ):
+        stats = facts.timings.get(name) or {}
+        rows.append(
+            [
+                label,
+                str(stats.get("n", 0)),
+                _s(stats.get("p50_ms")),
+                _s(stats.get("p99_ms")),
+                _s(stats.get("max_ms")),
+            ]
+        )
+    return rows
+
+
+def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -> list[Section]:
+    """The report's content, format-neutral (HTML and Markdown render the same list)."""
+    cause_rows = [
+        [
+            row.cause,
+            str(row.failed),
+            f"{row.share:.0%}",
+            f"{row.mean_confidence:.2f}",
+            row.evidence,
+            ", ".join(str(i) for i in row.examples),
+        ]
+        for row in facts.causes
+    ]
+    truth_note = (
+        " Marks labelled (truth) come from truth.jsonl, the local cluster's / trace builder's "
+        "ground truth: shown for understanding, never used to decide a cause."
+        if has_truth
+        else ""
+    )
+    return [
+        Section(
+            "Timeline",
+            "timeline",
+            ["Requests per second by outcome, latency of successful requests, and Pod events."],
+        ),
+        Section(
+            "Causes",
+            "causes",
+            ["The evidence column quotes the most confident failure of each cause."]
+            if facts.failed
+            else ["No failures to explain."],
+            (
+                [
+                    "cause",
+                    "failed",
+                    "share",
+                    "mean confidence",
+                    "evidence (example)",
+                    "example request ids",
+                ],
+                cause_rows,
+            )
+            if cause_rows
+            else None,
+        ),
+        Section(
+            "Pod lanes",
+            "pod-lanes",
+            [
+                "One lane per Pod: its lifecycle from the watch (upper bar) and its endpoint "
+                "membership (lower bar); failed requests are marked on the lane of the Pod they "
+                "hit, or on the 'unknown Pod' lane." + truth_note
+            ],
+        ),
+        Section(
+            "New vs reused connections",
+            "connections",
+            ["A disruption second is a second with at least one failed request of that kind."],
+            (
+                ["connections", "requests", "failed", "disruption seconds"],
+                [
+                    [r.kind, str(r.requests), str(r.failed), str(r.disruption_s)]
+                    for r in facts.connections
+                ],
+            ),
+        ),
+        Section(
+            "Timings",
+            "timings",
+            [str(facts.timings["note"])] if facts.timings.get("note") else [],
+            (["timing", "samples", "p50", "p99", "max"], _timing_rows(facts)),
+        ),
+        Section(
+            "Recommendations",
+            None,
+            [],
+            (
+                ["setting", "verdict", "advice", "why (numbers from this run)"],
+                [[r.topic, r.verdict, r.advice, r.reasoning] for r in recs],
+            ),
+        ),
+    ]
+
+
+def _inputs_notes(facts: RunFacts) -> list[str]:
+    notes = [f"missing input: {name}" for name in facts.inputs.get("missing", [])]
+    notes += [
+        f"damaged input: {d.get('file')}: {d.get('where')}: {d.get('error')} (kept {d.get('kept')})"
+        for d in facts.inputs.get("damaged", [])
+    ]
+    return notes
+
+
+def png_bytes(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:1em auto;padding:0 1em;color:#111}
+h1{font-size:1.4em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #bbb;padding:.25em .5em;
+vertical-align:top;text-align:left;font-size:.9em} th{background:#eee}
+img{max-width:100%} .headline{font-size:1.15em;font-weight:600} .note{color:#7a4b00}
+.verdict-change{font-weight:700;color:#a33500} .verdict-ok{color:#006b4f}
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]], verdict_col: int | None = None) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = f' class="verdict-{e(cell)}"' if i == verdict_col else ""
+            cells.append(f"<td{cls}>{e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(
+    title: str,
+    header_lines: Sequence[str],
+    notes: Sequence[str],
+    parts: Sequence[Section],
+    pngs: dict[str, bytes],
+) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    out += [
+        f'<p class="{"headline" if i == 0 else "meta"}">{e(line)}</p>'
+        for i, line in enumerate(header_lines)
+    ]
+    out += [f'<p class="note">{e(note)}</p>' for note in notes]
+    for part in parts:
+        out.append(f"<h2>{e(part.title)}</h2>")
+        if part.figure is not None and part.figure in pngs:
+            data = base64.b64encode(pngs[part.figure]).decode("ascii")
+            out.append(f'<img alt="{e(part.title)}" src="data:image/png;base64,{data}">')
+        out += [f"<p>{e(p)}</p>" for p in part.paragraphs]
+        if part.table is not None:
+            header, rows = part.table
+            out.append(
+                _html_table(header, rows, header.index("verdict") if "verdict" in header else None)
+            )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def md_escape(text: str) -> str:
+    """Text safe inside a Markdown table cell: no HTML, no pipes, no line breaks."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(
+    title: str,
+    header_lines: Sequence[str],
+    notes: Sequence[str],
+    parts: Sequence[Section],
+    figure_dir: str,
+) -> str:
+    out = [f"# {md_escape(title)}", ""]
+    out += [f"**{md_escape(header_lines[0])}**", ""] if header_lines else []
+    out += [f"{md_escape(line)}  " for line in header_lines[1:]] + [""]
+    out += [f"> {md_escape(note)}" for note in notes] + ([""] if notes else [])
+    for part in parts:
+        out += [f"## {md_escape(part.title)}", ""]
+        if part.figure is not None:
+            out += [f"![{md_escape(part.title)}]({figure_dir}/{part.figure}.png)", ""]
+        for paragraph in part.paragraphs:
+            out += [md_escape(paragraph), ""]
+        if part.table is not None:
+            header, rows = part.table
+            out.append("| " + " | ".join(md_escape(h) for h in header) + " |")
+            out.append("|" + "---|" * len(header))
+            out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+            out.append("")
+    return "\n".join(out)
+
+
+def write_report(
+    out_dir: Path,
+    stem: str,
+    title: str,
+    header: Sequence[str],
+    notes: Sequence[str],
+    parts: Sequence[Section],
+    figs: dict[str, Figure],
+) -> ReportPaths:
+    """Save the figures under ``out_dir/figures`` and the HTML and Markdown next to them."""
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {name: png_bytes(fig) for name, fig in figs.items()}
+    written = []
+    for name, data in pngs.items():
+        path = figure_dir / f"{name}.png"
+        atomic_write_bytes(path, data)
+        written.append(path)
+    html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
+    atomic_write_bytes(html_path, render_html(title, header, notes, parts, pngs).encode())
+    atomic_write_bytes(md_path, render_markdown(title, header, notes, parts, "figures").encode())
+    return ReportPaths(html=html_path, markdown=md_path, figures=written)
+
+
+def render_report(run_path: str | os.PathLike[str]) -> ReportPaths:
+    """Analyze the run when needed, then write analysis/report.html, report.md, figures/*.png."""
+    run = load_run(run_path)
+    facts = run_facts(run)
+    paths = RunPaths(run.path)
+    header = [
+        facts.headline,
+        f"run {facts.run_id} · status {facts.status} · backend {facts.backend} · scenario {facts.scenario_name}",
+    ]
+    parts = sections(facts, recommend(facts), paths.truth.exists())
+    return write_report(
+        paths.analysis,
+        "report",
+        f"Rollout disruption report: {facts.run_id}",
+        header,
+        _inputs_notes(facts),
+        parts,
+        build_figures(run, facts),
+    )

@@ -1,0 +1,69 @@
+"""``rolltrace report RUN`` and ``rolltrace compare RUN_A RUN_B [...]``: the disruption report of
+a run and the comparison of several, as self-contained HTML plus Markdown for pull requests.
+
+Exit codes follow ``rolltrace analyze``: 0 written, 2 a run is unusable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from analyzer.errors import AnalyzerError
+from analyzer.report import ReportPaths, render_report
+from analyzer.report.compare import render_comparison
+
+EXIT_UNUSABLE = 2
+
+
+def _print_paths(paths: ReportPaths) -> None:
+    typer.echo(f"report: {paths.html}")
+    typer.echo(f"markdown: {paths.markdown}")
+    typer.echo(f"figures: {len(paths.figures)} in {paths.html.parent / 'figures'}")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory (contains run.json).")],
+) -> None:
+    """Write the disruption report of a run: analysis/report.html, report.md, figures/*.png.
+
+    The run is analyzed first when its analysis is missing or stale.
+    """
+    try:
+        paths = render_report(run)
+    except AnalyzerError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]cannot report on {run}:[/red] {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    _print_paths(paths)
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for compare.html/.md and figures.")
+    ] = Path("rolltrace-compare"),
+) -> None:
+    """Compare runs side by side: failures by cause, overlaid timelines, and whether each
+    difference is larger than the run-to-run spread.
+
+    Runs are grouped by scenario; the first scenario named is the baseline. Give at least two
+    runs of each scenario to learn whether a difference is real.
+    """
+    err = Console(stderr=True, soft_wrap=True)
+    if len(runs) < 2:
+        err.print("[red]error:[/red] compare needs at least two runs")
+        raise typer.Exit(EXIT_UNUSABLE)
+    try:
+        paths = render_comparison(runs, output)
+    except AnalyzerError as exc:
+        err.print(f"[red]cannot compare:[/red] {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    _print_paths(paths)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(report)
+    app.command()(compare)
