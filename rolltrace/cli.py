@@ -25,6 +25,7 @@ _COMMAND_MODULES: list[str] = [
     "cmd_run",
     "cmd_cluster",
     "cmd_cluster_exec",
+    "cmd_report",
 ]
 
 
