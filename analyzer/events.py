@@ -115,7 +115,11 @@ def _expect(cond: bool, field: str, message: str) -> None:
 
 
 def _opt(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``obj[key]`` when absent or of type ``kind`` (an int must fit int64 and not be a bool);
+    otherwise a ``_LineError`` naming the key path."""
     value = obj.get(key)
+    if value is None or (kind is not int and type(value) is kind):  # the common case, fast
+        return value
     if kind is int and (
         isinstance(value, bool) or (isinstance(value, int) and abs(value) > _MAX_NS)
     ):
