@@ -25,7 +25,9 @@ _state: dict[str, RequestRecorder] = {}
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("rolltrace")
-    group.add_argument("--rt-output", default="requests.parquet", help="requests.parquet path")
+    group.add_argument(
+        "--rt-output", default="requests.parquet", help="requests.parquet path ('' records nothing)"
+    )
     group.add_argument(
         "--rt-rate",
         type=float,
@@ -74,6 +76,8 @@ def _start_recorder(environment: Any, **_: Any) -> None:
         return  # the master runs no users; workers and local runs record
     options = environment.parsed_options
     output = options.rt_output if options is not None else "requests.parquet"
+    if not output:
+        return  # recording off: benchmarks measure Locust without the recorder
     # Only distributed workers write parts (merged later); a local run writes the file itself.
     index = (
         environment.runner.worker_index if isinstance(environment.runner, WorkerRunner) else None
