@@ -1,9 +1,10 @@
 """Where an experiment runs: the embedded local cluster or a real cluster named by the user.
 
 ``LocalBackend`` starts a private local cluster per run, configured with the scenario's timing
-(proxy delays, endpoint batching, LB health checks), in ``<run>/cluster/``; load and client
+(proxy delays, endpoint batching, LB health checks), named ``rtrun`` with its state under the
+system state root (short paths for its unix socket); load and client
 capture run inside its client namespace, node captures inside each node namespace, and the
-agents' ground truth is moved into ``<run>/truth.jsonl`` when the cluster stops.
+agents' ground truth and the cluster log are moved into the run directory when it stops.
 
 ``KubeBackend`` uses only the kubeconfig context and namespace the scenario names. Packet capture
 runs on this machine when it may (root / CAP_NET_RAW); otherwise the run goes on without packets
@@ -30,6 +31,7 @@ from localcluster.config import (
 )
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
+from localcluster.state import LOG_FILE, process_alive, read_state, state_dir
 from rolltrace.experiment import Session
 from rolltrace.localrun import start_cluster, stop_process
 from rolltrace.scenario import Delay, KubeCluster, LocalCluster, Scenario
@@ -74,7 +76,15 @@ class LocalBackend:
         if not isinstance(scenario.cluster, LocalCluster):
             raise TypeError("LocalBackend runs scenarios with cluster.kind: local")
         config = cluster_config(scenario.cluster)
-        directory = run.root / "cluster"
+        # The state dir holds the API server's unix socket, whose path must stay short
+        # (AF_UNIX allows 108 bytes), so it lives under the system state root, not the run.
+        directory = state_dir(config.name)
+        existing = read_state(directory)
+        if existing is not None and process_alive(existing.pid, directory):
+            raise RuntimeError(
+                f"another `rolltrace run` is using the local cluster (pid {existing.pid}); "
+                f"wait for it, or stop it with `rolltrace cluster down --name {config.name}`"
+            )
         process, state = start_cluster(
             config, directory, directory / "kubeconfig", self.start_timeout_s, self.on_progress
         )
@@ -86,10 +96,11 @@ class LocalBackend:
             truth = directory / "truth.jsonl"
             if truth.exists():
                 shutil.move(truth, run.truth)
-            log = directory / "cluster.log"
+            log = directory / LOG_FILE
             if log.exists():
                 run.logs.mkdir(exist_ok=True)
-                shutil.copy(log, run.logs / "cluster.log")
+                shutil.move(log, run.logs / "cluster.log")
+            shutil.rmtree(directory, ignore_errors=True)
 
         return Session(
             backend="local",

@@ -111,7 +111,7 @@ def _print_outcome(console: Console, outcome: RunOutcome) -> None:
         )
 
 
-def expectations_met(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
+def unmet_expectations(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
     """The scenario's expectations that do NOT hold (empty list: all hold)."""
     broken = []
     for text in scenario.expect:
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
                 continue
             failures += [
                 f"{outcome.paths.root}: expected {b}"
-                for b in expectations_met(scenario, outcome.summary)
+                for b in unmet_expectations(scenario, outcome.summary)
             ]
         for failure in failures:
             console.print(f"[red]✗[/red] {escape(failure)}")

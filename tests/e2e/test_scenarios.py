@@ -1,0 +1,62 @@
+"""The scenario library end to end on the local cluster, scored against ground truth.
+
+Each scenario runs for real (namespaces, nftables, processes, Locust), is analyzed, and must:
+meet its own expectations; show its intended cause as the dominant one (broken scenarios); and
+agree with truth.jsonl on ≥ 95% of failed requests. Fixed scenarios run their repetitions
+(≥ 3) and must show zero failures in every one. Results go to $ROLLTRACE_E2E_RESULTS (JSON
+lines) when set, which is where docs/scenarios.md's table comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from rolltrace.cmd_run import run_scenario, unmet_expectations
+from rolltrace.scenario import load_scenario
+from rolltrace.scoring import score_run
+from tests.conftest import require
+
+SCENARIOS = sorted(Path(__file__).parents[2].glob("scenarios/*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
+    require("ip", "nft", "nsenter", root=True)
+    scenario = load_scenario(path)
+    started = time.monotonic()
+    outcomes = run_scenario(scenario, tmp_path, Console(stderr=True, force_terminal=False))
+    wall_s = time.monotonic() - started
+    assert len(outcomes) == scenario.repetitions
+    rows = []
+    for outcome in outcomes:
+        reasons = "; ".join(outcome.meta.status_reasons)
+        assert outcome.meta.status == "complete", reasons
+        assert outcome.summary is not None, f"no analysis: {reasons}"
+        summary = outcome.summary
+        score = score_run(outcome.paths.root)
+        failed_by_cause = {k: v for k, v in summary["failed_by_cause"].items() if v}
+        rows.append({
+            "scenario": scenario.name, "run": outcome.paths.root.name,
+            "requests": summary["requests_total"], "failed": summary["requests_failed"],
+            "causes": failed_by_cause, "agreement": round(score.agreement, 4),
+            "wall_s": round(wall_s / len(outcomes), 1),
+        })  # fmt: skip
+        assert not unmet_expectations(scenario, summary), (scenario.name, failed_by_cause)
+        if scenario.dominant_cause is not None:
+            dominant = max(failed_by_cause, key=failed_by_cause.__getitem__)
+            assert dominant == scenario.dominant_cause, failed_by_cause
+        assert score.agreement >= 0.95, score.disagreements[:5]
+    results = os.environ.get("ROLLTRACE_E2E_RESULTS")
+    if results:
+        with open(results, "a") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
