@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.utils import PcapReader
 
@@ -18,6 +20,9 @@ from analyzer.requests import read_requests
 from analyzer.rundir import read_run_meta
 from analyzer.schema import REQUESTS, Cause, check_frame
 from analyzer.tracebuilder import BuiltRun, build_run, get_recipe, recipe_names
+from analyzer.tracebuilder.model import build_cluster
+from analyzer.tracebuilder.packets import capture_frames
+from analyzer.tracebuilder.traffic import generate
 from analyzer.validate import validate_run
 
 SMALL = {"duration_s": 25.0}
@@ -236,3 +241,49 @@ def test_bad_names_are_refused(tmp_path: Path) -> None:
         build_run(tmp_path / "x", "nope")
     with pytest.raises(ValueError, match="unknown recipe settings"):
         build_run(tmp_path / "y", "clean", preStop=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "nodes": st.integers(1, 4),
+            "replicas": st.integers(1, 4),
+            "max_surge": st.integers(1, 2),
+            "max_unavailable": st.integers(0, 2),
+            "traffic_policy": st.sampled_from(["Cluster", "Local"]),
+            "readiness": st.sampled_from(["http", "tcp", "none"]),
+            "on_sigterm": st.sampled_from(["drain", "exit", "ignore"]),
+            "drain_idle": st.sampled_from(["fin", "connection-close"]),
+            "prestop_s": st.sampled_from([0.0, 1.0, 5.0]),
+            "grace_s": st.sampled_from([2.0, 30.0]),
+            "keepalive_share": st.sampled_from([0.0, 0.5, 1.0]),
+            "keepalive_users": st.integers(1, 20),
+            "slow_share": st.sampled_from([0.0, 0.3]),
+            "pod_capacity_rps": st.sampled_from([float("inf"), 30.0]),
+            "new_pod_node_shift": st.integers(0, 2),
+            "terminating_fallback": st.booleans(),
+        }
+    ),
+    st.integers(0, 2**16),
+)
+def test_any_settings_give_consistent_traces(settings_: dict[str, object], seed: int) -> None:
+    """Whatever the rollout settings, the model's traffic is physically consistent: a keep-alive
+    connection carries one request at a time, a client port is reused only after its previous
+    connection ended, and the client capture yields exactly one connection per conn_id."""
+    recipe = get_recipe("clean").with_overrides(rate=60.0, duration_s=20.0, **settings_)
+    rng = np.random.default_rng(seed)
+    cluster = build_cluster(recipe, rng)
+    traffic = generate(cluster, rng)
+    q = traffic.requests.sort_values(["conn_id", "start"])
+    same = q["conn_id"].to_numpy()[1:] == q["conn_id"].to_numpy()[:-1]
+    assert (q["start"].to_numpy()[1:][same] >= q["end"].to_numpy()[:-1][same]).all()
+    assert (q["end"] >= q["start"]).all()
+    c = traffic.conns
+    last = np.fmax(np.fmax(c["close_t"], c["race_t"]), c["syn"] + recipe.connect_timeout_s)
+    c = c.assign(last=last).sort_values(["port", "syn"])
+    same = c["port"].to_numpy()[1:] == c["port"].to_numpy()[:-1]
+    assert (c["syn"].to_numpy()[1:][same] > c["last"].to_numpy()[:-1][same]).all()
+    client = capture_frames(cluster, traffic, 0)["client"].assign(capture="client")
+    client = client.astype({"capture": "string", "src": "string", "dst": "string"})
+    assert len(tcp_connections(client, {80})) == traffic.conns["conn_id"].nunique()
