@@ -233,15 +233,11 @@ class DeploymentController:
         new_view = self._view(new_rs)
         old_views = [view_of(rs) for rs in old_rss]
         sizes = ro.proportional_scale(spec, new_view, old_views, previous.replicas)
-        by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
-        for name, size in sizes.items():
-            by_name[name] = await self._scale(d, by_name[name], size, spec)
+        new_rs, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
         if spec.paused:
-            await self._cleanup(spec, [by_name[rs["metadata"]["name"]] for rs in old_rss])
-        new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
-        olds_after = [by_name[rs["metadata"]["name"]] for rs in old_rss]
+            await self._cleanup(spec, old_rss)
         status = ro.calculate_status(
-            spec, self._view(new_after), self._views(new_after, olds_after), previous, now
+            spec, self._view(new_rs), self._views(new_rs, old_rss), previous, now
         )
         await self._write_status(d, status)
         return None
@@ -262,14 +258,9 @@ class DeploymentController:
         new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
         previous = status_from_json(d.get("status") or {})
         sizes = ro.rolling_step(spec, view_of(new_rs), [view_of(rs) for rs in old_rss])
-        if sizes:
-            by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, new_rs]}
-            for name, size in sizes.items():
-                by_name[name] = await self._scale(d, by_name[name], size, spec)
-            new_rs = by_name[new_rs["metadata"]["name"]]
-            old_rss = [by_name[rs["metadata"]["name"]] for rs in old_rss]
+        scaled_new, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
         return await self._sync_rollout_status(
-            d, spec, previous, new_rs, old_rss, now, cleanup=not sizes
+            d, spec, previous, scaled_new, old_rss, now, cleanup=not sizes
         )
 
     async def _rollout_recreate(
@@ -299,13 +290,9 @@ class DeploymentController:
         if create:
             await self._create_new_rs(d, spec, previous, old_rss, now)
             return None
-        by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
-        for name, size in sizes.items():
-            by_name[name] = await self._scale(d, by_name[name], size, spec)
-        new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
-        olds_after = [by_name[rs["metadata"]["name"]] for rs in old_rss]
+        new_rs, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
         return await self._sync_rollout_status(
-            d, spec, previous, new_after, olds_after, now, cleanup=not sizes
+            d, spec, previous, new_rs, old_rss, now, cleanup=not sizes
         )
 
     async def _sync_rollout_status(
@@ -318,6 +305,8 @@ class DeploymentController:
         now: float,
         cleanup: bool,
     ) -> float | None:
+        """``syncRolloutStatus`` (+ ``cleanupDeployment`` once complete and nothing was scaled
+        in this sync); returns when to look again for the progress deadline."""
         new_view = self._view(new_rs)
         all_views = self._views(new_rs, old_rss)
         status = ro.rollout_status(spec, new_view, all_views, previous, d["metadata"]["name"], now)
@@ -327,6 +316,21 @@ class DeploymentController:
         return ro.seconds_until_deadline(spec, status, now)
 
     # ---- writes -------------------------------------------------------------------------
+
+    async def _apply_sizes(
+        self,
+        d: JsonObject,
+        spec: ro.DeploymentSpec,
+        new_rs: JsonObject | None,
+        old_rss: list[JsonObject],
+        sizes: dict[str, int],
+    ) -> tuple[JsonObject | None, list[JsonObject]]:
+        """Scales the named RSs; returns (new, olds) as they are after the writes."""
+        by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
+        for name, size in sizes.items():
+            by_name[name] = await self._scale(d, by_name[name], size, spec)
+        new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
+        return new_after, [by_name[rs["metadata"]["name"]] for rs in old_rss]
 
     async def _write_status(self, d: JsonObject, status: ro.DeploymentStatus) -> None:
         """Writes the status if it changed; ``d`` (this sync's working copy) takes the result,
