@@ -19,9 +19,11 @@ How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evid
    claimed. The Pod IP is then resolved to the Pod that held
    that IP at that moment.
 3. ``inferred``: neither exists, so the Pod is inferred from which Pods were in which state at
-   request start (pods and endpoints tables): a connection-level failure points at the Pod most
-   recently deleted (it is the one rules may still send to), a 5xx at the Pod most recently made
-   Ready, anything else at a terminating Pod. Only done for failed requests.
+   request start (pods table): a connection-level failure points at the Pod most recently
+   deleted (the one lagging rules may still send to) unless that Pod demonstrably accepted new
+   connections just before *and* after (then at the Pod most recently made Ready, which may not
+   listen yet); a 5xx at the Pod most recently made Ready; anything else at the most recently
+   deleted Pod. Only done for failed requests.
 4. ``none``: no evidence at all.
 """
 
@@ -42,6 +44,8 @@ NODE_SYN_WINDOW_NS = 3_500_000_000
 SNAT_SYN_WINDOW_NS = 5_000_000
 # A relist after a GAP delivers its objects shortly after the GAP marker
 RELIST_SLACK_NS = 2_000_000_000
+# A Pod that answered new connections within this long before and after a moment was accepting
+ACCEPTING_WINDOW_NS = 1_000_000_000
 # How long after deletion a Pod stays a plausible target for inference (the e2e lag tolerance)
 INFERENCE_HORIZON_NS = 30_000_000_000
 
@@ -296,8 +300,38 @@ def pod_states(
     )
 
 
-def infer_pods(failed: pd.DataFrame, pods: pd.DataFrame) -> pd.Series:
-    """The most likely Pod for failed requests with no direct evidence (see module doc, rule 3)."""
+def _accepting(cands: pd.Series, t: np.ndarray, served: pd.DataFrame) -> np.ndarray:
+    """Whether each candidate Pod answered new connections successfully both within
+    ``ACCEPTING_WINDOW_NS`` before and after ``t``: then it was accepting at ``t`` and did not
+    refuse it. A Pod that stopped accepting has successes only before, one not yet listening
+    only after."""
+    known = cands.notna().to_numpy()
+    out = np.zeros(len(cands), dtype=bool)
+    if not known.any() or served.empty:
+        return out
+    cand_codes, served_codes = _shared_codes(cands[known], served["pod"])
+    left = pd.DataFrame({"i": np.flatnonzero(known), "pod": cand_codes, "t": t[known]})
+    left = left.sort_values("t", kind="stable")
+    right = pd.DataFrame(
+        {"pod": served_codes, "t": served["t"].to_numpy(dtype="int64"), "hit": True}
+    ).sort_values("t", kind="stable")
+    for direction in ("backward", "forward"):
+        side = pd.merge_asof(
+            left, right, on="t", by="pod", direction=direction, tolerance=ACCEPTING_WINDOW_NS
+        )
+        left = left.assign(**{direction: side["hit"].fillna(False).to_numpy(dtype=bool)})
+    out[left["i"].to_numpy()] = (left["backward"] & left["forward"]).to_numpy()
+    return out
+
+
+def infer_pods(
+    failed: pd.DataFrame, pods: pd.DataFrame, served: pd.DataFrame | None = None
+) -> pd.Series:
+    """The most likely Pod for failed requests with no direct evidence (see module doc, rule 3).
+
+    ``served``: successful new connections with a known Pod (columns ``pod``, ``t``): a
+    candidate that was demonstrably accepting new connections at that moment did not refuse one.
+    """
     out = pd.Series(pd.NA, index=failed.index, dtype="string", name="pod")
     if failed.empty or pods.empty:
         return out
@@ -305,7 +339,7 @@ def infer_pods(failed: pd.DataFrame, pods: pd.DataFrame) -> pd.Series:
     connect_failure = failed["error_kind"].isin(_CONNECT_FAILURES).to_numpy()
     is_5xx = (failed["error_kind"] == ErrorKind.HTTP_5XX.value).to_numpy()
 
-    def latest_before(column: str, horizon_ns: int) -> pd.Series:
+    def latest_before(column: str) -> pd.Series:
         events = pods[pods[column].notna()][["pod", column]]
         if events.empty:
             return pd.Series(pd.NA, index=failed.index, dtype="string")
@@ -313,18 +347,24 @@ def infer_pods(failed: pd.DataFrame, pods: pd.DataFrame) -> pd.Series:
             {"t": events[column].to_numpy(dtype="int64"), "cand": events["pod"].astype(str)}
         ).sort_values("t", kind="stable")
         left = pd.DataFrame({"idx": failed.index, "t": t}).sort_values("t", kind="stable")
-        merged = pd.merge_asof(left, right, on="t", direction="backward", tolerance=horizon_ns)
-        return pd.Series(merged["cand"].to_numpy(), index=merged["idx"].to_numpy()).reindex(
-            failed.index
+        merged = pd.merge_asof(
+            left, right, on="t", direction="backward", tolerance=INFERENCE_HORIZON_NS
         )
+        found = pd.Series(merged["cand"].to_numpy(), index=merged["idx"].to_numpy())
+        return found.reindex(failed.index).astype("string")
 
-    deleted_recently = latest_before("deletion_ns", INFERENCE_HORIZON_NS)
-    ready_recently = latest_before("ready_ns", INFERENCE_HORIZON_NS)
-    started_recently = latest_before("started_ns", INFERENCE_HORIZON_NS)
-    newest = ready_recently.fillna(started_recently)
-    choice = np.where(is_5xx, newest.fillna(deleted_recently), deleted_recently)
+    leaving = latest_before("deletion_ns")
+    newest = latest_before("ready_ns").fillna(latest_before("started_ns"))
+    served = served if served is not None else pd.DataFrame({"pod": [], "t": []})
+    leaving_refuses = leaving.notna().to_numpy() & ~_accepting(leaving, t, served)
+    newest_refuses = newest.notna().to_numpy() & ~_accepting(newest, t, served)
+    connect_choice = np.where(
+        leaving_refuses, leaving, np.where(newest_refuses, newest, leaving.fillna(newest))
+    )
+    choice = np.where(
+        connect_failure, connect_choice, np.where(is_5xx, newest.fillna(leaving), leaving)
+    )
     out[:] = pd.array(choice, dtype="string")
-    out[connect_failure & out.isna().to_numpy()] = newest[connect_failure & out.isna().to_numpy()]
     return out
 
 
@@ -349,7 +389,10 @@ def attach_pods(
     method[from_node] = PodMatch.NODE_CAPTURE.value
     need = pod.isna() & (requests["error_kind"] != ErrorKind.OK.value)
     if need.any():
-        inferred = infer_pods(requests[need], pods)
+        ok_new = (requests["error_kind"] == ErrorKind.OK.value) & requests["conn_new"].astype(bool)
+        served = pd.DataFrame({"pod": pod[ok_new & pod.notna()]})
+        served["t"] = requests.loc[served.index, "start_ns"]
+        inferred = infer_pods(requests[need], pods, served)
         pod[need] = inferred
         method[need & pod.notna()] = PodMatch.INFERRED.value
     return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index)

@@ -240,3 +240,20 @@ def test_transitions_seen_after_a_watch_gap_count_from_the_gap_start() -> None:
     names, at = pd.Series(["p"]), pd.Series([22 * S])
     assert joins.pod_states(names, at, pods)["pod_state"].tolist() == ["unknown"]
     assert joins.pod_states(names, at, pods, gaps)["pod_state"].tolist() == ["ready"]
+
+
+def test_inference_skips_a_pod_that_was_demonstrably_accepting_new_connections() -> None:
+    pods = make_frame(
+        PODS,
+        [
+            pod("old", "10.244.1.5", 0.0, ready_ns=1.0, deletion_ns=50.0),
+            pod("new", "10.244.1.6", 49.0, started_ns=49.5, ready_ns=49.6),
+        ],
+    )
+    failed = make_frame(REQUESTS, [request(1, 51.0, error_kind=ErrorKind.REFUSED.value)])
+    # the old Pod (in its preStop sleep) served new connections just before and after 51 s
+    served = pd.DataFrame({"pod": ["old", "old"], "t": [int(50.6 * S), int(51.4 * S)]})
+    assert joins.infer_pods(failed, pods, served).tolist() == ["new"]
+    # served only before: it had stopped accepting, so it is the one that refused
+    served_before = served.iloc[:1]
+    assert joins.infer_pods(failed, pods, served_before).tolist() == ["old"]
