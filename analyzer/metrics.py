@@ -88,6 +88,12 @@ def disruption_seconds(failures: pd.DataFrame) -> dict[str, int]:
     }
 
 
+def success_latency_ms(requests: pd.DataFrame) -> pd.Series:
+    """Latency (start → end) of the successful requests, in ms."""
+    ok = requests[requests["error_kind"] == ErrorKind.OK.value]
+    return pd.Series((ok["end_ns"] - ok["start_ns"]).to_numpy(dtype="float64") / 1e6)
+
+
 def latency_per_second(requests: pd.DataFrame) -> pd.DataFrame:
     """Per second of request start: count, failures and latency percentiles (ms) of successes."""
     columns = ["second_ns", "requests", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms"]

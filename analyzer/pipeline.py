@@ -79,6 +79,7 @@ class Summary(TypedDict):
     requests_total: int
     requests_failed: int
     failure_rate: float
+    latency: metrics.TimingStats
     failed_by_cause: dict[str, int]
     windows: list[dict[str, Any]]
     disruption_seconds: dict[str, int]
@@ -366,6 +367,7 @@ def compute(
         "requests_total": total,
         "requests_failed": failed,
         "failure_rate": failed / total if total else 0.0,
+        "latency": metrics.timing_stats(metrics.success_latency_ms(requests)),
         "failed_by_cause": metrics.failed_by_cause(failures),
         "windows": _windows_json(windows),
         "disruption_seconds": metrics.disruption_seconds(failures),

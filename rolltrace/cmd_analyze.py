@@ -32,6 +32,7 @@ def print_summary(console: Console, run: Path, summary: Summary) -> None:
     failed, total = summary["requests_failed"], summary["requests_total"]
     console.print(f"[bold]{run}[/bold] ({summary['status']})")
     console.print(f"{failed} of {total} requests failed ({summary['failure_rate']:.4%})")
+    console.print(f"latency of successes: {_fmt_timing(dict(summary['latency']))}")
     if failed:
         causes = Table("cause", "failed", "share", "for example", title="Failed requests by cause")
         examples = summary.get("evidence_examples", {})

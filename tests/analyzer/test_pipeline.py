@@ -50,6 +50,7 @@ def test_requests_only_run_is_analyzed_and_says_what_is_missing(tmp_path: Path) 
     assert "packets/*.pcap" in summary["inputs"]["missing"]
     assert "events.jsonl" in summary["inputs"]["missing"]
     assert summary["timings"]["propagation"]["n"] == 0
+    assert summary["latency"]["n"] == 50 and summary["latency"]["p50_ms"] == 5.0
     written = json.loads((run_dir / "analysis" / "summary.json").read_text())
     assert written["requests_failed"] == 2
     for table in ("requests", "failures", "windows", "pods", "endpoints", "packets"):
