@@ -12,8 +12,12 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import KINDS, scan_events, scan_truth
@@ -24,6 +28,14 @@ from analyzer.schema import RunStatus, TruthEvent
 MAX_PROBLEMS_PER_FILE = 100
 """Beyond this many, a file's problems are summarized in one line: the first ones show the
 pattern, and a million-row file with one systematic bug must not print a million lines."""
+
+PHASE_SLACK_NS = 5_000_000_000
+"""Requests may start a little before the recorded load_start (the generator warms up while the
+runner stamps the phase); beyond this they were probably timed by another clock."""
+
+CLOCK_SLACK_NS = 60_000_000_000
+"""Two files whose time spans, widened by this, still do not overlap were not timed by one
+clock (or not recorded by one run)."""
 
 MAX_EVENT_REORDER_NS = 1_000_000_000
 """Lines of events.jsonl are written by several watch streams; receive times a little out of
@@ -50,10 +62,23 @@ def validate_run(path: str | os.PathLike[str]) -> list[Problem]:
         )
     problems: list[Problem] = []
     meta = _check_run_json(paths, problems)
-    failed = meta is not None and meta.status is RunStatus.FAILED
+    run = _Run(paths, meta, failed=meta is not None and meta.status is RunStatus.FAILED)
     for check in (_check_requests, _check_events, _check_truth, _check_packets):
-        problems += _capped(check(paths, meta, failed))
-    return problems
+        problems += _capped(check(run))
+    return problems + _check_clocks(run)
+
+
+@dataclass
+class _Run:
+    paths: RunPaths
+    meta: RunMeta | None
+    failed: bool
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """file → (first, last) realtime ns it covers, for the cross-file clock check."""
+
+    def span(self, file: str, times: pd.Series) -> None:
+        if len(times):
+            self.spans[file] = (int(times.min()), int(times.max()))
 
 
 def _relative(paths: RunPaths, file: str | Path) -> str:
@@ -148,25 +173,40 @@ def _check_meta(paths: RunPaths, meta: RunMeta) -> list[Problem]:
     return found
 
 
-def _check_requests(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
-    if not paths.requests.exists():
-        missing: Severity = "warning" if failed else "error"
+def _check_requests(run: _Run) -> list[Problem]:
+    if not run.paths.requests.exists():
+        missing: Severity = "warning" if run.failed else "error"
         return [Problem("requests.parquet", "file", None, "missing", missing)]
     try:
-        _, problems = load_requests(paths.requests)
+        frame, problems = load_requests(run.paths.requests)
     except TraceError as exc:
-        return [_from_error(paths, exc)]
-    return [
+        return [_from_error(run.paths, exc)]
+    found = [
         Problem("requests.parquet", p.location, p.field, p.message, p.severity) for p in problems
     ]
+    run.span("requests.parquet", pd.concat([frame["start_ns"], frame["end_ns"]]))
+    load_start = run.meta.phase("load_start") if run.meta else None
+    load_stop = run.meta.phase("load_stop") if run.meta else None
+    if load_start is not None and load_stop is not None and len(frame):
+        start = frame["start_ns"].to_numpy()
+        outside = (start < load_start - PHASE_SLACK_NS) | (start > load_stop + PHASE_SLACK_NS)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            message = (
+                f"{int(outside.sum())} requests start outside run.json's load_start..load_stop "
+                "(another clock?); this is the first"
+            )
+            found.append(Problem("requests.parquet", f"row {row}", "start_ns", message, "warning"))
+    return found
 
 
-def _check_events(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
-    if not paths.events.exists():
+def _check_events(run: _Run) -> list[Problem]:
+    if not run.paths.events.exists():
         message = "missing: no pod lifecycle or endpoint tables"
         return [Problem("events.jsonl", "file", None, message, "warning")]
-    scan = scan_events(paths.events)
-    found = [_from_error(paths, e) for e in scan.problems]
+    scan = scan_events(run.paths.events)
+    found = [_from_error(run.paths, e) for e in scan.problems]
+    run.span("events.jsonl", scan.frame["recv_ns"])
     frame = scan.frame.sort_values("line")
     previous = 0
     columns = (frame["line"], frame["recv_ns"], frame["kind"], frame["type"], frame["since_ns"])
@@ -187,11 +227,12 @@ def _check_events(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[P
     return sorted(found, key=lambda p: _line_number(p.location))
 
 
-def _check_truth(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
-    if not paths.truth.exists():
+def _check_truth(run: _Run) -> list[Problem]:
+    if not run.paths.truth.exists():
         return []
-    scan = scan_truth(paths.truth)
-    found = [_from_error(paths, e) for e in scan.problems]
+    scan = scan_truth(run.paths.truth)
+    found = [_from_error(run.paths, e) for e in scan.problems]
+    run.span("truth.jsonl", scan.frame["ts_ns"])
     known = {e.value for e in TruthEvent}
     for line, name in zip(scan.frame["line"], scan.frame["event"], strict=True):
         if name not in known:
@@ -205,7 +246,8 @@ def _line_number(location: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def _check_packets(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[Problem]:
+def _check_packets(run: _Run) -> list[Problem]:
+    paths = run.paths
     captures = paths.captures()
     if not captures:
         message = "no packet capture: connection-level evidence is unavailable"
@@ -225,4 +267,28 @@ def _check_packets(paths: RunPaths, meta: RunMeta | None, failed: bool) -> list[
         if len(packets) == 0:
             message = "no TCP packets in this capture"
             found.append(Problem(_relative(paths, file), "file", None, message, "warning"))
+        run.span(_relative(paths, file), packets["ts_ns"])
+    return found
+
+
+def _check_clocks(run: _Run) -> list[Problem]:
+    """Every file's time span must overlap the requests' (or, without requests, the phases'):
+    the joins compare times across files, so one file on another clock silently breaks them."""
+    reference_name = "requests.parquet"
+    reference = run.spans.get(reference_name)
+    if reference is None and run.meta is not None:
+        phases = [run.meta.phases[p] for p in PHASES if p in run.meta.phases]
+        reference_name = "run.json phases"
+        reference = (min(phases), max(phases)) if phases else None
+    if reference is None:
+        return []
+    found = []
+    low, high = reference[0] - CLOCK_SLACK_NS, reference[1] + CLOCK_SLACK_NS
+    for file, (first, last) in run.spans.items():
+        if file != reference_name and (last < low or first > high):
+            message = (
+                f"its times ({first}..{last} ns) do not overlap {reference_name} "
+                f"({reference[0]}..{reference[1]} ns): recorded by another clock or run?"
+            )
+            found.append(Problem(file, "file", None, message, "warning"))
     return found

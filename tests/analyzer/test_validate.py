@@ -157,3 +157,35 @@ def test_watch_gap_is_reported_as_a_warning(tmp_path: Path) -> None:
         "warning",
     )
     assert problem.message.startswith("Pod events may be missing for 2.5 s")
+
+
+def test_file_on_another_clock_is_warned(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    hour = 3600 * 10**9
+    lines = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    shifted = [{**line, "recv_ns": line["recv_ns"] - 2 * hour} for line in lines]
+    (run / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in shifted))
+    (problem,) = validate_run(run)
+    assert (problem.file, problem.location, problem.severity) == ("events.jsonl", "file", "warning")
+    assert "do not overlap requests.parquet" in problem.message
+
+
+def test_requests_outside_the_load_phases_are_warned(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta["phases"]["load_stop"] = meta["phases"]["load_start"] + 1
+    meta["phases"].pop("rollout_trigger")
+    meta["phases"].pop("rollout_complete")
+    (run / "run.json").write_text(json.dumps(meta))
+    frame = read_requests(run / "requests.parquet")
+    late = frame.index >= 2
+    for column in ("scheduled_ns", "start_ns", "connect_ns", "first_byte_ns", "end_ns"):
+        frame[column] = frame[column].where(~late, frame[column] + 10 * 10**9)
+    frame.to_parquet(run / "requests.parquet", index=False)
+    problems = validate_run(run)
+    assert _where(problems) == [
+        ("run.json", "file", "phases.rollout_trigger", "warning"),
+        ("run.json", "file", "phases.rollout_complete", "warning"),
+        ("requests.parquet", "row 2", "start_ns", "warning"),
+    ]
+    assert problems[-1].message.startswith("4 requests start outside")
