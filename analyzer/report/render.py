@@ -313,6 +313,13 @@ def render_markdown(
     return "\n".join(out)
 
 
+def _publish(path: Path, data: bytes) -> Path:
+    """Write atomically, readable by everyone: a report is for sharing (mkstemp makes 0600)."""
+    atomic_write_bytes(path, data)
+    path.chmod(0o644)
+    return path
+
+
 def write_report(
     out_dir: Path,
     stem: str,
@@ -326,14 +333,13 @@ def write_report(
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
     pngs = {name: png_bytes(fig) for name, fig in figs.items()}
-    written = []
-    for name, data in pngs.items():
-        path = figure_dir / f"{name}.png"
-        atomic_write_bytes(path, data)
-        written.append(path)
-    html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
-    atomic_write_bytes(html_path, render_html(title, header, notes, parts, pngs).encode())
-    atomic_write_bytes(md_path, render_markdown(title, header, notes, parts, "figures").encode())
+    written = [_publish(figure_dir / f"{name}.png", data) for name, data in pngs.items()]
+    html_path = _publish(
+        out_dir / f"{stem}.html", render_html(title, header, notes, parts, pngs).encode()
+    )
+    md_path = _publish(
+        out_dir / f"{stem}.md", render_markdown(title, header, notes, parts, "figures").encode()
+    )
     return ReportPaths(html=html_path, markdown=md_path, figures=written)
 
 
