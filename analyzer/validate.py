@@ -30,8 +30,8 @@ MAX_PROBLEMS_PER_FILE = 100
 pattern, and a million-row file with one systematic bug must not print a million lines."""
 
 PHASE_SLACK_NS = 5_000_000_000
-"""Requests may start a little before the recorded load_start (the generator warms up while the
-runner stamps the phase); beyond this they were probably timed by another clock."""
+"""Requests may be scheduled a little outside the recorded load phases (the generator and the
+runner stamp them separately); beyond this they were probably timed by another clock."""
 
 CLOCK_SLACK_NS = 60_000_000_000
 """Two files whose time spans, widened by this, still do not overlap were not timed by one
@@ -188,15 +188,20 @@ def _check_requests(run: _Run) -> list[Problem]:
     load_start = run.meta.phase("load_start") if run.meta else None
     load_stop = run.meta.phase("load_stop") if run.meta else None
     if load_start is not None and load_stop is not None and len(frame):
-        start = frame["start_ns"].to_numpy()
-        outside = (start < load_start - PHASE_SLACK_NS) | (start > load_stop + PHASE_SLACK_NS)
+        # scheduled, not start: a blocked client starts late, legitimately after load_stop
+        scheduled = frame["scheduled_ns"].to_numpy()
+        outside = (scheduled < load_start - PHASE_SLACK_NS) | (
+            scheduled > load_stop + PHASE_SLACK_NS
+        )
         if outside.any():
             row = int(np.flatnonzero(outside)[0])
             message = (
-                f"{int(outside.sum())} requests start outside run.json's load_start..load_stop "
-                "(another clock?); this is the first"
+                f"{int(outside.sum())} requests are scheduled outside run.json's "
+                "load_start..load_stop (another clock?); this is the first"
             )
-            found.append(Problem("requests.parquet", f"row {row}", "start_ns", message, "warning"))
+            found.append(
+                Problem("requests.parquet", f"row {row}", "scheduled_ns", message, "warning")
+            )
     return found
 
 

@@ -186,6 +186,6 @@ def test_requests_outside_the_load_phases_are_warned(tmp_path: Path) -> None:
     assert _where(problems) == [
         ("run.json", "file", "phases.rollout_trigger", "warning"),
         ("run.json", "file", "phases.rollout_complete", "warning"),
-        ("requests.parquet", "row 2", "start_ns", "warning"),
+        ("requests.parquet", "row 2", "scheduled_ns", "warning"),
     ]
-    assert problems[-1].message.startswith("4 requests start outside")
+    assert problems[-1].message.startswith("4 requests are scheduled outside")
