@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.image import imread
 
 from analyzer.report import render_report
@@ -50,6 +51,7 @@ def _load(page: Path, workdir: Path) -> tuple[np.ndarray, list[str]]:
     return imread(shot), console
 
 
+@pytest.mark.browser
 def test_report_loads_in_chromium_without_console_errors_and_is_not_blank(tmp_path: Path) -> None:
     require("chromium")
     control = tmp_path / "control.html"
