@@ -100,6 +100,10 @@ class AppConfig:
     keepalive_timeout_s: float = 0.0  # 0: idle connections are never closed by the server
     shutdown: ShutdownMode = ShutdownMode(ShutdownKind.GRACEFUL)
     drain_timeout_s: float = 30.0
+    # On graceful shutdown an idle keep-alive connection is kept this long so that a client's
+    # next request is answered with `Connection: close` instead of racing a server FIN (the
+    # keepalive-race of DESIGN §4); 0 closes idle connections at once, as Go's Shutdown does.
+    drain_idle_grace_s: float = 1.0
     pod_name: str = ""
     pod_version: str = "v1"
     truth: Path | None = None
@@ -170,6 +174,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.drain_timeout_s,
         "graceful shutdown gives up after this",
     )
+    add(
+        "--drain-idle-grace",
+        _seconds,
+        defaults.drain_idle_grace_s,
+        "graceful shutdown keeps idle connections this long for one last answer (0: close now)",
+    )
     add("--pod-name", str, env.get("POD_NAME") or socket.gethostname(), "X-Pod-Name header")
     add(
         "--pod-version", str, env.get("POD_VERSION") or defaults.pod_version, "X-Pod-Version header"
@@ -193,6 +203,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> A
         keepalive_timeout_s=ns.keepalive_timeout,
         shutdown=ns.shutdown,
         drain_timeout_s=ns.drain_timeout,
+        drain_idle_grace_s=ns.drain_idle_grace,
         pod_name=ns.pod_name,
         pod_version=ns.pod_version,
         truth=ns.truth,

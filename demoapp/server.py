@@ -7,7 +7,8 @@ order (pipelining-safe): while one waits out its latency, later ones stay in the
 
 Lifecycle: [startup delay] → listening → [warm-up: requests fail] → serving → SIGTERM → one of
 immediate (die by the signal, as an app without a handler does), graceful (not ready, close the
-listener, finish in-flight requests with ``Connection: close``, close idle connections, exit when
+listener, finish in-flight requests with ``Connection: close``, answer each idle connection's next
+request with ``Connection: close`` or close it after ``--drain-idle-grace``, exit when
 drained or at the drain timeout), ignore (until SIGKILL), delayed:N (not ready, keep serving N
 seconds, then graceful — the in-app equivalent of a preStop sleep).
 """
@@ -219,7 +220,17 @@ class Connection(asyncio.Protocol):
         return not self.busy and not self.buffer
 
     def close_when_idle(self) -> None:
+        """Answer the next request with `Connection: close`; an idle connection is closed only
+        after the drain-idle grace, so a client about to reuse it gets a clean last answer."""
         self.close_after_response = True
+        grace = self.app.config.drain_idle_grace_s
+        if grace <= 0:
+            self._close_if_idle()
+            return
+        self._cancel_idle_timer()
+        self.idle_timer = asyncio.get_running_loop().call_later(grace, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
         if self.idle and self.transport is not None:
             self.transport.close()
 
@@ -290,5 +301,4 @@ class Connection(asyncio.Protocol):
             self.idle_timer = None
 
     def _idle_expired(self) -> None:
-        if self.idle and self.transport is not None:
-            self.transport.close()
+        self._close_if_idle()

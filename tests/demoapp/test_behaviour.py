@@ -124,12 +124,12 @@ def test_immediate_shutdown_cuts_the_inflight_request(start_app: Any) -> None:
 
 
 def test_graceful_shutdown_answers_inflight_with_close_and_stops_accepting(start_app: Any) -> None:
-    app = start_app("--shutdown", "graceful")
+    app = start_app("--shutdown", "graceful", "--drain-idle-grace", "0")
     idle = connect(app.port)
     assert get(idle).status == 200
     with _slow_request(app.port) as sock, idle:
         app.sigterm()
-        assert idle.recv(1) == b""  # idle keep-alive connection closed right away
+        assert idle.recv(1) == b""  # with no idle grace the idle connection is closed at once
         time.sleep(0.1)
         with pytest.raises(ConnectionRefusedError):
             connect(app.port)  # listener closed
@@ -138,6 +138,23 @@ def test_graceful_shutdown_answers_inflight_with_close_and_stops_accepting(start
         assert sock.recv(1) == b""
     assert app.wait() == 0
     assert app.events() == ["listening", "ready-to-serve", "stopped-accepting", "exited"]
+
+
+def test_graceful_shutdown_gives_idle_connections_one_clean_last_answer(start_app: Any) -> None:
+    """A client reusing an idle keep-alive connection during the drain gets an answer with
+    `Connection: close` instead of a FIN racing its request (no keepalive-race)."""
+    app = start_app("--shutdown", "graceful", "--drain-idle-grace", "2")
+    with connect(app.port) as reused, connect(app.port) as forgotten:
+        assert get(reused).status == 200 and get(forgotten).status == 200
+        app.sigterm()
+        time.sleep(0.3)  # SIGTERM handled; the listener is closed, both connections idle
+        answer = get(reused)
+        assert (answer.status, answer.headers["connection"]) == (200, "close")
+        assert reused.recv(1) == b""
+        began = time.monotonic()
+        assert forgotten.recv(1) == b""  # never reused: closed once the grace ran out
+        assert 1.0 < time.monotonic() - began < 2.5
+    assert app.wait() == 0
 
 
 def test_graceful_shutdown_gives_up_after_the_drain_timeout(start_app: Any) -> None:
