@@ -190,13 +190,34 @@ def connection_table(requests: pd.DataFrame, failures: pd.DataFrame) -> list[Con
     return rows
 
 
-def headline(total: int, causes: list[CauseRow]) -> str:
+def cause_detail(cause: str, group: pd.DataFrame) -> str:
+    """The number that makes a cause's sentence a finding, from the failures table itself."""
+
+    def _max_s(column: str) -> float | None:
+        values = pd.to_numeric(group[column], errors="coerce").dropna()
+        return None if values.empty else float(values.max()) / 1000
+
+    if cause == "endpoint-lag" and (late := _max_s("ms_since_deletion")) is not None:
+        return f", up to {late:.1f} s after their deletion was observed"
+    if cause == "not-ready" and (late := _max_s("ms_since_ready")) is not None:
+        return f", up to {late:.1f} s after they were first seen Ready"
+    if cause in {"inflight-cut", "keepalive-race"}:
+        return f", on {group['pod'].nunique()} Pod(s)"
+    span = (int(group["end_ns"].max()) - int(group["start_ns"].min())) / _NS_PER_S
+    return f", over {span:.1f} s"
+
+
+def headline(total: int, failures: pd.DataFrame, causes: list[CauseRow]) -> str:
     """The finding in one sentence, with the counts of the tables."""
     failed = sum(row.failed for row in causes)
     if failed == 0:
         return f"No request failed ({total} requests)"
     top = causes[0]
-    text = f"{failed} of {total} requests failed; {top.failed} because {CAUSE_PHRASE.get(top.cause, top.cause)}"
+    detail = cause_detail(top.cause, failures[failures["cause"].astype(str) == top.cause])
+    text = (
+        f"{failed} of {total} requests failed; {top.failed} because "
+        f"{CAUSE_PHRASE.get(top.cause, top.cause)}{detail}"
+    )
     if len(causes) > 1:
         others = ", ".join(f"{row.failed} {row.cause}" for row in causes[1:])
         text += f" ({others})"
@@ -223,7 +244,7 @@ def run_facts(run: Run) -> RunFacts:
         connections=connection_table(run.requests, run.failures),
         timings=dict(run.summary["timings"]),
         settings=rollout_settings(scenario, meta.service),
-        headline=headline(total, causes),
+        headline=headline(total, run.failures, causes),
         inputs=dict(run.summary["inputs"]),
     )
 

@@ -161,9 +161,10 @@ def _endpoint_state(row: pd.Series) -> str:
 
 
 def _lifecycle_segments(pod: pd.Series, end_s: float, t0_ns: int) -> list[tuple[str, float, float]]:
-    """(state, start, end) in seconds: starting → ready → terminating → stopped."""
+    """(state, start, end) in seconds: pending → running → ready → terminating → stopped."""
     marks = [
-        ("starting", pod["created_ns"]),
+        ("pending", pod["created_ns"]),
+        ("running", pod["started_ns"]),
         ("ready", pod["ready_ns"]),
         ("terminating", pod["deletion_ns"]),
         ("stopped", pod["terminated_ns"]),

@@ -38,13 +38,14 @@ P99_COLOUR = "#D55E00"
 #: Pod lane segments and endpoint membership: light fills with distinct hatches, so they sit
 #: behind the failure marks and survive grey-scale printing.
 LANE_LOOK: dict[str, Look] = {
-    "starting": Look("#F0E442", "..", ""),
+    "pending": Look("#FFFFFF", "..", ""),
+    "running": Look("#F0E442", "..", ""),
     "ready": Look("#009E73", "", ""),
     "terminating": Look("#E69F00", "//", ""),
     "stopped": Look("#BBBBBB", "xx", ""),
 }
 ENDPOINT_LOOK: dict[str, Look] = {
-    "not-ready": Look("#F0E442", "..", ""),
+    "not-ready": Look("#E0E0E0", "||", ""),
     "ready": Look("#56B4E9", "", ""),
     "serving-terminating": Look("#CC79A7", "//", ""),
     "terminating": Look("#999999", "xx", ""),
