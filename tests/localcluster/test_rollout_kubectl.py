@@ -95,7 +95,7 @@ def test_hundred_replica_rollout_completes_and_rollout_status_returns(
 def test_rollout_status_fails_when_the_progress_deadline_passes(
     kubectl: Kubectl, tmp_path: Path
 ) -> None:
-    apply(kubectl, deployment(replicas=2, progressDeadlineSeconds=1), tmp_path)
+    apply(kubectl, deployment(replicas=2), tmp_path)
     assert kubectl("rollout", "status", "deployment/web", "--timeout=30s").returncode == 0
     never_ready = deployment(
         replicas=2,
