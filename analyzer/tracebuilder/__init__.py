@@ -23,7 +23,7 @@ including trace options: ``watch_gap=(10.0, 14.0)`` (events of Pods and Endpoint
 between those seconds, then GAP + RELIST + LIST lines), ``duplicate_client_packets=True``
 (every client packet twice, as on a loopback / ``-i any`` capture), ``linktype`` (any name of
 ``analyzer.pcap_writer.LINKTYPES``), ``pcapng=True``, ``nanosecond=False``, ``snaplen=96``
-(headers only, smaller files), ``node_captures=False``.
+(headers only, smaller files), ``node_captures=False``, ``ipv6=True`` (every address IPv6).
 
 Scale: ``build_run(p, "mixed", rate=1700, duration_s=600, keepalive_users=200, snaplen=96)``
 writes 1.02M requests and 12.2M packets in about 20 s (2 cores, ~2.4 GB peak): new-connection

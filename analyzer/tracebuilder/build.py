@@ -16,7 +16,7 @@ from analyzer.requests import write_requests
 from analyzer.rundir import Capture, RunMeta, RunPaths, atomic_write_bytes, write_run_meta
 from analyzer.schema import REQUESTS, SCHEMA_VERSION, RunStatus, TruthEvent, check_frame
 from analyzer.tracebuilder.model import Cluster, build_cluster
-from analyzer.tracebuilder.packets import CLIENT_IP, LB_IP, SERVICE_PORT, capture_frames
+from analyzer.tracebuilder.packets import SERVICE_PORT, TARGET_PORT, capture_frames
 from analyzer.tracebuilder.recipes import Recipe, get_recipe
 from analyzer.tracebuilder.traffic import CAUSES, ERRORS, Traffic, generate
 from analyzer.tracebuilder.watch import Clock, dump_jsonl, truth_lines, watch_lines
@@ -121,6 +121,7 @@ def _ns(clock: Clock, seconds: pd.Series | np.ndarray[Any, Any]) -> pd.arrays.In
 
 def _requests_frame(cluster: Cluster, traffic: Traffic, clock: Clock) -> pd.DataFrame:
     q = traffic.requests
+    addr = cluster.addresses
     conns = traffic.conns.set_index("conn_id")
     error = np.array([e.value for e in ERRORS], dtype=object)[q["error"].to_numpy()]
     status = q["status"].to_numpy()
@@ -140,9 +141,9 @@ def _requests_frame(cluster: Cluster, traffic: Traffic, clock: Clock) -> pd.Data
             "connect_ns": _ns(clock, q["connect"]),
             "first_byte_ns": _ns(clock, q["first_byte"]),
             "end_ns": _ns(clock, q["end"]).to_numpy(np.int64),
-            "local_ip": pd.array(np.full(len(q), CLIENT_IP, dtype=object), dtype="string"),
+            "local_ip": pd.array(np.full(len(q), addr.client, dtype=object), dtype="string"),
             "local_port": pd.array(conns.loc[q["conn_id"], "port"].to_numpy(), dtype="Int64"),
-            "remote_ip": pd.array(np.full(len(q), LB_IP, dtype=object), dtype="string"),
+            "remote_ip": pd.array(np.full(len(q), addr.lb, dtype=object), dtype="string"),
             "remote_port": np.full(len(q), SERVICE_PORT, dtype=np.int64),
             "conn_id": q["conn_id"].to_numpy(np.int64),
             "conn_new": q["conn_new"].to_numpy(bool),
@@ -291,9 +292,9 @@ def _run_meta(cluster: Cluster, clock: Clock, captures: list[Capture], seed: int
             "name": "demo",
             "namespace": "default",
             "type": "LoadBalancer",
-            "external_ip": LB_IP,
+            "external_ip": cluster.addresses.lb,
             "port": SERVICE_PORT,
-            "target_port": 8080,
+            "target_port": TARGET_PORT,
             "external_traffic_policy": r.traffic_policy,
         },
         captures=captures,

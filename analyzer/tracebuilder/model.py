@@ -27,6 +27,35 @@ TEMPLATE_HASH = {1: "6d8f9c7b5", 2: "7f4c9d8b6"}
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+@dataclass(frozen=True)
+class Addresses:
+    """The run's address plan (documentation ranges for the LB, private ranges elsewhere)."""
+
+    ipv6: bool
+
+    @property
+    def version(self) -> int:
+        return 6 if self.ipv6 else 4
+
+    @property
+    def client(self) -> str:
+        return "fd00:0:0:1::2" if self.ipv6 else "10.0.0.2"
+
+    @property
+    def lb(self) -> str:
+        return "2001:db8::10" if self.ipv6 else "203.0.113.10"
+
+    def node(self, node: int) -> str:
+        return f"fd00:0:1::{11 + node:x}" if self.ipv6 else f"10.1.0.{11 + node}"
+
+    def pod(self, node: int, index: int) -> str:
+        return (
+            f"fd00:244:{node + 1:x}::{10 + index:x}"
+            if self.ipv6
+            else f"10.244.{node + 1}.{10 + index}"
+        )
+
+
 class EndpointState(IntEnum):
     """An endpoint's conditions in the slice (absent = not listed)."""
 
@@ -93,8 +122,12 @@ class Cluster:
     def pod_array(self, attr: str) -> F64:
         return np.array([getattr(p, attr) for p in self.pods], dtype=np.float64)
 
+    @property
+    def addresses(self) -> Addresses:
+        return Addresses(self.recipe.ipv6)
+
     def node_ip(self, node: int) -> str:
-        return f"10.1.0.{11 + node}"
+        return self.addresses.node(node)
 
     def rules_epoch(self, node: int, t: F64) -> I64:
         return np.searchsorted(self.slice_times + self.node_delay[node], t, "right") - 1
@@ -158,7 +191,7 @@ def _new_pod(
         uid=_uid(rng),
         revision=revision,
         node=node,
-        ip=f"10.244.{node + 1}.{10 + index}",
+        ip=Addresses(r.ipv6).pod(node, index),
         created=created,
         scheduled=created + 0.02,
         started=started,

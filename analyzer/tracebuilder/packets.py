@@ -26,8 +26,6 @@ C2S, S2C = 0, 1
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-CLIENT_IP = "10.0.0.2"
-LB_IP = "203.0.113.10"
 SERVICE_PORT = 80
 TARGET_PORT = 8080
 REQUEST_BYTES = {False: 78, True: 82}  # GET / and GET /slow with a few headers
@@ -152,7 +150,9 @@ def _captures(
         "payload_len": seg["payload"].to_numpy(),
     }
     ts = seg["ts"].to_numpy()
-    out = {"client": _frame(ts, way, CLIENT_IP, LB_IP, port, SERVICE_PORT, common, t0_ns)}
+    addr = cluster.addresses
+    common["ip_version"] = np.full(len(ts), addr.version)
+    out = {"client": _frame(ts, way, addr.client, addr.lb, port, SERVICE_PORT, common, t0_ns)}
     if not r.node_captures:
         return out
     pod = c["pod"].to_numpy()[conn]
@@ -166,7 +166,7 @@ def _captures(
     for n in range(cluster.nodes):
         m = reached & (pod_node == n)
         if r.traffic_policy == "Local":
-            source: object = CLIENT_IP
+            source: object = addr.client
         else:  # Cluster policy: the receiving node masquerades the client
             source = node_ips[lb_node[m]]
         sub = {k: v[m] for k, v in common.items()}
@@ -197,7 +197,6 @@ def _frame(
             "sport": np.where(c2s, client_port, server_port),
             "dport": np.where(c2s, server_port, client_port),
             **common,
-            "ip_version": 4,
         }
     )
     return frame.sort_values("ts_ns", kind="stable", ignore_index=True)

@@ -82,6 +82,7 @@ class Recipe:
     nanosecond: bool = True
     snaplen: int = 262144  # e.g. 96: headers only, as ``tcpdump -s 96`` (much smaller files)
     node_captures: bool = True
+    ipv6: bool = False  # every address IPv6 (client, LB, nodes, Pods), as on a v6-only cluster
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         known = {f.name for f in fields(self)}

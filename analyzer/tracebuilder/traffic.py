@@ -378,24 +378,33 @@ class _KeepaliveUser:
         )
         self.conn = None
 
+    def _fin_t(self, pod: int) -> float:
+        """When the server sends FIN on an idle keep-alive connection to ``pod``."""
+        r = self.load.r
+        return float(self.load.idle_close[pod] if r.drain_idle == "fin" else self.load.exited[pod])
+
     def walk(self, load_stop: float) -> None:
+        """Every request scheduled before ``load_stop`` that starts before it (a user that fell
+        behind does not catch up after the load stops)."""
         r = self.load.r
         w = r.race_window_ms / 1000
         n, i = len(self.sched), 0
         budget = np.minimum(self.lat, r.read_timeout_s) + 0.0002
         while i < n:
             start = max(float(self.sched[i]), self.free_at)
+            if start >= load_stop:
+                break
             if self.conn is None:
                 self._open(i, start)
                 i += 1
                 continue
-            pod = self.conn.pod
-            close_t = float(self.load.idle_close[pod])  # no more keep-alive from here on
-            fin_t = close_t if r.drain_idle == "fin" else float(self.load.exited[pod])
-            j = int(np.searchsorted(self.sched, close_t - w, "left"))
+            close_t = float(self.load.idle_close[self.conn.pod])  # no keep-alive from here on
+            fin_t = self._fin_t(self.conn.pod)
+            until = min(close_t - w, load_stop)
+            j = int(np.searchsorted(self.sched, until, "left"))
             if j > i:
                 starts = _relax(self.sched[i:j], budget[i:j], self.free_at)
-                keep = int(np.searchsorted(starts, close_t - w, "left"))
+                keep = int(np.searchsorted(starts, until, "left"))
                 if keep > 0:
                     i = self._block(i, starts[:keep])
                     continue
@@ -406,9 +415,14 @@ class _KeepaliveUser:
                 self._race(i, start, fin_t)
                 i += 1
             else:
-                self._close(Close.SERVER_FIN, fin_t)
+                self._close(Close.SERVER_FIN, max(fin_t, self.free_at))
         if self.conn is not None:
-            self._close(Close.CLIENT_FIN, load_stop + 0.05)
+            end = max(load_stop, self.free_at) + 0.05
+            fin_t = self._fin_t(self.conn.pod)
+            if fin_t <= end:
+                self._close(Close.SERVER_FIN, max(fin_t, self.free_at))
+            else:
+                self._close(Close.CLIENT_FIN, end)
 
     def _block(self, i: int, starts: F64) -> int:
         assert self.conn is not None

@@ -27,7 +27,7 @@ from analyzer.tracebuilder.model import (
     EndpointState,
     Pod,
 )
-from analyzer.tracebuilder.packets import LB_IP, SERVICE_PORT, TARGET_PORT
+from analyzer.tracebuilder.packets import SERVICE_PORT, TARGET_PORT
 
 WATCH_START_S = -2.0  # the watcher starts (initial list) before the load
 Obj = dict[str, Any]
@@ -210,7 +210,7 @@ def _slice_object(c: Cluster, states: np.ndarray[Any, Any], clock: Clock) -> Obj
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": meta,
-        "addressType": "IPv4",
+        "addressType": f"IPv{c.addresses.version}",
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
     }
@@ -235,7 +235,7 @@ def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": TARGET_PORT}],
             "externalTrafficPolicy": r.traffic_policy,
         },
-        "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
+        "status": {"loadBalancer": {"ingress": [{"ip": c.addresses.lb}]}},
     }
     yield WATCH_START_S, "ADDED", "Service", service
 

@@ -196,6 +196,19 @@ def test_duplicates_link_types_and_pcapng(tmp_path: Path) -> None:
         assert (np.abs(packets["ts_ns"] - reference["ts_ns"]) <= tolerance).all()
 
 
+def test_ipv6_run(tmp_path: Path) -> None:
+    built = build_run(tmp_path / "v6", "mixed-local", duration_s=20.0, ipv6=True)
+    assert not [p for p in validate_run(built.path) if p.severity == "error"]
+    assert (built.requests["local_ip"].str.contains(":")).all()
+    packets = pd.concat([read_pcap(p) for p in built.paths.captures()], ignore_index=True)
+    assert (packets["ip_version"] == 6).all()
+    conns = tcp_connections(packets[packets["capture"] == "client"], {80})
+    assert len(conns) == built.requests["conn_id"].nunique()
+    pods = pod_lifecycle(read_events(built.paths.events))
+    assert set(pods["ip"]) == set(built.pods["ip"]) and pods["ip"].str.contains(":").all()
+    assert set(built.causes["cause"]) == {"lb-lag", "endpoint-lag"}
+
+
 def test_scapy_reads_the_same_segments(runs: dict[str, BuiltRun]) -> None:
     path = runs["mixed"].paths.packets_dir / "node-1.pcap"
     ours = read_pcap(path).head(300)
@@ -278,7 +291,7 @@ def test_any_settings_give_consistent_traces(settings_: dict[str, object], seed:
     q = traffic.requests.sort_values(["conn_id", "start"])
     same = q["conn_id"].to_numpy()[1:] == q["conn_id"].to_numpy()[:-1]
     assert (q["start"].to_numpy()[1:][same] >= q["end"].to_numpy()[:-1][same]).all()
-    assert (q["end"] >= q["start"]).all()
+    assert (q["end"] >= q["start"]).all() and (q["start"] < recipe.duration_s).all()
     c = traffic.conns
     last = np.fmax(np.fmax(c["close_t"], c["race_t"]), c["syn"] + recipe.connect_timeout_s)
     c = c.assign(last=last).sort_values(["port", "syn"])
