@@ -216,12 +216,19 @@ async def test_endpoint_lag_fails_new_connections_only_inside_the_lag_window(
     errors = [r for r in results if r["error"]]
     assert rules_gone - deleted_at >= 2.0
     assert errors, "connections sent to the exited Pod during the lag must fail"
-    assert all(ts(exited) - 0.05 <= float(r["t"]) <= rules_gone for r in errors), (
+    in_flight_s = 0.25  # a request already on its way when the app exited may be cut too
+    assert all(ts(exited) - in_flight_s <= float(r["t"]) <= rules_gone for r in errors), (
         ts(exited),
         rules_gone,
         errors,
     )
-    assert {r["error"] for r in errors} <= {"refused", "timeout", "OSError", "eof"}
+    assert {r["error"] for r in errors} <= {
+        "refused",
+        "timeout",
+        "ConnectionResetError",
+        "OSError",
+        "eof",
+    }
     ok_after = [r for r in results if float(r["t"]) > rules_gone]
     assert ok_after and all(r["pod"] != victim and r["error"] is None for r in ok_after)
     assert len(errors) < len([r for r in results if deleted_at < float(r["t"]) < rules_gone]) / 2
