@@ -229,9 +229,43 @@ def keepalive(facts: RunFacts) -> Recommendation | None:
     )
 
 
+def evidence(facts: RunFacts) -> Recommendation | None:
+    """When failures stayed unexplained or inputs were missing, every other verdict rests on
+    less than it seems: say so first, with what to capture next time."""
+    unexplained = facts.failed_by_cause.get("unexplained", 0)
+    missing = list(facts.inputs.get("missing", []))
+    damaged = [str(d.get("file")) for d in facts.inputs.get("damaged", [])]
+    if not unexplained and not missing and not damaged:
+        return None
+    gaps = "; ".join(
+        part
+        for part in (
+            f"missing: {', '.join(missing)}" if missing else "",
+            f"damaged: {', '.join(damaged)}" if damaged else "",
+        )
+        if part
+    )
+    return Recommendation(
+        "evidence",
+        "unknown",
+        "Capture more before trusting the advice below: client and node packet captures and "
+        "the Pod/EndpointSlice watch are what tie a failure to its cause.",
+        f"{unexplained} of {facts.failed} failed request(s) stayed unexplained"
+        + (f"; {gaps}" if gaps else "")
+        + ".",
+    )
+
+
 def recommend(facts: RunFacts) -> list[Recommendation]:
     """Every recommendation that applies to this run, the settings to change first."""
     found = [prestop(facts), grace_period(facts), readiness(facts), capacity(facts)]
     found += [r for r in (local_policy(facts), keepalive(facts)) if r is not None]
+    caveat = evidence(facts)
+    if caveat is not None:
+        return [caveat, *_ranked(found)]
+    return _ranked(found)
+
+
+def _ranked(found: list[Recommendation]) -> list[Recommendation]:
     rank = {"change": 0, "unknown": 1, "ok": 2}
     return sorted(found, key=lambda r: rank[r.verdict])

@@ -289,3 +289,10 @@ def test_report_of_a_damaged_run_names_the_missing_input(tmp_path: Path) -> None
     page = paths.html.read_text()
     assert "missing input: packets/*.pcap" in page
     assert "propagation was not measured" in page
+    first = recommend(run_facts(load_run(run.path)))[0]
+    assert (first.topic, first.verdict) == ("evidence", "unknown")
+    assert "missing: packets/*.pcap" in first.reasoning
+
+
+def test_clean_run_needs_no_evidence_caveat(runs: dict[str, Run]) -> None:
+    assert all(r.topic != "evidence" for r in recommend(run_facts(runs["clean"])))
