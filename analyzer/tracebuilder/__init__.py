@@ -73,6 +73,9 @@ Recipe catalogue (``recipe_names()``) and the signature each one produces:
     ``endpoint-lag``, ``inflight-cut`` and ``keepalive-race`` in one rollout.
 ``mixed-local``
     Local policy, new Pods on other nodes, no preStop, drain: ``lb-lag`` and ``endpoint-lag``.
+``mixed-capacity``
+    2 replicas, maxUnavailable 1 / maxSurge 0, Pods that carry 70 % of the load, no preStop:
+    ``overload`` (read timeouts while one Pod serves alone) and ``endpoint-lag``.
 
 Routing: the LB picks uniformly among nodes it considers healthy (all of them when none is:
 fail-open, as GCE and NLB do); a node picks uniformly among the endpoints its rules hold (ready

@@ -214,6 +214,21 @@ _CATALOGUE: dict[str, Recipe] = {
             keepalive_share=0.2,
             connect_timeout_s=2.0,
         ),
+        Recipe(
+            "mixed-capacity",
+            "2 replicas, maxSurge 0 / maxUnavailable 1, Pods that carry 70 % of the load, no "
+            "preStop: overload while one Pod serves alone, endpoint-lag as each old Pod goes.",
+            causes=(Cause.OVERLOAD, Cause.ENDPOINT_LAG),
+            replicas=2,
+            max_surge=0,
+            max_unavailable=1,
+            pod_capacity_rps=70.0,
+            container_start_s=4.0,
+            read_timeout_s=0.5,
+            prestop_s=0.0,
+            drain_s=1.0,
+            proxy_delay_s=(0.5, 1.0, 1.5),
+        ),
     )
 }
 
