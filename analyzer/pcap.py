@@ -97,10 +97,29 @@ class _Window:
         return values
 
     def be16(self, rel: int | I64) -> I64:
-        return (self.u8(rel) << 8) | self.u8(rel + 1)
+        return self._big_endian(rel, 2)
 
     def be32(self, rel: int | I64) -> I64:
-        return (self.be16(rel) << 16) | self.be16(rel + 2)
+        return self._big_endian(rel, 4)
+
+    def _big_endian(self, rel: int | I64, width: int) -> I64:
+        pos = self.shift + rel
+        if isinstance(pos, int) and pos + width <= self.width and len(self.rows):
+            # the same bytes on every row: read them as one big-endian integer per row, through
+            # a strided view of the matrix (no copy before the conversion)
+            field = np.ndarray(
+                (len(self.rows),),
+                dtype=f">u{width}",
+                buffer=np.ascontiguousarray(self.rows),
+                offset=pos,
+                strides=(self.width,),
+            )
+            values: I64 = field.astype(np.int64)
+            return values
+        result = self.u8(rel)
+        for i in range(1, width):
+            result = (result << 8) | self.u8(rel + i)
+        return result
 
 
 def _uniform(offsets: int | I64) -> int | I64:
@@ -117,6 +136,10 @@ def _uniform(offsets: int | I64) -> int | I64:
 # the TCP fields read (14), the common case, which then needs no second copy.
 _HEAD_WIDTH = 64
 _TCP_FIELDS = 14  # ports, seq, ack, data offset, flags
+_COLUMNS = (
+    *("ts_ns", "src", "dst", "sport", "dport", "flags", "seq", "ack"),
+    *("payload_len", "ip_version"),
+)
 _DECODE_CHUNK = 262_144  # records decoded at a time: bounds the temporary arrays' memory
 
 
@@ -211,17 +234,20 @@ class _Segments:
         return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
 
     @staticmethod
-    def concat(parts: list[_Segments]) -> _Segments:
-        """Join decoded chunks, renumbering address codes into one shared list of texts."""
-        if len(parts) == 1:
-            return parts[0]
+    def decode_all(buf: U8, records: Records) -> _Segments:
+        """Decode chunk by chunk into preallocated columns (no concatenation copy), renumbering
+        each chunk's address codes into one shared list of texts."""
+        columns = {name: np.empty(records.count, dtype=np.int64) for name in _COLUMNS}
         index: dict[str, int] = {}
-        columns: dict[str, list[I64]] = {name: [] for name in parts[0].columns}
-        for part in parts:
+        filled = 0
+        for start in range(0, records.count, _DECODE_CHUNK):
+            part = _segments(buf, records.slice(start, start + _DECODE_CHUNK))
             renumber = np.array([index.setdefault(t, len(index)) for t in part.texts] or [0])
+            rows = slice(filled, filled + len(part))
             for name, column in part.columns.items():
-                columns[name].append(renumber[column] if name in ("src", "dst") else column)
-        return _Segments({k: np.concatenate(v) for k, v in columns.items()}, list(index))
+                columns[name][rows] = renumber[column] if name in ("src", "dst") else column
+            filled += len(part)
+        return _Segments({name: column[:filled] for name, column in columns.items()}, list(index))
 
 
 def _dotted_quads(addresses: I64) -> list[str]:
@@ -308,21 +334,30 @@ def _duplicates(segments: _Segments) -> Mask:
 
     On loopback and ``-i any`` captures the same segment is captured on the way out and on the
     way in (or on two interfaces); counting it twice would double bytes and fake retransmissions.
-    A hash of the segment's fields finds the few rows that repeat; only those are sorted and
-    compared exactly.
+    A 64-bit hash of the segment's fields finds the rows that repeat (one fast sort of the hash
+    with the row number packed into its low bits); only those are ordered by time and compared
+    exactly.
     """
     columns = segments.columns
     n = len(segments)
     duplicate = np.zeros(n, dtype=bool)
+    if n < 2:
+        return duplicate
     digest = np.zeros(n, dtype=np.uint64)
     for name in _SEGMENT_KEY:
         digest = (digest ^ columns[name].astype(np.uint64)) * np.uint64(0x100000001B3)
         digest ^= digest >> np.uint64(29)
-    repeated = np.flatnonzero(pd.Series(digest).duplicated(keep=False).to_numpy())
-    if len(repeated) < 2:
+    bits = np.uint64((n - 1).bit_length())
+    keyed = np.sort((digest >> bits << bits) | np.arange(n, dtype=np.uint64))
+    hashes = keyed >> bits
+    same_hash = hashes[1:] == hashes[:-1]
+    repeats = np.zeros(n, dtype=bool)
+    repeats[1:] |= same_hash
+    repeats[:-1] |= same_hash
+    if not repeats.any():
         return duplicate
-    ts = columns["ts_ns"][repeated]
-    order = repeated[np.lexsort((ts, digest[repeated]))]
+    rows = (keyed[repeats] & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
+    order = rows[np.lexsort((columns["ts_ns"][rows], hashes[repeats]))]
     same = np.diff(columns["ts_ns"][order]) <= DUPLICATE_WINDOW_NS
     for name in _SEGMENT_KEY:
         column = columns[name][order]
@@ -346,7 +381,7 @@ def _frame(segments: _Segments, capture: str) -> pd.DataFrame:
         "dst": _text_column(segments.columns["dst"], segments.texts),
     }
     columns.update({c: segments.columns[c] for c in PACKETS.names if c not in columns})
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)  # no copy into one 2-D block: it would double memory
 
 
 def read_pcap(
@@ -367,12 +402,7 @@ def read_pcap(
     data = path.read_bytes()
     buf = np.frombuffer(data, dtype=np.uint8)
     records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
-    segments = _Segments.concat(
-        [
-            _segments(buf, records.slice(start, start + _DECODE_CHUNK))
-            for start in range(0, max(records.count, 1), _DECODE_CHUNK)
-        ]
-    )
+    segments = _Segments.decode_all(buf, records)
     del data, buf  # the file's bytes are no longer needed: free them before building the table
     duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
     if duplicate.any():
