@@ -22,6 +22,14 @@ from analyzer.report.style import cause_order
 from analyzer.run import Run, load_run
 
 ALL = "all causes"
+LARGER = "larger than the run-to-run spread"
+WITHIN = "within the run-to-run spread"
+CANNOT_TELL = "cannot tell: needs ≥ 2 runs per side to know the spread"
+SHORT_VERDICT = {
+    LARGER: "beyond the spread",
+    WITHIN: "within the spread",
+    CANNOT_TELL: "spread unknown",
+}
 
 
 @dataclass(frozen=True)
@@ -73,14 +81,10 @@ def differences(groups: dict[str, list[RunFacts]]) -> list[CauseDifference]:
             a, b = counts(base), counts(other)
             diff = _mean(b) - _mean(a)
             if len(a) < 2 or len(b) < 2:
-                spread, verdict = None, "cannot tell: needs ≥ 2 runs per side to know the spread"
+                spread, verdict = None, CANNOT_TELL
             else:
                 spread = float(max(_range(a), _range(b)))
-                verdict = (
-                    "larger than the run-to-run spread"
-                    if abs(diff) > spread
-                    else "within the run-to-run spread"
-                )
+                verdict = LARGER if abs(diff) > spread else WITHIN
             out.append(
                 CauseDifference(cause, base_name, other_name, _mean(a), _mean(b), spread, verdict)
             )
@@ -169,20 +173,20 @@ def compare_headline(diffs: Sequence[CauseDifference], facts: Sequence[RunFacts]
     if not totals:
         return f"{len(facts)} runs of one scenario"
     return "; ".join(
-        f"{d.other} vs {d.baseline}: {d.other_mean:g} vs {d.baseline_mean:g} failed per run "
-        f"({d.verdict})"
+        f"{d.other} {d.other_mean:g} vs {d.baseline} {d.baseline_mean:g} failed per run "
+        f"({SHORT_VERDICT[d.verdict]})"
         for d in totals
     )
 
 
 def compare_figure(runs: Sequence[Run], facts: Sequence[RunFacts], title: str) -> Figure:
-    return figures.compare_timeline_figure(
-        [
-            (f.run_id, run.failures, f.phases.get("rollout_trigger"))
-            for run, f in zip(runs, facts, strict=True)
-        ],
-        title,
-    )
+    series = []
+    for run, f in zip(runs, facts, strict=True):
+        start = run.requests["start_ns"]
+        first, last = (int(start.min()), int(start.max())) if len(start) else (f.t0_ns, f.t0_ns)
+        zero = f.phases.get("rollout_trigger", f.t0_ns)
+        series.append((f.run_id, run.failures, zero, first, last))
+    return figures.compare_timeline_figure(series, title)
 
 
 def render_comparison(

@@ -394,25 +394,31 @@ def timings_figure(timings: pd.DataFrame, settings: RolloutSettings, title: str)
 
 
 def compare_timeline_figure(
-    series: Sequence[tuple[str, pd.DataFrame, int | None]], title: str
+    series: Sequence[tuple[str, pd.DataFrame, int, int, int]], title: str
 ) -> Figure:
     """Failed requests per second of several runs, overlaid, aligned at each run's rollout
-    trigger. ``series``: (label, failures, trigger_ns)."""
+    trigger. ``series``: (label, failures, zero_ns, first_ns, last_ns) — every second from the
+    run's first to its last request is drawn, zeros included, so a quiet second reads as zero
+    instead of a line drawn across it."""
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax = fig.add_subplot()
     colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "v", "D", "P", "X"]
-    for i, (label, failures, trigger_ns) in enumerate(series):
-        zero = trigger_ns if trigger_ns is not None else 0
-        second = np.floor(_seconds(failures["start_ns"], zero)) if len(failures) else np.array([])
-        counts = pd.Series(second).value_counts().sort_index()
-        ax.plot(
-            counts.index + 0.5,
+    for i, (label, failures, zero_ns, first_ns, last_ns) in enumerate(series):
+        seconds = np.arange(
+            np.floor((first_ns - zero_ns) / _NS), np.floor((last_ns - zero_ns) / _NS) + 1
+        )
+        second = np.floor(_seconds(failures["start_ns"], zero_ns))
+        counts = pd.Series(second).value_counts().reindex(seconds, fill_value=0)
+        ax.step(
+            seconds + 0.5,
             counts.to_numpy(),
+            where="mid",
             color=colours[i % len(colours)],
             linestyle=styles[i % len(styles)],
             marker=markers[i % len(markers)],
+            markersize=4,
             label=f"{label} ({len(failures)} failed)",
             gid=f"run:{label}",
         )
