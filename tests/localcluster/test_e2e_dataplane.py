@@ -183,6 +183,19 @@ async def _delete_under_load(
     return await load, deleted_at
 
 
+def unreplied_destinations(netns: str) -> set[str]:
+    """Pods that a node's NAT sent connections to which never got an answer (conntrack)."""
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", "conntrack", "-L", "-p", "tcp"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    found = set()
+    for line in out.splitlines():
+        if "[UNREPLIED]" in line:
+            sources = [f.split("=", 1)[1] for f in line.split() if f.startswith("src=")]
+            if len(sources) == 2:
+                found.add(sources[1])  # the reply's source: the DNAT target
+    return found
+
+
 def _rules_without(cluster: FullCluster, pod: str, after: float) -> float:
     """When the last node stopped sending new connections to ``pod``."""
     times = {}
@@ -206,14 +219,18 @@ async def test_endpoint_lag_fails_new_connections_only_inside_the_lag_window(
     nodes still send to it fail, only between its exit and the rules change."""
     async with FullCluster(config(cluster_name, 2.0), tmp_path) as cluster:
         vip = await cluster.deploy(3, {"DEMOAPP_SHUTDOWN": "immediate"})
-        victim = (await cluster.pods())[0]["metadata"]["name"]
+        victim_pod = (await cluster.pods())[0]
+        victim, victim_ip = victim_pod["metadata"]["name"], victim_pod["status"]["podIP"]
         results, deleted_at = await _delete_under_load(cluster, vip, victim)
         await asyncio.sleep(0.5)
         exited = next(
             r for r in cluster.truth() if r["event"] == "exited" and r.get("pod") == victim
         )
         rules_gone = _rules_without(cluster, victim, deleted_at)
+        unanswered = set().union(*(unreplied_destinations(n.netns) for n in cluster.plan.nodes))
     errors = [r for r in results if r["error"]]
+    if any(r["error"] == "timeout" for r in errors):  # the nodes' NAT saw where they went
+        assert unanswered == {victim_ip}, unanswered
     assert rules_gone - deleted_at >= 2.0
     assert errors, "connections sent to the exited Pod during the lag must fail"
     in_flight_s = 0.25  # a request already on its way when the app exited may be cut too
