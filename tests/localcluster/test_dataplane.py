@@ -151,3 +151,16 @@ async def _check_sandboxes(plan: AddressPlan) -> None:
     assert not any(ns.startswith(f"{cluster_name}-pod-") for ns in netns_names())
     links = ip.run(ip.ip(plan.nodes[0].netns, "-o", "link"))
     assert f"{cluster_name}p" not in links
+
+
+def test_missing_prerequisites_are_named_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from localcluster.dataplane import cluster
+
+    monkeypatch.setattr(cluster.sys, "platform", "linux")
+    monkeypatch.setattr(cluster.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(cluster.shutil, "which", lambda tool: None if tool == "nft" else "/x")
+    missing = cluster.missing_prerequisites()
+    assert len(missing) == 2
+    assert missing[0].startswith("root") and missing[1] == "the `nft` executable on PATH"
+    with pytest.raises(cluster.DataplaneUnavailable, match=r"root .*; the `nft` executable"):
+        cluster.check_prerequisites()
