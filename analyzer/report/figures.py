@@ -61,9 +61,10 @@ def _shade_rollout(ax: Axes, phases: dict[str, int], t0_ns: int) -> None:
     if trigger is None:
         return
     start = (trigger - t0_ns) / _NS
-    ax.axvline(start, color="black", linestyle=":", linewidth=1)
+    ax.axvline(start, color="black", linestyle=":", linewidth=1, gid="rollout-trigger")
     if complete is not None:
-        ax.axvspan(start, (complete - t0_ns) / _NS, color="#DDDDDD", zorder=0, linewidth=0)
+        end = (complete - t0_ns) / _NS
+        ax.axvspan(start, end, color="#DDDDDD", zorder=0, linewidth=0, gid="rollout")
 
 
 def timeline_figure(

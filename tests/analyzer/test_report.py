@@ -93,6 +93,17 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
         not counts and "No request failed" in _title(timeline)
     )
 
+    rate_ax = timeline.axes[0]
+    shaded = [p for p in rate_ax.patches if p.get_gid() == "rollout"]
+    assert len(shaded) == ("rollout_complete" in facts.phases)
+    trigger = [line for line in rate_ax.lines if line.get_gid() == "rollout-trigger"]
+    assert [line.get_xdata()[0] for line in trigger] == [
+        (facts.phases["rollout_trigger"] - facts.t0_ns) / 1e9
+    ]
+    for column in ("created_ns", "ready_ns", "deletion_ns"):
+        (events,) = [line for line in timeline.axes[2].lines if line.get_gid() == f"pods:{column}"]
+        assert len(events.get_xdata()) == int(run.pods[column].notna().sum())
+
     lanes = built["pod-lanes"]
     labels = [t.get_text() for t in lanes.axes[0].get_yticklabels()]
     assert set(run.pods["pod"]) <= set(labels)
@@ -119,6 +130,9 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
     }
 
     timings = built["timings"]
+    propagation = run.summary["timings"]["propagation"]
+    if propagation["n"]:
+        assert f"p99 {propagation['p99_ms'] / 1000:.2f} s" in _title(timings)
     for kind in figs.TIMING_LABELS:
         n = int((run.timings["timing"] == kind).sum())
         got = _marks(timings, f"timing:{kind}")
