@@ -13,7 +13,14 @@ from analyzer.errors import UnusableRunError
 from analyzer.pipeline import analyze_run
 from analyzer.requests import write_requests
 from analyzer.rundir import RunMeta, write_run_meta
-from analyzer.schema import REQUESTS, SCHEMA_VERSION, Cause, RunStatus
+from analyzer.schema import (
+    ALL_TABLES,
+    REQUESTS,
+    SCHEMA_VERSION,
+    Cause,
+    RunStatus,
+    check_frame,
+)
 from tests.analyzer.test_joins import make_frame, request
 
 S = 1_000_000_000
@@ -66,6 +73,8 @@ def test_load_run_reuses_the_cache_until_an_input_changes(tmp_path: Path) -> Non
     again = load_run(run_dir)
     assert summary_file.stat().st_mtime_ns == stamp  # read back, not recomputed
     assert again.failures["request_id"].tolist() == first.failures["request_id"].tolist()
+    for name, schema in ALL_TABLES.items():  # tables read back still honour their contracts
+        check_frame(getattr(again, name), schema, "load_run from cache")
     minimal_run(run_dir, failures=3)  # rewrite the requests: the cache is stale
     assert len(load_run(run_dir).failures) == 3
 
