@@ -103,7 +103,12 @@ def _capture(command: list[str], path: Path, ports: tuple[int, int, int]) -> Non
         time.sleep(0.3)  # let the last segments (FIN/ACK, RST) reach the capture
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode is not None  # the capture is gone, whatever happened
 
 
 # A small snapshot length keeps the kernel's capture ring from overflowing on a busy machine
