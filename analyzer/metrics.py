@@ -194,6 +194,33 @@ def endpoint_propagation(
     )
 
 
+def propagation_from_responses(leaving_ns: pd.Series, requests: pd.DataFrame) -> pd.DataFrame:
+    """Without node captures: endpoint leaving observed → the last *new* connection whose
+    response named the Pod (header), per Pod. A lower bound of the slowest node's lag, seen
+    only while the Pod still answers (e.g. during a preStop sleep); node unknown (NA)."""
+    columns = {"pod": "string", "node": "string", "propagation_ms": "float64"}
+    new = requests[
+        requests["conn_new"].astype(bool)
+        & (requests["pod_method"] == "header")
+        & requests["pod_matched"].notna()
+    ]
+    t0 = lookup(new["pod_matched"], leaving_ns)
+    late = new[t0.notna() & (new["start_ns"] >= t0)]
+    if late.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
+    last = late.groupby("pod_matched")["start_ns"].max()
+    return pd.DataFrame(
+        {
+            "pod": last.index.astype("string"),
+            "node": pd.array([pd.NA] * len(last), dtype="string"),
+            "propagation_ms": (
+                last.to_numpy() - lookup(last.index.to_series(), leaving_ns).to_numpy()
+            )
+            / 1e6,
+        }
+    ).astype(columns)
+
+
 def drain_duration(
     pods: pd.DataFrame, requests: pd.DataFrame, node_conns: pd.DataFrame
 ) -> pd.Series:

@@ -321,6 +321,8 @@ def compute(
     leaving = metrics.endpoint_leaving_ns(pods, endpoints)
     client_ips = set(requests["local_ip"].dropna().astype(str).unique())
     propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes, client_ips)
+    if node_conns.empty:
+        propagation = metrics.propagation_from_responses(leaving, joined)
     drain = metrics.drain_duration(pods, joined, node_conns)
     timings_table = pd.concat(
         [
@@ -357,8 +359,11 @@ def compute(
         },
         "drain": metrics.timing_stats(drain),
     }
-    if packets.empty:
-        timings["note"] = "no packet capture: propagation cannot be measured"
+    if node_conns.empty:
+        timings["note"] = (
+            "no node-side capture: propagation is only seen through responses naming a Pod "
+            "after its endpoint left (a lower bound, no per-node figures)"
+        )
     summary: Summary = {
         "schema_version": SCHEMA_VERSION,
         "analyzer_version": ANALYZER_VERSION,

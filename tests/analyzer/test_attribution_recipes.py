@@ -204,3 +204,16 @@ def test_mixed_recipe_survives_trace_options(tmp_path: Path, options: dict[str, 
     joined = Scored(built, compute(built.path)).joined
     for cause, (precision, recall, n) in per_cause_scores(joined).items():
         assert precision >= MIN_SCORE and recall >= MIN_SCORE, (cause, precision, recall, n)
+
+
+def test_without_node_captures_propagation_is_seen_through_responses(tmp_path: Path) -> None:
+    """A Pod in its preStop sleep still answers: the last new connection it answered after its
+    endpoint left bounds the slowest node's lag from below."""
+    built = build_run(tmp_path / "run", "clean", seed=1, node_captures=False)
+    summary = compute(built.path).summary
+    slowest = _truth_timing(built, "propagation")["value_ms"].max()
+    measured = summary["timings"]["propagation"]
+    assert measured["n"] == built.recipe.replicas
+    assert slowest - 500.0 <= measured["max_ms"] <= slowest + 100.0
+    assert summary["timings"]["propagation_by_node"] == {}
+    assert "no node-side capture" in summary["timings"]["note"]
