@@ -34,6 +34,7 @@ from analyzer.schema import ErrorKind
 _NS = 1e9
 LineStyle = Literal["-", "--", ":", "-."]
 UNKNOWN_POD = "unknown Pod"
+MAX_LABELLED_LANES = 12
 TIMING_LABELS = {
     "propagation": "endpoint propagation\n(not ready → last new conn.)",
     "readiness_lead": "readiness lead\n(Ready → first success)",
@@ -181,6 +182,21 @@ def _lifecycle_segments(pod: pd.Series, end_s: float, t0_ns: int) -> list[tuple[
     return segments
 
 
+def node_drop_labels(
+    dropped: pd.DataFrame, t0_ns: int, together_s: float = 0.5
+) -> list[tuple[str, float, str]]:
+    """(pod, x, "node-1, node-3") per burst of a Pod's rule removals less than ``together_s``
+    apart: nodes that dropped a Pod together share one label instead of overprinting."""
+    out = []
+    for pod, group in dropped.sort_values("ts_ns").groupby("pod", sort=True):
+        xs = _seconds(group["ts_ns"], t0_ns)
+        burst = np.concatenate([[0], np.cumsum(np.diff(xs) >= together_s)])
+        for b in np.unique(burst):
+            nodes = sorted(group["node"].astype(str).to_numpy()[burst == b])
+            out.append((str(pod), float(xs[burst == b][0]), ", ".join(nodes)))
+    return out
+
+
 def pod_lanes_figure(
     pods: pd.DataFrame,
     endpoints: pd.DataFrame,
@@ -263,6 +279,17 @@ def pod_lanes_figure(
             label="a node's rules dropped the Pod (truth)",
             gid="truth:rules-dropped",
         )
+        if len(lanes) <= MAX_LABELLED_LANES:  # name the nodes where the lanes leave room
+            for dropped_pod, x, text in node_drop_labels(dropped, t0_ns):
+                ax.annotate(
+                    text,
+                    (x, lane_y[dropped_pod] - 0.25),
+                    xytext=(3, -7),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color="#0072B2",
+                    gid="truth:node",
+                )
 
     fail_lane = np.where(
         on_known, failures["pod"].astype("string").fillna(UNKNOWN_POD), UNKNOWN_POD

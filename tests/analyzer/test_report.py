@@ -212,6 +212,8 @@ def test_pod_lanes_show_when_each_node_dropped_a_deleted_pod(runs: dict[str, Run
         if line.get_gid() == "truth:rules-dropped"
     ]
     assert len(drawn) == 1 and len(drawn[0].get_xdata()) == len(dropped)
+    named = [t.get_text() for t in built["pod-lanes"].axes[0].texts if t.get_gid() == "truth:node"]
+    assert sorted(n for text in named for n in text.split(", ")) == sorted(dropped["node"])
 
 
 def _rec(facts: RunFacts, topic: str) -> tuple[str, str, str]:
