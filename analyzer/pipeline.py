@@ -200,6 +200,22 @@ def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.Dat
     return pod_lifecycle(events), endpoint_membership(events), gaps
 
 
+def _service_scope(
+    meta: RunMeta, pods: pd.DataFrame, endpoints: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Only the Service under test and its Pods: a namespace's other Services would otherwise
+    count as ready endpoints and its other Pods become inference candidates. A Pod belongs when
+    the Service's slices ever listed it, or its ReplicaSet's other Pods were listed."""
+    name = meta.service.get("name")
+    if not isinstance(name, str) or not (endpoints["service"] == name).any():
+        return pods, endpoints
+    endpoints = endpoints[endpoints["service"] == name]
+    listed = set(endpoints["pod"].dropna().astype(str))
+    replicasets = set(pods.loc[pods["pod"].isin(listed), "replicaset"].dropna().astype(str))
+    keep = pods["pod"].isin(listed) | pods["replicaset"].isin(replicasets)
+    return pods[keep], endpoints
+
+
 def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dict[str, str]]:
     """Client capture names and node capture name → node, from run.json (or by file name)."""
     client: set[str] = set()
@@ -282,6 +298,7 @@ def compute(
     requests = _read_requests(paths, inputs)
     packets = _read_packets(paths, inputs)
     pods, endpoints, gaps = _read_events(paths, inputs)
+    pods, endpoints = _service_scope(meta, pods, endpoints)
 
     server_ports = {int(p) for p in requests["remote_port"].unique()}
     for key in ("port", "target_port", "node_port"):

@@ -112,3 +112,41 @@ def test_damaged_capture_and_event_line_are_reported_and_the_rest_analyzed(tmp_p
     assert damaged["events.jsonl"]["where"].startswith("line ")
     assert summary["requests_failed"] == len(built.causes)
     assert summary["failed_by_cause"]["endpoint-lag"] >= 0.95 * len(built.causes)
+
+
+def test_only_the_service_under_test_and_its_pods_are_analyzed() -> None:
+    from analyzer.pipeline import _service_scope
+    from analyzer.schema import ENDPOINTS, PODS
+    from tests.analyzer.test_joins import pod
+
+    meta = RunMeta(
+        schema_version=SCHEMA_VERSION,
+        run_id="x",
+        status=RunStatus.COMPLETE,
+        backend="synthetic",
+        service={"name": "web"},
+    )
+    pods = make_frame(
+        PODS,
+        [
+            pod("web-a-1", "10.244.1.5", 0.0, replicaset="web-a"),
+            pod("web-a-2", "10.244.1.6", 0.0, replicaset="web-a"),  # never listed, same RS
+            pod("db-0", "10.244.1.7", 0.0, replicaset="db"),
+        ],
+    )
+    endpoints = make_frame(
+        ENDPOINTS,
+        [
+            {
+                "service": "web",
+                "slice": "web-x",
+                "ip": "10.244.1.5",
+                "pod": "web-a-1",
+                "ready": True,
+            },
+            {"service": "db", "slice": "db-x", "ip": "10.244.1.7", "pod": "db-0", "ready": True},
+        ],
+    )
+    scoped_pods, scoped_endpoints = _service_scope(meta, pods, endpoints)
+    assert scoped_pods["pod"].tolist() == ["web-a-1", "web-a-2"]
+    assert scoped_endpoints["service"].tolist() == ["web"]
