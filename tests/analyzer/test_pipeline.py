@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analyzer import load_run
@@ -129,11 +130,12 @@ def test_only_the_service_under_test_and_its_pods_are_analyzed() -> None:
     pods = make_frame(
         PODS,
         [
-            pod("web-a-1", "10.244.1.5", 0.0, replicaset="web-a"),
-            pod("web-a-2", "10.244.1.6", 0.0, replicaset="web-a"),  # never listed, same RS
-            pod("db-0", "10.244.1.7", 0.0, replicaset="db"),
+            pod("web-a-1", "10.244.1.5", 0.0),
+            pod("web-a-2", "10.244.1.6", 0.0),  # never listed, same ReplicaSet
+            pod("db-0", "10.244.1.7", 0.0),
         ],
     )
+    pods["replicaset"] = pd.array(["web-a", "web-a", "db"], dtype="string")
     endpoints = make_frame(
         ENDPOINTS,
         [
