@@ -31,7 +31,7 @@ NOT_READY_GRACE_MS = 10_000.0
 RACE_CROSSING_MS = 50.0
 #: Without packets, a reused connection that failed this fast never had the request served.
 FAST_FAILURE_MS = 20.0
-#: How long after the Service's last usable endpoint reappeared a node's rules may still have
+#: How long after the Service's ready endpoints reappeared a node's rules may still have
 #: none (kube-proxy sync lag: ~1 s by default, seconds in big clusters).
 RULES_LAG_ALLOWANCE_MS = 5_000.0
 #: A second is congested when its p90 latency exceeds this many times the run's typical latency.
@@ -43,11 +43,7 @@ WATCH_LAG_MS = 500.0
 #: How long after its deletion a Pod may still receive new connections from lagging rules.
 LAG_HORIZON_MS = 30_000.0
 
-_CONNECT_FAILURES = (
-    ErrorKind.REFUSED.value,
-    ErrorKind.CONNECT_TIMEOUT.value,
-    ErrorKind.UNREACHABLE.value,
-)
+_CONNECT_FAILURES = tuple(joins.CONNECT_FAILURES)
 _CUT_KINDS = (ErrorKind.RESET.value, ErrorKind.EOF.value)
 _DIRECT_POD = (PodMatch.HEADER.value, PodMatch.NODE_CAPTURE.value)
 

@@ -49,7 +49,8 @@ ACCEPTING_WINDOW_NS = 1_000_000_000
 # How long after deletion a Pod stays a plausible target for inference (the e2e lag tolerance)
 INFERENCE_HORIZON_NS = 30_000_000_000
 
-_CONNECT_FAILURES = {
+#: Error kinds of a connection that was never established (it was refused or never answered)
+CONNECT_FAILURES = {
     ErrorKind.REFUSED.value,
     ErrorKind.CONNECT_TIMEOUT.value,
     ErrorKind.UNREACHABLE.value,
@@ -336,7 +337,7 @@ def infer_pods(
     if failed.empty or pods.empty:
         return out
     t = failed["start_ns"].to_numpy(dtype="int64")
-    connect_failure = failed["error_kind"].isin(_CONNECT_FAILURES).to_numpy()
+    connect_failure = failed["error_kind"].isin(CONNECT_FAILURES).to_numpy()
     is_5xx = (failed["error_kind"] == ErrorKind.HTTP_5XX.value).to_numpy()
 
     def latest_before(column: str) -> pd.Series:
