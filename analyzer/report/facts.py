@@ -108,13 +108,26 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
 
 
 @dataclass(frozen=True)
+class ExampleRequest:
+    """One failed request quoted as an example of its cause."""
+
+    request_id: int
+    t_s: float  # start, seconds since the report's time zero
+    error_kind: str
+    connection: str  # "new" or "reused"
+    pod: str  # or "unknown"
+    pod_method: str
+    evidence: str
+
+
+@dataclass(frozen=True)
 class CauseRow:
     cause: str
     failed: int
     share: float
     mean_confidence: float
     evidence: str  # the evidence of the most confident example
-    examples: list[int]  # request ids
+    examples: list[ExampleRequest]  # the most confident first
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,7 @@ class RunFacts:
         return {row.cause: row.failed for row in self.causes}
 
 
-def cause_table(failures: pd.DataFrame, examples: int = 3) -> list[CauseRow]:
+def cause_table(failures: pd.DataFrame, t0_ns: int, examples: int = 3) -> list[CauseRow]:
     """Counts, shares and the evidence that decided each cause, most frequent first."""
     total = len(failures)
     rows = []
@@ -163,7 +176,18 @@ def cause_table(failures: pd.DataFrame, examples: int = 3) -> list[CauseRow]:
                 share=len(group) / total,
                 mean_confidence=round(float(group["confidence"].mean()), 3),
                 evidence=str(best["evidence"].iloc[0]),
-                examples=[int(i) for i in best["request_id"].head(examples)],
+                examples=[
+                    ExampleRequest(
+                        request_id=int(row["request_id"]),
+                        t_s=(int(row["start_ns"]) - t0_ns) / _NS_PER_S,
+                        error_kind=str(row["error_kind"]),
+                        connection="reused" if bool(row["conn_reused"]) else "new",
+                        pod="unknown" if pd.isna(row["pod"]) else str(row["pod"]),
+                        pod_method=str(row["pod_method"]),
+                        evidence=str(row["evidence"]),
+                    )
+                    for _, row in best.head(examples).iterrows()
+                ],
             )
         )
     return sorted(rows, key=lambda r: -r.failed)
@@ -228,7 +252,7 @@ def run_facts(run: Run) -> RunFacts:
     meta = run.meta
     first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
     t0 = meta.phase("load_start") or first
-    causes = cause_table(run.failures)
+    causes = cause_table(run.failures, int(t0))
     total = len(run.requests)
     scenario = meta.scenario
     return RunFacts(

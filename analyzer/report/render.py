@@ -135,7 +135,7 @@ def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -
             f"{row.share:.0%}",
             f"{row.mean_confidence:.2f}",
             row.evidence,
-            ", ".join(str(i) for i in row.examples),
+            ", ".join(str(e.request_id) for e in row.examples),
         ]
         for row in facts.causes
     ]
@@ -169,6 +169,31 @@ def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -
                 cause_rows,
             )
             if cause_rows
+            else None,
+        ),
+        Section(
+            "Example failed requests",
+            None,
+            ["The most confident failures of each cause, with the evidence that decided them."]
+            if facts.failed
+            else [],
+            (
+                ["cause", "request", "start", "error", "connection", "Pod (how known)", "evidence"],
+                [
+                    [
+                        row.cause,
+                        str(e.request_id),
+                        f"{e.t_s:.3f} s",
+                        e.error_kind,
+                        e.connection,
+                        f"{e.pod} ({e.pod_method})",
+                        e.evidence,
+                    ]
+                    for row in facts.causes
+                    for e in row.examples
+                ],
+            )
+            if facts.failed
             else None,
         ),
         Section(

@@ -138,6 +138,13 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
         got = _marks(timings, f"timing:{kind}")
         assert (len(got[f"timing:{kind}"]) if got else 0) == n
 
+    by_id = run.failures.set_index("request_id")
+    for row in facts.causes:
+        assert row.failed == counts[row.cause] and 1 <= len(row.examples) <= 3
+        for example in row.examples:
+            assert by_id.loc[example.request_id, "cause"] == row.cause
+            assert by_id.loc[example.request_id, "evidence"] == example.evidence
+
     paths = render_report(run.path)
     assert paths.html == run.path / "analysis" / "report.html"
     assert {p.name for p in paths.figures} == {f"{n}.png" for n in built}
@@ -146,6 +153,10 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
     for link in re.findall(r"\]\((figures/[^)]+)\)", md):
         assert (paths.markdown.parent / link).exists()
     assert facts.headline.split(";")[0] in md
+    page = paths.html.read_text()
+    html_sections = re.findall(r"<h2>(.*?)</h2>", page)
+    assert html_sections == re.findall(r"^## (.*)$", md, flags=re.M)  # Markdown mirrors HTML
+    assert html_sections[:2] == ["Timeline", "Causes"] and "Recommendations" in html_sections
 
 
 def test_a_cause_has_one_colour_in_every_figure(runs: dict[str, Run]) -> None:
