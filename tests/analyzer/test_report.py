@@ -10,6 +10,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,13 @@ from matplotlib.patches import Rectangle
 from analyzer import Run, load_run
 from analyzer.report import figures as figs
 from analyzer.report import render_report
-from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
+from analyzer.report.facts import (
+    RunFacts,
+    read_truth,
+    rollout_settings,
+    rules_dropped,
+    run_facts,
+)
 from analyzer.report.recommendations import MARGIN_S, recommend
 from analyzer.report.render import build_figures, render_html, render_markdown, sections
 from analyzer.report.style import CAUSE_LOOK
@@ -176,8 +183,6 @@ def test_a_cause_has_one_colour_in_every_figure(runs: dict[str, Run]) -> None:
             c for ax in built["pod-lanes"].axes for c in ax.collections if c.get_gid() == mark
         )
         mark_colour = tuple(np.round(collection.get_facecolor()[0], 3))
-        import matplotlib.colors as mcolors
-
         expected = tuple(np.round(mcolors.to_rgba(want), 3))
         assert bar_colours == {expected}
         assert mark_colour == expected
@@ -266,8 +271,6 @@ def test_recommendations_say_when_evidence_is_thin_or_missing(
 
 
 def test_rollout_settings_of_a_local_cluster_scenario_are_read() -> None:
-    from analyzer.report.facts import rollout_settings
-
     scenario = {
         "name": "x",
         "workload": {"replicas": 3},

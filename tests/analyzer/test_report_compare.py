@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from analyzer import load_run
-from analyzer.report.compare import ALL, differences, group_runs, render_comparison
+from analyzer.report.compare import (
+    ALL,
+    compare_figure,
+    differences,
+    group_runs,
+    render_comparison,
+)
 from analyzer.report.facts import RolloutSettings, RunFacts, run_facts
 from analyzer.tracebuilder import build_run
 
@@ -88,8 +94,6 @@ def test_comparison_renders_table_and_overlaid_timelines(
 
 
 def test_overlaid_timeline_has_one_line_per_run(built: dict[str, list[Path]]) -> None:
-    from analyzer.report.compare import compare_figure
-
     runs = [load_run(p) for p in built["endpoint-lag"] + built["clean"]]
     facts = [run_facts(r) for r in runs]
     fig = compare_figure(runs, facts, "t")
