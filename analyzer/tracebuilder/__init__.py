@@ -25,10 +25,12 @@ between those seconds, then GAP + RELIST + LIST lines), ``duplicate_client_packe
 ``analyzer.pcap_writer.LINKTYPES``), ``pcapng=True``, ``nanosecond=False``, ``snaplen=96``
 (headers only, smaller files), ``node_captures=False``, ``ipv6=True`` (every address IPv6).
 
-Scale: ``build_run(p, "mixed", rate=1700, duration_s=600, keepalive_users=200, snaplen=96)``
-writes 1.02M requests and 12.2M packets in about 20 s (2 cores, ~2.4 GB peak): new-connection
+Scale: ``build_run(p, "mixed", rate=1700, duration_s=600, keepalive_users=1000, snaplen=96)``
+writes 1.02M requests and 12.2M packets in about 20 s (10 s CPU, ~2.4 GB peak): new-connection
 traffic is decided and turned into packets with numpy; only keep-alive connection boundaries
-are walked in Python.
+are walked in Python. (Keep-alive users send one request at a time, so give them a period —
+users / (rate × keepalive_share) — longer than the slow requests, or they fall behind and send
+fewer requests than scheduled, as real ones would.)
 
 Recipe catalogue (``recipe_names()``) and the signature each one produces:
 
