@@ -12,6 +12,7 @@ recorder's Parquet file).
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -62,7 +63,8 @@ class LoadPlan:
             "--users", str(self.users),
             "--spawn-rate", str(max(self.users, 1)),
             "--run-time", f"{self.duration_s:g}s",
-            "--stop-timeout", f"{self.request_timeout_s + self.connect_timeout_s:g}",
+            # Locust takes whole seconds here ("2.5" is rejected)
+            "--stop-timeout", str(math.ceil(self.request_timeout_s + self.connect_timeout_s)),
             "--only-summary",
             "--loglevel", "WARNING",
             "--rt-output", str(output),
