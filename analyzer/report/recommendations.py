@@ -67,15 +67,31 @@ def prestop(facts: RunFacts) -> Recommendation:
             f"Configured preStop: {_configured(configured)}.",
         )
     target = _prestop_target(facts) or 0.0
-    ok = configured is not None and configured >= target and lag == 0
-    return Recommendation(
-        "preStop",
-        "ok" if ok else "change",
-        f"preStop sleep ≥ {target:g} s" + (" (as configured)." if ok else "."),
+    measured = (
         f"New connections still reached deleted Pods up to {p99:.2f} s (p99 of {n}) after their "
         f"endpoint left; + {MARGIN_S:g} s margin = {target:g} s. Configured: "
-        f"{_configured(configured)}; {lag} request(s) failed with endpoint-lag.{_thin(n)}",
+        f"{_configured(configured)}; {lag} request(s) failed with endpoint-lag."
     )
+    verdict: Verdict
+    if lag:
+        verdict, advice = "change", f"preStop sleep ≥ {target:g} s."
+    elif configured is None:
+        verdict, advice = "unknown", f"preStop sleep ≥ {target:g} s (the run does not record it)."
+    elif configured >= target:
+        verdict, advice = "ok", f"preStop sleep ≥ {target:g} s (as configured)."
+    elif configured >= p99:
+        verdict = "ok"
+        advice = (
+            f"preStop {configured:g} s held, {configured - p99:.2f} s longer than the measured "
+            f"p99; ≥ {target:g} s leaves the recommended margin."
+        )
+    else:
+        verdict, advice = "change", f"preStop sleep ≥ {target:g} s."
+        measured += (
+            " No request failed this time only because the app still accepted connections "
+            "after preStop ended."
+        )
+    return Recommendation("preStop", verdict, advice, measured + _thin(n))
 
 
 def grace_period(facts: RunFacts) -> Recommendation:
@@ -136,7 +152,9 @@ def readiness(facts: RunFacts) -> Recommendation:
         return Recommendation(
             "readiness probe",
             "change",
-            "Add (or fix) an HTTP readiness probe that succeeds only when the app can serve.",
+            "Add an HTTP readiness probe that succeeds only when the app can serve."
+            if probe in (None, "none")
+            else "Make the readiness probe succeed only when the app can serve: it passed early.",
             f"{not_ready} request(s) reached new Pods before they could serve (not-ready). "
             f"Configured probe: {probe or 'not recorded'}"
             f"{'' if period is None or probe == 'none' else f', every {period:g} s'}. {measured}",
