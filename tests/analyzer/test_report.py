@@ -22,6 +22,8 @@ from analyzer import Run, load_run
 from analyzer.report import figures as figs
 from analyzer.report import render_report
 from analyzer.report.facts import (
+    CauseRow,
+    RolloutSettings,
     RunFacts,
     read_truth,
     rollout_settings,
@@ -326,3 +328,28 @@ def test_report_of_a_damaged_run_names_the_missing_input(tmp_path: Path) -> None
 
 def test_clean_run_needs_no_evidence_caveat(runs: dict[str, Run]) -> None:
     assert all(r.topic != "evidence" for r in recommend(run_facts(runs["clean"])))
+
+
+@pytest.mark.parametrize(
+    ("configured", "lag", "verdict"),
+    [
+        (6.0, 0, "ok"),  # ≥ p99 + margin
+        (5.0, 0, "ok"),  # held, thinner margin than recommended: said in the advice
+        (4.0, 0, "change"),  # shorter than the measured p99: lucky
+        (6.0, 3, "change"),  # failures decide, whatever the setting
+        (None, 0, "unknown"),
+    ],
+)
+def test_prestop_verdict_against_measured_propagation(
+    runs: dict[str, Run], configured: float | None, lag: int, verdict: str
+) -> None:
+    base = run_facts(runs["clean"])
+    facts = dataclasses.replace(
+        base,
+        timings={"propagation": {"n": 9, "p50_ms": 3000.0, "p99_ms": 4600.0, "max_ms": 4600.0}},
+        settings=RolloutSettings(prestop_s=configured),
+        causes=[CauseRow("endpoint-lag", lag, 1.0, 0.9, "e", [])] if lag else [],
+    )
+    got, advice, _ = _rec(facts, "preStop")
+    assert got == verdict
+    assert "≥ 6 s" in advice  # ceil(4.6 s + 1 s margin)
