@@ -33,6 +33,7 @@ from analyzer.report.facts import (
 from analyzer.report.recommendations import MARGIN_S, recommend
 from analyzer.report.render import build_figures, render_html, render_markdown, sections
 from analyzer.report.style import CAUSE_LOOK
+from analyzer.rundir import RunMeta, read_run_meta, write_run_meta
 from analyzer.schema import ErrorKind
 from analyzer.tracebuilder import build_run, recipe_names
 
@@ -353,3 +354,34 @@ def test_prestop_verdict_against_measured_propagation(
     got, advice, _ = _rec(facts, "preStop")
     assert got == verdict
     assert "≥ 6 s" in advice  # ceil(4.6 s + 1 s margin)
+
+
+def test_an_imported_run_with_requests_only_still_renders(tmp_path: Path) -> None:
+    """run.json without scenario or phases, no packets, no events, no truth: every section
+    renders, failures go to the unknown-Pod lane, and settings are 'not recorded'."""
+    run = _build(tmp_path, "endpoint-lag")
+    meta = read_run_meta(run.path)
+    write_run_meta(
+        run.path,
+        RunMeta(
+            schema_version=meta.schema_version,
+            run_id="imported",
+            status=meta.status,
+            backend="imported",
+        ),
+    )
+    for name in ("events.jsonl", "truth.jsonl"):
+        (run.path / name).unlink()
+    for capture in (run.path / "packets").iterdir():
+        capture.unlink()
+    imported = load_run(run.path)
+    facts = run_facts(imported)
+    assert facts.settings == RolloutSettings()
+    built = build_figures(imported, facts)
+    labels = [t.get_text() for t in built["pod-lanes"].axes[0].get_yticklabels()]
+    assert labels == ([figs.UNKNOWN_POD] if len(imported.failures) else [])
+    assert sum(len(v) for v in _marks(built["pod-lanes"], "failures:").values()) == len(
+        imported.failures
+    )
+    page = render_report(run.path).html.read_text()
+    assert "not recorded" in page and "missing input: events.jsonl" in page
