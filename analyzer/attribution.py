@@ -203,6 +203,15 @@ def failure_features(
         },
         index=failed.index,
     )
+    # A Pod that already answered successfully could serve: a later failure there is not
+    # not-ready, however recently it turned Ready (e.g. SYNs dropped by an overloaded host).
+    ok = requests[requests["error_kind"] == ErrorKind.OK.value]
+    first_ok = ok.groupby("pod_matched")["end_ns"].min()
+    served_since = failed["pod_matched"].map(first_ok)
+    served_ns = pd.to_numeric(served_since, errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
+    features["pod_served_before"] = served_ns < failed["start_ns"].to_numpy(dtype="float64")
     features = features.join(states)
     features = features.join(cluster_state_at(failed["start_ns"], endpoints, context))
     overloaded = congested_by_shortage(requests, endpoints, context)
@@ -259,7 +268,8 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     ``status_code``, ``first_byte_ns``, ``server_close_ms`` (first server FIN/RST on the
     request's connection − request start, NA without packets), ``has_packets``, ``idle_ms``,
     ``fin_then_rst`` (the server's FIN was followed by its RST), ``pod_deleted_by_end`` (the
-    Pod's deletion was observed before the request ended) and the ``cluster_state_at`` columns.
+    Pod's deletion was observed before the request ended), ``pod_served_before`` (the Pod had
+    already answered a request successfully) and the ``cluster_state_at`` columns.
     """
     f = features
     kind = f["error_kind"].astype(str).to_numpy()
@@ -287,8 +297,9 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     inferred_pod = method == PodMatch.INFERRED.value
     # NaN comparisons are False: a Pod never deleted is never leaving
     pod_leaving = (since_deletion >= -WATCH_LAG_MS) & (since_deletion <= LAG_HORIZON_MS)
+    served_before = f["pod_served_before"].to_numpy(dtype=bool)
     pod_new = np.isin(state, ("pending", "starting")) | (
-        (state == "ready") & (since_ready <= NOT_READY_GRACE_MS)
+        (state == "ready") & (since_ready <= NOT_READY_GRACE_MS) & ~served_before
     )
     # the server closed before the request reached it (or the two crossed on the wire) ...
     race_close = fin_then_rst & (server_close <= RACE_CROSSING_MS)

@@ -127,10 +127,12 @@ class Experiment:
             kube.wait_rollout(DEPLOYMENT_NAME, replicas, self.scenario.rollout.deadline_s)
             ip, port = kube.load_balancer_address(DEPLOYMENT_NAME)
             self.service_info = {
+                "name": DEPLOYMENT_NAME,
                 "external_ip": ip,
                 "port": port,
                 "target_port": self.scenario.workload.container_port,
-                "name": DEPLOYMENT_NAME,
+                "external_traffic_policy": self.scenario.service.external_traffic_policy,
+                "replicas": replicas,
             }
             self._mark("available")
             watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)

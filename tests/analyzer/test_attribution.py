@@ -41,6 +41,7 @@ def evidence(**kw: Any) -> dict[str, Any]:
         "has_packets": True,
         "idle_ms": np.nan,
         "pod_deleted_by_end": False,
+        "pod_served_before": False,
         "ready_endpoints": 3,
         "no_endpoints_recently": False,
         "capacity_short_recently": False,
@@ -63,6 +64,16 @@ def decide_one(context: ServiceContext = CLUSTER, **kw: Any) -> pd.Series:
 
 LEAVING_POD = {"pod": "old", "pod_state": "terminating", "ms_since_deletion": 800.0}
 NEW_POD = {"pod": "new", "pod_state": "ready", "ms_since_ready": 400.0}
+
+
+def test_a_pod_that_already_served_is_not_blamed_as_not_ready() -> None:
+    """Seen on the local cluster under heavy host load: SYNs to a Pod that had been serving
+    for seconds went unanswered. Recent readiness alone must not make that not-ready."""
+    timeout = {"error_kind": "connect-timeout", "pod_method": PodMatch.NODE_CAPTURE.value}
+    fresh = decide_one(**timeout, **NEW_POD)
+    assert fresh["cause"] == Cause.NOT_READY
+    serving = decide_one(**timeout, **NEW_POD, pod_served_before=True)
+    assert serving["cause"] != Cause.NOT_READY
 
 
 @pytest.mark.parametrize(
