@@ -13,6 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from analyzer.report import render_report
+from analyzer.report.compare import render_comparison
 from analyzer.tracebuilder import build_run
 from tests.conftest import require
 
@@ -52,7 +53,7 @@ def _load(page: Path, workdir: Path) -> tuple[np.ndarray, list[str]]:
 
 
 @pytest.mark.browser
-def test_report_loads_in_chromium_without_console_errors_and_is_not_blank(tmp_path: Path) -> None:
+def test_reports_load_in_chromium_without_console_errors_and_are_not_blank(tmp_path: Path) -> None:
     require("chromium")
     control = tmp_path / "control.html"
     control.write_text('<html><body><script>console.error("probe")</script></body></html>')
@@ -60,11 +61,16 @@ def test_report_loads_in_chromium_without_console_errors_and_is_not_blank(tmp_pa
     assert any('"probe"' in line for line in control_console), "console capture does not work"
 
     build_run(tmp_path / "run", "mixed", seed=1, rate=40, duration_s=15)
-    paths = render_report(tmp_path / "run")
-    pixels, console = _load(paths.html, tmp_path)
-    assert console == []
-    grey = pixels[..., :3].mean(axis=2)
-    assert grey.shape[0] >= 1500  # the window size: the page was drawn
-    assert grey.std() > 0.05  # figures and text, not a blank page
-    dark = (grey < 0.5).mean()
-    assert 0.005 < dark < 0.6
+    build_run(tmp_path / "fixed", "clean", seed=1, rate=40, duration_s=15)
+    pages = [
+        render_report(tmp_path / "run").html,
+        render_comparison([tmp_path / "run", tmp_path / "fixed"], tmp_path / "cmp").html,
+    ]
+    for page in pages:
+        pixels, console = _load(page, tmp_path)
+        assert console == [], page
+        grey = pixels[..., :3].mean(axis=2)
+        assert grey.shape[0] >= 1500  # the window size: the page was drawn
+        assert grey.std() > 0.05, page  # figures and text, not a blank page
+        dark = (grey < 0.5).mean()
+        assert 0.005 < dark < 0.6, page
