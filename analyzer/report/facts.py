@@ -156,6 +156,11 @@ class RunFacts:
     settings: RolloutSettings
     headline: str
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: p99 of (request start − Pod deletion) over endpoint-lag failures, in ms, and how many:
+    #: traffic routed to a Pod that long after its deletion shows propagation lasted at least that
+    #: long, even where node captures could not measure it.
+    lag_after_deletion_ms: float | None = None
+    lag_samples: int = 0
 
     @property
     def failed_by_cause(self) -> dict[str, int]:
@@ -248,6 +253,15 @@ def headline(total: int, failures: pd.DataFrame, causes: list[CauseRow]) -> str:
     return text
 
 
+def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
+    lag = failures[failures["cause"].astype(str) == "endpoint-lag"]
+    values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce").dropna()
+    values = values[values >= 0]
+    if values.empty:
+        return None, 0
+    return round(float(np.percentile(values.to_numpy(dtype="float64"), 99)), 3), len(values)
+
+
 def run_facts(run: Run) -> RunFacts:
     meta = run.meta
     first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
@@ -255,6 +269,7 @@ def run_facts(run: Run) -> RunFacts:
     causes = cause_table(run.failures, int(t0))
     total = len(run.requests)
     scenario = meta.scenario
+    lag_ms, lag_n = lag_after_deletion(run.failures)
     return RunFacts(
         run_id=meta.run_id,
         status=meta.status.value,
@@ -270,6 +285,8 @@ def run_facts(run: Run) -> RunFacts:
         settings=rollout_settings(scenario, meta.service),
         headline=headline(total, run.failures, causes),
         inputs=dict(run.summary["inputs"]),
+        lag_after_deletion_ms=lag_ms,
+        lag_samples=lag_n,
     )
 
 

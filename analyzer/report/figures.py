@@ -215,8 +215,18 @@ def pod_lanes_figure(
     lanes = names + ([UNKNOWN_POD] if (~on_known).any() else [])
     lane_y = {name: float(len(lanes) - 1 - i) for i, name in enumerate(lanes)}
     end_s = (end_ns - t0_ns) / _NS
-    fig = Figure(figsize=(11, 1.2 + 0.55 * len(lanes)), layout="constrained")
+    # at least the legend's height: it lists every state even when there are few lanes
+    fig = Figure(figsize=(11, max(3.6, 1.2 + 0.55 * len(lanes))), layout="constrained")
     ax = fig.add_subplot()
+    if not lanes:
+        ax.text(
+            0.5,
+            0.5,
+            "no Pod seen (no watch events) and no failure",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
 
     for _, pod in pods.iterrows():
         y = lane_y[str(pod["pod"])]

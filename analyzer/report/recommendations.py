@@ -48,28 +48,58 @@ def _configured(value: float | None, unit: str = " s") -> str:
     return "not recorded" if value is None else f"{value:g}{unit}"
 
 
-def _prestop_target(facts: RunFacts) -> float | None:
+def _prestop_basis(facts: RunFacts) -> tuple[float, str, int] | None:
+    """The longest time after deletion that traffic still reached a Pod — (seconds, what
+    measured it, samples): the propagation p99 from node captures, or the endpoint-lag failures'
+    p99 time since deletion when that is longer (they prove routing lasted at least that long)."""
     n, p99 = _stats(facts, "propagation")
-    return None if n == 0 or p99 is None else math.ceil(p99 + MARGIN_S)
+    basis: list[tuple[float, str, int]] = []
+    if n and p99 is not None:
+        basis.append(
+            (
+                p99,
+                f"New connections still reached deleted Pods up to {p99:.2f} s (p99 of {n}) "
+                "after their endpoint left",
+                n,
+            )
+        )
+    if facts.lag_after_deletion_ms is not None:
+        lag_s = facts.lag_after_deletion_ms / 1000
+        basis.append(
+            (
+                lag_s,
+                f"endpoint-lag failures started up to {lag_s:.2f} s (p99 of "
+                f"{facts.lag_samples}) after their Pod's deletion",
+                facts.lag_samples,
+            )
+        )
+    if not basis:
+        return None
+    return max(basis, key=lambda b: b[0])
+
+
+def _prestop_target(facts: RunFacts) -> float | None:
+    basis = _prestop_basis(facts)
+    return None if basis is None else math.ceil(basis[0] + MARGIN_S)
 
 
 def prestop(facts: RunFacts) -> Recommendation:
     lag = facts.failed_by_cause.get("endpoint-lag", 0)
-    n, p99 = _stats(facts, "propagation")
     configured = facts.settings.prestop_s
-    if n == 0 or p99 is None:
+    basis = _prestop_basis(facts)
+    if basis is None:
         return Recommendation(
             "preStop",
             "unknown",
             "Cannot size preStop from this run: endpoint propagation was not measured.",
-            f"No node-side capture showed a new connection reaching a deleted Pod "
+            "Nothing in this run showed traffic reaching a Pod after its endpoint left "
             f"({facts.timings.get('note', 'no samples')}); {lag} endpoint-lag failure(s). "
             f"Configured preStop: {_configured(configured)}.",
         )
-    target = _prestop_target(facts) or 0.0
+    p99, why, n = basis
+    target = math.ceil(p99 + MARGIN_S)
     measured = (
-        f"New connections still reached deleted Pods up to {p99:.2f} s (p99 of {n}) after their "
-        f"endpoint left; + {MARGIN_S:g} s margin = {target:g} s. Configured: "
+        f"{why}; + {MARGIN_S:g} s margin = {target:g} s. Configured: "
         f"{_configured(configured)}; {lag} request(s) failed with endpoint-lag."
     )
     verdict: Verdict
@@ -91,7 +121,9 @@ def prestop(facts: RunFacts) -> Recommendation:
             " No request failed this time only because the app still accepted connections "
             "after preStop ended."
         )
-    return Recommendation("preStop", verdict, advice, measured + _thin(n))
+    note = facts.timings.get("note")
+    caveat = f" Note: {note}." if note else ""
+    return Recommendation("preStop", verdict, advice, measured + caveat + _thin(n))
 
 
 def grace_period(facts: RunFacts) -> Recommendation:

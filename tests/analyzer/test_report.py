@@ -268,9 +268,28 @@ def test_recommendations_say_when_evidence_is_thin_or_missing(
 ) -> None:
     lag = run_facts(runs["lb-lag"])  # 2 deleted Pods: a handful of samples
     assert "Evidence is thin" in _rec(lag, "preStop")[2]
-    blind = run_facts(_build(tmp_path, "endpoint-lag", node_captures=False))
+    blind_run = _build(tmp_path, "clean", node_captures=False)
+    (blind_run.path / "events.jsonl").unlink()  # no Pods: nothing can show propagation
+    blind = run_facts(load_run(blind_run.path))
     verdict, advice, _ = _rec(blind, "preStop")
     assert verdict == "unknown" and "not measured" in advice
+
+
+def test_endpoint_lag_failures_size_prestop_when_node_captures_are_missing(
+    tmp_path: Path,
+) -> None:
+    """Requests routed to a Pod seconds after its deletion prove propagation took that long,
+    even with no node capture to measure it."""
+    run = _build(tmp_path, "endpoint-lag", node_captures=False)
+    facts = run_facts(run)
+    assert facts.timings["propagation"]["n"] == 0
+    lag = run.failures[run.failures["cause"] == "endpoint-lag"]["ms_since_deletion"].dropna()
+    assert facts.lag_samples == len(lag[lag >= 0]) > 0
+    verdict, advice, why = _rec(facts, "preStop")
+    target = float(re.search(r"≥ (\d+) s", advice).group(1))  # type: ignore[union-attr]
+    assert verdict == "change"
+    assert target >= float(np.percentile(lag[lag >= 0], 99)) / 1000 + MARGIN_S
+    assert "endpoint-lag failures started up to" in why
 
 
 def test_rollout_settings_of_a_local_cluster_scenario_are_read() -> None:
@@ -315,9 +334,10 @@ def test_html_escapes_trace_strings_and_fetches_nothing(runs: dict[str, Run]) ->
 
 
 def test_report_of_a_damaged_run_names_the_missing_input(tmp_path: Path) -> None:
-    run = _build(tmp_path, "endpoint-lag", node_captures=False)
+    run = _build(tmp_path, "clean", node_captures=False)
     for capture in (run.path / "packets").iterdir():
         capture.unlink()
+    (run.path / "events.jsonl").unlink()
     paths = render_report(run.path)
     page = paths.html.read_text()
     assert "missing input: packets/*.pcap" in page
