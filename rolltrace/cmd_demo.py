@@ -1,17 +1,20 @@
-"""``rolltrace demo`` — INTERIM: shows the analyzer on two synthetic runs built by the trace builder.
+"""``rolltrace demo``: the remedy measured — a preStop too short, then long enough.
 
-Until the experiment runner and the local cluster land, there is no rollout to run for real, so
-the demo builds two run directories with ``analyzer.tracebuilder`` — the same rollout with a
-preStop sleep shorter than endpoint propagation, and one long enough — analyzes both exactly as
-``rolltrace analyze`` would, and compares them. The real demo replaces this module.
+Runs ``scenarios/prestop-too-short.yaml`` and ``scenarios/prestop-enough.yaml`` back to back on
+the local cluster (real namespaces, nftables, processes and Locust traffic), analyzes both and
+prints what failed, why, the measured endpoint propagation and the preStop it recommends.
+
+Where the local cluster cannot run (no root, no ``nft``/``ip``), or with ``--synthetic``, the
+demo says so and shows the analyzer on two runs built by ``analyzer.tracebuilder`` instead.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -19,11 +22,16 @@ from rich.table import Table
 
 from analyzer.pipeline import Summary, analyze_run
 from analyzer.tracebuilder.build import build_run
+from localcluster.dataplane.cluster import missing_prerequisites
 
-INTERIM_NOTE = (
-    "INTERIM demo: the runs are synthetic (built by analyzer.tracebuilder), not a real rollout; "
-    "the local-cluster demo replaces it."
+SYNTHETIC_NOTE = (
+    "synthetic demo: the runs are built by analyzer.tracebuilder (injected disruptions), "
+    "not a real rollout"
 )
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+DEMO_SCENARIOS = ("prestop-too-short", "prestop-enough")
+#: added to the measured propagation p99 before recommending a preStop sleep
+PRESTOP_MARGIN_S = 1.0
 
 #: (run name, what it shows, preStop sleep): the trace builder's ``endpoint-lag`` rollout
 #: (kube-proxy on the three nodes lags 1, 2 and 3 s), once as is and once with a preStop sleep
@@ -72,19 +80,16 @@ def _comparison(results: list[tuple[str, Path, Summary]]) -> Table:
     return table
 
 
-def demo(
-    runs_dir: Annotated[
-        Path, typer.Option("--runs-dir", help="Where to write the two run directories.")
-    ] = Path("runs"),
-    seed: Annotated[int, typer.Option(help="Trace-builder seed.")] = 1,
-) -> None:
-    """INTERIM: build two synthetic runs (preStop too short / long enough), analyze, compare.
+def recommended_prestop_s(summary: Summary) -> int | None:
+    """preStop ≥ measured propagation p99 + margin (whole seconds, as the sleep action takes)."""
+    propagation = summary["timings"]["propagation"]
+    if not propagation.get("n"):
+        return None
+    return math.ceil(float(propagation["p99_ms"]) / 1000 + PRESTOP_MARGIN_S)
 
-    Until the local cluster and experiment runner exist, this uses the trace builder instead of
-    a real rollout.
-    """
-    console = Console(soft_wrap=True)
-    console.print(f"[yellow]{INTERIM_NOTE}[/yellow]")
+
+def _synthetic(runs_dir: Path, seed: int, console: Console) -> list[tuple[str, Path, Summary]]:
+    console.print(f"[yellow]{SYNTHETIC_NOTE}[/yellow]")
     results: list[tuple[str, Path, Summary]] = []
     for name, what, prestop_s in DEMO_RUNS:
         path = runs_dir / name
@@ -96,10 +101,62 @@ def demo(
             f"built and analyzed [bold]{path}[/bold] ({what}) in {time.monotonic() - started:.1f} s"
         )
         results.append((name, path, summary))
+    return results
+
+
+def _local(runs_dir: Path, console: Console) -> list[tuple[str, Path, Summary]]:
+    from rolltrace.cmd_run import run_scenario
+    from rolltrace.scenario import load_scenario
+
+    results: list[tuple[str, Path, Summary]] = []
+    for name in DEMO_SCENARIOS:
+        # one repetition each: the demo shows the effect; the test suite checks repeatability
+        scenario = load_scenario(SCENARIO_DIR / f"{name}.yaml", ["repetitions=1"])
+        console.print(f"[bold]{name}[/bold]: {' '.join(scenario.description.split())}")
+        (outcome,) = run_scenario(scenario, runs_dir, console)
+        if outcome.summary is None:
+            raise typer.Exit(1)
+        results.append((name, outcome.paths.root, cast(Summary, outcome.summary)))
+    return results
+
+
+def demo(
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where to write the two run directories.")
+    ] = Path("runs"),
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Use built runs instead of the local cluster.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Trace-builder seed (--synthetic).")] = 1,
+) -> None:
+    """Run a rollout with a preStop that is too short, then one long enough; compare."""
+    console = Console(soft_wrap=True)
+    missing = [] if synthetic else missing_prerequisites()
+    if missing:
+        console.print(
+            "[yellow]the local cluster cannot run here: missing "
+            + ", ".join(missing)
+            + "; falling back to the synthetic demo[/yellow]"
+        )
+    started = time.monotonic()
+    if synthetic or missing:
+        results = _synthetic(runs_dir, seed, console)
+    else:
+        results = _local(runs_dir, console)
     console.print(_comparison(results))
+    too_short = results[0][2]
+    advice = recommended_prestop_s(too_short)
+    if advice is not None:
+        console.print(
+            f"measured endpoint propagation p99: "
+            f"{too_short['timings']['propagation']['p99_ms'] / 1000:.1f} s → recommended "
+            f"[bold]preStop: sleep {advice}[/bold] (p99 + {PRESTOP_MARGIN_S:g} s margin), and "
+            f"terminationGracePeriodSeconds above preStop + drain"
+        )
     for _, path, _ in results:
-        console.print(f"run: {path}   (details: rolltrace analyze {path})")
+        console.print(f"run: {path}   (details: rolltrace analyze {path}; rolltrace report {path})")
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s")
 
 
 def register(app: typer.Typer) -> None:
-    app.command(help=f"{INTERIM_NOTE} Builds, analyzes and compares two sample runs.")(demo)
+    app.command()(demo)
