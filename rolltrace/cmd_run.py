@@ -69,7 +69,11 @@ class LiveProgress:
 
 
 def run_scenario(
-    scenario: Scenario, output: Path, console: Console, analyze: bool = True
+    scenario: Scenario,
+    output: Path,
+    console: Console,
+    analyze: bool = True,
+    target_existing: str | None = None,
 ) -> list[RunOutcome]:
     """Run every repetition of a scenario; one run directory each, plus index.json."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -80,7 +84,14 @@ def run_scenario(
         progress = LiveProgress(console, f"{scenario.name}{suffix}")
         backend = backend_for(scenario, on_progress=progress.note)
         with progress.live:
-            outcome = Experiment(scenario, run_dir, backend, progress, analyze=analyze).run()
+            outcome = Experiment(
+                scenario,
+                run_dir,
+                backend,
+                progress,
+                analyze=analyze,
+                target_existing=target_existing,
+            ).run()
         outcomes.append(outcome)
         _print_outcome(console, outcome)
         if outcome.meta.status == "partial" and "interrupted" in " ".join(
@@ -137,6 +148,15 @@ def register(app: typer.Typer) -> None:
         check: Annotated[
             bool, typer.Option("--check/--no-check", help="Exit 1 when expectations fail.")
         ] = True,
+        target_existing: Annotated[
+            str | None,
+            typer.Option(
+                "--target-existing",
+                help="Run on your own Deployment of this name (real clusters): no manifests "
+                "are applied, its LoadBalancer Service is found by selector, and only it is "
+                "patched to trigger the rollout.",
+            ),
+        ] = None,
     ) -> None:
         """Run a rollout under load, record every trace, analyze it."""
         console = Console(stderr=True)
@@ -148,7 +168,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             _print_plan(scenario)
             return
-        outcomes = run_scenario(scenario, output, console)
+        outcomes = run_scenario(scenario, output, console, target_existing=target_existing)
         failures = []
         for outcome in outcomes:
             if outcome.summary is None:

@@ -29,7 +29,7 @@ from loadgen.runner import LoadPlan, LoadRunner
 from rolltrace import __version__
 from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
 from rolltrace.kube import Kube, KubeError, RolloutState, now_iso
-from rolltrace.manifests import APP_LABEL, deployment, rollout_patch, service
+from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import Scenario
 from rolltrace.watch import ClusterWatcher
 
@@ -90,8 +90,12 @@ class Experiment:
         backend: Backend,
         progress: Progress | None = None,
         analyze: bool = True,
+        target_existing: str | None = None,
     ) -> None:
+        """``target_existing``: run on the user's own Deployment of that name (no manifests are
+        applied; its LoadBalancer Service is found by selector); only that object is patched."""
         self.scenario = scenario
+        self.target_existing = target_existing
         self.paths = RunPaths(run_dir)
         self.backend = backend
         self.progress = progress or _Silent()
@@ -117,21 +121,26 @@ class Experiment:
             session = self.backend.open(self.scenario, self.paths)
             self.reasons.extend(session.notes)
             self._mark("cluster_ready")
-            kube = Kube(session.api_client, session.namespace)
+            kube = Kube(session.api_client, session.namespace, self.target_existing)
             if session.backend == "local":
                 kube.ensure_namespace()  # on real clusters the RBAC Role cannot, by design
-            kube.apply(service(self.scenario, DEPLOYMENT_NAME))
-            kube.apply(deployment(self.scenario, DEPLOYMENT_NAME))
+            name = self.target_existing or DEPLOYMENT_NAME
+            if self.target_existing is None:
+                kube.apply(service(self.scenario, name))
+                kube.apply(deployment(self.scenario, name))
+                service_name, replicas = name, self.scenario.workload.replicas
+            else:
+                service_name, replicas = kube.service_for(name), kube.desired_replicas(name)
             self._mark("manifests_applied")
-            replicas = self.scenario.workload.replicas
-            kube.wait_rollout(DEPLOYMENT_NAME, replicas, self.scenario.rollout.deadline_s)
-            ip, port = kube.load_balancer_address(DEPLOYMENT_NAME)
+            kube.wait_rollout(name, replicas, self.scenario.rollout.deadline_s)
+            ip, port = kube.load_balancer_address(service_name)
             self.service_info = {
-                "name": DEPLOYMENT_NAME,
+                "name": service_name,
+                "deployment": name,
                 "external_ip": ip,
                 "port": port,
                 "target_port": self.scenario.workload.container_port,
-                "external_traffic_policy": self.scenario.service.external_traffic_policy,
+                "external_traffic_policy": kube.traffic_policy(service_name),
                 "replicas": replicas,
             }
             self._mark("available")
@@ -142,17 +151,17 @@ class Experiment:
             load = self._start_load(session, ip, port)
             self._mark("load_start")
             self._wait(self.scenario.load.before_s, load, None)
-            kube.trigger_rollout(DEPLOYMENT_NAME, rollout_patch(self.scenario, now_iso()))
+            kube.trigger_rollout(name, rollout_patch(self.scenario, now_iso()))
             self._mark("rollout_trigger")
             kube.wait_rollout(
-                DEPLOYMENT_NAME,
+                name,
                 replicas,
                 self.scenario.rollout.deadline_s,
                 on_poll=lambda state: self.progress.tick(load.progress(), state),
             )
             self._mark("rollout_complete")
             grace = self.scenario.pod.termination_grace_period_s + 10
-            left = kube.wait_terminations(f"{APP_LABEL}={DEPLOYMENT_NAME}", grace)
+            left = kube.wait_terminations(kube.pod_selector(name), grace)
             if left:
                 self.reasons.append(
                     f"{left} old Pod(s) still terminating {grace} s after the rollout"

@@ -168,6 +168,37 @@ class Kube:
                 )
             time.sleep(0.2)
 
+    def desired_replicas(self, name: str) -> int:
+        return int(self.apps.read_namespaced_deployment(name, self.namespace).spec.replicas or 0)
+
+    def pod_selector(self, name: str) -> str:
+        """The Deployment's Pod selector as a label-selector string."""
+        labels = self.apps.read_namespaced_deployment(name, self.namespace).spec.selector
+        return ",".join(f"{k}={v}" for k, v in sorted((labels.match_labels or {}).items()))
+
+    def traffic_policy(self, service: str) -> str:
+        svc = self.core.read_namespaced_service(service, self.namespace)
+        return str(svc.spec.external_traffic_policy or "Cluster")
+
+    def service_for(self, deployment_name: str) -> str:
+        """The LoadBalancer Service whose selector picks the Deployment's Pods (for
+        --target-existing, where rolltrace did not create the Service)."""
+        dep = self.apps.read_namespaced_deployment(deployment_name, self.namespace)
+        labels = dep.spec.template.metadata.labels or {}
+        matches = [
+            svc.metadata.name
+            for svc in self.core.list_namespaced_service(self.namespace).items
+            if svc.spec.type == "LoadBalancer"
+            and svc.spec.selector
+            and all(labels.get(k) == v for k, v in svc.spec.selector.items())
+        ]
+        if len(matches) != 1:
+            raise KubeError(
+                f"Deployment {deployment_name} needs exactly one LoadBalancer Service selecting "
+                f"its Pods in {self.namespace}; found {matches or 'none'}"
+            )
+        return str(matches[0])
+
     def delete_managed(self, name: str) -> None:
         """Remove what rolltrace created for an experiment (never anything else)."""
         for read, delete in (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config as k8s_config
 
-from rolltrace.kube import Kube, NotOurs, now_iso
+from rolltrace.kube import Kube, KubeError, NotOurs, now_iso
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import parse_scenario
 from tests.apiserver_thread import api_server_thread
@@ -53,3 +53,32 @@ def test_apply_patch_trigger_and_ownership(tmp_path: Path) -> None:
         Kube(kube.api_client, "rt-test", target_existing="theirs").trigger_rollout(
             "theirs", rollout_patch(SCENARIO, now_iso())
         )
+
+
+def test_existing_deployment_is_found_with_its_load_balancer(tmp_path: Path) -> None:
+    """--target-existing: rolltrace learns the user's Service, selector and size, and refuses
+    when the Service is ambiguous."""
+    kubeconfig = tmp_path / "kubeconfig"
+    with api_server_thread(kubeconfig):
+        kube = Kube(k8s_config.new_client_from_config(str(kubeconfig)), "default", "shop")
+        theirs = deployment(SCENARIO, name="shop")
+        theirs["metadata"]["labels"] = {"team": "shop"}
+        theirs["spec"]["replicas"] = 4
+        kube.apps.create_namespaced_deployment("default", theirs)
+        svc = service(SCENARIO, name="shop-lb")
+        svc["metadata"]["labels"] = {"team": "shop"}
+        svc["spec"]["selector"] = {"app.kubernetes.io/name": "shop"}
+        svc["spec"]["externalTrafficPolicy"] = "Local"
+        kube.core.create_namespaced_service("default", svc)
+        other = service(SCENARIO, name="unrelated")
+        other["spec"]["selector"] = {"app": "other"}
+        kube.core.create_namespaced_service("default", other)
+        assert kube.service_for("shop") == "shop-lb"
+        assert kube.desired_replicas("shop") == 4
+        assert kube.pod_selector("shop") == "app.kubernetes.io/name=shop"
+        assert kube.traffic_policy("shop-lb") == "Local"
+        twin = service(SCENARIO, name="shop-lb-2")
+        twin["spec"]["selector"] = {"app.kubernetes.io/name": "shop"}
+        kube.core.create_namespaced_service("default", twin)
+        with pytest.raises(KubeError, match="exactly one LoadBalancer Service"):
+            kube.service_for("shop")
