@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 
 from analyzer.errors import AnalyzerError
-from analyzer.report import ReportPaths, render_report
-from analyzer.report.compare import render_comparison
+from analyzer.report import ReportPaths, render_comparison, render_report
 
 EXIT_UNUSABLE = 2
 
