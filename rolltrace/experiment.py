@@ -185,8 +185,11 @@ class Experiment:
                 self.phases["load_stop"] = time.time_ns()
             for _, process in self.captures:
                 process.request_stop()
-            for _, process in self.captures:
-                self.capture_results.append(process.stop())
+            for capture, process in self.captures:
+                result = process.stop()
+                self.capture_results.append(result)
+                if result.error:
+                    self.reasons.append(f"{capture.file}: {result.error}")
             if self.captures:
                 self._mark("captures_stopped")
             if watcher is not None:
@@ -202,7 +205,10 @@ class Experiment:
             status = RunStatus.FAILED
             self.reasons.append("the load generator wrote no requests.parquet")
         meta = self._write_meta(status, session)
+        reasons_written = len(self.reasons)
         summary = self._analyze() if self.analyze and self.paths.requests.exists() else None
+        if len(self.reasons) != reasons_written:  # analysis/report problems belong in run.json
+            meta = self._write_meta(meta.status, session)
         return RunOutcome(self.paths, meta, summary)
 
     def _start_captures(self, session: Session, ip: str, port: int) -> None:
@@ -264,13 +270,11 @@ class Experiment:
         captures = []
         for (capture, _), result in zip(self.captures, self.capture_results, strict=False):
             captures.append(capture.model_copy(update={"kernel_drops": result.kernel_drops}))
-            if result.error:
-                self.reasons.append(f"{capture.file}: {result.error}")
         meta = RunMeta(
             schema_version=SCHEMA_VERSION,
             run_id=self.paths.root.name,
             status=status,
-            status_reasons=self.reasons,
+            status_reasons=list(self.reasons),
             backend=session.backend if session is not None else "local",
             scenario=self.scenario.model_dump(mode="json"),
             tool_versions=_tool_versions(),
@@ -291,12 +295,17 @@ class Experiment:
 
     def _analyze(self) -> dict[str, Any] | None:
         from analyzer.pipeline import analyze_run
+        from analyzer.report import render_report
 
         try:
             summary = analyze_run(self.paths.root)
         except Exception as exc:  # the run is kept; the analysis error is reported
             self.reasons.append(f"analysis failed: {exc}")
             return None
+        try:
+            render_report(self.paths.root)
+        except Exception as exc:  # the analysis stands without its report
+            self.reasons.append(f"report failed: {type(exc).__name__}: {exc}")
         return dict(summary)
 
 
