@@ -55,6 +55,9 @@ class ServiceContext:
     desired_replicas: int | None  # None: unknown, the overload rule then never fires
     local_policy: bool  # externalTrafficPolicy: Local
     nodes: tuple[str, ...]  # nodes the LB may send to (for lb-lag)
+    # The LB sends straight to Pod IPs (AWS/GKE "IP mode"): kube-proxy is not on the path, so
+    # a new connection that met a Pod no longer serving was sent there by the LB's lag.
+    lb_targets_pods: bool = False
 
 
 def _step_count(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -310,7 +313,11 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
         (kind == ErrorKind.CONNECT_TIMEOUT.value) & (lacking > 0) & np.bool_(context.local_policy)
     )
 
+    lb_pods = np.bool_(context.lb_targets_pods)
     rules: list[tuple[np.ndarray, Cause, float, str]] = [
+        # Pod-target LBs: the LB, not kube-proxy, chose the Pod the SYN met
+        (connect_failure & lb_pods & pod_leaving, Cause.LB_LAG, 0.85, "lb-lag-pods"),
+        (connect_failure & lb_pods & ~pod_new, Cause.LB_LAG, 0.6, "lb-lag-pods"),
         # connection-level failures of new connections: what the SYN met decides
         (connect_failure & direct_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.95, "lag-direct"),
         (connect_failure & direct_pod & pod_new, Cause.NOT_READY, 0.9, "not-ready-connect"),
@@ -402,6 +409,12 @@ def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
             s = f"{kind} from {pod} {via}, {_fmt_ms(since_ready)} after it was first seen Ready"
             if np.isnan(since_ready):
                 s = f"{kind} from {pod} {via}, which had started but was not Ready yet"
+        elif tpl == "lb-lag-pods":
+            s = (
+                f"new connection {kind} at {pod} {via} sent by a load balancer that targets Pods "
+                f"directly ({_fmt_ms(since_del)} after the Pod's deletion): the LB had not yet "
+                f"deregistered it"
+            )
         elif tpl == "lb-lag":
             s = (
                 f"SYN unanswered while {lacking} node(s) had no local ready endpoint under "

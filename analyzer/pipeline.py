@@ -259,6 +259,7 @@ def _service_context(
         desired_replicas=None if replicas is None else int(replicas),
         local_policy=policy.lower() == "local",
         nodes=tuple(nodes),
+        lb_targets_pods=str(meta.service.get("lb_targets", "nodes")).lower() == "pods",
     )
 
 

@@ -104,6 +104,7 @@ class AppConfig:
     # next request is answered with `Connection: close` instead of racing a server FIN (the
     # keepalive-race of DESIGN §4); 0 closes idle connections at once, as Go's Shutdown does.
     drain_idle_grace_s: float = 1.0
+    max_concurrency: int = 0  # requests in service at once (0: unlimited)
     pod_name: str = ""
     pod_version: str = "v1"
     truth: Path | None = None
@@ -113,6 +114,13 @@ class AppConfig:
 def _non_negative(value: float, text: str) -> float:
     if value < 0 or math.isnan(value):
         raise ValueError(f"{text!r}: values must be >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r}: must be >= 0")
     return value
 
 
@@ -180,6 +188,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.drain_idle_grace_s,
         "graceful shutdown keeps idle connections this long for one last answer (0: close now)",
     )
+    add(
+        "--max-concurrency",
+        _count,
+        defaults.max_concurrency,
+        "requests in service at once; more wait their turn (0: unlimited)",
+    )
     add("--pod-name", str, env.get("POD_NAME") or socket.gethostname(), "X-Pod-Name header")
     add(
         "--pod-version", str, env.get("POD_VERSION") or defaults.pod_version, "X-Pod-Version header"
@@ -204,6 +218,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> A
         shutdown=ns.shutdown,
         drain_timeout_s=ns.drain_timeout,
         drain_idle_grace_s=ns.drain_idle_grace,
+        max_concurrency=ns.max_concurrency,
         pod_name=ns.pod_name,
         pod_version=ns.pod_version,
         truth=ns.truth,

@@ -48,6 +48,11 @@ class DemoApp:
         self.finished = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # A Pod's capacity: at most this many requests are in service at once; the rest wait
+        # their turn, so a Pod left with too much traffic slows down as a real one does.
+        self.workers = (
+            asyncio.Semaphore(config.max_concurrency) if config.max_concurrency > 0 else None
+        )
 
     # -- what a request gets -------------------------------------------------------------
     @property
@@ -258,7 +263,11 @@ class Connection(asyncio.Protocol):
             self._arm_idle_timer()
 
     async def _answer_later(self, request: Request, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
+        if self.app.workers is None:
+            await asyncio.sleep(delay_s)
+        else:
+            async with self.app.workers:
+                await asyncio.sleep(delay_s)
         self.busy = False
         self._answer(request)
         self._process()

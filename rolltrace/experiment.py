@@ -17,6 +17,8 @@ far stays.
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from rolltrace import __version__
 from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
 from rolltrace.kube import Kube, KubeError, RolloutState, now_iso
 from rolltrace.manifests import deployment, rollout_patch, service
-from rolltrace.scenario import Scenario
+from rolltrace.scenario import LocalCluster, Scenario
 from rolltrace.watch import ClusterWatcher
 
 DEPLOYMENT_NAME = "demoapp"
@@ -142,7 +144,13 @@ class Experiment:
                 "target_port": self.scenario.workload.container_port,
                 "external_traffic_policy": kube.traffic_policy(service_name),
                 "replicas": replicas,
+                "lb_targets": (
+                    self.scenario.cluster.lb.targets
+                    if isinstance(self.scenario.cluster, LocalCluster)
+                    else kube.lb_target_mode(service_name)
+                ),
             }
+            self._wait_until_served(session, ip, port)
             self._mark("available")
             watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
             watcher.start()
@@ -210,6 +218,30 @@ class Experiment:
         if len(self.reasons) != reasons_written:  # analysis/report problems belong in run.json
             meta = self._write_meta(meta.status, session)
         return RunOutcome(self.paths, meta, summary)
+
+    def _wait_until_served(self, session: Session, ip: str, port: int) -> None:
+        """Wait until the Service answers through its load balancer from where the load will
+        come from: an address alone does not mean the LB has healthy targets yet (IP-mode LBs
+        register Pods seconds later), and failures before the rollout are not its disruption."""
+        probe = (
+            "import sys, time, urllib.request\n"
+            "ok, deadline = 0, time.monotonic() + 60\n"
+            "for _ in range(300):\n"
+            "    if time.monotonic() > deadline: break\n"
+            "    try:\n"
+            f"        urllib.request.urlopen('http://{ip}:{port}/', timeout=1).read()\n"
+            "        ok += 1\n"
+            "    except Exception:\n"
+            "        ok = 0\n"
+            "    if ok >= 5: sys.exit(0)\n"
+            "    time.sleep(0.2)\n"
+            "sys.exit(1)\n"
+        )
+        argv = [*session.client_exec_prefix, sys.executable, "-c", probe]
+        if subprocess.run(argv, capture_output=True, timeout=90).returncode != 0:
+            raise KubeError(
+                f"the Service at {ip}:{port} did not answer through its load balancer within 60 s"
+            )
 
     def _start_captures(self, session: Session, ip: str, port: int) -> None:
         if not session.can_capture:

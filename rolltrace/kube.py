@@ -180,6 +180,13 @@ class Kube:
         svc = self.core.read_namespaced_service(service, self.namespace)
         return str(svc.spec.external_traffic_policy or "Cluster")
 
+    def lb_target_mode(self, service: str) -> str:
+        """'pods' when the cloud LB sends straight to Pod IPs (AWS NLB IP targets), else 'nodes'."""
+        svc = self.core.read_namespaced_service(service, self.namespace)
+        annotations = svc.metadata.annotations or {}
+        ip_mode = annotations.get("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type")
+        return "pods" if ip_mode == "ip" else "nodes"
+
     def service_for(self, deployment_name: str) -> str:
         """The LoadBalancer Service whose selector picks the Deployment's Pods (for
         --target-existing, where rolltrace did not create the Service)."""

@@ -48,6 +48,7 @@ def _app_env(scenario: Scenario) -> list[dict[str, Any]]:
         "DEMOAPP_KEEPALIVE_TIMEOUT": app.keepalive_timeout_s,
         "DEMOAPP_SHUTDOWN": app.shutdown,
         "DEMOAPP_DRAIN_TIMEOUT": app.drain_timeout_s,
+        "DEMOAPP_MAX_CONCURRENCY": app.max_concurrency,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in values.items()]
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})

@@ -79,6 +79,7 @@ class App(_Strict):
     keepalive_timeout_s: float = Field(60.0, gt=0)
     shutdown: str = "graceful"  # immediate | graceful | ignore | delayed:N
     drain_timeout_s: float = Field(10.0, ge=0)
+    max_concurrency: int = Field(0, ge=0)  # requests in service at once per Pod (0: unlimited)
 
     @field_validator("shutdown")
     @classmethod

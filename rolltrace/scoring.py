@@ -50,6 +50,8 @@ class TruthState:
     rules: dict[str, list[tuple[int, dict[str, bool]]]] = field(default_factory=dict)
     # LB target -> [(ts, healthy)]
     lb_health: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
+    # [(ts, targets)]: what the LB sends to (Pod names in Pod-target mode, else node names)
+    lb_targets: list[tuple[int, set[str]]] = field(default_factory=list)
     injected: dict[int, str] = field(default_factory=dict)
 
     def rules_at(self, node: str, t: int) -> dict[str, bool] | None:
@@ -58,6 +60,14 @@ class TruthState:
             if ts > t:
                 break
             current = endpoints
+        return current
+
+    def lb_targets_at(self, t: int) -> set[str]:
+        current: set[str] = set()
+        for ts, targets in self.lb_targets:
+            if ts > t:
+                break
+            current = targets
         return current
 
     def lb_healthy_at(self, target: str, t: int) -> bool:
@@ -94,12 +104,15 @@ def read_truth(path: Path) -> TruthState:
         elif event == "rules-programmed":
             endpoints = {e["pod"]: bool(e.get("terminating")) for e in record.get("endpoints", [])}
             state.rules.setdefault(record["node"], []).append((ts, endpoints))
+        elif event == "lb-targets-changed":
+            state.lb_targets.append((ts, set(record.get("targets", []))))
         elif event == "lb-health-changed":
             state.lb_health.setdefault(record["target"], []).append((ts, bool(record["healthy"])))
     for rules in state.rules.values():
         rules.sort(key=lambda item: item[0])
     for health in state.lb_health.values():
         health.sort(key=lambda item: item[0])
+    state.lb_targets.sort(key=lambda item: item[0])
     return state
 
 
@@ -127,6 +140,7 @@ def admissible_causes(
     state: TruthState,
     local_policy: bool,
     fallback: bool = True,
+    lb_targets_pods: bool = False,
 ) -> set[str]:
     """The causes consistent with ground truth for one failed request."""
     t, kind = int(request["start_ns"]), str(request["error_kind"])
@@ -145,6 +159,13 @@ def admissible_causes(
         endpoints = state.rules_at(node, t) or {}
         routable[node] = set(endpoints)
     everywhere = set().union(*routable.values()) if routable else set()
+    if kind in _CONNECT_ERRORS and lb_targets_pods:
+        # the LB picked the Pod from its own target list; kube-proxy was not on the path
+        targets = [known_pod] if known_pod else sorted(state.lb_targets_at(t))
+        if any(_pod_problem(state.pods.get(p, PodTruth()), t) == Cause.ENDPOINT_LAG
+               or p not in state.pods for p in targets):  # fmt: skip
+            return {Cause.LB_LAG}
+        return {Cause.OVERLOAD, Cause.UNEXPLAINED}
     if kind in _CONNECT_ERRORS:
         causes: set[str] = set()
         candidates = [known_pod] if known_pod else sorted(everywhere)
@@ -207,6 +228,7 @@ def score_run(run_dir: Path | str) -> Score:
     meta = read_run_meta(paths.run_json)
     policy = meta.scenario.get("service", {}).get("external_traffic_policy", "Cluster")
     fallback = bool(meta.scenario.get("cluster", {}).get("terminating_fallback", True))
+    pod_targets = meta.service.get("lb_targets") == "pods"
     requests = pd.read_parquet(paths.requests).set_index("request_id")
     failures = pd.read_parquet(paths.table("failures"))
     agreed = 0
@@ -220,7 +242,7 @@ def score_run(run_dir: Path | str) -> Score:
             request = requests.loc[request_id]
             assert isinstance(request, pd.Series), f"request id {request_id} is not unique"
             admissible = admissible_causes(
-                request, pd.Series(row), state, policy == "Local", fallback
+                request, pd.Series(row), state, policy == "Local", fallback, pod_targets
             )
         ok = row["cause"] in admissible
         agreed += ok

@@ -287,3 +287,14 @@ def test_previous_request_end_is_the_same_connections_previous_request() -> None
     by_id = dict(zip(reqs["request_id"], prev, strict=True))
     assert by_id[1] is pd.NA and by_id[2] is pd.NA
     assert by_id[3] == 11 * S and by_id[4] == 14 * S
+
+
+def test_pod_target_load_balancer_lag_is_the_lbs() -> None:
+    """With an IP-mode LB kube-proxy is not on the path: a SYN refused by a leaving Pod was sent
+    there by the LB, which had not deregistered it yet."""
+    refused = {"error_kind": "refused", "pod_method": PodMatch.NODE_CAPTURE.value, **LEAVING_POD}
+    assert decide_one(**refused)["cause"] == Cause.ENDPOINT_LAG
+    pod_lb = ServiceContext(desired_replicas=3, local_policy=False, nodes=(), lb_targets_pods=True)
+    decided = decide_one(pod_lb, **refused)
+    assert decided["cause"] == Cause.LB_LAG
+    assert "targets Pods" in decided["evidence"]

@@ -220,3 +220,19 @@ def test_immediate_shutdown_exits_even_as_pid_1_of_a_pid_namespace() -> None:
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_max_concurrency_queues_requests_beyond_capacity(start_app: Any) -> None:
+    """Capacity is what max-unavailable scenarios take away: with 2 workers at 300 ms, four
+    concurrent requests take two rounds."""
+    app = start_app("--latency", "fixed:300", "--max-concurrency", "2")
+    sockets = [connect(app.port) for _ in range(4)]
+    began = time.monotonic()
+    for sock in sockets:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    finished = []
+    for sock in sockets:
+        assert read_response(sock).status == 200
+        finished.append(time.monotonic() - began)
+        sock.close()
+    assert sorted(finished)[1] < 0.55 < sorted(finished)[2]  # two served, two waited a round
