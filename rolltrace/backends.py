@@ -25,8 +25,6 @@ from kubernetes import config as k8s_config
 from analyzer.rundir import RunPaths
 from localcluster.config import (
     ClusterConfig,
-    DelayModel,
-    LBConfig,
     ProxyConfig,
 )
 from localcluster.dataplane.addressing import AddressPlan
@@ -34,7 +32,7 @@ from localcluster.dataplane.ip import netns_exec
 from localcluster.state import LOG_FILE, process_alive, read_state, state_dir
 from rolltrace.experiment import Session
 from rolltrace.localrun import start_cluster, stop_process
-from rolltrace.scenario import Delay, KubeCluster, LocalCluster, Scenario
+from rolltrace.scenario import KubeCluster, LocalCluster, Scenario
 
 LOCAL_NAMESPACE = "rolltrace"
 RUN_CLUSTER_NAME = "rtrun"  # distinct from `rolltrace cluster up`'s default, so both can coexist
@@ -47,21 +45,17 @@ def api_client_from(kubeconfig: Path | None = None, context: str | None = None) 
     )
 
 
-def _delay(delay: Delay) -> DelayModel:
-    return DelayModel.model_validate(delay.model_dump())
-
-
 def cluster_config(cluster: LocalCluster, name: str = RUN_CLUSTER_NAME) -> ClusterConfig:
     return ClusterConfig(
         name=name,
         nodes=cluster.nodes,
         endpoint_batch_delay_s=cluster.endpoint_batch_delay_s,
         proxy=ProxyConfig(
-            delay=_delay(cluster.proxy_delay),
-            per_node_delay={node: _delay(d) for node, d in cluster.per_node_proxy_delay.items()},
+            delay=cluster.proxy_delay,
+            per_node_delay=dict(cluster.per_node_proxy_delay),
             terminating_fallback=cluster.terminating_fallback,
         ),
-        lb=LBConfig.model_validate(cluster.lb.model_dump()),
+        lb=cluster.lb,
     )
 
 

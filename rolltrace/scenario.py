@@ -31,6 +31,7 @@ from pydantic import (
 from analyzer.budget import parse_budget
 from analyzer.errors import BudgetExpressionError
 from analyzer.schema import Cause
+from localcluster.config import DelayModel, LBConfig
 
 Percent = int | str  # an integer count or "NN%"
 
@@ -132,37 +133,16 @@ class Service(_Strict):
     port: int = Field(80, ge=1, le=65535)
 
 
-class Delay(_Strict):
-    """Mirrors localcluster's DelayModel (fixed | uniform | lognormal | min-sync)."""
-
-    kind: Literal["fixed", "uniform", "lognormal", "min-sync"] = "fixed"
-    value_s: float = Field(0.0, ge=0)
-    low_s: float = Field(0.0, ge=0)
-    high_s: float = Field(0.0, ge=0)
-    sigma: float = Field(0.5, ge=0)
-    min_sync_period_s: float = Field(1.0, ge=0)
-
-
-class LoadBalancer(_Strict):
-    targets: Literal["nodes", "pods"] = "nodes"
-    hc_interval_s: float = Field(8.0, gt=0)
-    hc_timeout_s: float = Field(1.0, gt=0)
-    healthy_threshold: int = Field(1, ge=1)
-    unhealthy_threshold: int = Field(3, ge=1)
-    registration_delay_s: float = Field(0.0, ge=0)
-    deregistration_delay_s: float = Field(0.0, ge=0)
-    draining: bool = False
-
-
 class LocalCluster(_Strict):
     kind: Literal["local"] = "local"
     nodes: int = Field(3, ge=1, le=16)
     preset: str | None = None
     endpoint_batch_delay_s: float = Field(0.0, ge=0)
-    proxy_delay: Delay = Delay(kind="min-sync", min_sync_period_s=1.0)
-    per_node_proxy_delay: dict[str, Delay] = Field(default_factory=dict)
+    # The local cluster's own models, so a scenario and the cluster cannot drift apart.
+    proxy_delay: DelayModel = DelayModel(kind="min-sync", min_sync_period_s=1.0)
+    per_node_proxy_delay: dict[str, DelayModel] = Field(default_factory=dict)
     terminating_fallback: bool = True
-    lb: LoadBalancer = LoadBalancer()
+    lb: LBConfig = LBConfig()
     pin_pods: dict[str, str] | None = None  # pod index → node, for node-drain scenarios
 
     @field_validator("preset")
