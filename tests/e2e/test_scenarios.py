@@ -1,8 +1,8 @@
 """The scenario library end to end on the local cluster, scored against ground truth.
 
 Each scenario runs for real (namespaces, nftables, processes, Locust), is analyzed, and must:
-meet its own expectations; show its intended cause as the dominant one (broken scenarios); and
-agree with truth.jsonl on ≥ 95% of failed requests. Fixed scenarios run their repetitions
+meet its own expectations; show its intended cause as the dominant one (broken scenarios);
+agree with truth.jsonl on ≥ 95% of failed requests; and end with its rendered report. Fixed scenarios run their repetitions
 (≥ 3) and must show zero failures in every one. Results go to $ROLLTRACE_E2E_RESULTS (JSON
 lines) when set, which is where docs/scenarios.md's table comes from.
 """
@@ -55,6 +55,9 @@ def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
             dominant = max(failed_by_cause, key=failed_by_cause.__getitem__)
             assert dominant == scenario.dominant_cause, failed_by_cause
         assert score.agreement >= 0.95, score.disagreements[:5]
+        report = outcome.paths.report_html
+        assert report.exists(), f"no report: {reasons}"
+        assert str(summary["requests_total"]) in outcome.paths.report_md.read_text()
     results = os.environ.get("ROLLTRACE_E2E_RESULTS")
     if results:
         with open(results, "a") as handle:
