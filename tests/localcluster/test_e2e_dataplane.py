@@ -174,9 +174,9 @@ async def test_traffic_spreads_over_all_pods_on_all_nodes(
 
 
 async def _delete_under_load(
-    cluster: FullCluster, vip: str, victim: str
+    cluster: FullCluster, vip: str, victim: str, timeout_s: float = 1.0
 ) -> tuple[list[dict[str, Any]], float]:
-    load = asyncio.create_task(asyncio.to_thread(cluster.client_load, vip, 3000, 7.0))
+    load = asyncio.create_task(asyncio.to_thread(cluster.client_load, vip, 3000, 7.0, timeout_s))
     await asyncio.sleep(1.5)
     deleted_at = time.time()
     await cluster.client.delete("pods", victim, "default")
@@ -221,7 +221,9 @@ async def test_endpoint_lag_fails_new_connections_only_inside_the_lag_window(
         vip = await cluster.deploy(3, {"DEMOAPP_SHUTDOWN": "immediate"})
         victim_pod = (await cluster.pods())[0]
         victim, victim_ip = victim_pod["metadata"]["name"], victim_pod["status"]["podIP"]
-        results, deleted_at = await _delete_under_load(cluster, vip, victim)
+        # a short timeout keeps the sequential client sampling the whole 2 s window (with 1 s
+        # timeouts it saw three requests there, too few for the ratio asserted below)
+        results, deleted_at = await _delete_under_load(cluster, vip, victim, timeout_s=0.3)
         await asyncio.sleep(0.5)
         exited = next(
             r for r in cluster.truth() if r["event"] == "exited" and r.get("pod") == victim
