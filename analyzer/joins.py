@@ -325,6 +325,30 @@ def _accepting(cands: pd.Series, t: np.ndarray, served: pd.DataFrame) -> np.ndar
     return out
 
 
+def _latest_leaving_refuser(
+    t: np.ndarray, index: pd.Index, pods: pd.DataFrame, served: pd.DataFrame
+) -> pd.Series:
+    """Per failed request, the most recently deleted Pod (within the horizon) that was not
+    demonstrably accepting at that moment. Every leaving Pod is a candidate, not just the last
+    one deleted: in a rollout an earlier-deleted Pod may have stopped accepting while a later
+    one is still serving through its preStop."""
+    out = pd.Series(pd.NA, index=index, dtype="string")
+    deleted = pods[pods["deletion_ns"].notna()]
+    if deleted.empty or len(t) == 0:
+        return out
+    del_ns = deleted["deletion_ns"].to_numpy(dtype="int64")
+    since = t[:, None] - del_ns[None, :]  # failed × deleted Pods (both small in a rollout)
+    rows, cols = np.nonzero((since >= 0) & (since <= INFERENCE_HORIZON_NS))
+    if len(rows) == 0:
+        return out
+    cands = pd.Series(deleted["pod"].astype(str).to_numpy()[cols])
+    refusing = ~_accepting(cands, t[rows], served)
+    pairs = pd.DataFrame({"row": rows, "pod": cands.to_numpy(), "del": del_ns[cols]})[refusing]
+    latest = pairs.sort_values("del", kind="stable").groupby("row")["pod"].last()
+    out.iloc[latest.index.to_numpy()] = latest.to_numpy()
+    return out
+
+
 def infer_pods(
     failed: pd.DataFrame, pods: pd.DataFrame, served: pd.DataFrame | None = None
 ) -> pd.Series:
@@ -357,7 +381,9 @@ def infer_pods(
     leaving = latest_before("deletion_ns")
     newest = latest_before("ready_ns").fillna(latest_before("started_ns"))
     served = served if served is not None else pd.DataFrame({"pod": [], "t": []})
-    leaving_refuses = leaving.notna().to_numpy() & ~_accepting(leaving, t, served)
+    refuser = _latest_leaving_refuser(t, failed.index, pods, served)
+    leaving_refuses = refuser.notna().to_numpy()
+    leaving = refuser.fillna(leaving)
     newest_refuses = newest.notna().to_numpy() & ~_accepting(newest, t, served)
     connect_choice = np.where(
         leaving_refuses, leaving, np.where(newest_refuses, newest, leaving.fillna(newest))

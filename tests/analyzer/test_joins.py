@@ -257,3 +257,22 @@ def test_inference_skips_a_pod_that_was_demonstrably_accepting_new_connections()
     # served only before: it had stopped accepting, so it is the one that refused
     served_before = served.iloc[:1]
     assert joins.infer_pods(failed, pods, served_before).tolist() == ["old"]
+
+
+def test_inference_looks_past_a_later_deleted_pod_still_in_its_prestop() -> None:
+    """Seen on the local cluster (prestop-too-short): Pod A was deleted first and has stopped
+    accepting; Pod B was deleted later and still serves through its preStop sleep. A refused
+    connection then is A's, not the newest Pod's, although B is the last one deleted."""
+    pods = make_frame(
+        PODS,
+        [
+            pod("a", "10.244.1.5", 0.0, ready_ns=1.0, deletion_ns=40.0),
+            pod("b", "10.244.1.6", 0.0, ready_ns=1.0, deletion_ns=50.0),
+            pod("new", "10.244.1.7", 45.0, started_ns=45.5, ready_ns=46.0),
+        ],
+    )
+    failed = make_frame(REQUESTS, [request(1, 51.0, error_kind=ErrorKind.REFUSED.value)])
+    served = pd.DataFrame(
+        {"pod": ["b", "b", "a"], "t": [int(50.6 * S), int(51.4 * S), int(50.2 * S)]}
+    )
+    assert joins.infer_pods(failed, pods, served).tolist() == ["a"]
