@@ -173,6 +173,13 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
     exact = exact[exact["node_key"].notna()]
     out[exact["idx"].to_numpy()] = exact["node_key"].astype("int64").to_numpy()
 
+    # When node-side connections carry the clients' own addresses, the path preserves the source
+    # (externalTrafficPolicy Local, no masquerade): a client connection with no exact match never
+    # reached a Pod (e.g. dropped at a node without local endpoints), and guessing one by port
+    # or SYN time would tie it to an unrelated connection.
+    if node_conns["client_ip"].isin(set(client_conns["client_ip"].dropna())).mean() >= 0.9:
+        return out
+
     # masquerade rewrites the address but keeps the port when it can (iptables/nft MASQUERADE)
     left = left[~left["idx"].isin(exact["idx"])]
     right = right[~right["node_key"].isin(exact["node_key"])]

@@ -276,3 +276,19 @@ def test_inference_looks_past_a_later_deleted_pod_still_in_its_prestop() -> None
         {"pod": ["b", "b", "a"], "t": [int(50.6 * S), int(51.4 * S), int(50.2 * S)]}
     )
     assert joins.infer_pods(failed, pods, served).tolist() == ["a"]
+
+
+def test_source_preserving_path_never_guesses_a_node_connection() -> None:
+    """Local policy preserves the client's address: a client SYN with no exact node-side match
+    was dropped before any Pod (lb-lag), and the SYN-time fallback must not tie it to another
+    client's connection that happened to start within 5 ms."""
+    client = make_frame(CONNECTIONS, [conn(1, 40001, 10.0, 11.0), conn(2, 40002, 20.0, 21.0)])
+    node = make_frame(
+        CONNECTIONS,
+        [
+            conn(10, 40001, 10.001, 11.0, capture="node-1", server_ip="10.244.1.5"),
+            # another client connection's node side, 1 ms after the dropped SYN of port 40002
+            conn(11, 40999, 20.001, 21.0, capture="node-2", server_ip="10.244.2.5"),
+        ],
+    )
+    assert joins.node_connections_for(client, node).tolist() == [10, pd.NA]
