@@ -130,7 +130,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Trace-builder seed (--synthetic).")] = 1,
 ) -> None:
     """Run a rollout with a preStop that is too short, then one long enough; compare."""
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, log_path=False)
     missing = [] if synthetic else missing_prerequisites()
     if missing:
         console.print(

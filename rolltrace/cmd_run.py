@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run a rollout under load, record every trace, analyze it."""
-        console = Console(stderr=True)
+        console = Console(stderr=True, log_path=False)
         try:
             scenario = load_scenario(scenario_file, overrides or [])
         except ScenarioError as exc:
