@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 from kubernetes import config as k8s_config
 
+from localcluster.apiserver import ApiServer
+from localcluster.apiserver.thread import ServerThread
 from rolltrace.kube import Kube, KubeError, NotOurs, now_iso
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import parse_scenario
-from tests.apiserver_thread import api_server_thread
 
 SCENARIO = parse_scenario("name: t\npod:\n  pre_stop: {sleep_s: 3}\nstrategy: {max_surge: 1}\n")
 
 
 def test_apply_patch_trigger_and_ownership(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    with api_server_thread(kubeconfig):
+    with ServerThread(ApiServer(), kubeconfig):
         kube = Kube(k8s_config.new_client_from_config(str(kubeconfig)), "rt-test")
         kube.ensure_namespace()
         kube.apply(deployment(SCENARIO))
@@ -59,7 +60,7 @@ def test_existing_deployment_is_found_with_its_load_balancer(tmp_path: Path) -> 
     """--target-existing: rolltrace learns the user's Service, selector and size, and refuses
     when the Service is ambiguous."""
     kubeconfig = tmp_path / "kubeconfig"
-    with api_server_thread(kubeconfig):
+    with ServerThread(ApiServer(), kubeconfig):
         kube = Kube(k8s_config.new_client_from_config(str(kubeconfig)), "default", "shop")
         theirs = deployment(SCENARIO, name="shop")
         theirs["metadata"]["labels"] = {"team": "shop"}

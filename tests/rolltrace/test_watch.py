@@ -12,8 +12,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from localcluster.apiserver import ApiServer
+from localcluster.apiserver.thread import ServerThread
 from rolltrace.watch import ClusterWatcher, _list_function
-from tests.apiserver_thread import api_server_thread
 
 
 def _pod(name: str) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
 
 def test_list_then_watch_records_every_change_with_receive_times(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    with api_server_thread(kubeconfig):
+    with ServerThread(ApiServer(), kubeconfig):
         api = k8s_config.new_client_from_config(str(kubeconfig))
         core = k8s.CoreV1Api(api)
         core.create_namespaced_pod("default", _pod("before"))
@@ -81,7 +82,7 @@ def test_gone_writes_gap_and_relists(tmp_path: Path) -> None:
         return call
 
     kubeconfig = tmp_path / "kubeconfig"
-    with api_server_thread(kubeconfig):
+    with ServerThread(ApiServer(), kubeconfig):
         api = k8s_config.new_client_from_config(str(kubeconfig))
         core = k8s.CoreV1Api(api)
         core.create_namespaced_pod("default", _pod("a"))
