@@ -18,7 +18,6 @@ those are used directly.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from analyzer.events import read_truth
 from analyzer.rundir import RunPaths, read_run_meta
 from analyzer.schema import Cause, PodMatch
 
@@ -79,18 +79,18 @@ class TruthState:
         return healthy
 
 
-def read_truth(path: Path) -> TruthState:
+def truth_state(path: Path) -> TruthState:
+    """The ground-truth state from truth.jsonl, read and checked by the analyzer's reader
+    (which sorts by time, so the first record of each kind is the earliest)."""
     state = TruthState()
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        event, ts = record.get("event"), int(record["ts_ns"])
-        pod = record.get("pod")
-        if pod and record.get("node") and str(record.get("source", "")).startswith("kubelet/"):
-            state.pods[pod].node = record["node"]
+    for row in read_truth(path).to_dict("records"):
+        event, ts, fields = row["event"], int(row["ts_ns"]), row["fields"]
+        pod = row["pod"] if isinstance(row["pod"], str) else None
+        node = row["node"] if isinstance(row["node"], str) else None
+        if pod and node and str(row["source"]).startswith("kubelet/"):
+            state.pods[pod].node = node
         if event == "request-cause":
-            state.injected[int(record["request_id"])] = str(record["cause"])
+            state.injected[int(fields["request_id"])] = str(fields["cause"])
         elif event == "listening" and pod:
             state.pods[pod].listening_ns = state.pods[pod].listening_ns or ts
         elif event == "ready-to-serve" and pod:
@@ -99,20 +99,15 @@ def read_truth(path: Path) -> TruthState:
             state.pods[pod].stopped_ns = state.pods[pod].stopped_ns or ts
         elif event == "exited" and pod:
             truth = state.pods[pod]
-            truth.exited_ns = min(ts, truth.exited_ns or ts)
-            truth.stopped_ns = min(ts, truth.stopped_ns or ts)
-        elif event == "rules-programmed":
-            endpoints = {e["pod"]: bool(e.get("terminating")) for e in record.get("endpoints", [])}
-            state.rules.setdefault(record["node"], []).append((ts, endpoints))
+            truth.exited_ns = truth.exited_ns or ts
+            truth.stopped_ns = truth.stopped_ns or ts
+        elif event == "rules-programmed" and node:
+            endpoints = {e["pod"]: bool(e.get("terminating")) for e in fields["endpoints"]}
+            state.rules.setdefault(node, []).append((ts, endpoints))
         elif event == "lb-targets-changed":
-            state.lb_targets.append((ts, set(record.get("targets", []))))
+            state.lb_targets.append((ts, set(fields["targets"])))
         elif event == "lb-health-changed":
-            state.lb_health.setdefault(record["target"], []).append((ts, bool(record["healthy"])))
-    for rules in state.rules.values():
-        rules.sort(key=lambda item: item[0])
-    for health in state.lb_health.values():
-        health.sort(key=lambda item: item[0])
-    state.lb_targets.sort(key=lambda item: item[0])
+            state.lb_health.setdefault(fields["target"], []).append((ts, bool(fields["healthy"])))
     return state
 
 
@@ -224,7 +219,7 @@ class Score:
 def score_run(run_dir: Path | str) -> Score:
     """Compare an analyzed run's failures table with what truth.jsonl admits."""
     paths = RunPaths(run_dir)
-    state = read_truth(paths.truth)
+    state = truth_state(paths.truth)
     meta = read_run_meta(paths.run_json)
     policy = meta.scenario.get("service", {}).get("external_traffic_policy", "Cluster")
     fallback = bool(meta.scenario.get("cluster", {}).get("terminating_fallback", True))
