@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from localcluster.apiserver import HttpClient
 from localcluster.config import ClusterConfig
 from localcluster.state import (
     ClusterState,
@@ -28,7 +27,9 @@ from localcluster.state import (
 )
 from rolltrace.localrun import (
     ClusterStartError,
+    api_client,
     dataplane_cleanup,
+    node_is_ready,
     start_cluster,
     stop_process,
 )
@@ -116,14 +117,13 @@ def down(
 
 
 async def _summary(state: ClusterState) -> tuple[list[str], dict[str, int]]:
-    async with HttpClient("http://localhost", state.token, unix_socket=state.api_socket) as client:
+    async with api_client(state) as client:
         nodes, _ = await client.list("nodes")
         pods, _ = await client.list("pods")
-    node_lines = []
-    for node in nodes:
-        conditions = (node.get("status") or {}).get("conditions") or []
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        node_lines.append(f"{node['metadata']['name']} {'Ready' if ready else 'NotReady'}")
+    node_lines = [
+        f"{node['metadata']['name']} {'Ready' if node_is_ready(node) else 'NotReady'}"
+        for node in nodes
+    ]
     phases: dict[str, int] = {}
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase", "Unknown")

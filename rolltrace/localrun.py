@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from localcluster.apiserver import HttpClient
 from localcluster.config import ClusterConfig
@@ -34,17 +35,21 @@ def log_tail(directory: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def api_client(state: ClusterState) -> HttpClient:
+    """A client for a running cluster, over its unix socket."""
+    return HttpClient("http://localhost", state.token, unix_socket=state.api_socket)
+
+
+def node_is_ready(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 async def node_readiness(state: ClusterState) -> tuple[int, int]:
-    """(registered, Ready) node counts, asked over the unix socket."""
-    async with HttpClient("http://localhost", state.token, unix_socket=state.api_socket) as client:
+    """(registered, Ready) node counts."""
+    async with api_client(state) as client:
         nodes, _ = await client.list("nodes")
-    ready = sum(
-        1
-        for node in nodes
-        for c in (node.get("status") or {}).get("conditions") or []
-        if c.get("type") == "Ready" and c.get("status") == "True"
-    )
-    return len(nodes), ready
+    return len(nodes), sum(node_is_ready(node) for node in nodes)
 
 
 def start_cluster(
