@@ -130,24 +130,27 @@ class Experiment:
             if self.target_existing is None:
                 kube.apply(service(self.scenario, name))
                 kube.apply(deployment(self.scenario, name))
-                service_name, replicas = name, self.scenario.workload.replicas
+                service_name = name
             else:
-                service_name, replicas = kube.service_for(name), kube.desired_replicas(name)
+                service_name = kube.service_for(name)
+            workload = kube.workload(name)
+            replicas = workload.replicas
             self._mark("manifests_applied")
             kube.wait_rollout(name, replicas, self.scenario.rollout.deadline_s)
             ip, port = kube.load_balancer_address(service_name)
+            traits = kube.service_traits(service_name)
             self.service_info = {
                 "name": service_name,
                 "deployment": name,
                 "external_ip": ip,
                 "port": port,
                 "target_port": self.scenario.workload.container_port,
-                "external_traffic_policy": kube.traffic_policy(service_name),
+                "external_traffic_policy": traits.traffic_policy,
                 "replicas": replicas,
                 "lb_targets": (
                     self.scenario.cluster.lb.targets
                     if isinstance(self.scenario.cluster, LocalCluster)
-                    else kube.lb_target_mode(service_name)
+                    else traits.lb_targets
                 ),
             }
             self._wait_until_served(session, ip, port)
@@ -169,7 +172,7 @@ class Experiment:
             )
             self._mark("rollout_complete")
             grace = self.scenario.pod.termination_grace_period_s + 10
-            left = kube.wait_terminations(kube.pod_selector(name), grace)
+            left = kube.wait_terminations(workload.pod_selector, grace)
             if left:
                 self.reasons.append(
                     f"{left} old Pod(s) still terminating {grace} s after the rollout"

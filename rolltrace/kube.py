@@ -49,6 +49,18 @@ class RolloutState:
         )
 
 
+@dataclass(frozen=True)
+class Workload:
+    replicas: int
+    pod_selector: str  # label selector string, e.g. "app.kubernetes.io/name=demoapp"
+
+
+@dataclass(frozen=True)
+class ServiceTraits:
+    traffic_policy: str  # externalTrafficPolicy: Cluster | Local
+    lb_targets: str  # nodes | pods
+
+
 def _managed(obj: Any) -> bool:
     labels = (obj.metadata.labels or {}) if obj is not None else {}
     return all(labels.get(k) == v for k, v in MANAGED_BY.items())
@@ -168,24 +180,23 @@ class Kube:
                 )
             time.sleep(0.2)
 
-    def desired_replicas(self, name: str) -> int:
-        return int(self.apps.read_namespaced_deployment(name, self.namespace).spec.replicas or 0)
+    def workload(self, name: str) -> Workload:
+        """The Deployment's desired size and Pod selector, in one read."""
+        spec = self.apps.read_namespaced_deployment(name, self.namespace).spec
+        labels = spec.selector.match_labels or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return Workload(replicas=int(spec.replicas or 0), pod_selector=selector)
 
-    def pod_selector(self, name: str) -> str:
-        """The Deployment's Pod selector as a label-selector string."""
-        labels = self.apps.read_namespaced_deployment(name, self.namespace).spec.selector
-        return ",".join(f"{k}={v}" for k, v in sorted((labels.match_labels or {}).items()))
-
-    def traffic_policy(self, service: str) -> str:
-        svc = self.core.read_namespaced_service(service, self.namespace)
-        return str(svc.spec.external_traffic_policy or "Cluster")
-
-    def lb_target_mode(self, service: str) -> str:
-        """'pods' when the cloud LB sends straight to Pod IPs (AWS NLB IP targets), else 'nodes'."""
+    def service_traits(self, service: str) -> ServiceTraits:
+        """What attribution needs to know about the Service, in one read. The LB targets Pods
+        when the cloud LB sends straight to Pod IPs (AWS NLB IP targets), else nodes."""
         svc = self.core.read_namespaced_service(service, self.namespace)
         annotations = svc.metadata.annotations or {}
         ip_mode = annotations.get("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type")
-        return "pods" if ip_mode == "ip" else "nodes"
+        return ServiceTraits(
+            traffic_policy=str(svc.spec.external_traffic_policy or "Cluster"),
+            lb_targets="pods" if ip_mode == "ip" else "nodes",
+        )
 
     def service_for(self, deployment_name: str) -> str:
         """The LoadBalancer Service whose selector picks the Deployment's Pods (for

@@ -9,7 +9,7 @@ from kubernetes import config as k8s_config
 
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
-from rolltrace.kube import Kube, KubeError, NotOurs, now_iso
+from rolltrace.kube import Kube, KubeError, NotOurs, ServiceTraits, Workload, now_iso
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import parse_scenario
 
@@ -75,9 +75,8 @@ def test_existing_deployment_is_found_with_its_load_balancer(tmp_path: Path) -> 
         other["spec"]["selector"] = {"app": "other"}
         kube.core.create_namespaced_service("default", other)
         assert kube.service_for("shop") == "shop-lb"
-        assert kube.desired_replicas("shop") == 4
-        assert kube.pod_selector("shop") == "app.kubernetes.io/name=shop"
-        assert kube.traffic_policy("shop-lb") == "Local"
+        assert kube.workload("shop") == Workload(4, "app.kubernetes.io/name=shop")
+        assert kube.service_traits("shop-lb") == ServiceTraits("Local", "nodes")
         twin = service(SCENARIO, name="shop-lb-2")
         twin["spec"]["selector"] = {"app.kubernetes.io/name": "shop"}
         kube.core.create_namespaced_service("default", twin)
