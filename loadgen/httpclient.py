@@ -22,7 +22,7 @@ import errno
 import itertools
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gevent.socket import wait_read, wait_write
 
@@ -78,7 +78,6 @@ class Outcome:
     pod: str | None = None
     pod_version: str | None = None
     response_length: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Connection:
@@ -148,7 +147,6 @@ class Connection:
         head = self._read_head(deadline, outcome)
         status, headers = _parse_head(head)
         outcome.status_code = status
-        outcome.headers = headers
         outcome.pod = headers.get("x-pod-name")
         outcome.pod_version = headers.get("x-pod-version")
         body_length = self._read_body(headers, deadline)

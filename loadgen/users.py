@@ -98,7 +98,7 @@ class _ArrivalRateUser(User):
             "remote_port": self.target_port,
             "method": "GET",
             "path": self.path,
-            **{k: v for k, v in vars(outcome).items() if k != "headers"},
+            **vars(outcome),
         }
         exception = failure
         if failure is None and outcome.error_kind != "ok":
