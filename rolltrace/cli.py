@@ -15,8 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# module name -> attribute holding either a typer.Typer (a command group) or a command function.
-# A command group is mounted under its own name (e.g. `rolltrace cluster up`).
+# Modules under rolltrace/ whose register(app) adds their command or command group.
 _COMMAND_MODULES: list[str] = [
     "cmd_analyze",
     "cmd_demo",
