@@ -75,27 +75,7 @@ def test_topology_connects_client_to_nodes_and_stays_off_the_host(cluster_name: 
     assert {plan.lb_netns, plan.client_netns, *(n.netns for n in plan.nodes)} <= netns_names()
     # client -> LB -> node-2 (TCP: a listener in node-2, a connect from the client namespace)
     node = plan.nodes[1]
-    server = subprocess.Popen(
-        ip.netns_exec(
-            node.netns,
-            "python3",
-            "-c",
-            f"import socket;s=socket.socket();s.bind(('{node.pod_gateway}',9));s.listen();s.settimeout(5);s.accept()[0].send(b'hi')",
-        ),
-    )
-    try:
-        reply = _in_ns(
-            plan.client_netns,
-            "import socket,time\n"
-            "for _ in range(50):\n"
-            "  try:\n"
-            f"    c=socket.create_connection(('{node.pod_gateway}',9),timeout=2);break\n"
-            "  except ConnectionRefusedError: time.sleep(0.05)\n"
-            "print(c.recv(2).decode())",
-        )
-        assert reply.strip() == "hi"
-    finally:
-        server.wait(timeout=5)
+    assert _greeting(ip.netns_exec(node.netns), plan.client_netns, node.pod_gateway, 9) == "hi"
     # the host namespace has no address and no route into the range
     assert _host_routes_into(plan.config.address_range) == []
     host_addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
@@ -115,6 +95,32 @@ async def test_sandbox_gives_a_pod_its_namespace_address_and_route(cluster_name:
         await _check_sandboxes(plan)
 
 
+def _greeting(server_prefix: list[str], client_netns: str, address: str, port: int) -> str:
+    """A one-shot TCP server behind ``server_prefix`` greets a client in ``client_netns``: proof
+    that the client reaches ``address`` across the fabric."""
+    server = subprocess.Popen(
+        [
+            *server_prefix,
+            "python3",
+            "-c",
+            f"import socket;s=socket.socket();s.bind(('{address}',{port}));s.listen();"
+            "s.settimeout(5);s.accept()[0].send(b'hi')",
+        ]
+    )
+    try:
+        return _in_ns(
+            client_netns,
+            "import socket,time\n"
+            "for _ in range(50):\n"
+            "  try:\n"
+            f"    c=socket.create_connection(('{address}',{port}),timeout=2);break\n"
+            "  except ConnectionRefusedError: time.sleep(0.05)\n"
+            "print(c.recv(2).decode())",
+        ).strip()
+    finally:
+        server.wait(timeout=5)
+
+
 async def _check_sandboxes(plan: AddressPlan) -> None:
     cluster_name = plan.prefix
     provider = NetnsSandboxProvider(plan, plan.nodes[0])
@@ -122,27 +128,7 @@ async def _check_sandboxes(plan: AddressPlan) -> None:
     assert sandbox.netns is not None and sandbox.netns.startswith(f"{cluster_name}-pod-")
     assert ipaddress.IPv4Address(sandbox.ip) in ipaddress.IPv4Network(plan.nodes[0].pod_cidr)
     # a server in the pod, reached from the client namespace across the fabric
-    server = subprocess.Popen(
-        [
-            *provider.exec_prefix(sandbox),
-            "python3",
-            "-c",
-            f"import socket;s=socket.socket();s.bind(('{sandbox.ip}',80));s.listen();s.settimeout(5);s.accept()[0].send(b'pod')",
-        ],
-    )
-    try:
-        reply = _in_ns(
-            plan.client_netns,
-            "import socket,time\n"
-            "for _ in range(50):\n"
-            "  try:\n"
-            f"    c=socket.create_connection(('{sandbox.ip}',80),timeout=2);break\n"
-            "  except ConnectionRefusedError: time.sleep(0.05)\n"
-            "print(c.recv(3).decode())",
-        )
-        assert reply.strip() == "pod"
-    finally:
-        server.wait(timeout=5)
+    assert _greeting(provider.exec_prefix(sandbox), plan.client_netns, sandbox.ip, 80) == "hi"
     second = await provider.create("default", "web-2", "99999999-0000-1111-2222-333344445555")
     assert second.ip != sandbox.ip
     await provider.destroy(sandbox)
