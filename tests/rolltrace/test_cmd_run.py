@@ -72,8 +72,12 @@ def _netns() -> list[str]:
 
 
 def _mine(pid: int, run_root: Path) -> bool:
+    """A process of this run: its arguments or environment name the run directory or the run
+    cluster's state (demo-app Pods are recognised by DEMOAPP_TRUTH, not by their arguments)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        proc = Path(f"/proc/{pid}")
+        text = (proc / "cmdline").read_bytes() + b" " + (proc / "environ").read_bytes()
     except OSError:
         return False
-    return str(run_root) in cmdline or "rtrun" in cmdline
+    words = text.replace(b"\0", b" ").decode(errors="replace")
+    return str(run_root) in words or "rtrun" in words
