@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,22 +19,48 @@ from analyzer.rundir import RunMeta, RunPaths, read_run_meta
 from analyzer.schema import SCHEMA_VERSION
 
 
-@dataclass
+class _Table:
+    """A table of a Run, read from ``analysis/tables`` the first time it is asked for: callers
+    rarely need all of them, and the packets table alone is most of a big run's memory."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: Run, owner: type | None = None) -> pd.DataFrame:
+        return run.table(self.name)
+
+
 class Run:
     """One analyzed run: the canonical tables (see ``analyzer.schema``) and ``summary.json``."""
 
-    path: Path
-    meta: RunMeta
-    summary: Summary
-    requests: pd.DataFrame
-    packets: pd.DataFrame
-    connections: pd.DataFrame
-    pods: pd.DataFrame
-    endpoints: pd.DataFrame
-    failures: pd.DataFrame
-    windows: pd.DataFrame
-    latency: pd.DataFrame
-    timings: pd.DataFrame
+    requests = _Table()
+    packets = _Table()
+    connections = _Table()
+    pods = _Table()
+    endpoints = _Table()
+    failures = _Table()
+    windows = _Table()
+    latency = _Table()
+    timings = _Table()
+
+    def __init__(
+        self,
+        path: Path,
+        meta: RunMeta,
+        summary: Summary,
+        tables: dict[str, pd.DataFrame] | None = None,
+    ) -> None:
+        self.path = path
+        self.meta = meta
+        self.summary = summary
+        self._tables = dict(tables or {})
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in TABLES:
+            raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+        if name not in self._tables:
+            self._tables[name] = pd.read_parquet(RunPaths(self.path).table(name))
+        return self._tables[name]
 
 
 def _cached_summary(paths: RunPaths) -> Summary | None:
@@ -68,8 +93,5 @@ def load_run(path: str | os.PathLike[str], *, refresh: bool = False) -> Run:
     summary = None if refresh else _cached_summary(paths)
     if summary is None:
         analysis = analyze(paths.root)
-        meta, summary, tables = analysis.meta, analysis.summary, analysis.tables
-    else:
-        meta = read_run_meta(paths.run_json)
-        tables = {name: pd.read_parquet(paths.table(name)) for name in TABLES}
-    return Run(path=paths.root, meta=meta, summary=summary, **tables)
+        return Run(paths.root, analysis.meta, analysis.summary, analysis.tables)
+    return Run(paths.root, read_run_meta(paths.run_json), summary)

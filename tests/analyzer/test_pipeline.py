@@ -80,6 +80,19 @@ def test_load_run_reuses_the_cache_until_an_input_changes(tmp_path: Path) -> Non
     assert len(load_run(run_dir).failures) == 3
 
 
+def test_a_cached_run_reads_only_the_tables_asked_for(tmp_path: Path) -> None:
+    """The packets table is most of a big run's memory and a report never needs it."""
+    run_dir = minimal_run(tmp_path / "run")
+    load_run(run_dir)
+    run = load_run(run_dir)  # from the cache
+    (run_dir / "analysis" / "tables" / "packets.parquet").unlink()
+    assert len(run.failures) == 2  # read without touching packets.parquet
+    with pytest.raises(FileNotFoundError):
+        run.packets  # noqa: B018 (the read is the point)
+    with pytest.raises(KeyError, match="no table 'packet'"):
+        run.table("packet")
+
+
 @pytest.mark.parametrize("missing", ["run.json", "requests.parquet"])
 def test_run_without_its_required_files_is_unusable_and_names_the_file(
     tmp_path: Path, missing: str
