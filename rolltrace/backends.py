@@ -30,7 +30,7 @@ from localcluster.config import (
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
 from localcluster.state import LOG_FILE, process_alive, read_state, state_dir
-from rolltrace.experiment import Session
+from rolltrace.experiment import Backend, Session
 from rolltrace.localrun import start_cluster, stop_process
 from rolltrace.scenario import KubeCluster, LocalCluster, Scenario
 
@@ -136,7 +136,7 @@ class KubeBackend:
         )
 
 
-def backend_for(scenario: Scenario, on_progress: Callable[[str], None] = lambda _: None) -> Any:
+def backend_for(scenario: Scenario, on_progress: Callable[[str], None] = lambda _: None) -> Backend:
     if isinstance(scenario.cluster, KubeCluster):
         return KubeBackend()
     return LocalBackend(on_progress)

@@ -73,10 +73,6 @@ class _Silent:
         pass
 
 
-class Interrupted(Exception):
-    """Raised into the runner by Ctrl-C; the run is kept as partial."""
-
-
 @dataclass
 class RunOutcome:
     paths: RunPaths
@@ -181,7 +177,7 @@ class Experiment:
             self._wait(self.scenario.load.after_s, load, None)
             load.stop()
             self._mark("load_stop")
-        except (KeyboardInterrupt, Interrupted):
+        except KeyboardInterrupt:  # Ctrl-C: keep what was recorded as a partial run
             status = RunStatus.PARTIAL
             self.reasons.append("interrupted by the user (Ctrl-C)")
         except KubeError as exc:
