@@ -103,8 +103,10 @@ for _ in range(count):
     if time.monotonic() > end:
         break
     t0 = time.time()
+    c = socket.socket()
+    c.settimeout(timeout)
     try:
-        c = socket.create_connection((ip, port), timeout=timeout)
+        c.connect((ip, port))
         c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
         data = b""
         while True:
@@ -112,15 +114,20 @@ for _ in range(count):
             if not chunk:
                 break
             data += chunk
-        c.close()
         pod = [l.split(b": ")[1].decode() for l in data.split(b"\\r\\n") if l.startswith(b"X-Pod-Name")]
-        results.append({"t": t0, "pod": pod[0] if pod else None, "error": None if pod else "eof"})
+        outcome = {"pod": pod[0] if pod else None, "error": None if pod else "eof"}
     except ConnectionRefusedError:
-        results.append({"t": t0, "pod": None, "error": "refused"})
+        outcome = {"pod": None, "error": "refused"}
     except (TimeoutError, socket.timeout):
-        results.append({"t": t0, "pod": None, "error": "timeout"})
+        outcome = {"pod": None, "error": "timeout"}
     except OSError as exc:
-        results.append({"t": t0, "pod": None, "error": type(exc).__name__})
+        outcome = {"pod": None, "error": type(exc).__name__}
+    try:
+        local_port = c.getsockname()[1]
+    except OSError:
+        local_port = 0
+    c.close()
+    results.append({"t": t0, "port": local_port, **outcome})
     time.sleep(pause)
 print(json.dumps(results))
 """
