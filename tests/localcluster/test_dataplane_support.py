@@ -133,6 +133,20 @@ print(json.dumps(results))
 """
 
 
+def lb_service(policy: str, port: int = 80, target_port: int = 8080) -> dict[str, Any]:
+    """The ``web`` Service of type LoadBalancer that the data-plane tests put in front of
+    their Pods."""
+    return {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": policy,
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": port, "targetPort": target_port, "protocol": "TCP"}],
+        },
+    }
+
+
 def start_pod_server(
     exec_prefix: list[str], name: str, ip: str, port: int
 ) -> subprocess.Popen[bytes]:
@@ -223,18 +237,7 @@ class ManualCluster:
         self, policy: str = "Cluster", port: int = 80, target_port: int = 8080
     ) -> str:
         """The Service and its EndpointSlice; returns the external IP once the LB published it."""
-        svc = {
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "type": "LoadBalancer",
-                "externalTrafficPolicy": policy,
-                "selector": {"app": "web"},
-                "ports": [
-                    {"name": "http", "port": port, "targetPort": target_port, "protocol": "TCP"}
-                ],
-            },
-        }
-        await self.client.create("services", svc, "default")
+        await self.client.create("services", lb_service(policy, port, target_port), "default")
         slice_obj = {
             "metadata": {
                 "name": "web-1",

@@ -22,7 +22,7 @@ from localcluster.controllers import start_controllers
 from localcluster.dataplane import start_real_nodes
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.main import service_cidr
-from tests.localcluster.test_dataplane_support import cluster_name, run_client
+from tests.localcluster.test_dataplane_support import cluster_name, lb_service, run_client
 
 __all__ = ["cluster_name"]
 
@@ -84,16 +84,7 @@ class FullCluster:
             },
         }
         await self.client.create("deployments", deployment, "default")
-        service = {
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "type": "LoadBalancer",
-                "externalTrafficPolicy": policy,
-                "selector": {"app": "web"},
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            },
-        }
-        await self.client.create("services", service, "default")
+        await self.client.create("services", lb_service(policy), "default")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             pods = await self.pods()
