@@ -136,7 +136,7 @@ def test_readiness_lead_recovered_when_ready_comes_too_early(
     truth = _truth_timing(scored.built, "readiness_lead").set_index("pod")["value_ms"]
     measured = scored.analysis.tables["timings"]
     lead = measured[measured["timing"] == "readiness_lead"].set_index("pod")["ms"]
-    assert set(lead.index) == set(truth.index)
+    assert len(truth) > 0 and set(lead.index) == set(truth.index)
     for pod, value in lead.items():
         assert abs(value - truth[pod]) <= 250.0, (pod, value, truth[pod])
 
@@ -150,6 +150,7 @@ def test_propagation_recovered_per_node(runs: dict[tuple[str, int], Scored], rec
     measured = scored.analysis.tables["timings"]
     measured = measured[measured["timing"] == "propagation"]
     node_ip = {f"node-{n + 1}": f"10.1.0.{11 + n}" for n in range(scored.built.recipe.nodes)}
+    assert len(truth) == scored.built.recipe.nodes
     for row in truth.itertuples():
         worst = measured[measured["node"] == node_ip[str(row.node)]]["ms"].max()
         assert row.value_ms - 500.0 <= worst <= row.value_ms + 100.0, (row.node, worst)
@@ -202,7 +203,9 @@ def test_mixed_recipe_survives_trace_options(tmp_path: Path, options: dict[str, 
     built = build_run(tmp_path / "run", "mixed", seed=5, **options)
     built.paths.truth.unlink()
     joined = Scored(built, compute(built.path)).joined
-    for cause, (precision, recall, n) in per_cause_scores(joined).items():
+    scores = per_cause_scores(joined)
+    assert {c.value for c in built.recipe.causes} <= set(scores)
+    for cause, (precision, recall, n) in scores.items():
         assert precision >= MIN_SCORE and recall >= MIN_SCORE, (cause, precision, recall, n)
 
 
