@@ -29,6 +29,7 @@ from typing import Any
 from localcluster.apiserver.server import ApiServer
 from localcluster.config import ClusterConfig, DelayModel, ProxyConfig
 from localcluster.controllers import start_controllers
+from localcluster.controllers.objects import pod_is_ready
 from localcluster.dataplane import missing_prerequisites, start_real_nodes
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
@@ -140,14 +141,7 @@ async def run(samples: int, seconds: float, connections: int) -> dict[str, float
                 vip, pod_ip = "", ""
                 for _ in range(300):
                     pods, _ = await client.list("pods", "default")
-                    ready = [
-                        p
-                        for p in pods
-                        if any(
-                            c["type"] == "Ready" and c["status"] == "True"
-                            for c in p.get("status", {}).get("conditions", [])
-                        )
-                    ]
+                    ready = [p for p in pods if pod_is_ready(p)]
                     svc = await client.get("services", "web", "default")
                     ingress = svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []
                     if len(ready) == 3 and ingress:

@@ -26,16 +26,12 @@ from typing import Any
 
 from localcluster.apiserver import InProcessClient, Store
 from localcluster.config import ClusterConfig
+from localcluster.controllers.objects import pod_is_ready
 from localcluster.kubelet import Kubelet, KubeletOptions, LoopbackSandboxProvider
 from localcluster.truth import TruthWriter
 
 NODE = "bench-node"
 PERIOD_S = 1.0
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _container(name: str, probe: bool) -> dict[str, Any]:
@@ -72,7 +68,7 @@ async def _one_pod(client: InProcessClient, name: str, probe: bool) -> tuple[int
     ready_ns = 0
     async with asyncio.timeout(15):
         async for event in client.watch("pods", "default", resource_version=version):
-            if event["object"]["metadata"]["name"] == name and _ready(event["object"]):
+            if event["object"]["metadata"]["name"] == name and pod_is_ready(event["object"]):
                 ready_ns = time.time_ns()
                 break
         await client.delete("pods", name, "default")

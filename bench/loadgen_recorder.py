@@ -18,15 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-LOCUSTFILE = Path(__file__).parents[1] / "loadgen" / "locustfile.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from loadgen.runner import LOCUSTFILE
+from loadgen.runner import _free_port as free_port
 
 
 def _wait_listening(port: int, timeout_s: float = 10) -> None:
@@ -86,7 +80,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "demoapp", "--port", str(port)],
         stdout=subprocess.DEVNULL,

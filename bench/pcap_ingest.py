@@ -13,7 +13,9 @@ RSS is its own. Prints a table of ratios and records it in docs/performance.md (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -24,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -226,60 +230,62 @@ def bench_ours(path: Path, runs: int) -> tuple[Result, dict[str, int]]:
     return ours, memory
 
 
-def bench_scapy(path: Path, limit: int) -> Result:
-    from scapy.layers.inet import IP, TCP
-    from scapy.utils import PcapReader
-
-    rows = []
+def _timed(name: str, rows: Iterator[tuple[Any, ...]], limit: int) -> Result:
+    """Times reading the first ``limit`` rows of ``rows`` (a generator that opens its reader)."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    with PcapReader(str(path)) as reader:
-        for count, packet in enumerate(reader, 1):
-            ip, tcp = packet[IP], packet[TCP]
-            rows.append(
-                (
-                    packet.time,
-                    ip.src,
-                    ip.dst,
-                    tcp.sport,
-                    tcp.dport,
-                    int(tcp.flags),
-                    tcp.seq,
-                    tcp.ack,
-                    ip.len - ip.ihl * 4 - tcp.dataofs * 4,
-                )
-            )
-            if count >= limit:
-                break
+    with contextlib.closing(rows):
+        read = list(itertools.islice(rows, limit))
     cpu, wall = time.process_time() - cpu_start, time.perf_counter() - start
-    return Result("scapy PcapReader", len(rows), cpu, wall)
+    return Result(name, len(read), cpu, wall)
+
+
+def _scapy_rows(path: Path, scapy: Any) -> Iterator[tuple[Any, ...]]:
+    IP, TCP = scapy.layers.inet.IP, scapy.layers.inet.TCP
+    with scapy.utils.PcapReader(str(path)) as reader:
+        for packet in reader:
+            ip, tcp = packet[IP], packet[TCP]
+            yield (
+                packet.time,
+                ip.src,
+                ip.dst,
+                tcp.sport,
+                tcp.dport,
+                int(tcp.flags),
+                tcp.seq,
+                tcp.ack,
+                ip.len - ip.ihl * 4 - tcp.dataofs * 4,
+            )
+
+
+def _dpkt_rows(path: Path, dpkt: Any) -> Iterator[tuple[Any, ...]]:
+    with open(path, "rb") as handle:
+        for ts, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            tcp = ip.data
+            yield (
+                ts,
+                socket.inet_ntoa(ip.src),
+                socket.inet_ntoa(ip.dst),
+                tcp.sport,
+                tcp.dport,
+                tcp.flags,
+                tcp.seq,
+                tcp.ack,
+                ip.len - ip.hl * 4 - tcp.off * 4,
+            )
+
+
+def bench_scapy(path: Path, limit: int) -> Result:
+    import scapy.layers.inet  # imported outside the timed region
+    import scapy.utils
+
+    return _timed("scapy PcapReader", _scapy_rows(path, scapy), limit)
 
 
 def bench_dpkt(path: Path, limit: int) -> Result:
-    import dpkt
+    import dpkt  # imported outside the timed region
 
-    rows = []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with open(path, "rb") as handle:
-        for count, (ts, frame) in enumerate(dpkt.pcap.Reader(handle), 1):
-            ip = dpkt.ethernet.Ethernet(frame).data
-            tcp = ip.data
-            rows.append(
-                (
-                    ts,
-                    socket.inet_ntoa(ip.src),
-                    socket.inet_ntoa(ip.dst),
-                    tcp.sport,
-                    tcp.dport,
-                    tcp.flags,
-                    tcp.seq,
-                    tcp.ack,
-                    ip.len - ip.hl * 4 - tcp.off * 4,
-                )
-            )
-            if count >= limit:
-                break
-    cpu, wall = time.process_time() - cpu_start, time.perf_counter() - start
-    return Result("dpkt", len(rows), cpu, wall)
+    return _timed("dpkt", _dpkt_rows(path, dpkt), limit)
 
 
 def bench_tshark(path: Path, limit: int) -> Result | None:
