@@ -29,7 +29,7 @@ from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import endpoint_membership, pod_lifecycle, scan_events
 from analyzer.pcap import read_pcap
 from analyzer.requests import load_requests
-from analyzer.rundir import RunMeta, RunPaths, atomic_write_bytes, read_run_meta
+from analyzer.rundir import RunMeta, RunPaths, atomic_write_bytes, read_run_meta, traffic_policy
 from analyzer.schema import (
     CONNECTIONS,
     ENDPOINTS,
@@ -237,12 +237,7 @@ def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dic
 def _service_context(
     meta: RunMeta, pods: pd.DataFrame, endpoints: pd.DataFrame, node_names: list[str]
 ) -> attribution.ServiceContext:
-    policy = str(
-        meta.service.get("external_traffic_policy")
-        or meta.service.get("externalTrafficPolicy")
-        or meta.scenario.get("external_traffic_policy")
-        or ""
-    )
+    policy = traffic_policy(meta.service, meta.scenario)
     replicas = meta.service.get("replicas") or meta.scenario.get("replicas")
     if replicas is None and isinstance(meta.scenario.get("deployment"), dict):
         replicas = meta.scenario["deployment"].get("replicas")
@@ -338,9 +333,10 @@ def compute(
     lead = metrics.readiness_lead(pods, joined, load_start)
     leaving = metrics.endpoint_leaving_ns(pods, endpoints)
     client_ips = set(requests["local_ip"].dropna().astype(str).unique())
-    propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes, client_ips)
     if node_conns.empty:
         propagation = metrics.propagation_from_responses(leaving, joined)
+    else:
+        propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes, client_ips)
     drain = metrics.drain_duration(pods, joined, node_conns)
     timings_table = pd.concat(
         [

@@ -141,6 +141,20 @@ class RunMeta(BaseModel):
         return dict(self.model_extra or {})
 
 
+def traffic_policy(service: dict[str, Any], scenario: dict[str, Any]) -> str:
+    """externalTrafficPolicy as run.json records it ("" when it does not): the runner's
+    ``service`` section first, then the scenario's, nested or flat. Attribution and the report
+    read it through here so that they cannot disagree about one run."""
+    nested = scenario.get("service")
+    return str(
+        service.get("external_traffic_policy")
+        or service.get("externalTrafficPolicy")
+        or (nested.get("external_traffic_policy") if isinstance(nested, dict) else None)
+        or scenario.get("external_traffic_policy")
+        or ""
+    )
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -226,10 +240,6 @@ class Problem:
     field: str | None
     message: str
     severity: Severity = "error"
-
-    @classmethod
-    def from_trace_error(cls, error: TraceError, severity: Severity = "error") -> Problem:
-        return cls(error.path, error.location, error.field, error.message, severity)
 
     def to_trace_error(self) -> TraceError:
         return TraceError(self.file, self.location, self.message, field=self.field)
