@@ -36,6 +36,7 @@ from rolltrace.scenario import KubeCluster, LocalCluster, Scenario
 
 LOCAL_NAMESPACE = "rolltrace"
 RUN_CLUSTER_NAME = "rtrun"  # distinct from `rolltrace cluster up`'s default, so both can coexist
+CLUSTER_START_TIMEOUT_S = 120.0
 
 
 def api_client_from(kubeconfig: Path | None = None, context: str | None = None) -> Any:
@@ -60,11 +61,8 @@ def cluster_config(cluster: LocalCluster, name: str = RUN_CLUSTER_NAME) -> Clust
 
 
 class LocalBackend:
-    def __init__(
-        self, on_progress: Callable[[str], None] = lambda _: None, start_timeout_s: float = 120.0
-    ) -> None:
+    def __init__(self, on_progress: Callable[[str], None] = lambda _: None) -> None:
         self.on_progress = on_progress
-        self.start_timeout_s = start_timeout_s
 
     def open(self, scenario: Scenario, run: RunPaths) -> Session:
         if not isinstance(scenario.cluster, LocalCluster):
@@ -80,7 +78,7 @@ class LocalBackend:
                 f"wait for it, or stop it with `rolltrace cluster down --name {config.name}`"
             )
         process, state = start_cluster(
-            config, directory, directory / "kubeconfig", self.start_timeout_s, self.on_progress
+            config, directory, directory / "kubeconfig", CLUSTER_START_TIMEOUT_S, self.on_progress
         )
         plan = AddressPlan(config)
 
@@ -103,6 +101,8 @@ class LocalBackend:
             client_exec_prefix=netns_exec(plan.client_netns),
             node_exec_prefixes={node.name: netns_exec(node.netns) for node in plan.nodes},
             truth_path=run.truth,
+            create_namespace=True,  # a private cluster: nothing else made the namespace
+            lb_targets=scenario.cluster.lb.targets,
             close=close,
         )
 

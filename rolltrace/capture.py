@@ -46,13 +46,7 @@ class CaptureResult:
 class CaptureProcess:
     """One capture subprocess: ``start()`` returns once the sniffer is listening."""
 
-    def __init__(
-        self,
-        output: Path,
-        bpf_filter: str,
-        exec_prefix: list[str] | None = None,
-        interface: str = "any",
-    ) -> None:
+    def __init__(self, output: Path, bpf_filter: str, exec_prefix: list[str] | None = None) -> None:
         self.output = output
         self.stats_path = output.with_suffix(".stats.json")
         self._argv = [
@@ -64,8 +58,6 @@ class CaptureProcess:
             str(output),
             "--filter",
             bpf_filter,
-            "--interface",
-            interface,
         ]
         self._process: subprocess.Popen[str] | None = None
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.budget import Budget, exceeded_budgets, parse_budget
-from analyzer.errors import AnalyzerError, BudgetExpressionError, UnusableRunError
-from analyzer.pipeline import Summary, analyze_run
+if TYPE_CHECKING:
+    from analyzer.budget import Budget
+    from analyzer.pipeline import Summary
 
 EXIT_OK, EXIT_BUDGET, EXIT_UNUSABLE = 0, 1, 2
 
@@ -83,6 +83,12 @@ def analyze(
 
     Exit 0 when every budget holds, 1 when one is exceeded, 2 when the run is unusable.
     """
+    # imported here, not at the top: the analyzer (pandas) is slow to import and `rolltrace
+    # --help` must not pay for it
+    from analyzer.budget import exceeded_budgets, parse_budget
+    from analyzer.errors import AnalyzerError, BudgetExpressionError, UnusableRunError
+    from analyzer.pipeline import analyze_run
+
     err = Console(stderr=True, soft_wrap=True)
     try:
         budgets: list[Budget] = [parse_budget(text) for text in fail_on or []]

@@ -12,27 +12,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
-from localcluster.config import ClusterConfig
-from localcluster.state import (
-    ClusterState,
-    is_rolltrace_kubeconfig,
-    process_alive,
-    read_state,
-    state_dir,
-)
-from rolltrace.localrun import (
-    ClusterStartError,
-    api_client,
-    dataplane_cleanup,
-    node_is_ready,
-    start_cluster,
-    stop_process,
-)
+from localcluster.state import is_rolltrace_kubeconfig, process_alive, read_state, state_dir
+
+# rolltrace.localrun (the API client, aiohttp) and the pydantic cluster config are imported in
+# the commands that use them, so that `rolltrace --help` does not pay for them.
+if TYPE_CHECKING:
+    from localcluster.state import ClusterState
 
 cluster_app = typer.Typer(
     name="cluster", help="Run the embedded local Kubernetes cluster.", no_args_is_help=True
@@ -60,6 +50,9 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 120.0,
 ) -> None:
     """Start a local cluster in the background and print its kubeconfig."""
+    from localcluster.config import ClusterConfig
+    from rolltrace.localrun import ClusterStartError, start_cluster
+
     raw: dict[str, Any] = (yaml.safe_load(config.read_text()) or {}) if config else {}
     raw["name"] = name
     if nodes is not None:
@@ -99,6 +92,8 @@ def down(
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0,
 ) -> None:
     """Stop the cluster and remove everything it made (idempotent)."""
+    from rolltrace.localrun import dataplane_cleanup, stop_process
+
     directory = state_dir(name)
     state = read_state(directory)
     if state is not None and process_alive(state.pid, directory):
@@ -117,6 +112,8 @@ def down(
 
 
 async def _summary(state: ClusterState) -> tuple[list[str], dict[str, int]]:
+    from rolltrace.localrun import api_client, node_is_ready
+
     async with api_client(state) as client:
         nodes, _ = await client.list("nodes")
         pods, _ = await client.list("pods")

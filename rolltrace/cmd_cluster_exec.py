@@ -9,20 +9,17 @@ from typing import Annotated
 
 import typer
 
-from localcluster.config import ClusterConfig
-from localcluster.dataplane import ip
-from localcluster.dataplane.addressing import AddressPlan
-
-
-def client_command(name: str, command: list[str]) -> list[str]:
-    return ip.netns_exec(AddressPlan(ClusterConfig(name=name)).client_netns, *command)
-
 
 def exec_in_client(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
     name: Annotated[str, typer.Option("--name", help="Cluster name.")] = "rt",
 ) -> None:
     """Run a command in the cluster's client namespace (e.g. `-- curl http://EXTERNAL-IP/`)."""
+    # imported here so that other commands do not pay for the cluster's modules
+    from localcluster.config import ClusterConfig
+    from localcluster.dataplane import ip
+    from localcluster.dataplane.addressing import AddressPlan
+
     netns = AddressPlan(ClusterConfig(name=name)).client_netns
     try:
         present = netns in ip.list_netns()
@@ -37,7 +34,7 @@ def exec_in_client(
         )
         raise typer.Exit(1)
     try:
-        completed = subprocess.run(client_command(name, command))
+        completed = subprocess.run(ip.netns_exec(netns, *command))
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(127) from exc

@@ -14,15 +14,14 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.pipeline import Summary, analyze_run
-from analyzer.tracebuilder.build import build_run
-from localcluster.dataplane.cluster import missing_prerequisites
+if TYPE_CHECKING:
+    from analyzer.pipeline import Summary
 
 SYNTHETIC_NOTE = (
     "synthetic demo: the runs are built by analyzer.tracebuilder (injected disruptions), "
@@ -89,6 +88,9 @@ def recommended_prestop_s(summary: Summary) -> int | None:
 
 
 def _synthetic(runs_dir: Path, seed: int, console: Console) -> list[tuple[str, Path, Summary]]:
+    from analyzer.pipeline import analyze_run
+    from analyzer.tracebuilder.build import build_run
+
     console.print(f"[yellow]{SYNTHETIC_NOTE}[/yellow]")
     results: list[tuple[str, Path, Summary]] = []
     for name, what, prestop_s in DEMO_RUNS:
@@ -116,7 +118,7 @@ def _local(runs_dir: Path, console: Console) -> list[tuple[str, Path, Summary]]:
         (outcome,) = run_scenario(scenario, runs_dir, console)
         if outcome.summary is None:
             raise typer.Exit(1)
-        results.append((name, outcome.paths.root, cast(Summary, outcome.summary)))
+        results.append((name, outcome.paths.root, cast("Summary", outcome.summary)))
     return results
 
 
@@ -130,6 +132,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Trace-builder seed (--synthetic).")] = 1,
 ) -> None:
     """Run a rollout with a preStop that is too short, then one long enough; compare."""
+    from localcluster.dataplane.cluster import missing_prerequisites
+
     console = Console(soft_wrap=True, log_path=False)
     missing = [] if synthetic else missing_prerequisites()
     if missing:

@@ -7,13 +7,13 @@ Exit codes follow ``rolltrace analyze``: 0 written, 2 a run is unusable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from analyzer.errors import AnalyzerError
-from analyzer.report import ReportPaths, render_comparison, render_report
+if TYPE_CHECKING:
+    from analyzer.report import ReportPaths
 
 EXIT_UNUSABLE = 2
 
@@ -31,6 +31,10 @@ def report(
 
     The run is analyzed first when its analysis is missing or stale.
     """
+    # imported here: the report layer (pandas, matplotlib) is slow to import
+    from analyzer.errors import AnalyzerError
+    from analyzer.report import render_report
+
     try:
         paths = render_report(run)
     except AnalyzerError as exc:
@@ -51,6 +55,9 @@ def compare(
     Runs are grouped by scenario; the first scenario named is the baseline. Give at least two
     runs of each scenario to learn whether a difference is real.
     """
+    from analyzer.errors import AnalyzerError
+    from analyzer.report import render_comparison
+
     err = Console(stderr=True, soft_wrap=True)
     if len(runs) < 2:
         err.print("[red]error:[/red] compare needs at least two runs")

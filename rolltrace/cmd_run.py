@@ -6,7 +6,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,12 +14,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from analyzer.budget import parse_budget
-from rolltrace.backends import backend_for
-from rolltrace.experiment import Experiment, RunOutcome
-from rolltrace.kube import RolloutState
-from rolltrace.manifests import deployment, service
-from rolltrace.scenario import Scenario, ScenarioError, load_scenario
+# The runner, the backends and the scenario model pull in the analyzer (pandas), kubernetes and
+# the local cluster's client: they are imported where used, so other commands start fast.
+if TYPE_CHECKING:
+    from rolltrace.experiment import RunOutcome
+    from rolltrace.kube import RolloutState
+    from rolltrace.scenario import Scenario
 
 
 class LiveProgress:
@@ -76,6 +76,9 @@ def run_scenario(
     target_existing: str | None = None,
 ) -> list[RunOutcome]:
     """Run every repetition of a scenario; one run directory each, plus index.json."""
+    from rolltrace.backends import backend_for
+    from rolltrace.experiment import Experiment
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     outcomes = []
     for repetition in range(1, scenario.repetitions + 1):
@@ -124,6 +127,8 @@ def _print_outcome(console: Console, outcome: RunOutcome) -> None:
 
 def unmet_expectations(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
     """The scenario's expectations that do NOT hold (empty list: all hold)."""
+    from analyzer.budget import parse_budget
+
     broken = []
     for text in scenario.expect:
         budget = parse_budget(text)
@@ -159,6 +164,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run a rollout under load, record every trace, analyze it."""
+        from rolltrace.scenario import ScenarioError, load_scenario
+
         console = Console(stderr=True, log_path=False)
         try:
             scenario = load_scenario(scenario_file, overrides or [])
@@ -186,6 +193,8 @@ def register(app: typer.Typer) -> None:
 
 def _print_plan(scenario: Scenario) -> None:
     import yaml
+
+    from rolltrace.manifests import deployment, service
 
     typer.echo("# rolltrace run --dry-run: nothing is changed")
     typer.echo(f"# cluster: {scenario.cluster.model_dump(mode='json')}")

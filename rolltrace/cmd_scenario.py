@@ -9,8 +9,6 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from rolltrace.scenario import ScenarioError, load_scenario
-
 scenario_app = typer.Typer(help="Work with scenario files.", no_args_is_help=True)
 
 
@@ -23,6 +21,8 @@ def check(
     show: bool = typer.Option(False, "--show", help="Print the resolved scenario."),
 ) -> None:
     """Validate scenario files; errors name the file, line and field. Exit 1 on any error."""
+    from rolltrace.scenario import ScenarioError, load_scenario  # imports the analyzer: slow
+
     console = Console(stderr=True)
     failed = False
     for path in files:

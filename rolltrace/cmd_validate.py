@@ -7,14 +7,14 @@ found, 2 not a run directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.rundir import Problem
-from analyzer.validate import NotARunDirectory, validate_run
+if TYPE_CHECKING:
+    from analyzer.rundir import Problem
 
 EXIT_VALID, EXIT_PROBLEMS, EXIT_NOT_A_RUN = 0, 1, 2
 
@@ -38,6 +38,8 @@ def validate(
     ] = False,
 ) -> None:
     """Check a run directory: every file, line, row and field the analysis will read."""
+    from analyzer.validate import NotARunDirectory, validate_run  # slow import: not at the top
+
     console = Console(highlight=False)
     try:
         problems = validate_run(run)

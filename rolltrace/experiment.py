@@ -32,7 +32,7 @@ from rolltrace import __version__
 from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
 from rolltrace.kube import Kube, KubeError, RolloutState, now_iso
 from rolltrace.manifests import deployment, rollout_patch, service
-from rolltrace.scenario import LocalCluster, Scenario
+from rolltrace.scenario import Scenario
 from rolltrace.watch import ClusterWatcher
 
 DEPLOYMENT_NAME = "demoapp"
@@ -49,6 +49,12 @@ class Session:
     node_exec_prefixes: dict[str, list[str]] = field(default_factory=dict)
     truth_path: Path | None = None
     can_capture: bool = True
+    #: create the namespace before applying (a private cluster may; on real clusters the RBAC
+    #: Role cannot, by design)
+    create_namespace: bool = False
+    #: what the load balancer sends to ("pods" or "nodes") when the backend knows it; otherwise
+    #: it is read from the Service's traits
+    lb_targets: str | None = None
     notes: list[str] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
 
@@ -120,8 +126,8 @@ class Experiment:
             self.reasons.extend(session.notes)
             self._mark("cluster_ready")
             kube = Kube(session.api_client, session.namespace, self.target_existing)
-            if session.backend == "local":
-                kube.ensure_namespace()  # on real clusters the RBAC Role cannot, by design
+            if session.create_namespace:
+                kube.ensure_namespace()
             name = self.target_existing or DEPLOYMENT_NAME
             if self.target_existing is None:
                 kube.apply(service(self.scenario, name))
@@ -143,11 +149,7 @@ class Experiment:
                 "target_port": self.scenario.workload.container_port,
                 "external_traffic_policy": traits.traffic_policy,
                 "replicas": replicas,
-                "lb_targets": (
-                    self.scenario.cluster.lb.targets
-                    if isinstance(self.scenario.cluster, LocalCluster)
-                    else traits.lb_targets
-                ),
+                "lb_targets": session.lb_targets or traits.lb_targets,
             }
             self._wait_until_served(session, ip, port)
             self._mark("available")
@@ -157,7 +159,7 @@ class Experiment:
             self._mark("captures_started")
             load = self._start_load(session, ip, port)
             self._mark("load_start")
-            self._wait(self.scenario.load.before_s, load, None)
+            self._wait(self.scenario.load.before_s, load)
             kube.trigger_rollout(name, rollout_patch(self.scenario, now_iso()))
             self._mark("rollout_trigger")
             kube.wait_rollout(
@@ -174,7 +176,7 @@ class Experiment:
                     f"{left} old Pod(s) still terminating {grace} s after the rollout"
                 )
             self._mark("old_pods_gone")
-            self._wait(self.scenario.load.after_s, load, None)
+            self._wait(self.scenario.load.after_s, load)
             load.stop()
             self._mark("load_stop")
         except KeyboardInterrupt:  # Ctrl-C: keep what was recorded as a partial run
@@ -289,12 +291,12 @@ class Experiment:
         runner.start()
         return runner
 
-    def _wait(self, seconds: float, load: LoadRunner, rollout: RolloutState | None) -> None:
+    def _wait(self, seconds: float, load: LoadRunner) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if not load.running():
                 raise RuntimeError("the load generator exited early (see logs/locust*.log)")
-            self.progress.tick(load.progress(), rollout)
+            self.progress.tick(load.progress(), None)
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _write_meta(self, status: RunStatus, session: Session | None) -> RunMeta:

@@ -37,7 +37,6 @@ class RolloutState:
     updated: int
     ready: int
     available: int
-    unavailable: int
 
     def complete(self, desired: int) -> bool:
         """What `kubectl rollout status` waits for (deployment_status.go)."""
@@ -124,7 +123,6 @@ class Kube:
             updated=status.updated_replicas or 0,
             ready=status.ready_replicas or 0,
             available=status.available_replicas or 0,
-            unavailable=status.unavailable_replicas or 0,
         )
 
     def wait_rollout(

@@ -21,6 +21,7 @@ from typing import Any
 
 from localcluster.apiserver import HttpClient
 from localcluster.config import ClusterConfig
+from localcluster.controllers.objects import pod_condition
 from localcluster.state import LOG_FILE, ClusterState, process_alive, read_state
 
 
@@ -41,8 +42,9 @@ def api_client(state: ClusterState) -> HttpClient:
 
 
 def node_is_ready(node: dict[str, Any]) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    # Nodes carry status.conditions like Pods do; the Pod helper reads them the same way
+    ready = pod_condition(node, "Ready")
+    return ready is not None and ready.get("status") == "True"
 
 
 async def node_readiness(state: ClusterState) -> tuple[int, int]:

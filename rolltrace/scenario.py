@@ -311,7 +311,6 @@ def parse_scenario(
     text: str, source: str = "<scenario>", overrides: list[str] | None = None
 ) -> Scenario:
     try:
-        root = yaml.compose(text)
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -327,6 +326,7 @@ def parse_scenario(
     try:
         return Scenario.model_validate(document)
     except ValidationError as exc:
+        root = yaml.compose(text)  # only for line numbers; the text parsed above, so does this
         lines = []
         for error in exc.errors():
             loc = tuple(error["loc"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -55,28 +55,28 @@ class TruthState:
     injected: dict[int, str] = field(default_factory=dict)
 
     def rules_at(self, node: str, t: int) -> dict[str, bool] | None:
-        current = None
-        for ts, endpoints in self.rules.get(node, []):
-            if ts > t:
-                break
-            current = endpoints
-        return current
+        return _value_at(self.rules.get(node, []), t, None)
 
     def lb_targets_at(self, t: int) -> set[str]:
-        current: set[str] = set()
-        for ts, targets in self.lb_targets:
-            if ts > t:
-                break
-            current = targets
-        return current
+        return _value_at(self.lb_targets, t, set())
 
     def lb_healthy_at(self, target: str, t: int) -> bool:
-        healthy = True  # a registered target is sent traffic until checks say otherwise
-        for ts, value in self.lb_health.get(target, []):
-            if ts > t:
-                break
-            healthy = value
-        return healthy
+        # a registered target is sent traffic until checks say otherwise
+        return _value_at(self.lb_health.get(target, []), t, True)
+
+
+V = TypeVar("V")
+D = TypeVar("D")
+
+
+def _value_at(history: list[tuple[int, V]], t: int, default: D) -> V | D:
+    """The last value recorded at or before ``t`` in a time-ordered history, else ``default``."""
+    current: V | D = default
+    for ts, value in history:
+        if ts > t:
+            break
+        current = value
+    return current
 
 
 def truth_state(path: Path) -> TruthState:
