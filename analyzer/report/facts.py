@@ -5,16 +5,16 @@ can never disagree with the same count in a table.
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from analyzer import events, metrics
 from analyzer.report.style import cause_order
 from analyzer.run import Run
+from analyzer.rundir import traffic_policy
 from analyzer.schema import TruthEvent
 
 _NS_PER_S = 1_000_000_000
@@ -88,11 +88,7 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
     prestop = _num(_get(pre_stop, "sleep_s"))
     if prestop is None and "pod" in scenario:
         prestop = 0.0 if pre_stop is None else None
-    policy = (
-        _get(scenario, "service", "external_traffic_policy")
-        or service.get("external_traffic_policy")
-        or service.get("externalTrafficPolicy")
-    )
+    policy = traffic_policy(service, scenario) or None
     return RolloutSettings(
         prestop_s=prestop,
         grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
@@ -167,8 +163,12 @@ class RunFacts:
         return {row.cause: row.failed for row in self.causes}
 
 
-def cause_table(failures: pd.DataFrame, t0_ns: int, examples: int = 3) -> list[CauseRow]:
-    """Counts, shares and the evidence that decided each cause, most frequent first."""
+def cause_table(
+    failures: pd.DataFrame, t0_ns: int, evidence: dict[str, str], examples: int = 3
+) -> list[CauseRow]:
+    """Counts, shares and the evidence that decided each cause, most frequent first.
+    ``evidence``: per cause, the evidence of its most confident failure (the summary's
+    ``evidence_examples``)."""
     total = len(failures)
     rows = []
     for cause in cause_order(failures["cause"].astype(str).unique()):
@@ -180,7 +180,7 @@ def cause_table(failures: pd.DataFrame, t0_ns: int, examples: int = 3) -> list[C
                 failed=len(group),
                 share=len(group) / total,
                 mean_confidence=round(float(group["confidence"].mean()), 3),
-                evidence=str(best["evidence"].iloc[0]),
+                evidence=evidence[cause],
                 examples=[
                     ExampleRequest(
                         request_id=int(row["request_id"]),
@@ -202,21 +202,19 @@ def connection_table(requests: pd.DataFrame, failures: pd.DataFrame) -> list[Con
     """Requests, failures and disruption seconds for new and for reused connections."""
     reused_req = ~requests["conn_new"].astype(bool)
     reused_fail = failures["conn_reused"].astype(bool)
-    second = failures["start_ns"].to_numpy(dtype="int64") // _NS_PER_S
-    rows = []
-    for kind, req_mask, fail_mask in (
-        ("new", ~reused_req, ~reused_fail),
-        ("reused", reused_req, reused_fail),
-    ):
-        rows.append(
-            ConnectionRow(
-                kind=kind,
-                requests=int(req_mask.sum()),
-                failed=int(fail_mask.sum()),
-                disruption_s=len(np.unique(second[fail_mask.to_numpy()])),
-            )
+    seconds = metrics.disruption_seconds(failures)
+    return [
+        ConnectionRow(
+            kind=kind,
+            requests=int(req_mask.sum()),
+            failed=int(fail_mask.sum()),
+            disruption_s=seconds[kind],
         )
-    return rows
+        for kind, req_mask, fail_mask in (
+            ("new", ~reused_req, ~reused_fail),
+            ("reused", reused_req, reused_fail),
+        )
+    ]
 
 
 def cause_detail(cause: str, group: pd.DataFrame) -> str:
@@ -255,18 +253,16 @@ def headline(total: int, failures: pd.DataFrame, causes: list[CauseRow]) -> str:
 
 def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
     lag = failures[failures["cause"].astype(str) == "endpoint-lag"]
-    values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce").dropna()
-    values = values[values >= 0]
-    if values.empty:
-        return None, 0
-    return round(float(np.percentile(values.to_numpy(dtype="float64"), 99)), 3), len(values)
+    values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce")
+    stats = metrics.timing_stats(values[values >= 0])
+    return stats["p99_ms"], stats["n"]
 
 
 def run_facts(run: Run) -> RunFacts:
     meta = run.meta
     first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
     t0 = meta.phase("load_start") or first
-    causes = cause_table(run.failures, int(t0))
+    causes = cause_table(run.failures, int(t0), run.summary["evidence_examples"])
     total = len(run.requests)
     scenario = meta.scenario
     lag_ms, lag_n = lag_after_deletion(run.failures)
@@ -290,36 +286,20 @@ def run_facts(run: Run) -> RunFacts:
     )
 
 
-def read_truth(path: Path) -> pd.DataFrame:
+def read_truth(path: str | os.PathLike[str]) -> pd.DataFrame:
     """truth.jsonl's lifecycle lines (ground truth of the local cluster or the trace builder)
     as ``ts_ns, event, pod, node`` plus ``endpoints`` (list of Pod names) for rules-programmed.
-    Drawn in the report, clearly labelled; never used to decide a cause. Empty when absent."""
-    columns = ["ts_ns", "event", "pod", "node", "endpoints"]
-    if not path.exists():
-        return pd.DataFrame({c: [] for c in columns})
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict) or obj.get("event") == TruthEvent.REQUEST_CAUSE.value:
-            continue
-        endpoints = obj.get("endpoints")
-        rows.append(
-            {
-                "ts_ns": obj.get("ts_ns"),
-                "event": obj.get("event"),
-                "pod": obj.get("pod"),
-                "node": obj.get("node"),
-                "endpoints": [e.get("pod") for e in endpoints if isinstance(e, dict)]
-                if isinstance(endpoints, list)
-                else None,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=columns)
-    frame = frame[pd.to_numeric(frame["ts_ns"], errors="coerce").notna()]
-    return frame.astype({"ts_ns": "int64"}).sort_values("ts_ns", kind="stable")
+    Drawn in the report, clearly labelled; never used to decide a cause. Read tolerantly by
+    ``events.read_truth`` (damaged lines are left out); empty when absent."""
+    truth = events.read_truth(path, tolerant=True)
+    truth = truth[truth["event"] != TruthEvent.REQUEST_CAUSE.value]
+    endpoints = [
+        [e.get("pod") for e in eps if isinstance(e, dict)] if isinstance(eps, list) else None
+        for eps in (fields.get("endpoints") for fields in truth["fields"])
+    ]
+    return truth.assign(endpoints=pd.Series(endpoints, index=truth.index, dtype=object))[
+        ["ts_ns", "event", "pod", "node", "endpoints"]
+    ]
 
 
 def rules_dropped(truth: pd.DataFrame) -> pd.DataFrame:

@@ -78,9 +78,14 @@ def _prestop_basis(facts: RunFacts) -> tuple[float, str, int] | None:
     return max(basis, key=lambda b: b[0])
 
 
+def _prestop_needed(longest_s: float) -> int:
+    """The preStop sleep that covers traffic still arriving ``longest_s`` after deletion."""
+    return math.ceil(longest_s + MARGIN_S)
+
+
 def _prestop_target(facts: RunFacts) -> float | None:
     basis = _prestop_basis(facts)
-    return None if basis is None else math.ceil(basis[0] + MARGIN_S)
+    return None if basis is None else _prestop_needed(basis[0])
 
 
 def prestop(facts: RunFacts) -> Recommendation:
@@ -97,7 +102,7 @@ def prestop(facts: RunFacts) -> Recommendation:
             f"Configured preStop: {_configured(configured)}.",
         )
     p99, why, n = basis
-    target = math.ceil(p99 + MARGIN_S)
+    target = _prestop_needed(p99)
     measured = (
         f"{why}; + {MARGIN_S:g} s margin = {target:g} s. Configured: "
         f"{_configured(configured)}; {lag} request(s) failed with endpoint-lag."

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from analyzer.report import figures
@@ -75,9 +76,13 @@ def timings_title(facts: RunFacts) -> str:
     return f"Endpoint propagation p99 {_s(prop.get('p99_ms'))}{against} (n={prop['n']})"
 
 
-def build_figures(run: Run, facts: RunFacts) -> dict[str, Figure]:
-    """Every figure of the report, by file stem."""
-    truth = read_truth(RunPaths(run.path).truth)
+def build_figures(
+    run: Run, facts: RunFacts, truth: pd.DataFrame | None = None
+) -> dict[str, Figure]:
+    """Every figure of the report, by file stem; ``truth`` as ``read_truth`` gives it (read
+    from the run when not given)."""
+    if truth is None:
+        truth = read_truth(RunPaths(run.path).truth)
     end_ns = int(run.requests["end_ns"].max()) if len(run.requests) else facts.t0_ns
     end_ns = max(end_ns, facts.phases.get("load_stop", end_ns))
     return {
@@ -377,7 +382,8 @@ def render_report(run_path: str | os.PathLike[str]) -> ReportPaths:
         facts.headline,
         f"run {facts.run_id} · status {facts.status} · backend {facts.backend} · scenario {facts.scenario_name}",
     ]
-    parts = sections(facts, recommend(facts), paths.truth.exists())
+    truth = read_truth(paths.truth)
+    parts = sections(facts, recommend(facts), has_truth=not truth.empty)
     return write_report(
         paths.analysis,
         "report",
@@ -385,5 +391,5 @@ def render_report(run_path: str | os.PathLike[str]) -> ReportPaths:
         header,
         _inputs_notes(facts),
         parts,
-        build_figures(run, facts),
+        build_figures(run, facts, truth),
     )
