@@ -215,7 +215,7 @@ class DeploymentController:
 
     @staticmethod
     def _views(new: JsonObject | None, olds: Sequence[JsonObject]) -> list[ro.RSView]:
-        return [view_of(rs) for rs in [*olds, *([new] if new is not None else [])]]
+        return [view_of(rs) for rs in ro.all_rss(new, olds)]
 
     async def _sync_scale(
         self,
@@ -228,8 +228,7 @@ class DeploymentController:
     ) -> float | None:
         """``sync``: proportional scaling (paused or a replicas change), no rollout step."""
         if new_rs is not None:
-            new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
-            previous = status_from_json(d.get("status") or {})
+            new_rs, previous = await self._sync_revision(d, spec, new_rs, old_rss)
         new_view = self._view(new_rs)
         old_views = [view_of(rs) for rs in old_rss]
         sizes = ro.proportional_scale(spec, new_view, old_views, previous.replicas)
@@ -255,13 +254,9 @@ class DeploymentController:
         if new_rs is None:
             await self._create_new_rs(d, spec, previous, old_rss, now)
             return None
-        new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
-        previous = status_from_json(d.get("status") or {})
+        new_rs, previous = await self._sync_revision(d, spec, new_rs, old_rss)
         sizes = ro.rolling_step(spec, view_of(new_rs), [view_of(rs) for rs in old_rss])
-        scaled_new, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
-        return await self._sync_rollout_status(
-            d, spec, previous, scaled_new, old_rss, now, cleanup=not sizes
-        )
+        return await self._sync_rollout_status(d, spec, previous, new_rs, old_rss, sizes, now)
 
     async def _rollout_recreate(
         self,
@@ -274,8 +269,7 @@ class DeploymentController:
     ) -> float | None:
         """``rolloutRecreate``: all old Pods gone before any new one starts."""
         if new_rs is not None:
-            new_rs = await self._sync_revision(d, spec, new_rs, old_rss)
-            previous = status_from_json(d.get("status") or {})
+            new_rs, previous = await self._sync_revision(d, spec, new_rs, old_rss)
         old_uids = {rs["metadata"]["uid"] for rs in old_rss}
         ns = d["metadata"].get("namespace") or ""
         old_pods_running = any(
@@ -290,10 +284,7 @@ class DeploymentController:
         if create:
             await self._create_new_rs(d, spec, previous, old_rss, now)
             return None
-        new_rs, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
-        return await self._sync_rollout_status(
-            d, spec, previous, new_rs, old_rss, now, cleanup=not sizes
-        )
+        return await self._sync_rollout_status(d, spec, previous, new_rs, old_rss, sizes, now)
 
     async def _sync_rollout_status(
         self,
@@ -302,15 +293,17 @@ class DeploymentController:
         previous: ro.DeploymentStatus,
         new_rs: JsonObject | None,
         old_rss: list[JsonObject],
+        sizes: dict[str, int],
         now: float,
-        cleanup: bool,
     ) -> float | None:
-        """``syncRolloutStatus`` (+ ``cleanupDeployment`` once complete and nothing was scaled
-        in this sync); returns when to look again for the progress deadline."""
+        """Applies this sync's ``sizes``, then ``syncRolloutStatus`` (+ ``cleanupDeployment``
+        once complete and nothing was scaled in this sync); returns when to look again for the
+        progress deadline."""
+        new_rs, old_rss = await self._apply_sizes(d, spec, new_rs, old_rss, sizes)
         new_view = self._view(new_rs)
         all_views = self._views(new_rs, old_rss)
         status = ro.rollout_status(spec, new_view, all_views, previous, d["metadata"]["name"], now)
-        if cleanup and ro.deployment_complete(spec, status):
+        if not sizes and ro.deployment_complete(spec, status):
             await self._cleanup(spec, old_rss)
         await self._write_status(d, status)
         return ro.seconds_until_deadline(spec, status, now)
@@ -326,7 +319,7 @@ class DeploymentController:
         sizes: dict[str, int],
     ) -> tuple[JsonObject | None, list[JsonObject]]:
         """Scales the named RSs; returns (new, olds) as they are after the writes."""
-        by_name = {rs["metadata"]["name"]: rs for rs in [*old_rss, *([new_rs] if new_rs else [])]}
+        by_name = {rs["metadata"]["name"]: rs for rs in ro.all_rss(new_rs, old_rss)}
         for name, size in sizes.items():
             by_name[name] = await self._scale(d, by_name[name], size, spec)
         new_after = by_name[new_rs["metadata"]["name"]] if new_rs is not None else None
@@ -380,11 +373,12 @@ class DeploymentController:
         spec: ro.DeploymentSpec,
         new_rs: JsonObject,
         old_rss: Sequence[JsonObject],
-    ) -> JsonObject:
+    ) -> tuple[JsonObject, ro.DeploymentStatus]:
         """``getNewReplicaSet`` for an existing RS: bump its revision to MaxRevision(old)+1 if
         it is lower (rollback), sync minReadySeconds, mirror the revision on the Deployment's
         annotation, and add Progressing/FoundNewReplicaSet if there is no Progressing
-        condition yet. ``d`` is updated in place (callers re-read its status)."""
+        condition yet. ``d`` is updated in place; returns the RS as written and the
+        Deployment's status as it is after these writes."""
         new_revision = ro.next_revision(view_of(rs) for rs in old_rss)
         annotations = annotations_of(new_rs)
         current = int(annotations.get(ro.REVISION_ANNOTATION) or 0)
@@ -420,7 +414,7 @@ class DeploymentController:
             message = f'Found new replica set "{updated["metadata"]["name"]}"'
             found = ro.new_condition("Progressing", "True", ro.FOUND_NEW_RS, message, time.time())
             await self._write_status(d, ro.set_condition(previous, found))
-        return updated
+        return updated, status_from_json(d.get("status") or {})
 
     async def _set_deployment_revision(self, d: JsonObject, revision: str) -> None:
         if annotations_of(d).get(ro.REVISION_ANNOTATION) == revision:
@@ -522,16 +516,26 @@ class DeploymentController:
     async def _cleanup(self, spec: ro.DeploymentSpec, old_rss: Sequence[JsonObject]) -> None:
         """``cleanupDeployment``: delete RSs beyond revisionHistoryLimit that have no Pods."""
         by_name = {rs["metadata"]["name"]: rs for rs in old_rss}
+        owners: dict[str, set[object]] = {}  # namespace -> controller uids of its active Pods
         for name in ro.rs_to_clean_up(spec, [view_of(rs) for rs in old_rss]):
             rs = by_name[name]
-            pods_left = any(
-                is_controlled_by(p, rs) and pod_is_active(p)
-                for p in self.pods.in_namespace(rs["metadata"].get("namespace") or "")
-            )
-            if pods_left:
+            ns = rs["metadata"].get("namespace") or ""
+            if ns not in owners:
+                owners[ns] = self._active_pod_owners(ns)
+            if rs["metadata"].get("uid") in owners[ns]:
                 continue
+            # The pod cache may move while the delete is awaited: rescan for the next RS.
+            owners.clear()
             try:
                 await self.client.delete("replicasets", name, rs["metadata"].get("namespace"))
             except ApiError as exc:
                 if exc.code != 404:
                     raise
+
+    def _active_pod_owners(self, namespace: str) -> set[object]:
+        """The controller-reference uids of the active Pods in ``namespace``."""
+        return {
+            ref.get("uid")
+            for p in self.pods.in_namespace(namespace)
+            if pod_is_active(p) and (ref := controller_ref(p)) is not None
+        }

@@ -206,16 +206,13 @@ async def run_worker(name: str, queue: WorkQueue[K], reconcile: Reconcile[K]) ->
         key = await queue.get()
         try:
             requeue_after = await reconcile(key)
-        except ApiError as exc:
+        except Exception as exc:
             count = failures.get(key, 0)
             failures[key] = count + 1
-            if exc.code not in (404, 409):
+            if not isinstance(exc, ApiError):
+                log.exception("%s: sync %s crashed", name, key)
+            elif exc.code not in (404, 409):  # 404/409 are expected races: retried quietly
                 log.warning("%s: sync %s failed: %s", name, key, exc)
-            queue.add_after(key, min(RETRY_INITIAL_S * 2**count, RETRY_MAX_S))
-        except Exception:
-            count = failures.get(key, 0)
-            failures[key] = count + 1
-            log.exception("%s: sync %s crashed", name, key)
             queue.add_after(key, min(RETRY_INITIAL_S * 2**count, RETRY_MAX_S))
         else:
             failures.pop(key, None)

@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
@@ -156,7 +156,11 @@ def spec_total(rss: Iterable[RSView]) -> int:
     return sum(r.replicas for r in rss)
 
 
-def _all(new: RSView | None, olds: Sequence[RSView]) -> list[RSView]:
+_RS = TypeVar("_RS")
+
+
+def all_rss(new: _RS | None, olds: Sequence[_RS]) -> list[_RS]:
+    """The old RSs followed by the new one, if any (RS views or RS objects alike)."""
     return [*olds, *([new] if new is not None else [])]
 
 
@@ -285,7 +289,7 @@ def is_scaling_event(spec: DeploymentSpec, new: RSView | None, olds: Sequence[RS
     """``isScalingEvent``: an active RS was last sized for a different replicas count."""
     return any(
         r.desired_annotation is not None and r.desired_annotation != spec.replicas
-        for r in active(_all(new, olds))
+        for r in active(all_rss(new, olds))
     )
 
 
@@ -293,7 +297,7 @@ def find_active_or_latest(new: RSView | None, olds: Sequence[RSView]) -> RSView 
     """``deploymentutil.FindActiveOrLatest``: the only active RS, or (none active) the new RS /
     the newest old one; None when several are active."""
     newest_first = list(reversed(by_creation(olds)))
-    actives = active(_all(new, newest_first))
+    actives = active(all_rss(new, newest_first))
     if not actives:
         if new is not None:
             return new
@@ -347,7 +351,7 @@ def proportional_scale(
         return {r.name: 0 for r in active(olds)}
     if not spec.rolling:
         return {}
-    rss = active(_all(new, olds))
+    rss = active(all_rss(new, olds))
     allowed = spec.replicas + spec.max_surge_count() if spec.replicas > 0 else 0
     to_add = allowed - spec_total(rss)
     if to_add > 0:  # ReplicaSetsBySizeNewer: larger first, then newer first

@@ -236,13 +236,11 @@ class PodWorker:
             await self.kubelet.client.patch(
                 "pods", self.name, {"status": status}, "merge", self.namespace, "status"
             )
-        except ApiError as error:
-            if error.code == 404:  # the Pod is gone: nothing left to report
+        except Exception as error:  # API errors, and transport errors of any client: retried
+            if isinstance(error, ApiError) and error.code == 404:  # the Pod is gone
                 return True
-            log.warning("status of %s/%s not written: %s", self.namespace, self.name, error)
-            return False
-        except Exception as error:  # transport errors of any client: retried
-            log.warning("status of %s/%s not written: %r", self.namespace, self.name, error)
+            shown = error if isinstance(error, ApiError) else repr(error)
+            log.warning("status of %s/%s not written: %s", self.namespace, self.name, shown)
             return False
         return True
 
