@@ -28,8 +28,8 @@ class Kubectl:
         self.thread = thread
         self.tmp_path = tmp_path
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        command = [
+    def argv(self, *args: str) -> list[str]:
+        return [
             str(KUBECTL),
             "--kubeconfig",
             str(self.thread.kubeconfig),
@@ -37,7 +37,9 @@ class Kubectl:
             str(self.tmp_path / "cache"),
             *args,
         ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -71,14 +73,26 @@ def test_hundred_replica_rollout_completes_and_rollout_status_returns(
     assert first.returncode == 0, first.stderr
     assert 'deployment "web" successfully rolled out' in first.stdout
 
+    # Paused, so that kubectl sees the rollout in progress: on the compressed clock the whole
+    # rollout can finish before kubectl has started (it failed CI that way once).
+    assert kubectl("rollout", "pause", "deployment/web").returncode == 0
     started = time.monotonic()
     assert kubectl("set", "image", "deployment/web", "app=demo:2").returncode == 0
-    status = kubectl("rollout", "status", "deployment/web", "--timeout=90s", timeout=120)
+    argv = kubectl.argv("rollout", "status", "deployment/web", "--timeout=90s")
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as status:
+        assert status.stdout is not None
+        seen = []  # kubectl's DeploymentStatusViewer prints progress lines before success
+        while not any('Waiting for deployment "web" rollout to finish' in line for line in seen):
+            line = status.stdout.readline()
+            assert line, (seen, status.stderr.read() if status.stderr else "")
+            seen.append(line)
+        assert kubectl("rollout", "resume", "deployment/web").returncode == 0
+        out, err = status.communicate(timeout=120)
     elapsed = time.monotonic() - started
-    assert status.returncode == 0, status.stderr
-    # kubectl's DeploymentStatusViewer prints progress lines before success
-    assert 'Waiting for deployment "web" rollout to finish' in status.stdout
-    assert status.stdout.strip().endswith('deployment "web" successfully rolled out')
+    assert status.returncode == 0, err
+    assert out.strip().endswith('deployment "web" successfully rolled out'), (seen, out)
     assert elapsed < 60
 
     wide = kubectl(
