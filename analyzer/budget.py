@@ -4,6 +4,9 @@ CI gates a rollout on expressions such as ``failed>0``, ``rate>0.001``, ``cause:
 ``disruption:new>2``. The grammar is tiny on purpose (``METRIC OP NUMBER``) and parsed by hand,
 never ``eval``-ed: the expression comes from a command line or a CI file, and a typo must name
 the unknown metric instead of silently passing the gate.
+
+``rate`` is a fraction (0.05 = 5 %), while the terminal shows it as a percentage; so ``rate>5%``
+is accepted as well, and ``rate>5`` (which can never be exceeded) carries a warning.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _EXPRESSION = re.compile(
     r"^\s*(?P<metric>[a-z][a-z0-9_\-]*(?::[a-z][a-z0-9_\-]*)?)\s*"
     r"(?P<op>>=|<=|==|!=|>|<)\s*"
-    r"(?P<value>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*$"
+    r"(?P<value>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*(?P<percent>%?)\s*$"
 )
 
 # plain metric name -> how to read it from summary.json
@@ -40,6 +43,7 @@ _PLAIN_METRICS: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "windows": lambda s: float(len(s["windows"])),
 }
 _DISRUPTION_KINDS = ("new", "reused")
+_FRACTIONS = frozenset({"rate"})  # metrics in [0, 1]: the only ones a percentage applies to
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,18 @@ class Budget:
     metric: str
     op: str
     threshold: float
+
+    @property
+    def warning(self) -> str | None:
+        """Why this budget probably does not say what its author meant, if it does not."""
+        if self.metric in _FRACTIONS and self.threshold > 1:
+            percent = f"{self.threshold:g}%"
+            return (
+                f"budget {self.text!r} compares {self.metric}, a fraction from 0 to 1, with "
+                f"{self.threshold:g}; did you mean '{self.metric}{self.op}{percent}' "
+                f"(= {self.threshold / 100:g})?"
+            )
+        return None
 
     def value(self, summary: Mapping[str, Any]) -> float:
         family, _, name = self.metric.partition(":")
@@ -95,7 +111,14 @@ def parse_budget(text: str) -> Budget:
         raise BudgetExpressionError(
             f"unknown metric {metric!r} in budget {text!r}; metrics: {_known_metrics()}"
         )
-    return Budget(text=text.strip(), metric=metric, op=match["op"], threshold=float(match["value"]))
+    threshold = float(match["value"])
+    if match["percent"]:
+        if metric not in _FRACTIONS:
+            raise BudgetExpressionError(
+                f"budget {text!r}: only {', '.join(sorted(_FRACTIONS))} takes a percentage"
+            )
+        threshold /= 100
+    return Budget(text=text.strip(), metric=metric, op=match["op"], threshold=threshold)
 
 
 def exceeded_budgets(budgets: list[Budget], summary: Mapping[str, Any]) -> list[Budget]:

@@ -95,6 +95,9 @@ def analyze(
     except BudgetExpressionError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from None
+    for budget in budgets:
+        if budget.warning:
+            err.print(f"[yellow]warning:[/yellow] {budget.warning}")
     try:
         summary = analyze_run(run)
     except UnusableRunError as exc:

@@ -62,6 +62,9 @@ def compare(
     if len(runs) < 2:
         err.print("[red]error:[/red] compare needs at least two runs")
         raise typer.Exit(EXIT_UNUSABLE)
+    if output.exists() and not output.is_dir():
+        err.print(f"[red]error:[/red] --output {output}: exists and is not a directory")
+        raise typer.Exit(EXIT_UNUSABLE)
     try:
         paths = render_comparison(runs, output)
     except AnalyzerError as exc:

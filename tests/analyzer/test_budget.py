@@ -70,3 +70,25 @@ def test_unknown_cause_error_lists_the_known_causes() -> None:
     with pytest.raises(BudgetExpressionError) as info:
         parse_budget("cause:lag>0")
     assert all(c.value in str(info.value) for c in Cause)
+
+
+@pytest.mark.parametrize(
+    ("text", "exceeded"),
+    [("rate>0.2%", True), ("rate>0.3%", False), ("rate >= 0.3 %", True), ("rate<5%", True)],
+)
+def test_rate_takes_a_percentage(text: str, exceeded: bool) -> None:
+    budget = parse_budget(text)
+    assert budget.exceeded(SUMMARY) is exceeded
+    assert budget.warning is None
+
+
+def test_a_fraction_budget_above_one_warns_and_names_the_percentage() -> None:
+    budget = parse_budget("rate>5")
+    assert budget.warning is not None
+    assert "'rate>5%'" in budget.warning and "0.05" in budget.warning
+    assert parse_budget("failed>5").warning is None  # counts are not fractions
+
+
+def test_only_fractions_take_a_percentage() -> None:
+    with pytest.raises(BudgetExpressionError, match="only rate takes a percentage"):
+        parse_budget("failed>5%")

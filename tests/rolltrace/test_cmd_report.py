@@ -44,3 +44,14 @@ def test_compare_writes_the_comparison(tmp_path: Path) -> None:
 def test_compare_needs_two_runs(tmp_path: Path) -> None:
     result = runner.invoke(app, ["compare", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_compare_into_an_existing_file_is_a_clear_error(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    result = runner.invoke(
+        app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(taken)]
+    )
+    assert result.exit_code == 2
+    assert "exists and is not a directory" in result.output
+    assert "Traceback" not in result.output
