@@ -23,7 +23,20 @@ from analyzer.errors import TraceError
 from analyzer.schema import SCHEMA_VERSION, RunStatus
 
 PHASES = ("load_start", "rollout_trigger", "rollout_complete", "load_stop")
-"""The phase timestamps run.json may carry, in the order they happen."""
+"""The phases every complete run has, in the order they happen (analysis reads these)."""
+RUNNER_PHASES = (
+    "cluster_ready",
+    "manifests_applied",
+    "available",
+    "captures_started",
+    "load_start",
+    "rollout_trigger",
+    "rollout_complete",
+    "old_pods_gone",
+    "load_stop",
+    "captures_stopped",
+)
+"""Every phase ``rolltrace run`` records (a superset of ``PHASES``), in the order they happen."""
 
 Backend = Literal["local", "kube", "synthetic", "imported"]
 CapturePoint = Literal["client", "node"]

@@ -22,7 +22,15 @@ import pandas as pd
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import KINDS, scan_events, scan_truth
 from analyzer.requests import load_requests
-from analyzer.rundir import PHASES, Problem, RunMeta, RunPaths, Severity, read_run_meta
+from analyzer.rundir import (
+    PHASES,
+    RUNNER_PHASES,
+    Problem,
+    RunMeta,
+    RunPaths,
+    Severity,
+    read_run_meta,
+)
 from analyzer.schema import RunStatus, TruthEvent
 
 MAX_PROBLEMS_PER_FILE = 100
@@ -132,11 +140,12 @@ def _check_meta(paths: RunPaths, meta: RunMeta) -> list[Problem]:
     if meta.status is not RunStatus.COMPLETE and not meta.status_reasons:
         add("status_reasons", f"status is {meta.status} but no reason is given", "warning")
     for name, value in meta.phases.items():
-        if name not in PHASES:
-            add(f"phases.{name}", f"unknown phase (known: {', '.join(PHASES)})", "warning")
+        if name not in RUNNER_PHASES:
+            known = ", ".join(RUNNER_PHASES)
+            add(f"phases.{name}", f"unknown phase (known: {known})", "warning")
         if value < 0:
             add(f"phases.{name}", "negative timestamp")
-    present = [(name, meta.phases[name]) for name in PHASES if name in meta.phases]
+    present = [(name, meta.phases[name]) for name in RUNNER_PHASES if name in meta.phases]
     for (first, t1), (second, t2) in pairwise(present):
         if t2 < t1:
             add(f"phases.{second}", f"{second} is before {first}")

@@ -189,3 +189,35 @@ def test_requests_outside_the_load_phases_are_warned(tmp_path: Path) -> None:
         ("requests.parquet", "row 2", "scheduled_ns", "warning"),
     ]
     assert problems[-1].message.startswith("4 requests are scheduled outside")
+
+
+def test_strict_accepts_what_the_runner_itself_writes(tmp_path: Path) -> None:
+    """Every phase `rolltrace run` records, its progress file and the capture stats files."""
+    run = make_run(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    core = meta["phases"]
+    start, stop = core["load_start"], core["load_stop"]
+    meta["phases"] = {
+        "cluster_ready": start - 4,
+        "manifests_applied": start - 3,
+        "available": start - 2,
+        "captures_started": start - 1,
+        **core,
+        "old_pods_gone": stop - 1,
+        "captures_stopped": stop + 1,
+    }
+    (run / "run.json").write_text(json.dumps(meta))
+    (run / "requests.progress.json").write_text('{"ts_ns": 1, "requests": 2, "failed": 0}')
+    for capture in meta["captures"]:
+        stats = (run / capture["file"]).with_suffix(".stats.json")
+        stats.write_text('{"packets": 10, "kernel_drops": 0}')
+    result = CliRunner().invoke(app, ["validate", "--strict", str(run)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_runner_phase_out_of_order_is_an_error(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta["phases"]["captures_started"] = meta["phases"]["load_start"] + 1
+    (run / "run.json").write_text(json.dumps(meta))
+    assert ("run.json", "file", "phases.load_start", "error") in _where(validate_run(run))
