@@ -284,8 +284,21 @@ def apply_override(document: dict[str, Any], assignment: str) -> dict[str, Any]:
         if not isinstance(child, dict):
             raise ScenarioError(f"--set {assignment!r}: {key!r} is not a section")
         target = child
-    target[keys[-1]] = yaml.safe_load(raw) if raw else ""
+    target[keys[-1]] = _override_value(assignment, raw)
     return document
+
+
+def _override_value(assignment: str, raw: str) -> Any:
+    """The YAML value of ``--set key=value``, or a ScenarioError naming where it stops parsing."""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at column {mark.column + 1} of the value" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(f"--set {assignment!r}: not a YAML value{where}: {problem}") from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

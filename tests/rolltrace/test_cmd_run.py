@@ -81,3 +81,14 @@ def _mine(pid: int, run_root: Path) -> bool:
         return False
     words = text.replace(b"\0", b" ").decode(errors="replace")
     return str(run_root) in words or "rtrun" in words
+
+
+def test_an_unparsable_override_is_a_located_error_not_a_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["run", "scenarios/prestop-too-short.yaml", "--dry-run", "-o", str(tmp_path),
+         "--set", "load.rate=[1,"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--set 'load.rate=[1,': not a YAML value at column" in result.output
+    assert isinstance(result.exception, SystemExit)  # an exit, not an uncaught exception
