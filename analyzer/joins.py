@@ -66,7 +66,9 @@ def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
     if table.index.has_duplicates:
         table = table[~table.index.duplicated(keep="last")]
     if table.empty:
-        empty: pd.Series = pd.Series(pd.NA, index=keys.index, dtype=_nullable(table.dtype))
+        floats = getattr(table.dtype, "kind", "") == "f"  # float64 has NaN, not NA
+        missing = np.nan if floats else pd.NA
+        empty: pd.Series = pd.Series(missing, index=keys.index, dtype=_nullable(table.dtype))
         return empty
     pos = pd.Index(table.index).get_indexer(pd.Index(keys.to_numpy()))
     found = pos >= 0
