@@ -9,7 +9,7 @@ a watch, as an EndpointSlice controller would see it. Two shapes:
 * demo app with an httpGet readiness probe (period 1 s): the probe's schedule is a configured
   delay, so the overhead is Ready minus the first probe tick at or after the app became ready.
 
-Goal (issue 4): ≤ 200 ms. ``.venv/bin/python bench/kubelet.py [--pods 10]``
+Goal: ≤ 200 ms. ``.venv/bin/python bench/kubelet.py [--pods 10]``
 """
 
 from __future__ import annotations

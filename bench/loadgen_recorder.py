@@ -3,7 +3,7 @@
 Keep-alive users with an arrival rate far above what one Locust process can send become
 closed-loop at Locust's limit, so requests/s measures Locust's maximum. The demo app serves on
 loopback. Rounds alternate recorder on/off so machine noise hits both alike; the figure is the
-ratio of medians. Goal (issue 5): the recorder costs ≤ 10 % of Locust's max throughput.
+ratio of medians. Goal: the recorder costs ≤ 10 % of Locust's max throughput.
 
     .venv/bin/python bench/loadgen_recorder.py [--seconds 8] [--rounds 3]
 """

@@ -1,1 +1,1 @@
-"""demoapp (see DESIGN §2)."""
+"""demoapp: the workload under test (see docs/architecture.md#rooms-and-import-rules)."""

@@ -1,1 +1,1 @@
-"""loadgen (see DESIGN §2)."""
+"""loadgen: Locust load that records each request's wire details (see docs/architecture.md)."""

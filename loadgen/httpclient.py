@@ -12,8 +12,8 @@ connection that was refused, so this client does its own socket work:
 * it waits with ``gevent.socket.wait_read/wait_write`` on the raw file descriptor, which is
   cooperative under Locust's gevent hub and needs no monkey-patching in tests.
 
-Error kinds are the strings of DESIGN §3 (``analyzer.schema.ErrorKind``; loadgen must not import
-the analyzer, the recorder test checks both stay in step).
+Error kinds are the strings of ``analyzer.schema.ErrorKind`` (docs/trace-format.md); loadgen must
+not import the analyzer, so ``tests/loadgen/test_runner.py`` checks both stay in step.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ so it works the same under the headless runner, distributed workers and the web 
 kept as column lists and flushed to Parquet in batches because per-row writes would cost more
 than the requests themselves; ``bench/loadgen_recorder.py`` measures the overhead.
 
-The column list mirrors ``analyzer.schema.REQUESTS``; loadgen may not import the analyzer (DESIGN
-§2), so ``tests/loadgen/test_recorder.py`` checks the written file against that schema.
+The column list mirrors ``analyzer.schema.REQUESTS``; loadgen may not import the analyzer
+(docs/architecture.md#rooms-and-import-rules), so ``tests/loadgen/test_runner.py`` checks the
+written file against that schema.
 
 Every ``progress_interval`` seconds a small JSON file (totals and the last second's counts) is
 rewritten next to the output, for the runner's live display.

@@ -1,1 +1,1 @@
-"""localcluster (see DESIGN §2)."""
+"""localcluster: the embedded Kubernetes cluster (see docs/architecture.md#the-local-cluster)."""

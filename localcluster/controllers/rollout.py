@@ -10,8 +10,8 @@ One deliberate deviation, both conservative and invisible once a rollout settles
 ``available`` is capped at its spec ``replicas`` (see ``RSView.effective_available``) and its
 pod count for the surge check is ``max(spec, status.replicas)`` (``RSView.pod_count``). Upstream
 reads spec and status as they are, so a stale RS status can let it briefly exceed maxSurge in
-Pods or fall below minAvailable; the issue asks for those invariants to hold on every observed
-state.
+Pods or fall below minAvailable; here both invariants hold on every observed state, as
+``tests/localcluster/test_rollout_invariants.py`` checks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The scheduler: binds each unscheduled Pod to the least-loaded Node that fits.
 
-Fit is what the issue asks of it and what the demo manifests use: the Node is Ready and
+Fit covers what rollout scenarios and the demo manifests use: the Node is Ready and
 schedulable, matches the Pod's ``nodeSelector`` and its required node affinity
 (``requiredDuringSchedulingIgnoredDuringExecution`` terms, ORed; expressions In / NotIn /
 Exists / DoesNotExist / Gt / Lt, ANDed). Among fitting Nodes the one with the fewest

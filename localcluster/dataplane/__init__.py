@@ -1,5 +1,5 @@
 """The kernel data plane of the local cluster: network namespaces, veths, bridges and nftables
-for the client, the cloud LB, the nodes and their Pods (DESIGN §5).
+for the client, the cloud LB, the nodes and their Pods (docs/local-cluster.md#data-plane).
 
 Entry points: ``start_real_nodes`` (the cluster process), ``cleanup`` and ``list_leftovers``
 (``rolltrace cluster down``), ``missing_prerequisites`` (``rolltrace cluster up``)."""

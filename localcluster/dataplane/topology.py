@@ -1,10 +1,10 @@
 """Building and removing one cluster's namespaces, links, addresses and routes.
 
-Layout (DESIGN §5): a client namespace and one namespace per node hang off a fabric bridge
-that lives inside the LB namespace, which routes between them. The host namespace gets no
-interface, address or route in the cluster's range, so nothing sent inside can leave the
-machine. Everything is named with the cluster prefix, so removal works from the name alone,
-even after the process that built it was SIGKILLed.
+Layout (docs/local-cluster.md#data-plane): a client namespace and one namespace per node hang
+off a fabric bridge that lives inside the LB namespace, which routes between them. The host
+namespace gets no interface, address or route in the cluster's range, so nothing sent inside
+can leave the machine. Everything is named with the cluster prefix, so removal works from the
+name alone, even after the process that built it was SIGKILLed.
 """
 
 from __future__ import annotations

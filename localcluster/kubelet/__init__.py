@@ -1,4 +1,4 @@
-"""The node agent's kubelet: runs the Pods bound to its node as real processes (DESIGN §5)."""
+"""The node agent's kubelet: runs its node's Pods as real processes (docs/local-cluster.md)."""
 
 from localcluster.kubelet.kubelet import Kubelet, KubeletOptions
 from localcluster.kubelet.runner import Backoff

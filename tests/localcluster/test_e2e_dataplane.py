@@ -1,4 +1,4 @@
-"""The issue's end-to-end evidence: the whole local cluster (API server, controllers, real
+"""End-to-end evidence for the data plane: the whole local cluster (API server, controllers, real
 nodes with kubelet and kube-proxy, the cloud LB) running the demo app, traffic from the client
 namespace through the LB, and what happened checked against truth.jsonl."""
 
