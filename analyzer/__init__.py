@@ -2,12 +2,34 @@
 
 Public API (docs/api.md): ``read_pcap``, ``tcp_connections``, ``load_run``, ``Run`` and the enums
 in ``analyzer.schema``. Everything else is internal and may change.
+
+The public names load on first use (PEP 562 module ``__getattr__``): importing the package, or a
+light submodule such as ``analyzer.schema``, must not pull in the pipeline and its pandas,
+pyarrow and scapy readers, so the CLI starts fast and ``analyzer.schema`` stays a cheap import.
 """
 
-from analyzer.connections import tcp_connections
-from analyzer.pcap import read_pcap
-from analyzer.run import Run, load_run
-from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analyzer.connections import tcp_connections
+    from analyzer.pcap import read_pcap
+    from analyzer.run import Run, load_run
+    from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
+
+# public name → the submodule that defines it
+_PUBLIC: dict[str, str] = {
+    "SCHEMA_VERSION": "analyzer.schema",
+    "Cause": "analyzer.schema",
+    "ConnectionOutcome": "analyzer.schema",
+    "ErrorKind": "analyzer.schema",
+    "Run": "analyzer.run",
+    "load_run": "analyzer.run",
+    "read_pcap": "analyzer.pcap",
+    "tcp_connections": "analyzer.connections",
+}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -19,3 +41,16 @@ __all__ = [
     "read_pcap",
     "tcp_connections",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule when the name is first read; cache it on the package."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'analyzer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads where a frame is built: the enums stay a cheap import
+    import pandas as pd
 
 SCHEMA_VERSION = "1.0"
 
@@ -109,6 +111,8 @@ class TableSchema:
 
     def empty(self) -> pd.DataFrame:
         """An empty frame with every column at its declared dtype (readers return it, not None)."""
+        import pandas as pd  # not at the top: see the TYPE_CHECKING import
+
         return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in self.columns})
 
 

@@ -3,7 +3,8 @@
 The timing fields are the point of the local cluster: disruption comes from delays between
 components (endpoint batching, each node's proxy sync, LB health checks), so each delay is
 explicit, per component, and recorded in truth.jsonl when it takes effect. Defaults follow the
-reference timings of DESIGN §7. The scenario model (``rolltrace``) maps user YAML onto this.
+reference timings of docs/architecture.md#reference-timings. The scenario model (``rolltrace``)
+maps user YAML onto this.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ProxyConfig(BaseModel):
 
 
 class LBConfig(BaseModel):
-    """The cloud load balancer emulator (defaults: GCE L4, DESIGN §7)."""
+    """The cloud LB emulator (GCE L4 defaults, docs/architecture.md#reference-timings)."""
 
     model_config = ConfigDict(extra="forbid")
     targets: Literal["nodes", "pods"] = "nodes"

@@ -9,7 +9,6 @@ also cleans up after a cluster that was killed. Other cluster commands (e.g. `ex
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,8 +18,9 @@ import yaml
 
 from localcluster.state import is_rolltrace_kubeconfig, process_alive, read_state, state_dir
 
-# rolltrace.localrun (the API client, aiohttp) and the pydantic cluster config are imported in
-# the commands that use them, so that `rolltrace --help` does not pay for them.
+# rolltrace.localrun (the API client, aiohttp), the pydantic cluster config and asyncio (with the
+# ssl module it loads) are imported in the commands that use them, so that `rolltrace --help`
+# does not pay for them.
 if TYPE_CHECKING:
     from localcluster.state import ClusterState
 
@@ -131,6 +131,8 @@ async def _summary(state: ClusterState) -> tuple[list[str], dict[str, int]]:
 @cluster_app.command()
 def status(name: NameOption = "rt") -> None:
     """Show the cluster's URL, process, nodes and Pods."""
+    import asyncio
+
     directory = state_dir(name)
     state = read_state(directory)
     if state is None or not process_alive(state.pid, directory):

@@ -9,13 +9,15 @@ from typing import Annotated
 
 import typer
 
+from rolltrace.cmd_cluster import cluster_app
+
 
 def exec_in_client(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
     name: Annotated[str, typer.Option("--name", help="Cluster name.")] = "rt",
 ) -> None:
     """Run a command in the cluster's client namespace (e.g. `-- curl http://EXTERNAL-IP/`)."""
-    # imported here so that other commands do not pay for the cluster's modules
+    # imported here: the cluster's configuration (pydantic) must not load for `rolltrace --help`
     from localcluster.config import ClusterConfig
     from localcluster.dataplane import ip
     from localcluster.dataplane.addressing import AddressPlan
@@ -42,6 +44,4 @@ def exec_in_client(
 
 
 def register(app: typer.Typer) -> None:
-    from rolltrace.cmd_cluster import cluster_app
-
     cluster_app.command("exec")(exec_in_client)

@@ -20,6 +20,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rolltrace.cmd_run import run_scenario
+
+# The pipeline and the trace builder (pandas, pyarrow, scapy), the scenario model and the local
+# cluster's prerequisites check (pydantic) are imported where used: `rolltrace --help` must not
+# load them.
 if TYPE_CHECKING:
     from analyzer.pipeline import Summary
 
@@ -107,7 +112,6 @@ def _synthetic(runs_dir: Path, seed: int, console: Console) -> list[tuple[str, P
 
 
 def _local(runs_dir: Path, console: Console) -> list[tuple[str, Path, Summary]]:
-    from rolltrace.cmd_run import run_scenario
     from rolltrace.scenario import load_scenario
 
     results: list[tuple[str, Path, Summary]] = []

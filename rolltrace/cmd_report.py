@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from analyzer.errors import AnalyzerError
+
 if TYPE_CHECKING:
     from analyzer.report import ReportPaths
 
@@ -31,8 +33,7 @@ def report(
 
     The run is analyzed first when its analysis is missing or stale.
     """
-    # imported here: the report layer (pandas, matplotlib) is slow to import
-    from analyzer.errors import AnalyzerError
+    # imported here: the report layer (pandas, matplotlib) must not load for `rolltrace --help`
     from analyzer.report import render_report
 
     try:
@@ -55,8 +56,7 @@ def compare(
     Runs are grouped by scenario; the first scenario named is the baseline. Give at least two
     runs of each scenario to learn whether a difference is real.
     """
-    from analyzer.errors import AnalyzerError
-    from analyzer.report import render_comparison
+    from analyzer.report import render_comparison  # here: see report()
 
     err = Console(stderr=True, soft_wrap=True)
     if len(runs) < 2:

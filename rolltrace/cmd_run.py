@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-# The runner, the backends and the scenario model pull in the analyzer (pandas), kubernetes and
-# the local cluster's client: they are imported where used, so other commands start fast.
+from analyzer.budget import parse_budget
+
+# The runner, the backends, the manifests and the scenario model pull in pydantic, pyarrow,
+# aiohttp and the kubernetes client: they are imported where used, so that `rolltrace --help`
+# and the other commands start fast.
 if TYPE_CHECKING:
     from rolltrace.experiment import RunOutcome
     from rolltrace.kube import RolloutState
@@ -127,8 +131,6 @@ def _print_outcome(console: Console, outcome: RunOutcome) -> None:
 
 def unmet_expectations(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
     """The scenario's expectations that do NOT hold (empty list: all hold)."""
-    from analyzer.budget import parse_budget
-
     broken = []
     for text in scenario.expect:
         budget = parse_budget(text)
@@ -192,8 +194,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_plan(scenario: Scenario) -> None:
-    import yaml
-
     from rolltrace.manifests import deployment, service
 
     typer.echo("# rolltrace run --dry-run: nothing is changed")

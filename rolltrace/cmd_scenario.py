@@ -21,7 +21,7 @@ def check(
     show: bool = typer.Option(False, "--show", help="Print the resolved scenario."),
 ) -> None:
     """Validate scenario files; errors name the file, line and field. Exit 1 on any error."""
-    from rolltrace.scenario import ScenarioError, load_scenario  # imports the analyzer: slow
+    from rolltrace.scenario import ScenarioError, load_scenario  # pydantic: not for --help
 
     console = Console(stderr=True)
     failed = False

@@ -38,7 +38,7 @@ def validate(
     ] = False,
 ) -> None:
     """Check a run directory: every file, line, row and field the analysis will read."""
-    from analyzer.validate import NotARunDirectory, validate_run  # slow import: not at the top
+    from analyzer.validate import NotARunDirectory, validate_run  # pandas, pyarrow: not for --help
 
     console = Console(highlight=False)
     try:

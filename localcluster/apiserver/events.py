@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from kubewire import format_time
 from localcluster.apiclient import ApiClient, JsonObject
-from localcluster.apiserver.store import now_rfc3339
 
 
 def event_for(
@@ -18,7 +18,7 @@ def event_for(
 ) -> JsonObject:
     meta = involved.get("metadata", {})
     namespace = meta.get("namespace") or "default"
-    stamp = now_rfc3339()
+    stamp = format_time()
     return {
         "apiVersion": "v1",
         "kind": "Event",

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from kubewire import format_micro_time, parse_time
 from localcluster.apiclient import ApiError, JsonObject
 from localcluster.apiserver import errors
 from localcluster.apiserver.client import HttpClient, InProcessClient
@@ -102,7 +103,7 @@ def events_v1(event: JsonObject) -> JsonObject:
     converted["apiVersion"] = "events.k8s.io/v1"
     if not converted.get("eventTime"):  # required in v1; old-style Events only have timestamps
         stamp = event.get("firstTimestamp") or event.get("metadata", {}).get("creationTimestamp")
-        converted["eventTime"] = str(stamp or "1970-01-01T00:00:00Z").replace("Z", ".000000Z")
+        converted["eventTime"] = format_micro_time(parse_time(stamp) or 0.0)  # a MicroTime
     return converted
 
 

@@ -17,13 +17,14 @@ import copy
 import ipaddress
 import json
 import random
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from kubewire import format_time
 from localcluster.apiclient import JsonObject, WatchEvent
 from localcluster.apiserver import errors
 from localcluster.apiserver.defaults import apply_defaults
@@ -37,11 +38,6 @@ QueuedType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # upstream's: no vowels, no look-alikes
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-def now_rfc3339(offset_s: float = 0.0) -> str:
-    moment = datetime.now(UTC) + timedelta(seconds=offset_s)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -336,7 +332,7 @@ class Store:
         if resource == "services":
             self._allocate_service_addresses(new, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_rfc3339()
+        meta["creationTimestamp"] = format_time()
         if "spec" in new or resource in ("deployments", "replicasets"):
             meta["generation"] = 1
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -524,14 +520,14 @@ class Store:
                 ):
                     return current
                 new = copy.deepcopy(current)
-                new["metadata"]["deletionTimestamp"] = now_rfc3339(grace)
+                new["metadata"]["deletionTimestamp"] = format_time(time.time() + grace)
                 new["metadata"]["deletionGracePeriodSeconds"] = grace
                 return self._replace(rtype, current, new)
         elif meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return current
             new = copy.deepcopy(current)
-            new["metadata"]["deletionTimestamp"] = now_rfc3339()
+            new["metadata"]["deletionTimestamp"] = format_time()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._replace(rtype, current, new)
         if propagation_policy == "Orphan":

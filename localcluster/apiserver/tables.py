@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kubewire import parse_time
 from localcluster.apiclient import JsonObject
 
 Column = tuple[str, str, int]  # name, type, priority
@@ -16,10 +17,10 @@ Row = list[Any]
 
 def human_age(timestamp: str | None, now: datetime | None = None) -> str:
     """apimachinery's duration.HumanDuration, as kubectl prints AGE."""
-    if not timestamp:
+    then = parse_time(timestamp)
+    if then is None:
         return "<unknown>"
-    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
+    seconds = int((now or datetime.now(UTC)).timestamp() - then)
     if seconds < 0:
         return "0s"
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400

@@ -9,6 +9,7 @@ import copy
 import time
 from collections.abc import Sequence
 
+from kubewire import parse_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers import rollout as ro
 from localcluster.controllers.events import Recorder
@@ -22,7 +23,6 @@ from localcluster.controllers.objects import (
     is_deleting,
     key_of,
     owner_reference,
-    parse_time,
     pod_is_active,
 )
 

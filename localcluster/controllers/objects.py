@@ -9,10 +9,10 @@ the controller (``metav1.GetControllerOf``), and how a ``LabelSelector`` matches
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from kubewire import format_micro_time, parse_time
 from localcluster.apiclient import JsonObject
 
 ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
@@ -39,14 +39,7 @@ def format_time(epoch_s: float) -> str:
     """RFC 3339 with microseconds. Upstream serializes whole seconds, but sub-second times keep
     minReadySeconds and probe timing exact under ``time_scale``; Go's RFC 3339 parser (kubectl)
     and the Python client both accept the fraction."""
-    stamp = dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return format_micro_time(epoch_s)
 
 
 def controller_ref(obj: JsonObject) -> JsonObject | None:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from kubewire import parse_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
@@ -27,7 +28,6 @@ from localcluster.controllers.objects import (
     key_of,
     labels_of,
     owner_reference,
-    parse_time,
     pod_is_active,
     pod_is_available,
     pod_is_ready,

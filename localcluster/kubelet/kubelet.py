@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kubewire import format_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.apiserver.events import record_event
 from localcluster.config import ClusterConfig
 from localcluster.kubelet.containers import ImageError, Launch, PodContext, resolve_launch
 from localcluster.kubelet.runner import Backoff, ContainerRunner, PodEnv
 from localcluster.kubelet.sandbox import Sandbox, SandboxProvider
-from localcluster.kubelet.status import ConditionBook, ContainerRecord, pod_status, rfc3339
+from localcluster.kubelet.status import ConditionBook, ContainerRecord, pod_status
 from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class PodWorker:
         self.runners: list[ContainerRunner] = []
         self.records: list[ContainerRecord] = []
         self.book = ConditionBook()
-        self.start_time = rfc3339()
+        self.start_time = format_time()
         self._deletion = asyncio.Event()
         self._forced = False
         self._cut_short: list[asyncio.Task[None]] = []
@@ -270,7 +271,7 @@ class Kubelet:
             else {}
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready_since = rfc3339()
+        self._ready_since = format_time()
         self._events: asyncio.Queue[tuple[JsonObject, str, str, str]] = asyncio.Queue(EVENT_BACKLOG)
         self._stopped = asyncio.Event()
 
@@ -300,7 +301,7 @@ class Kubelet:
 
     # -- the Node ------------------------------------------------------------------------
     def _node_status(self) -> JsonObject:
-        now = rfc3339()
+        now = format_time()
         return {
             "conditions": [
                 {

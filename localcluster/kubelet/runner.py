@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubewire import format_time
 from localcluster.apiclient import JsonObject
 from localcluster.kubelet.containers import Launch
 from localcluster.kubelet.probes import ProbeCounter, ProbeSpec, run_handler
-from localcluster.kubelet.status import ContainerRecord, rfc3339
+from localcluster.kubelet.status import ContainerRecord
 from localcluster.truth import TruthWriter
 
 MIN_GRACE_AFTER_PRESTOP_S = 2.0  # upstream's minimumGracePeriodInSeconds
@@ -164,7 +165,7 @@ class ContainerRunner:
         except OSError as error:  # e.g. a local/ command that does not exist
             return self._start_failed(error)
         self.record.pid = process.pid
-        self.record.state = {"running": {"startedAt": rfc3339()}}
+        self.record.state = {"running": {"startedAt": format_time()}}
         self.record.started = "startupProbe" not in self.container
         self.record.ready = "readinessProbe" not in self.container and self.record.started
         self._truth("process-started", pid=process.pid, restart_count=self.record.restart_count)
@@ -196,7 +197,7 @@ class ContainerRunner:
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
             "startedAt": self.record.state["running"]["startedAt"],
-            "finishedAt": rfc3339(),
+            "finishedAt": format_time(),
             "containerID": f"rolltrace://{process.pid}",
         }
         if signum is not None:
@@ -210,7 +211,7 @@ class ContainerRunner:
     def _start_failed(self, error: OSError) -> int:
         """As containerd reports an exec failure: terminated, exit code 128, reason StartError;
         the restart policy then applies as to any other failed container."""
-        now = rfc3339()
+        now = format_time()
         terminated: JsonObject = {
             "exitCode": 128,
             "reason": "StartError",

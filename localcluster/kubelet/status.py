@@ -8,14 +8,9 @@ only when the status flips) are tested without processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from kubewire import format_time
 from localcluster.apiclient import JsonObject
-
-
-def rfc3339(ts: float | None = None) -> str:
-    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -77,7 +72,7 @@ class ConditionBook:
         status = "True" if ok else "False"
         previous = self._since.get(kind)
         if previous is None or previous[0] != status:
-            self._since[kind] = (status, rfc3339())
+            self._since[kind] = (status, format_time())
         out: JsonObject = {
             "type": kind,
             "status": status,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from kubewire import slice_endpoints
 from localcluster.apiclient import ApiClient, ApiError
 from localcluster.config import ClusterConfig
 from localcluster.dataplane import ip, nft
@@ -78,12 +79,9 @@ def pod_targets(svc: dict[str, Any], slices: list[dict[str, Any]]) -> list[Targe
         )
         if not ports:
             continue
-        for ep in sl.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            pod = (ep.get("targetRef") or {}).get("name", "")
-            for address in ep.get("addresses") or []:
-                found[address] = Target(pod or address, address, ports, ("tcp", ports[0][1]))
+        for address, state in slice_endpoints(sl).items():  # kubewire's nil/duplicate rules
+            if state.ready:
+                found[address] = Target(state.pod or address, address, ports, ("tcp", ports[0][1]))
     return sorted(found.values(), key=lambda t: t.ip)
 
 

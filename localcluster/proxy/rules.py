@@ -7,7 +7,7 @@ the DNAT; masquerade marks where kube-proxy sets them (traffic to a ClusterIP fr
 Pod range, external traffic under ``Cluster`` policy, hairpin); and filter chains that
 ``reject`` new connections to a service without endpoints and ``drop`` external ones under
 ``Local`` policy at a node without a local endpoint (the LB's health check is meant to steer
-away from that node; until it does, clients time out — the seed problem).
+away from that node; until it does, clients time out: the lb-lag of docs/causes.md).
 
 Endpoint choice follows kube-proxy's ``CategorizeEndpoints``: ready endpoints; when there is
 none and the terminating fallback of KEP-1669 is on, serving-but-terminating ones. Under
@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from kubewire import service_endpoints
 
 MASQ_MARK = "0x4000"
 
@@ -71,30 +73,29 @@ def _usable(endpoints: Sequence[Endpoint], fallback: bool) -> tuple[Endpoint, ..
 
 
 def _slice_endpoints(slices: Iterable[dict[str, Any]], port_name: str) -> list[Endpoint]:
-    found: dict[str, Endpoint] = {}
+    """The Service's endpoints for one port name: IPv4 slices only (an IPv4 proxy), each
+    address once per target port with kubewire's conditions and duplicate rules."""
+    by_port: dict[int, list[dict[str, Any]]] = {}
     for sl in slices:
         if sl.get("addressType", "IPv4") != "IPv4":
             continue
         ports = [p for p in sl.get("ports") or [] if (p.get("name") or "") == port_name]
-        if not ports or ports[0].get("port") is None:
-            continue
-        for ep in sl.get("endpoints") or []:
-            cond = ep.get("conditions") or {}
-            ready = cond.get("ready") is not False  # nil means ready (EndpointSlice API)
-            serving = cond.get("serving", ready) is not False
-            terminating = bool(cond.get("terminating", False))
-            ref = ep.get("targetRef") or {}
-            for address in ep.get("addresses") or []:
-                found[address] = Endpoint(
-                    ip=address,
-                    pod=ref.get("name", ""),
-                    node=ep.get("nodeName"),
-                    ready=ready,
-                    serving=serving,
-                    terminating=terminating,
-                    port=int(ports[0]["port"]),
-                )
-    return sorted(found.values(), key=lambda e: (e.ip, e.port))
+        if ports and ports[0].get("port") is not None:
+            by_port.setdefault(int(ports[0]["port"]), []).append(sl)
+    found = [
+        Endpoint(
+            ip=address,
+            pod=state.pod or "",
+            node=state.node,
+            ready=state.ready,
+            serving=state.serving,
+            terminating=state.terminating,
+            port=port,
+        )
+        for port, group in by_port.items()
+        for address, state in service_endpoints(group).items()
+    ]
+    return sorted(found, key=lambda e: (e.ip, e.port))
 
 
 def plan_ports(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kubewire import parse_time
 from localcluster.apiclient import ApiClient, JsonObject
 from localcluster.apiserver import InProcessClient, Store
 from localcluster.controllers.informer import Informer
-from localcluster.controllers.objects import is_deleting, parse_time, pod_is_active
+from localcluster.controllers.objects import is_deleting, pod_is_active
 from tests.localcluster.test_controllers_harness import (
     NS,
     change_image,

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from kubewire import parse_time
 from localcluster.apiclient import JsonObject
-from localcluster.controllers.objects import parse_time, pod_condition
+from localcluster.controllers.objects import pod_condition
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.virtualnode.lifecycle import (
     pod_prestop_s,
