@@ -1,38 +1,79 @@
-"""Packet capture with scapy's ``AsyncSniffer``, streamed to a pcap file, in its own process.
+"""Packet capture by tcpdump: libpcap's own ring reader and pcap writer, in its own process.
 
 A capture runs where the packets are: in the local cluster's client namespace (what clients
 see, through the LB) and in each node namespace (the Pod-facing side, after the NAT, where the
-backend Pod's IP is visible). A process cannot sniff another network namespace, so each capture
-is a small subprocess started behind an argv prefix (``ip netns exec NS``); on a real cluster
-the prefix is empty and the capture runs on this machine.
+backend Pod's IP is visible). A process cannot capture in another network namespace, so each
+capture is started behind an argv prefix (``nsenter --net=…``); on a real cluster the prefix is
+empty and the capture runs on this machine.
 
-Packets go to disk as they arrive (``PcapWriter``, never held in memory). libpcap's ``any``
-pseudo-interface is used so that Pod veths that appear during the run are covered; it yields
-Linux cooked (SLL) frames, which ``analyzer.read_pcap`` reads. On exit the capture writes a small
-JSON next to the pcap with the packet count and the kernel's drop count, which the runner puts
-in run.json. Without CAP_NET_RAW the capture fails fast with ``CaptureUnavailable``, and the
-run goes on without packets and says so.
+Why tcpdump and not a Python sniffer: at a few thousand requests/s a Python callback per packet
+falls behind the kernel ring and the kernel drops most packets (measured in
+docs/performance.md); tcpdump copies from the ring to the file in C and keeps up. Options, each
+for a reason:
+
+* ``-i any``: Pod veths appear during the run; the ``any`` pseudo-interface covers them. It
+  yields Linux cooked (SLL2) frames, which ``analyzer.read_pcap`` reads.
+* ``-B``: a kernel ring large enough to absorb bursts while tcpdump is not scheduled.
+* ``-s 256``: the headers plus the first bytes of HTTP (request and status lines).
+* ``--time-stamp-precision nano``: timestamps at the resolution the analysis joins on.
+* ``--immediate-mode`` and ``-U``: each packet is handed over and written as it arrives, so the
+  file is complete up to the last packet when tcpdump stops. Without them libpcap hands packets
+  over in blocks (up to 1 s late) and a stop discards the block still being filled.
+
+On SIGTERM tcpdump prints "N packets captured / N packets received by filter / N packets dropped
+by kernel"; ``stop()`` parses them into ``<capture>.stats.json`` next to the pcap, which the
+runner copies into run.json. When tcpdump is missing the capture fails fast with
+``CaptureUnavailable`` naming the Debian package, and the run goes on without packets and says
+so.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import json
+import re
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-_READY_MARK = "capture-ready"
+import numpy as np
+
+from analyzer.pcap_formats import scan_pcap
+
+TCPDUMP = "tcpdump"
+#: Kernel ring per capture, KiB. At the ~20,000 packets/s per capture point measured with hey
+#: (docs/performance.md), with 256-byte snaps, it holds seconds of packets while tcpdump waits
+#: for a CPU (16 MiB kept every packet at 2,900 req/s; the margin is for bursts, slower hosts).
+KERNEL_BUFFER_KIB = 32768
+#: Captured bytes per packet: cooked header (20) + IP and TCP headers with options (≤ 120) and
+#: the rest of HTTP's first line ("GET /path HTTP/1.1", "HTTP/1.1 503 Service Unavailable").
+SNAPLEN = 256
+#: tcpdump writes each packet within milliseconds of its arrival (immediate mode, -U), so a file
+#: that has not grown for this long means the ring is drained; longer than a scheduling stall of
+#: the capture process on a loaded 2-core machine.
+DRAIN_QUIET_S = 0.5
+#: A capture whose filter keeps matching (other clients of a real cluster's LB) never goes
+#: quiet: stop it anyway after this long.
+DRAIN_LIMIT_S = 5.0
+_LISTENING = "listening on"
+_STATS = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)$")
 
 
 class CaptureUnavailable(RuntimeError):
-    """Packet capture is not permitted here (no root / CAP_NET_RAW, or no libpcap)."""
+    """Packet capture is not possible here (no tcpdump, no root / CAP_NET_RAW, bad filter)."""
+
+
+@dataclass(frozen=True)
+class TcpdumpStats:
+    """tcpdump's exit statistics (libpcap's ``pcap_stats``)."""
+
+    captured: int  # packets written to the file
+    received_by_filter: int  # packets the kernel's filter accepted, dropped ones included
+    kernel_drops: int  # packets the kernel dropped because the ring was full
 
 
 @dataclass
@@ -41,56 +82,143 @@ class CaptureResult:
     packets: int
     kernel_drops: int | None
     error: str | None = None
+    received_by_filter: int | None = None
+
+    def status_reasons(self) -> list[str]:
+        """What keeps this capture from being complete, in words for run.json's reasons."""
+        reasons = [self.error] if self.error else []
+        if self.kernel_drops:
+            seen = self.packets + self.kernel_drops
+            reasons.append(
+                f"the kernel dropped {self.kernel_drops} of {seen} packets "
+                f"({100 * self.kernel_drops / seen:.1f} %): connections may be incomplete"
+            )
+        return reasons
+
+
+def tcpdump_argv(output: Path, bpf_filter: str) -> list[str]:
+    """The capture command (see the module docstring for why each option)."""
+    return [
+        TCPDUMP,
+        "-i",
+        "any",
+        "-B",
+        str(KERNEL_BUFFER_KIB),
+        "-s",
+        str(SNAPLEN),
+        "--time-stamp-precision",
+        "nano",
+        "--immediate-mode",
+        "-U",
+        "-w",
+        str(output),
+        bpf_filter,
+    ]
+
+
+def parse_tcpdump_stats(stderr: str) -> TcpdumpStats | None:
+    """The statistics tcpdump prints on exit; None when any of the three lines is missing
+    (killed, crashed, or stopped before it started capturing)."""
+    found: dict[str, int] = {}
+    for line in stderr.splitlines():
+        match = _STATS.match(line.strip())
+        if match:
+            found[match.group(2)] = int(match.group(1))
+    try:
+        return TcpdumpStats(
+            found["captured"], found["received by filter"], found["dropped by kernel"]
+        )
+    except KeyError:
+        return None
+
+
+def count_pcap_records(path: Path) -> int:
+    """Packets in a (possibly truncated) pcap file, for when tcpdump could not say."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    return len(scan_pcap(data, np.frombuffer(data, dtype=np.uint8)).data_start)
+
+
+def wait_until_quiet(path: Path, quiet_s: float, limit_s: float) -> bool:
+    """Wait until ``path`` has not been written for ``quiet_s`` (True) or ``limit_s`` passed."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            idle = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if idle >= quiet_s:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(quiet_s - idle, left))
 
 
 class CaptureProcess:
-    """One capture subprocess: ``start()`` returns once the sniffer is listening."""
+    """One tcpdump process: ``start()`` returns once it is listening; ``request_stop()`` lets
+    several drain in parallel; ``stop()`` waits, writes the stats file and returns the result."""
 
     def __init__(self, output: Path, bpf_filter: str, exec_prefix: list[str] | None = None) -> None:
         self.output = output
         self.stats_path = output.with_suffix(".stats.json")
-        self._argv = [
-            *(exec_prefix or []),
-            sys.executable,
-            "-m",
-            "rolltrace.capture",
-            "--output",
-            str(output),
-            "--filter",
-            bpf_filter,
-        ]
+        self._argv = [*(exec_prefix or []), *tcpdump_argv(output, bpf_filter)]
         self._process: subprocess.Popen[str] | None = None
+        self._stderr: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._drain: threading.Thread | None = None
 
     def start(self, timeout_s: float = 15.0) -> None:
+        if shutil.which(TCPDUMP) is None:
+            raise CaptureUnavailable(
+                "tcpdump is not installed: install the Debian package 'tcpdump' "
+                "(scripts/install-system-deps does)"
+            )
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
             self._argv,
-            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            stdin=subprocess.DEVNULL,
         )
-        ready = threading.Event()
-        stdout = self._process.stdout
-        assert stdout is not None
-
-        def watch_ready() -> None:
-            for line in stdout:
-                if line.strip() == _READY_MARK:
-                    ready.set()
-                    return
-
-        threading.Thread(target=watch_ready, daemon=True).start()
-        if not ready.wait(timeout_s):
+        listening = threading.Event()
+        assert self._process.stderr is not None
+        self._reader = threading.Thread(
+            target=self._read_stderr, args=(self._process.stderr, listening), daemon=True
+        )
+        self._reader.start()
+        listening.wait(timeout_s)
+        if not any(_LISTENING in line for line in self._stderr):
             self._process.kill()
-            _, err = self._process.communicate(timeout=5)
+            self._process.wait()
+            self._reader.join()
+            said = "".join(self._stderr).strip()[-400:] or f"nothing within {timeout_s:.0f} s"
             raise CaptureUnavailable(
-                f"capture to {self.output.name} did not start: {err.strip()[-400:] or 'no output'}"
+                f"tcpdump did not start capturing to {self.output.name}: {said}"
             )
 
+    def _read_stderr(self, stream: IO[str], listening: threading.Event) -> None:
+        """Keep all of tcpdump's stderr (its exit statistics come last); flag "listening on"."""
+        for line in stream:
+            self._stderr.append(line)
+            if _LISTENING in line:
+                listening.set()
+        listening.set()  # it exited: start() need not wait for its timeout
+
     def request_stop(self) -> None:
-        """Signal the capture to finish (several can drain in parallel before ``stop``)."""
-        if self._process is not None and self._process.poll() is None:
+        """Let tcpdump write what the ring still holds, then signal it (in the background)."""
+        if self._process is None or self._drain is not None:
+            return
+        self._drain = threading.Thread(target=self._drain_then_terminate, daemon=True)
+        self._drain.start()
+
+    def _drain_then_terminate(self) -> None:
+        assert self._process is not None
+        wait_until_quiet(self.output, DRAIN_QUIET_S, DRAIN_LIMIT_S)
+        if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 10.0) -> CaptureResult:
@@ -98,82 +226,39 @@ class CaptureProcess:
         if process is None:
             return CaptureResult(self.output, 0, None, "never started")
         self.request_stop()
+        assert self._drain is not None and self._reader is not None
+        self._drain.join()
         try:
-            _, err = process.communicate(timeout=timeout_s)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, err = process.communicate()
-        try:
-            stats = json.loads(self.stats_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return CaptureResult(self.output, 0, None, (err or "no statistics").strip()[-400:])
-        return CaptureResult(self.output, int(stats["packets"]), stats.get("kernel_drops"))
+            process.wait()
+        self._reader.join()
+        result = self._result(process.returncode)
+        self._write_stats(result)
+        return result
 
+    def _result(self, returncode: int) -> CaptureResult:
+        stderr = "".join(self._stderr)
+        stats = parse_tcpdump_stats(stderr)
+        if stats is None:
+            tail = stderr.strip()[-300:] or "no output"
+            return CaptureResult(
+                self.output,
+                count_pcap_records(self.output),
+                None,
+                f"tcpdump exited with status {returncode} without its packet statistics, "
+                f"so kernel drops are unknown ({tail})",
+            )
+        return CaptureResult(
+            self.output, stats.captured, stats.kernel_drops, None, stats.received_by_filter
+        )
 
-class _PcapStat(ctypes.Structure):
-    _fields_ = [
-        ("ps_recv", ctypes.c_uint),
-        ("ps_drop", ctypes.c_uint),
-        ("ps_ifdrop", ctypes.c_uint),
-    ]
-
-
-def _kernel_drops(sock: Any) -> int | None:
-    """Packets the kernel dropped for this capture (libpcap's pcap_stats), when available."""
-    try:
-        libpcap = ctypes.CDLL("libpcap.so.0.8")
-        stat = _PcapStat()
-        handle = sock.pcap_fd.pcap
-        if libpcap.pcap_stats(handle, ctypes.byref(stat)) != 0:
-            return None
-        return int(stat.ps_drop)
-    except (OSError, AttributeError):
-        return None
-
-
-def _run(output: Path, bpf_filter: str, interface: str) -> int:
-    from scapy.all import AsyncSniffer, PcapWriter, conf
-
-    conf.use_pcap = True
-    try:
-        sock = conf.L2listen(iface=interface, filter=bpf_filter)
-    except Exception as exc:  # permission or libpcap problems: say exactly which
-        print(f"cannot open capture on {interface!r}: {exc}", file=sys.stderr)
-        return 2
-    writer = PcapWriter(str(output), sync=False, nano=True)
-    count = [0]
-
-    def write(packet: Any) -> None:
-        writer.write(packet)
-        count[0] += 1
-
-    sniffer = AsyncSniffer(opened_socket=sock, prn=write, store=False)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    sniffer.start()
-    time.sleep(0.2)  # the sniffer thread is inside its receive loop once this passes
-    print(_READY_MARK, flush=True)
-    stopping.wait()
-    # libpcap hands packets over in batches; let the last batch arrive before stopping.
-    time.sleep(0.5)
-    drops = _kernel_drops(sock)
-    sniffer.stop()
-    writer.close()
-    output.with_suffix(".stats.json").write_text(
-        json.dumps({"packets": count[0], "kernel_drops": drops})
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="rolltrace capture process (internal)")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--filter", required=True)
-    parser.add_argument("--interface", default="any")
-    args = parser.parse_args(argv)
-    return _run(args.output, args.filter, args.interface)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def _write_stats(self, result: CaptureResult) -> None:
+        stats = {
+            "packets": result.packets,
+            "kernel_drops": result.kernel_drops,
+            "received_by_filter": result.received_by_filter,
+            "error": result.error,
+        }
+        self.stats_path.write_text(json.dumps(stats))

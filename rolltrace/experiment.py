@@ -27,10 +27,11 @@ from typing import Any, Literal, Protocol
 
 from analyzer.rundir import Capture, RunMeta, RunPaths, write_run_meta
 from analyzer.schema import SCHEMA_VERSION, RunStatus
+from kubewire import format_time
 from loadgen.runner import LoadPlan, LoadRunner
 from rolltrace import __version__
 from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
-from rolltrace.kube import Kube, KubeError, RolloutState, now_iso
+from rolltrace.kube import Kube, KubeError, RolloutState
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import Scenario
 from rolltrace.watch import ClusterWatcher
@@ -160,7 +161,7 @@ class Experiment:
             load = self._start_load(session, ip, port)
             self._mark("load_start")
             self._wait(self.scenario.load.before_s, load)
-            kube.trigger_rollout(name, rollout_patch(self.scenario, now_iso()))
+            kube.trigger_rollout(name, rollout_patch(self.scenario, format_time()))
             self._mark("rollout_trigger")
             kube.wait_rollout(
                 name,
@@ -197,8 +198,7 @@ class Experiment:
             for capture, process in self.captures:
                 result = process.stop()
                 self.capture_results.append(result)
-                if result.error:
-                    self.reasons.append(f"{capture.file}: {result.error}")
+                self.reasons.extend(f"{capture.file}: {r}" for r in result.status_reasons())
             if self.captures:
                 self._mark("captures_stopped")
             if watcher is not None:
@@ -302,7 +302,8 @@ class Experiment:
     def _write_meta(self, status: RunStatus, session: Session | None) -> RunMeta:
         captures = []
         for (capture, _), result in zip(self.captures, self.capture_results, strict=False):
-            captures.append(capture.model_copy(update={"kernel_drops": result.kernel_drops}))
+            counts = {"kernel_drops": result.kernel_drops, "packets": result.packets}
+            captures.append(capture.model_copy(update=counts))
         meta = RunMeta(
             schema_version=SCHEMA_VERSION,
             run_id=self.paths.root.name,

@@ -61,7 +61,7 @@ def test_ctrl_c_keeps_a_partial_run_and_leaves_nothing_behind(tmp_path: Path) ->
     assert (run_dir / "requests.parquet").stat().st_size > 0
     assert (run_dir / "analysis" / "summary.json").exists()  # a partial run is still analyzed
     assert not [n for n in _netns() if n.startswith("rtrun")], "namespaces left behind"
-    leftovers = subprocess.run(["pgrep", "-f", "localcluster|locust|demoapp|rolltrace.capture"],
+    leftovers = subprocess.run(["pgrep", "-f", "localcluster|locust|demoapp|tcpdump"],
                                capture_output=True, text=True).stdout.split()  # fmt: skip
     assert [pid for pid in leftovers if _mine(int(pid), tmp_path)] == []
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from kubernetes import config as k8s_config
 
+from kubewire import format_time
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
-from rolltrace.kube import Kube, KubeError, NotOurs, ServiceTraits, Workload, now_iso
+from rolltrace.kube import Kube, KubeError, NotOurs, ServiceTraits, Workload
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import parse_scenario
 
@@ -37,7 +38,7 @@ def test_apply_patch_trigger_and_ownership(tmp_path: Path) -> None:
         assert kube.apps.read_namespaced_deployment("demoapp", "rt-test").spec.replicas == 5
 
         generation = kube.rollout_state("demoapp").generation
-        kube.trigger_rollout("demoapp", rollout_patch(SCENARIO, now_iso()))
+        kube.trigger_rollout("demoapp", rollout_patch(SCENARIO, format_time()))
         dep = kube.apps.read_namespaced_deployment("demoapp", "rt-test")
         assert "kubectl.kubernetes.io/restartedAt" in dep.spec.template.metadata.annotations
         assert kube.rollout_state("demoapp").generation == generation + 1
@@ -48,11 +49,11 @@ def test_apply_patch_trigger_and_ownership(tmp_path: Path) -> None:
         with pytest.raises(NotOurs, match="--target-existing theirs"):
             kube.apply(deployment(SCENARIO, name="theirs"))
         with pytest.raises(NotOurs):
-            kube.trigger_rollout("theirs", rollout_patch(SCENARIO, now_iso()))
+            kube.trigger_rollout("theirs", rollout_patch(SCENARIO, format_time()))
         kube.delete_managed("theirs")  # never deletes what it did not create
         assert kube.apps.read_namespaced_deployment("theirs", "rt-test")
         Kube(kube.api_client, "rt-test", target_existing="theirs").trigger_rollout(
-            "theirs", rollout_patch(SCENARIO, now_iso())
+            "theirs", rollout_patch(SCENARIO, format_time())
         )
 
 
