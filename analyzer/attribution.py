@@ -7,41 +7,51 @@ their confidences are documented for people in ``docs/causes.md``; keep both in 
 Two steps, so that each can be tested on its own:
 
 * ``cluster_state_at`` / ``failure_features`` gather, per failed request, the facts a rule may
-  look at (the Pod and its state, the connection and how it ended, how many endpoints were
-  ready, whether a node lacked a local endpoint).
+  look at: the Pod and the state it was in at that moment (from the ``pod_states`` intervals:
+  restarts, readiness flips, the grace period's end), the connection and how it ended, how many
+  endpoints were ready, whether a node had lost its local endpoint. Every timing they compare
+  with comes from the run itself (measured propagation, observed warm-up and idle closes, probe
+  and LB settings in run.json, the Pod's own grace period); the few constants left say why.
 * ``decide`` applies the rules in a fixed order (first match wins) with ``numpy.select``: a
   rollout that fails 100k requests is decided in one pass, not one Python call per request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from analyzer import joins
-from analyzer.schema import FAILURES, Cause, ErrorKind, PodMatch, check_frame
+from analyzer import joins, metrics
+from analyzer.schema import FAILURES, Cause, ErrorKind, PodMatch, PodState, check_frame
 
-#: "A short time after Ready": an application whose readiness passes before it can serve fails
-#: its first requests within this window.
-NOT_READY_GRACE_MS = 10_000.0
 #: A server close seen at most this long after the request started still raced the request: the
-#: FIN and the request crossed on the wire (about one round trip, generously).
+#: FIN (or bare RST) and the request crossed on the wire (about one round trip, generously).
 RACE_CROSSING_MS = 50.0
 #: Without packets, a reused connection that failed this fast never had the request served.
 FAST_FAILURE_MS = 20.0
-#: How long after the Service's ready endpoints reappeared a node's rules may still have
-#: none (kube-proxy sync lag: ~1 s by default, seconds in big clusters).
-RULES_LAG_ALLOWANCE_MS = 5_000.0
-#: A second is congested when its p90 latency exceeds this many times the run's typical latency.
+#: Rules lag assumed when the run measured no propagation: kube-proxy's default minSyncPeriod
+#: (1 s) is how long after a slice change a node's rules may still show the old endpoints.
+DEFAULT_RULES_LAG_MS = 1_000.0
+#: A second is congested when its p90 latency exceeds this many times the run's typical latency
+#: (an order of magnitude of queueing, far above request-to-request jitter).
 CONGESTION_FACTOR = 5.0
 _SECOND_NS = 1_000_000_000
-#: A deletion the watch reported this long after the request started still explains it (watch
-#: delivery lags the API server by up to a few hundred ms).
+#: A Pod transition the watch reported this long after the request started still explains it
+#: (watch delivery lags the API server by up to a few hundred ms).
 WATCH_LAG_MS = 500.0
-#: How long after its deletion a Pod may still receive new connections from lagging rules.
-LAG_HORIZON_MS = 30_000.0
+#: A bare RST closes a keep-alive connection the server found idle when the request met it
+#: after at least this share of the run's usual server idle close (p90 of observed idle
+#: closes): a request in steady traffic follows the previous one far sooner.
+IDLE_TIMEOUT_SHARE = 0.5
+#: Exit code of a container killed by SIGKILL (128 + 9): the kubelet's kill at the grace end.
+SIGKILL_EXIT_CODE = 137
+#: The kubelet never gives a container less than this after its preStop hook returns, even when
+#: the hook used up the grace period: the SIGKILL comes up to this long after the grace ends.
+KUBELET_MIN_GRACE_S = 2.0
 
 _CONNECT_FAILURES = tuple(joins.CONNECT_FAILURES)
 _CUT_KINDS = (ErrorKind.RESET.value, ErrorKind.EOF.value)
@@ -52,12 +62,29 @@ _DIRECT_POD = (PodMatch.HEADER.value, PodMatch.NODE_CAPTURE.value)
 class ServiceContext:
     """What attribution needs to know about the Service beyond the tables."""
 
-    desired_replicas: int | None  # None: unknown, the overload rule then never fires
+    desired_replicas: int | None  # None: unknown, capacity is then never called short
     local_policy: bool  # externalTrafficPolicy: Local
     nodes: tuple[str, ...]  # nodes the LB may send to (for lb-lag)
     # The LB sends straight to Pod IPs (AWS/GKE "IP mode"): kube-proxy is not on the path, so
     # a new connection that met a Pod no longer serving was sent there by the LB's lag.
     lb_targets_pods: bool = False
+    # How long a node's rules may trail the slices (the run's longest measured propagation,
+    # else DEFAULT_RULES_LAG_MS)
+    rules_lag_ms: float = DEFAULT_RULES_LAG_MS
+    # How long before the watch shows a Pod NotReady its app may already fail: the readiness
+    # probe's period × failureThreshold + timeout (run.json scenario.pod.readiness_probe);
+    # None: unknown, then only "no success between the failure and NotReady" bounds it
+    readiness_detect_ms: float | None = None
+    # How long an LB keeps sending to a node after its last local endpoint left: health-check
+    # interval × unhealthy threshold + timeout (run.json scenario.cluster.lb); None: unknown,
+    # then a node lacks a local endpoint from losing its last one until it gets one again
+    lb_unhealthy_after_ms: float | None = None
+    # kube-proxy sends to serving terminating endpoints when a node has no ready one (KEP-1669,
+    # on by default since Kubernetes 1.28): such an endpoint keeps the node usable
+    terminating_fallback: bool = True
+    # Per node, how long its rules were seen to trail the slices (measured propagation through
+    # that node, under Local policy the capture's node); rules_lag_ms where not measured
+    rules_lag_by_node_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _step_count(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -93,34 +120,60 @@ def _recently_below(
     return _step_count(t, low_from, low_to + allowance) > 0
 
 
+def _nodes_lacking_local(
+    t: np.ndarray, endpoints: pd.DataFrame, context: ServiceContext
+) -> np.ndarray:
+    """How many nodes had lost their last usable local endpoint (ready, or serving while
+    terminating where the fallback applies) recently enough that the LB may still send to them.
+    A node sees the EndpointSlice one rules lag late, both ways: it keeps sending to the old Pod
+    until its rules catch up with the loss, and it drops traffic until they catch up with the
+    next local endpoint. So each node's endpoint intervals are shifted by its rules lag: none at
+    t, one before, and — when the LB's health check timing is known — lost less than that long
+    ago. A node that never had a Pod was never healthy to the LB: never counted."""
+    lacking = np.zeros(len(t), dtype="int64")
+    if not context.local_policy:
+        return lacking
+    usable = endpoints["ready"].astype(bool)
+    if context.terminating_fallback:
+        usable |= endpoints["serving"].astype(bool)
+    horizon = np.inf if context.lb_unhealthy_after_ms is None else context.lb_unhealthy_after_ms
+    for node in context.nodes:
+        on_node = endpoints[usable & (endpoints["node"].astype("string") == node)]
+        starts, ends = _interval_bounds(on_node)
+        if len(starts) == 0:
+            continue
+        lag_ns = context.rules_lag_by_node_ms.get(node, context.rules_lag_ms) * 1e6
+        starts, ends = starts + lag_ns, ends + lag_ns
+        ends_sorted = np.sort(ends)
+        last = np.searchsorted(ends_sorted, t, side="right") - 1
+        since_lost = t - np.where(last >= 0, ends_sorted[np.maximum(last, 0)], np.nan)
+        recent = (since_lost >= 0) & (since_lost <= horizon * 1e6)
+        lacking += ((_step_count(t, starts, ends) == 0) & recent).astype("int64")
+    return lacking
+
+
 def cluster_state_at(
     times: pd.Series, endpoints: pd.DataFrame, context: ServiceContext
 ) -> pd.DataFrame:
     """Per time: ready endpoints; whether the Service had no ready endpoint recently enough that
-    a node's rules may still have shown none;
-    whether ready endpoints were below the desired replicas recently enough for the backlog to
-    persist; how many nodes had no local ready endpoint."""
+    a node's rules may still have shown none (within the run's rules lag);
+    whether ready endpoints were below the desired replicas; how many nodes had recently lost
+    their last local ready endpoint (``_nodes_lacking_local``)."""
     t = times.to_numpy(dtype="float64")
     ready = endpoints[endpoints["ready"].astype(bool)]
     starts, ends = _interval_bounds(ready)
     # ready only: serving-while-terminating endpoints are a fallback some proxies lack (KEP-1669),
     # and where the fallback works a refusal shows on the Pod's node instead
-    no_endpoints = _recently_below(t, starts, ends, 1, RULES_LAG_ALLOWANCE_MS * 1e6)
+    no_endpoints = _recently_below(t, starts, ends, 1, context.rules_lag_ms * 1e6)
     short = np.zeros(len(t), dtype=bool)
     if context.desired_replicas:
         short = _recently_below(t, starts, ends, context.desired_replicas, 0.0)
-    lacking = np.zeros(len(t), dtype="int64")
-    if context.local_policy:
-        for node in context.nodes:
-            on_node = ready[ready["node"].astype("string") == node]
-            node_starts, node_ends = _interval_bounds(on_node)
-            lacking += (_step_count(t, node_starts, node_ends) == 0).astype("int64")
     return pd.DataFrame(
         {
             "ready_endpoints": _step_count(t, starts, ends),
             "no_endpoints_recently": no_endpoints,
             "capacity_short": short,
-            "nodes_lacking_local": lacking,
+            "nodes_lacking_local": _nodes_lacking_local(t, endpoints, context),
         },
         index=times.index,
     )
@@ -146,6 +199,10 @@ def previous_request_end(requests: pd.DataFrame, of: pd.Index) -> pd.Series:
     return pd.Series(values, index=of)
 
 
+def _as_float(series: pd.Series) -> np.ndarray:
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
 def failure_features(
     requests: pd.DataFrame,
     client_conns: pd.DataFrame,
@@ -154,14 +211,57 @@ def failure_features(
     context: ServiceContext,
     has_packets: bool,
     gaps: np.ndarray | None = None,
+    pod_intervals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The facts ``decide`` looks at, one row per failed request.
 
     ``requests`` is the joined requests table: REQUESTS plus ``conn_key`` (the client-capture
     connection), ``pod_matched`` and ``pod_method`` (see ``analyzer.joins``). ``gaps``: the
-    watch's GAP markers as rows (since_ns, recv_ns).
+    watch's GAP markers as rows (since_ns, recv_ns). ``pod_intervals``: the ``POD_STATES``
+    table (Pod state over time); without it only the first transitions of ``pods`` are known.
     """
     failed = requests[requests["error_kind"] != ErrorKind.OK.value]
+    states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods, gaps)
+    features = _request_facts(requests, failed, client_conns, has_packets, states)
+    features = features.join(states)
+    features["server_idle_close_ms"] = server_idle_close_ms(client_conns)
+    features["aborted_busy"] = _aborted_busy_connections(features)
+    ok = requests[(requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()]
+    served = pd.DataFrame(
+        {"pod": ok["pod_matched"].astype(str), "t": ok["start_ns"], "new": ok["conn_new"]}
+    )
+    features = features.join(_warmup_facts(requests, failed, pods))
+    # the client saw the cut when the server closed (packets) or when the request ended
+    start, end = _as_float(failed["start_ns"]), _as_float(failed["end_ns"])
+    server_close = start + _ms(features, "server_close_ms") * 1e6
+    cut_ns = np.where(np.isnan(server_close), end, np.fmax(server_close, start))
+    if pod_intervals is not None:
+        features = features.join(
+            pod_interval_facts(failed, cut_ns, pods, pod_intervals, context, served, gaps)
+        )
+        known = features["interval_state"].notna()
+        features.loc[known, "pod_state"] = features.loc[known, "interval_state"]
+    else:
+        features = features.join(_no_interval_facts(failed.index))
+    features = features.join(cluster_state_at(failed["start_ns"], endpoints, context))
+    second = failed["start_ns"].to_numpy(dtype="int64") // _SECOND_NS
+    congested, after_shortage = congested_seconds(requests, endpoints, context)
+    features["capacity_short_recently"] = features["capacity_short"].to_numpy(dtype=bool) | (
+        np.isin(second, after_shortage)
+    )
+    features["congested"] = np.isin(second, congested)
+    return features
+
+
+def _request_facts(
+    requests: pd.DataFrame,
+    failed: pd.DataFrame,
+    client_conns: pd.DataFrame,
+    has_packets: bool,
+    states: pd.DataFrame,
+) -> pd.DataFrame:
+    """Per failed request: what the request and its client connection show (reuse, age, idle,
+    how and when the server closed it) and whether the Pod's deletion preceded its end."""
     idle_since = previous_request_end(requests, failed.index)
     conns = client_conns.set_index("conn_key")
     key = failed["conn_key"]
@@ -171,18 +271,13 @@ def failure_features(
             return pd.Series(pd.NA, index=failed.index)
         return joins.lookup(key, conns[name])
 
-    def as_float(series: pd.Series) -> np.ndarray:
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
     start = failed["start_ns"].to_numpy(dtype="float64")
     end = failed["end_ns"].to_numpy(dtype="float64")
-    established = as_float(conn_col("established_ns"))
-    server_fin = as_float(conn_col("server_fin_ns"))
-    server_rst = as_float(conn_col("server_rst_ns"))
+    server_fin = _as_float(conn_col("server_fin_ns"))
+    server_rst = _as_float(conn_col("server_rst_ns"))
     server_close = np.fmin(server_fin, server_rst)
-    states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods, gaps)
-    deletion = start - states["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan) * 1e6
-    features = pd.DataFrame(
+    deletion = start - _ms(states, "ms_since_deletion") * 1e6
+    return pd.DataFrame(
         {
             "request_id": failed["request_id"],
             "start_ns": failed["start_ns"],
@@ -195,58 +290,276 @@ def failure_features(
             # a refused or unanswered SYN opened no connection to reuse, whatever the recorder says
             "conn_reused": ~failed["conn_new"].astype(bool)
             & ~failed["error_kind"].isin(_CONNECT_FAILURES),
-            "conn_age_ms": pd.array((start - established) / 1e6, dtype="Float64"),
+            "conn_age_ms": pd.array(
+                (start - _as_float(conn_col("established_ns"))) / 1e6, dtype="Float64"
+            ),
             "conn_outcome": conn_col("outcome").astype("string"),
             "server_close_ms": pd.array((server_close - start) / 1e6, dtype="Float64"),
             # an orderly close answered by a reset: the peer's data hit a closed socket
             "fin_then_rst": server_rst >= server_fin,
+            # a reset with no FIN before it: the server aborted the connection
+            "bare_rst": ~np.isnan(server_rst) & ~(server_fin <= server_rst),
             "has_packets": has_packets & key.notna(),
-            "idle_ms": pd.array((start - as_float(idle_since)) / 1e6, dtype="Float64"),
+            "idle_ms": pd.array((start - _as_float(idle_since)) / 1e6, dtype="Float64"),
             "pod_deleted_by_end": deletion <= end,
         },
         index=failed.index,
     )
-    # A Pod that already answered successfully could serve: a later failure there is not
-    # not-ready, however recently it turned Ready (e.g. SYNs dropped by an overloaded host).
+
+
+def _aborted_busy_connections(features: pd.DataFrame) -> np.ndarray:
+    """Whether the request's Pod, at the moment it reset this connection (within the crossing
+    window), also reset another connection whose request it had long received: an app that
+    aborts busy connections is exiting, so its resets at that moment cut requests in flight
+    rather than closing idle keep-alive connections (which a draining app does alone)."""
+    close_ms = _ms(features, "server_close_ms")
+    at = features["start_ns"].to_numpy(dtype="float64") + close_ms * 1e6
+    bare = features["bare_rst"].to_numpy(dtype=bool)
+    busy = bare & (close_ms > RACE_CROSSING_MS)
+    pods = features["pod"].astype("string")
+    table = pd.DataFrame({"pod": pods[busy].to_numpy(), "t": at[busy], "hit": 1.0})
+    table = table.dropna(subset=["pod"])
+    earlier = _asof(pods, at, table.assign(seen=table["t"]), "backward")["seen"].to_numpy()
+    later = _asof(pods, at, table.assign(seen=table["t"]), "forward")["seen"].to_numpy()
+    window = RACE_CROSSING_MS * 1e6
+    near = (np.abs(at - earlier) <= window) | (np.abs(later - at) <= window)
+    return np.asarray(bare & ~busy & near, dtype=bool)
+
+
+def server_idle_close_ms(client_conns: pd.DataFrame) -> float:
+    """How long the server usually lets a keep-alive connection idle before closing it: the p90
+    of (first server FIN/RST − last response byte) over connections the server closed after
+    answering. NaN when no such close was captured (then a bare RST is never called a race)."""
+    if client_conns.empty:
+        return float("nan")
+    closed = client_conns[client_conns["bytes_s2c"] > 0]
+    close = np.fmin(_as_float(closed["server_fin_ns"]), _as_float(closed["server_rst_ns"]))
+    idle = (close - _as_float(closed["last_s2c_data_ns"])) / 1e6
+    idle = idle[idle > 0]
+    return float(np.percentile(idle, 90)) if len(idle) else float("nan")
+
+
+def _warmup_facts(requests: pd.DataFrame, failed: pd.DataFrame, pods: pd.DataFrame) -> pd.DataFrame:
+    """Whether each failed request's Pod had answered successfully before it (it could serve:
+    a later failure there is not not-ready, however recently it turned Ready) or only after it
+    (it was still warming up), and the run's longest observed warm-up: Ready → first success of
+    Pods made Ready while load was running."""
     ok = requests[requests["error_kind"] == ErrorKind.OK.value]
     first_ok = ok.groupby("pod_matched")["end_ns"].min()
-    served_since = failed["pod_matched"].map(first_ok)
-    served_ns = pd.to_numeric(served_since, errors="coerce").to_numpy(
-        dtype="float64", na_value=np.nan
+    served_ns = _as_float(failed["pod_matched"].map(first_ok))
+    t = failed["start_ns"].to_numpy(dtype="float64")
+    load_start = int(requests["start_ns"].min()) if len(requests) else 0
+    lead = metrics.readiness_lead(pods, requests, load_start).to_numpy(dtype="float64")
+    lead = lead[lead >= 0]  # negative: traffic came before the watch showed Ready
+    return pd.DataFrame(
+        {
+            "pod_served_before": served_ns < t,
+            "pod_served_after": served_ns >= t,
+            "warmup_limit_ms": float(lead.max()) if len(lead) else np.nan,
+        },
+        index=failed.index,
     )
-    features["pod_served_before"] = served_ns < failed["start_ns"].to_numpy(dtype="float64")
-    features = features.join(states)
-    features = features.join(cluster_state_at(failed["start_ns"], endpoints, context))
-    overloaded = congested_by_shortage(requests, endpoints, context)
-    second = failed["start_ns"].to_numpy(dtype="int64") // _SECOND_NS
-    features["capacity_short_recently"] = features["capacity_short"].to_numpy(dtype=bool) | (
-        np.isin(second, overloaded)
-    )
-    return features
 
 
-def congested_by_shortage(
-    requests: pd.DataFrame, endpoints: pd.DataFrame, context: ServiceContext
+def _no_interval_facts(index: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "interval_state": pd.array([pd.NA] * len(index), dtype="string"),
+            "in_restart": False,
+            "pod_unable": False,
+            "killed_at_grace": False,
+            "last_exit_code": pd.array([pd.NA] * len(index), dtype="Int64"),
+        },
+        index=index,
+    )
+
+
+def _episode_ends(iv: pd.DataFrame, ended: np.ndarray) -> np.ndarray:
+    """Per interval row: the start of the first row (itself included) of the same Pod where
+    ``ended`` holds, +inf when none does (rows sorted by uid, from_ns)."""
+    marks = pd.Series(np.where(ended, iv["from_ns"].to_numpy(dtype="float64"), np.nan))
+    return marks.groupby(iv["uid"].to_numpy()).bfill().fillna(np.inf).to_numpy(dtype="float64")
+
+
+def _restart_and_unready_episodes(iv: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pod, start, end) windows in which each Pod could not serve without being deleted.
+
+    A restart episode runs from the earliest moment its container exit can have happened
+    (``last_exit_ns``) until the Pod is Ready again (or deleted). An unready episode (a readiness
+    flip with no exit) runs from NotReady until Ready again."""
+    iv = iv.sort_values(["uid", "from_ns"], kind="stable").reset_index(drop=True)
+    state = iv["state"].astype(str).to_numpy()
+    by_pod = iv.groupby("uid", sort=False)
+    exit_ns = _as_float(iv["last_exit_ns"])
+    prev_exit = _as_float(by_pod["last_exit_ns"].shift())
+    prev_state = by_pod["state"].shift().astype("string").fillna("").to_numpy(dtype=object)
+    from_ns = iv["from_ns"].to_numpy(dtype="float64")
+    leaving = np.isin(state, (PodState.TERMINATING.value, PodState.GONE.value))
+    ended = iv["ready"].to_numpy(dtype=bool) | leaving
+    until = _episode_ends(iv, ended)
+    new_exit = ~np.isnan(exit_ns) & ~(exit_ns == prev_exit) & ~leaving
+
+    def entered(name: str) -> np.ndarray:
+        return np.asarray((state == name) & (prev_state != name), dtype=bool)
+
+    restart = new_exit | entered(PodState.RESTARTING.value)
+    restarts = pd.DataFrame(
+        {
+            "pod": iv["pod"].astype(str).to_numpy()[restart],
+            "from": np.fmin(np.where(new_exit, exit_ns, from_ns), from_ns)[restart],
+            "to": np.fmax(until, from_ns)[restart],
+        }
+    )
+    unready = entered(PodState.UNREADY.value)
+    unready_eps = pd.DataFrame(
+        {
+            "pod": iv["pod"].astype(str).to_numpy()[unready],
+            "from": from_ns[unready],
+            "to": until[unready],
+        }
+    )
+    return restarts, unready_eps
+
+
+def _asof(pods: pd.Series, t: np.ndarray, table: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """``merge_asof`` of (Pod, time) queries on ``table`` (columns pod, t, ...) by Pod: per
+    query row, the table row at or before (``backward``) or after (``forward``) the time, in
+    the queries' order (NaN where none)."""
+    known = pods.notna().to_numpy() & ~np.isnan(t)
+    out = pd.DataFrame(
+        {c: np.full(len(pods), np.nan) for c in table.columns if c not in ("pod", "t")}
+    )
+    if table.empty or not known.any():
+        return out
+    left_pod, right_pod = joins.shared_codes(pods[known], table["pod"])
+    left = pd.DataFrame({"i": np.flatnonzero(known), "pod": left_pod, "t": t[known]})
+    right = table.assign(pod=right_pod, t=table["t"].to_numpy(dtype="float64"))
+    merged = pd.merge_asof(
+        left.sort_values("t", kind="stable"),
+        right.sort_values("t", kind="stable"),
+        on="t",
+        by="pod",
+        direction=direction,  # type: ignore[arg-type]
+    )
+    for column in out.columns:
+        out.loc[merged["i"].to_numpy(), column] = merged[column].to_numpy(dtype="float64")
+    return out
+
+
+def _in_episode(pods: pd.Series, t: np.ndarray, episodes: pd.DataFrame) -> np.ndarray:
+    """Whether each (Pod, time) falls inside one of that Pod's episodes (pod, from, to)."""
+    table = pd.DataFrame({"pod": episodes["pod"], "t": episodes["from"], "to": episodes["to"]})
+    return np.asarray(t <= _asof(pods, t, table, "backward")["to"].to_numpy(), dtype=bool)
+
+
+def _failing_into_unready(
+    pods: pd.Series,
+    t: np.ndarray,
+    unready: pd.DataFrame,
+    served: pd.DataFrame,
+    detect_ms: float | None,
 ) -> np.ndarray:
-    """Seconds (start_ns // 1 s) of congestion episodes that began with too little capacity.
+    """Whether the Pod turned NotReady after ``t`` without answering successfully in between
+    (its app was already failing while the probe caught up), and — when the probe settings are
+    known — within the probe's detection time. ``served`` holds the successes that would prove
+    the Pod could serve this request: for a refused SYN only new connections count (an app that
+    closed its listener still answers on the connections it has)."""
+    nxt = _asof(
+        pods,
+        t,
+        pd.DataFrame({"pod": unready["pod"], "t": unready["from"]}).assign(at=unready["from"]),
+        "forward",
+    )["at"].to_numpy()
+    ok = _asof(pods, t, served.assign(at=served["t"]), "forward")["at"].to_numpy()
+    window = np.inf if detect_ms is None else detect_ms * 1e6
+    return np.asarray((nxt - t <= window) & ~(ok < nxt), dtype=bool)
 
-    A queue built while ready endpoints were below the desired replicas drains only after
-    capacity returns, so its timeouts outlive the shortage by as long as the backlog takes to
-    clear. An episode is a run of congested seconds (p90 latency > ``CONGESTION_FACTOR`` × the
-    run's median successful latency, one quiet second tolerated); it counts when any of its
-    seconds had a capacity shortage.
+
+def pod_interval_facts(
+    failed: pd.DataFrame,
+    cut_ns: np.ndarray,
+    pods: pd.DataFrame,
+    pod_intervals: pd.DataFrame,
+    context: ServiceContext,
+    served: pd.DataFrame,
+    gaps: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per failed request, from the Pod state intervals: the Pod's state at the request start;
+    whether the request (its start, or the cut for a cut) fell in a restart episode; whether
+    the Pod could not serve because of a readiness flip (``served``: successful requests as
+    pod, t); whether its cut came when SIGKILL ended the grace period (between deletion +
+    deletionGracePeriodSeconds and the observed termination, at most KUBELET_MIN_GRACE_S
+    later; last exit 137 or unknown)."""
+    pod = failed["pod_matched"].astype("string")
+    start = failed["start_ns"].to_numpy(dtype="float64")
+    kind = failed["error_kind"].astype(str).to_numpy()
+    at = np.where(np.isin(kind, _CUT_KINDS), cut_ns, start)
+    restarts, unready = _restart_and_unready_episodes(pod_intervals)
+    connect_failure = np.isin(kind, _CONNECT_FAILURES)
+    into_unready = [
+        _failing_into_unready(pod, start, unready, proof, context.readiness_detect_ms)
+        for proof in (served[["pod", "t"]], served.loc[served["new"].astype(bool), ["pod", "t"]])
+    ]
+    unable = _in_episode(pod, start, unready) | np.where(
+        connect_failure, into_unready[1], into_unready[0]
+    )
+    last = pod_intervals.sort_values("from_ns", kind="stable").drop_duplicates("pod", keep="last")
+    last = last.set_index("pod")
+    exit_code = joins.lookup(pod, last["last_exit_code"]).astype("Int64")
+    grace_s = _as_float(joins.lookup(pod, last["deletion_grace_s"]))
+    info = pods.drop_duplicates("pod", keep="last").set_index("pod")
+    lag = WATCH_LAG_MS * 1e6
+    # the SIGKILL comes at the grace end, or up to KUBELET_MIN_GRACE_S later when a preStop hook
+    # used the grace up; the observed termination bounds it from above when the watch saw it
+    grace_end = _as_float(joins.lookup(pod, info["deletion_ns"])) + grace_s * _SECOND_NS
+    gone = pod_intervals[pod_intervals["state"].astype("string") == PodState.GONE.value]
+    gone_at = _as_float(joins.lookup(pod, gone.groupby("pod")["from_ns"].min()))
+    exited_by = np.fmin(gone_at, grace_end + KUBELET_MIN_GRACE_S * _SECOND_NS + lag)
+    sigkill = exit_code.fillna(SIGKILL_EXIT_CODE).to_numpy(dtype="int64") == SIGKILL_EXIT_CODE
+    interval_state = joins.interval_state_at(pod, failed["start_ns"], pod_intervals, gaps)
+    return pd.DataFrame(
+        {
+            "interval_state": interval_state,
+            "in_restart": _in_episode(pod, at, restarts),
+            "pod_unable": unable,
+            "killed_at_grace": (at >= grace_end - lag)
+            & (at <= exited_by + lag)
+            & (start < exited_by)
+            & sigkill,
+            "last_exit_code": exit_code,
+        },
+        index=failed.index,
+    )
+
+
+def congested_seconds(
+    requests: pd.DataFrame, endpoints: pd.DataFrame, context: ServiceContext
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds (start_ns // 1 s) of congestion episodes, and of those that began with too little
+    capacity.
+
+    A second is congested when the p90 latency of the requests that reached a Pod (connect
+    failures never queued) exceeds ``CONGESTION_FACTOR`` × the run's median successful latency;
+    an episode is a run of congested seconds, one quiet second tolerated. A queue built while
+    ready endpoints were below the desired replicas drains only after capacity returns, so its
+    timeouts outlive the shortage; an episode counts as such when any of its seconds was short.
     """
-    if not context.desired_replicas or requests.empty:
-        return np.array([], dtype="int64")
-    start = requests["start_ns"].to_numpy(dtype="int64")
-    latency = (requests["end_ns"].to_numpy(dtype="int64") - start) / 1e6
-    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
+    none = np.array([], dtype="int64")
+    connected = requests[~requests["error_kind"].isin(_CONNECT_FAILURES)]
+    ok = (connected["error_kind"] == ErrorKind.OK.value).to_numpy()
     if not ok.any():
-        return np.array([], dtype="int64")
+        return none, none
+    start = connected["start_ns"].to_numpy(dtype="int64")
+    latency = (connected["end_ns"].to_numpy(dtype="int64") - start) / 1e6
     typical = float(np.median(latency[ok]))
     per_second = pd.Series(latency).groupby(start // _SECOND_NS).quantile(0.9)
     seconds = per_second.index.to_numpy(dtype="int64")
     congested = per_second.to_numpy() > CONGESTION_FACTOR * max(typical, 1.0)
+    # episodes: congested seconds, bridging single quiet seconds
+    bridged = congested.copy()
+    bridged[1:-1] |= congested[:-2] & congested[2:]
+    if not context.desired_replicas:
+        return seconds[bridged], none
     ready = endpoints[endpoints["ready"].astype(bool)]
     starts, ends = _interval_bounds(ready)
     short = _recently_below(
@@ -256,12 +569,143 @@ def congested_by_shortage(
         context.desired_replicas,
         float(_SECOND_NS),
     )
-    # episodes: congested seconds, bridging single quiet seconds
-    bridged = congested.copy()
-    bridged[1:-1] |= congested[:-2] & congested[2:]
     episode = np.cumsum(np.r_[True, ~bridged[:-1] | ~bridged[1:] | (np.diff(seconds) > 2)])
     flagged = pd.Series(short & bridged).groupby(episode).transform("any").to_numpy()
-    return np.asarray(seconds[bridged & flagged], dtype="int64")
+    return seconds[bridged], np.asarray(seconds[bridged & flagged], dtype="int64")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One attribution rule: where it holds, the cause it gives, how sure, and its evidence
+    template (the name docs/causes.md lists it under)."""
+
+    when: np.ndarray
+    cause: Cause
+    confidence: float
+    template: str
+
+
+def _flag(f: pd.DataFrame, name: str) -> np.ndarray:
+    return f[name].fillna(False).to_numpy(dtype=bool)
+
+
+def _ms(f: pd.DataFrame, name: str) -> np.ndarray:
+    return f[name].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _pod_terms(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """What the Pod's record says: leaving (deletion observed), new (not yet able to serve),
+    cannot serve (new, or a readiness flip), deleted long ago."""
+    state = f["pod_state"].astype("string").fillna("unknown").to_numpy(dtype=object)
+    since_deletion = _ms(f, "ms_since_deletion")
+    # a Ready Pod is still warming up until its first success (seen later, or within the run's
+    # longest observed warm-up); one that already served could serve
+    warming = (state == PodState.READY.value) & ~_flag(f, "pod_served_before")
+    warming &= _flag(f, "pod_served_after") | (
+        _ms(f, "ms_since_ready") <= _ms(f, "warmup_limit_ms")
+    )
+    new = np.isin(state, (PodState.PENDING.value, PodState.STARTING.value)) | warming
+    return {
+        # NaN comparisons are False: a Pod never deleted is never leaving; no upper bound, since
+        # a node's rules may lag any time (a Pod seen on the wire after its deletion is proof)
+        "leaving": since_deletion >= -WATCH_LAG_MS,
+        "new": new,
+        "cannot_serve": new | _flag(f, "pod_unable"),
+        "long_deleted": since_deletion > joins.INFERENCE_HORIZON_NS / 1e6,
+    }
+
+
+def _close_terms(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """How and when the server closed the request's connection, relative to the request."""
+    server_close = _ms(f, "server_close_ms")
+    # the server closed before the request reached it, or the two crossed on the wire: after a
+    # FIN its own RST answered, or with a bare RST while it was closing the connection idle
+    # (after an idle like its usual idle close, or while the Pod shut down; a bare RST from a
+    # live Pod on a busy connection cut a request in flight)
+    crossing = server_close <= RACE_CROSSING_MS
+    race_close = _flag(f, "fin_then_rst") & crossing
+    idle_like = _ms(f, "idle_ms") >= IDLE_TIMEOUT_SHARE * _ms(f, "server_idle_close_ms")
+    rst_race = _flag(f, "bare_rst") & crossing & (idle_like | _flag(f, "pod_deleted_by_end"))
+    rst_race &= ~_flag(f, "aborted_busy")
+    fast_cut = ~_flag(f, "has_packets") & f["first_byte_ns"].isna().to_numpy()
+    fast_cut &= (f["end_ns"] - f["start_ns"]).to_numpy(dtype="float64") <= FAST_FAILURE_MS * 1e6
+    return {
+        "race_close": race_close,
+        "rst_race": rst_race,
+        "closed_before": server_close <= 0,
+        "closed_during": (server_close > 0) & ~race_close,  # ... or while the request was in flight
+        "fast_cut": fast_cut,
+    }
+
+
+def _lb_gap(f: pd.DataFrame, kind: np.ndarray, context: ServiceContext) -> np.ndarray:
+    """An unanswered SYN under Local policy while some node the LB still sent to had no local
+    endpoint in its rules."""
+    lacking = f["nodes_lacking_local"].to_numpy(dtype="int64") > 0
+    timeout = kind == ErrorKind.CONNECT_TIMEOUT.value
+    return np.asarray(timeout & lacking & bool(context.local_policy), dtype=bool)
+
+
+def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
+    """The rules of docs/causes.md in the order they apply (first match wins), evaluated over
+    every failure at once. ``f`` is the ``failure_features`` frame (see ``decide``)."""
+    kind, method = f["error_kind"].astype(str).to_numpy(), f["pod_method"].astype(str).to_numpy()
+    reused, deleted_by_end = _flag(f, "conn_reused"), _flag(f, "pod_deleted_by_end")
+    connect_failure = np.isin(kind, _CONNECT_FAILURES)
+    cut = np.isin(kind, _CUT_KINDS)
+    is_5xx = kind == ErrorKind.HTTP_5XX.value
+    read_timeout = kind == ErrorKind.READ_TIMEOUT.value
+    timeout = read_timeout | (kind == ErrorKind.CONNECT_TIMEOUT.value)
+    direct_pod = np.isin(method, _DIRECT_POD)
+    inferred_pod = method == PodMatch.INFERRED.value
+    pod, close = _pod_terms(f), _close_terms(f)
+    pod_leaving, pod_new, cannot_serve = pod["leaving"], pod["new"], pod["cannot_serve"]
+    lb_gap = _lb_gap(f, kind, context)
+    no_endpoints = _flag(f, "no_endpoints_recently")
+    capacity_short = _flag(f, "capacity_short_recently")
+    # an unanswered SYN while too few Pods queue may be a dropped SYN rather than rules lagging
+    # behind a deletion long past (a recent one, within the inference horizon, still wins)
+    queued = timeout & capacity_short & pod["long_deleted"]
+    restart = _flag(f, "in_restart") & (connect_failure | cut | is_5xx)
+    lb_pods = np.bool_(context.lb_targets_pods)
+    race_close, closed_during = close["race_close"], close["closed_during"]
+    return [
+        # the container exited or was killed under the request: the Pod's own record decides
+        Rule(restart & direct_pod, Cause.CONTAINER_RESTART, 0.9, "restart"),
+        Rule(cut & _flag(f, "killed_at_grace"), Cause.KILLED_AT_GRACE, 0.9, "killed-at-grace"),
+        # Pod-target LBs: the LB, not kube-proxy, chose the Pod the SYN met
+        Rule(connect_failure & lb_pods & pod_leaving, Cause.LB_LAG, 0.85, "lb-lag-pods"),
+        Rule(connect_failure & lb_pods & ~pod_new, Cause.LB_LAG, 0.6, "lb-lag-pods"),
+        # connection-level failures of new connections: what the SYN met decides
+        Rule(connect_failure & direct_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.95, "lag-direct"),
+        Rule(connect_failure & direct_pod & cannot_serve, Cause.NOT_READY, 0.9, "not-ready"),
+        Rule(connect_failure & ~direct_pod & no_endpoints, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
+        Rule(connect_failure & ~direct_pod & lb_gap, Cause.LB_LAG, 0.75, "lb-lag"),
+        Rule(restart & inferred_pod, Cause.CONTAINER_RESTART, 0.6, "restart"),
+        Rule(
+            connect_failure & inferred_pod & pod_leaving & ~queued,
+            Cause.ENDPOINT_LAG,
+            0.6,
+            "lag-inferred",
+        ),
+        Rule(connect_failure & inferred_pod & cannot_serve, Cause.NOT_READY, 0.5, "not-ready"),
+        # established connections closed by the server: *when* and *how* it closed decides
+        Rule(cut & reused & race_close, Cause.KEEPALIVE_RACE, 0.95, "race-packets"),
+        Rule(cut & reused & close["rst_race"], Cause.KEEPALIVE_RACE, 0.85, "race-rst"),
+        Rule(cut & pod_new & ~deleted_by_end, Cause.NOT_READY, 0.85, "not-ready-cut"),
+        Rule(cut & closed_during & deleted_by_end, Cause.INFLIGHT_CUT, 0.95, "cut-packets"),
+        Rule(cut & reused & close["closed_before"], Cause.KEEPALIVE_RACE, 0.8, "race-packets"),
+        Rule(cut & closed_during, Cause.INFLIGHT_CUT, 0.7, "cut-packets"),
+        Rule(cut & reused & close["fast_cut"], Cause.KEEPALIVE_RACE, 0.6, "race-timing"),
+        Rule(cut & ~_flag(f, "has_packets") & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
+        # application answers and timeouts: the most possible reasons, so last
+        Rule(is_5xx & cannot_serve, Cause.NOT_READY, 0.9, "not-ready"),
+        Rule(is_5xx & no_endpoints, Cause.NO_ENDPOINTS, 0.8, "no-endpoints"),
+        Rule((is_5xx | timeout) & capacity_short, Cause.OVERLOAD, 0.7, "overload"),
+        Rule(is_5xx & pod_leaving & ~reused, Cause.ENDPOINT_LAG, 0.6, "lag-5xx"),
+        Rule((is_5xx | timeout) & _flag(f, "congested"), Cause.OVERLOAD, 0.6, "overload-slow"),
+        Rule((is_5xx | read_timeout) & deleted_by_end, Cause.INFLIGHT_CUT, 0.6, "cut-state"),
+    ]
 
 
 def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
@@ -270,102 +714,37 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     ``features`` holds one row per failed request with the FAILURES evidence columns plus:
     ``status_code``, ``first_byte_ns``, ``server_close_ms`` (first server FIN/RST on the
     request's connection − request start, NA without packets), ``has_packets``, ``idle_ms``,
-    ``fin_then_rst`` (the server's FIN was followed by its RST), ``pod_deleted_by_end`` (the
-    Pod's deletion was observed before the request ended), ``pod_served_before`` (the Pod had
-    already answered a request successfully) and the ``cluster_state_at`` columns.
+    ``fin_then_rst`` (the server's FIN was followed by its RST), ``bare_rst`` (a server RST with
+    no FIN before it), ``server_idle_close_ms`` (the run's usual idle close),
+    ``pod_deleted_by_end`` (the Pod's deletion was observed before the request ended),
+    ``pod_served_before`` / ``pod_served_after`` (the Pod answered a request successfully
+    before / only after this one), ``warmup_limit_ms``, the ``pod_interval_facts`` columns
+    (``in_restart``, ``pod_unable``, ``killed_at_grace``, ``last_exit_code``), ``congested`` and
+    the ``cluster_state_at`` columns.
     """
     f = features
-    kind = f["error_kind"].astype(str).to_numpy()
-    state = f["pod_state"].astype("string").fillna("unknown").to_numpy(dtype=object)
-    method = f["pod_method"].astype(str).to_numpy()
-    reused = f["conn_reused"].to_numpy(dtype=bool)
-    has_packets = f["has_packets"].to_numpy(dtype=bool)
-    no_bytes = f["first_byte_ns"].isna().to_numpy()
-    duration_ms = (f["end_ns"] - f["start_ns"]).to_numpy(dtype="float64") / 1e6
-    since_ready = f["ms_since_ready"].to_numpy(dtype="float64", na_value=np.nan)
-    since_deletion = f["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan)
-    server_close = f["server_close_ms"].to_numpy(dtype="float64", na_value=np.nan)
-    fin_then_rst = f["fin_then_rst"].to_numpy(dtype=bool)
-    deleted_by_end = f["pod_deleted_by_end"].to_numpy(dtype=bool)
-    lacking = f["nodes_lacking_local"].to_numpy(dtype="int64")
-    no_endpoints = f["no_endpoints_recently"].to_numpy(dtype=bool)
-    capacity_short = f["capacity_short_recently"].to_numpy(dtype=bool)
-
-    connect_failure = np.isin(kind, _CONNECT_FAILURES)
-    cut = np.isin(kind, _CUT_KINDS)
-    is_5xx = kind == ErrorKind.HTTP_5XX.value
-    read_timeout = kind == ErrorKind.READ_TIMEOUT.value
-    timeout = read_timeout | (kind == ErrorKind.CONNECT_TIMEOUT.value)
-    direct_pod = np.isin(method, _DIRECT_POD)
-    inferred_pod = method == PodMatch.INFERRED.value
-    # NaN comparisons are False: a Pod never deleted is never leaving
-    pod_leaving = (since_deletion >= -WATCH_LAG_MS) & (since_deletion <= LAG_HORIZON_MS)
-    served_before = f["pod_served_before"].to_numpy(dtype=bool)
-    pod_new = np.isin(state, ("pending", "starting")) | (
-        (state == "ready") & (since_ready <= NOT_READY_GRACE_MS) & ~served_before
-    )
-    # the server closed before the request reached it (or the two crossed on the wire) ...
-    race_close = fin_then_rst & (server_close <= RACE_CROSSING_MS)
-    closed_before = server_close <= 0
-    # ... or while the request was in flight
-    closed_during = (server_close > 0) & ~race_close
-    lb_gap = (
-        (kind == ErrorKind.CONNECT_TIMEOUT.value) & (lacking > 0) & np.bool_(context.local_policy)
-    )
-
-    lb_pods = np.bool_(context.lb_targets_pods)
-    rules: list[tuple[np.ndarray, Cause, float, str]] = [
-        # Pod-target LBs: the LB, not kube-proxy, chose the Pod the SYN met
-        (connect_failure & lb_pods & pod_leaving, Cause.LB_LAG, 0.85, "lb-lag-pods"),
-        (connect_failure & lb_pods & ~pod_new, Cause.LB_LAG, 0.6, "lb-lag-pods"),
-        # connection-level failures of new connections: what the SYN met decides
-        (connect_failure & direct_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.95, "lag-direct"),
-        (connect_failure & direct_pod & pod_new, Cause.NOT_READY, 0.9, "not-ready-connect"),
-        (connect_failure & ~direct_pod & no_endpoints, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
-        (connect_failure & ~direct_pod & lb_gap, Cause.LB_LAG, 0.75, "lb-lag"),
-        (connect_failure & inferred_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.6, "lag-inferred"),
-        (connect_failure & inferred_pod & pod_new, Cause.NOT_READY, 0.5, "not-ready-connect"),
-        # established connections closed by the server: *when* it closed decides
-        (cut & reused & race_close, Cause.KEEPALIVE_RACE, 0.95, "race-packets"),
-        (cut & closed_during & deleted_by_end, Cause.INFLIGHT_CUT, 0.95, "cut-packets"),
-        (cut & reused & closed_before, Cause.KEEPALIVE_RACE, 0.8, "race-packets"),
-        (cut & closed_during, Cause.INFLIGHT_CUT, 0.7, "cut-packets"),
-        (
-            cut & reused & ~has_packets & no_bytes & (duration_ms <= FAST_FAILURE_MS),
-            Cause.KEEPALIVE_RACE,
-            0.6,
-            "race-timing",
-        ),
-        (cut & ~has_packets & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
-        # application answers and timeouts: the most possible reasons, so last
-        (is_5xx & pod_new, Cause.NOT_READY, 0.9, "not-ready-5xx"),
-        (is_5xx & no_endpoints, Cause.NO_ENDPOINTS, 0.8, "no-endpoints"),
-        ((is_5xx | timeout) & capacity_short, Cause.OVERLOAD, 0.7, "overload"),
-        (is_5xx & pod_leaving & ~reused, Cause.ENDPOINT_LAG, 0.6, "lag-5xx"),
-        ((is_5xx | read_timeout) & deleted_by_end, Cause.INFLIGHT_CUT, 0.6, "cut-state"),
-    ]
-    conditions = [r[0] for r in rules]
-    cause = np.select(conditions, [r[1].value for r in rules], default=Cause.UNEXPLAINED.value)
-    confidence = np.select(conditions, [r[2] for r in rules], default=0.0)
-    template = np.select(conditions, [r[3] for r in rules], default="unexplained")
-
+    decided = rules(f, context)
+    conditions = [r.when for r in decided]
+    cause = np.select(conditions, [r.cause.value for r in decided], Cause.UNEXPLAINED.value)
+    confidence = np.select(conditions, [r.confidence for r in decided], default=0.0)
+    template = np.select(conditions, [r.template for r in decided], default="unexplained")
     out = pd.DataFrame(
         {
             "request_id": f["request_id"].to_numpy(dtype="int64"),
             "start_ns": f["start_ns"].to_numpy(dtype="int64"),
             "end_ns": f["end_ns"].to_numpy(dtype="int64"),
-            "error_kind": pd.array(kind, dtype="string"),
+            "error_kind": pd.array(f["error_kind"].astype(str).to_numpy(), dtype="string"),
             "cause": pd.array(cause, dtype="string"),
             "confidence": confidence.astype("float64"),
             "evidence": pd.array(_evidence(f, template), dtype="string"),
             "pod": f["pod"].astype("string").to_numpy(),
-            "pod_method": pd.array(method, dtype="string"),
+            "pod_method": pd.array(f["pod_method"].astype(str).to_numpy(), dtype="string"),
             "pod_state": f["pod_state"].astype("string").to_numpy(),
             "node": f["node"].astype("string").to_numpy(),
-            "ms_since_deletion": pd.array(since_deletion, dtype="Float64"),
-            "ms_since_ready": pd.array(since_ready, dtype="Float64"),
+            "ms_since_deletion": pd.array(_ms(f, "ms_since_deletion"), dtype="Float64"),
+            "ms_since_ready": pd.array(_ms(f, "ms_since_ready"), dtype="Float64"),
             "conn_age_ms": f["conn_age_ms"].astype("Float64").to_numpy(),
-            "conn_reused": reused,
+            "conn_reused": _flag(f, "conn_reused"),
             "conn_outcome": f["conn_outcome"].astype("string").to_numpy(),
         }
     )
@@ -380,70 +759,115 @@ def _fmt_ms(value: float) -> str:
     return "?" if np.isnan(value) else f"{value:.0f} ms"
 
 
+def _when(since_del: float) -> str:
+    if since_del >= 0:
+        return f"{_fmt_ms(since_del)} before the request started"
+    return f"{_fmt_ms(-since_del)} after the request started"
+
+
+def _race(r: dict[str, Any]) -> str:
+    close = r["close"]
+    when = (
+        f"{_fmt_ms(-close)} before the request was sent"
+        if close <= 0
+        else f"{_fmt_ms(close)} after it, crossing the request on the wire"
+    )
+    how = "with a bare RST" if r["tpl"] == "race-rst" else "(FIN, then RST)"
+    return (
+        f"{r['kind']} on a reused connection idle {_fmt_ms(r['idle'])}: the server closed it "
+        f"{how} {when}"
+    )
+
+
+def _not_ready(r: dict[str, Any]) -> str:
+    if r["state"] == PodState.UNREADY.value or r["unable"]:
+        return (
+            f"{r['kind']} from {r['pod']} {r['via']} while a readiness flip (no deletion, no "
+            f"container exit) left it unable to serve"
+        )
+    if np.isnan(r["since_ready"]) or r["state"] != PodState.READY.value:
+        return f"{r['kind']} from {r['pod']} {r['via']}, which had started but was not Ready yet"
+    return (
+        f"{r['kind']} from {r['pod']} {r['via']}, {_fmt_ms(r['since_ready'])} after it was first "
+        f"seen Ready and before its first successful answer (still warming up)"
+    )
+
+
+def _cut(r: dict[str, Any]) -> str:
+    s = f"{r['kind']} mid-request from {r['pod']} {r['via']}, whose deletion was observed "
+    s += _when(r["since_del"])
+    if not np.isnan(r["close"]):
+        s += f"; the server closed {_fmt_ms(r['close'])} after the request started"
+    return s
+
+
+_SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "restart": lambda r: (
+        f"{r['kind']} at {r['pod']} {r['via']} while its container was exited or restarting "
+        f"(last exit code {r['exit']}), the Pod not being deleted"
+    ),
+    "killed-at-grace": lambda r: (
+        f"{r['kind']} mid-request from {r['pod']} {r['via']} when its grace period ran out "
+        f"({_fmt_ms(r['since_del'])} after its deletion was observed; exit code {r['exit']}: "
+        f"SIGKILL)"
+    ),
+    "no-endpoints": lambda r: (
+        f"{r['kind']} while the Service had no usable endpoint (now or within the rules lag)"
+    ),
+    "lag-direct": lambda r: (
+        f"new connection {r['kind']} at {r['pod']} {r['via']}, {_fmt_ms(r['since_del'])} after "
+        f"its deletion was observed: rules still sent new connections to it"
+    ),
+    "lb-lag-pods": lambda r: (
+        f"new connection {r['kind']} at {r['pod']} {r['via']} sent by a load balancer that "
+        f"targets Pods directly ({_fmt_ms(r['since_del'])} after the Pod's deletion): the LB "
+        f"had not yet deregistered it"
+    ),
+    "lb-lag": lambda r: (
+        f"SYN unanswered while {r['lacking']} node(s) had recently lost their last usable local "
+        f"endpoint under externalTrafficPolicy Local (the LB still sent to them)"
+    ),
+    "race-packets": _race,
+    "race-rst": _race,
+    "race-timing": lambda r: (
+        f"{r['kind']} within {FAST_FAILURE_MS:.0f} ms on a reused connection idle "
+        f"{_fmt_ms(r['idle'])} (no packets: timing only)"
+    ),
+    "not-ready": _not_ready,
+    "not-ready-cut": _not_ready,
+    "cut-packets": _cut,
+    "cut-state": _cut,
+    "overload": lambda r: (
+        f"{r['kind']} while only {r['ready']} endpoints were ready (fewer than desired)"
+    ),
+    "overload-slow": lambda r: (
+        f"{r['kind']} in a congested second (p90 latency over {CONGESTION_FACTOR:.0f}× the "
+        f"run's median) with {r['ready']} ready endpoints"
+    ),
+}
+_SENTENCES["lag-inferred"] = _SENTENCES["lag-5xx"] = _SENTENCES["lag-direct"]
+
+
 def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
     """One sentence per failure naming the decisive signal (for people, so not vectorized)."""
-    rows = zip(
-        template,
-        f["error_kind"].astype(str),
-        f["pod"].astype("string").fillna("an unknown Pod"),
-        f["pod_method"].astype(str),
-        f["ms_since_deletion"].to_numpy(dtype="float64", na_value=np.nan),
-        f["ms_since_ready"].to_numpy(dtype="float64", na_value=np.nan),
-        f["server_close_ms"].to_numpy(dtype="float64", na_value=np.nan),
-        f["idle_ms"].to_numpy(dtype="float64", na_value=np.nan),
-        f["ready_endpoints"].to_numpy(dtype="int64"),
-        f["nodes_lacking_local"].to_numpy(dtype="int64"),
-        strict=True,
-    )
-    sentences = []
-    for tpl, kind, pod, method, since_del, since_ready, close, idle, ready, lacking in rows:
-        via = f"(Pod from {method})"
-        if tpl == "no-endpoints":
-            s = f"{kind} while the Service had no usable endpoint (now or within the rules lag)"
-        elif tpl in ("lag-direct", "lag-inferred", "lag-5xx"):
-            s = (
-                f"new connection {kind} at {pod} {via}, {_fmt_ms(since_del)} after its deletion "
-                f"was observed: rules still sent new connections to it"
-            )
-        elif tpl in ("not-ready-connect", "not-ready-5xx"):
-            s = f"{kind} from {pod} {via}, {_fmt_ms(since_ready)} after it was first seen Ready"
-            if np.isnan(since_ready):
-                s = f"{kind} from {pod} {via}, which had started but was not Ready yet"
-        elif tpl == "lb-lag-pods":
-            s = (
-                f"new connection {kind} at {pod} {via} sent by a load balancer that targets Pods "
-                f"directly ({_fmt_ms(since_del)} after the Pod's deletion): the LB had not yet "
-                f"deregistered it"
-            )
-        elif tpl == "lb-lag":
-            s = (
-                f"SYN unanswered while {lacking} node(s) had no local ready endpoint under "
-                f"externalTrafficPolicy Local"
-            )
-        elif tpl == "race-packets":
-            when = (
-                f"{_fmt_ms(-close)} before the request was sent"
-                if close <= 0
-                else f"{_fmt_ms(close)} after it, crossing the request on the wire"
-            )
-            s = f"{kind} on a reused connection idle {_fmt_ms(idle)}: the server closed it {when}"
-        elif tpl == "race-timing":
-            s = (
-                f"{kind} within {FAST_FAILURE_MS:.0f} ms on a reused connection idle "
-                f"{_fmt_ms(idle)} (no packets: timing only)"
-            )
-        elif tpl in ("cut-packets", "cut-state"):
-            when = (
-                f"{_fmt_ms(since_del)} before the request started"
-                if since_del >= 0
-                else f"{_fmt_ms(-since_del)} after the request started"
-            )
-            s = f"{kind} mid-request from {pod} {via}, whose deletion was observed {when}"
-            if not np.isnan(close):
-                s += f"; the server closed {_fmt_ms(close)} after the request started"
-        elif tpl == "overload":
-            s = f"{kind} while only {ready} endpoints were ready (fewer than desired)"
-        else:
-            s = f"{kind} from {pod} {via}: no rule matched"
-        sentences.append(s)
-    return sentences
+    columns = {
+        "tpl": template,
+        "kind": f["error_kind"].astype(str),
+        "pod": f["pod"].astype("string").fillna("an unknown Pod"),
+        "via": "(Pod from " + f["pod_method"].astype(str) + ")",
+        "state": f["pod_state"].astype("string").fillna("unknown"),
+        "since_del": _ms(f, "ms_since_deletion"),
+        "since_ready": _ms(f, "ms_since_ready"),
+        "close": _ms(f, "server_close_ms"),
+        "idle": _ms(f, "idle_ms"),
+        "ready": f["ready_endpoints"].to_numpy(dtype="int64"),
+        "lacking": f["nodes_lacking_local"].to_numpy(dtype="int64"),
+        "unable": _flag(f, "pod_unable"),
+        "exit": f["last_exit_code"].astype("string").fillna("unknown"),
+    }
+    rows = cast(list[dict[str, Any]], pd.DataFrame(columns).to_dict("records"))
+    return [_SENTENCES.get(str(r["tpl"]), _unmatched)(r) for r in rows]
+
+
+def _unmatched(r: dict[str, Any]) -> str:
+    return f"{r['kind']} from {r['pod']} {r['via']}: no rule matched"

@@ -1,8 +1,9 @@
-"""events.jsonl → pod lifecycle (``PODS``) and endpoint membership (``ENDPOINTS``).
+"""events.jsonl → pod lifecycle (``PODS``), pod state intervals (``POD_STATES``) and endpoint
+membership (``ENDPOINTS``).
 
 Each line of events.jsonl is one watch event with the time the watcher received it (format in
 docs/trace-format.md). Receive times, not object timestamps, order everything: Kubernetes
-timestamps have one-second resolution and come from another clock (DESIGN §3).
+timestamps have one-second resolution and come from another clock (docs/trace-format.md).
 
 A watch can break. The watcher then writes a ``GAP`` marker (events of that kind between
 ``since_ns`` and ``recv_ns`` may be missing) and/or a ``RELIST`` marker followed by ``LIST``
@@ -23,7 +24,8 @@ from typing import Any
 import pandas as pd
 
 from analyzer.errors import TraceError
-from analyzer.schema import ENDPOINTS, PODS, Cause, TruthEvent, check_frame
+from analyzer.schema import ENDPOINTS, POD_STATES, PODS, Cause, PodState, TruthEvent, check_frame
+from kubewire import EndpointState, parse_time, slice_endpoints
 
 EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "LIST", "RELIST", "GAP", "BOOKMARK")
 OBJECT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "LIST"})  # lines that carry an object
@@ -553,36 +555,209 @@ def _columns_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.Dat
 
 
 # --------------------------------------------------------------------------------------------
-# endpoints
+# pod state intervals
 
 
 @dataclass(frozen=True)
-class _EndpointState:
+class _PodSnapshot:
+    """What one Pod observation says, reduced to what the ``POD_STATES`` intervals track."""
+
+    state: str
     ready: bool
-    serving: bool
-    terminating: bool
-    pod: str | None
-    node: str | None
+    running: bool
+    restart_count: int
+    exit_code: int | None
+    exit_reason: str | None
+    exit_finished_ns: int | None
+    grace_s: int | None
 
 
-def slice_endpoints(obj: dict[str, Any]) -> dict[str, _EndpointState]:
-    """Address → conditions of one EndpointSlice object, with KEP-1672's nil rules: ready nil
-    counts as true, serving nil defers to ready, terminating nil is false. The first endpoint
-    listing an address wins (a well-formed slice lists each address once)."""
-    result: dict[str, _EndpointState] = {}
-    for ep in obj.get("endpoints") or []:
-        conditions = ep.get("conditions") or {}
-        ready = conditions.get("ready")
-        ready = True if ready is None else bool(ready)
-        serving = conditions.get("serving")
-        serving = ready if serving is None else bool(serving)
-        terminating = bool(conditions.get("terminating") or False)
-        target = ep.get("targetRef") or {}
-        pod = target.get("name") if target.get("kind", "Pod") == "Pod" else None
-        state = _EndpointState(ready, serving, terminating, pod or None, ep.get("nodeName"))
-        for address in ep.get("addresses") or []:
-            result.setdefault(address, state)
-    return result
+@dataclass
+class _PodTrack:
+    """One Pod's open interval and what the state machine needs from its past."""
+
+    row: int  # index into the rows list of its open interval
+    ever_ran: bool = False
+    ever_ready: bool = False
+    exited_since_ready: bool = False
+    restarts_at_ready: int = 0
+    exit_key: tuple[int | None, str | None, int | None] | None = None
+    last_seen_ns: int = 0
+
+
+def _rfc3339_ns(text: object) -> int | None:
+    """An object timestamp in ns (1 s resolution: a bound, never an ordering)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        seconds = parse_time(text)
+    except ValueError:
+        return None
+    return None if seconds is None else int(seconds * 1e9)
+
+
+def _latest_exit(containers: list[Any]) -> tuple[int | None, str | None, int | None]:
+    """(exitCode, reason, finishedAt ns) of the most recent container exit the statuses show:
+    ``state.terminated`` (exited now) before ``lastState.terminated`` (exited, restarted)."""
+    exits = []
+    for cs in containers:
+        if not isinstance(cs, dict):
+            continue
+        for where in ("state", "lastState"):
+            terminated = (cs.get(where) or {}).get("terminated")
+            if isinstance(terminated, dict):
+                code = terminated.get("exitCode")
+                code = code if isinstance(code, int) and not isinstance(code, bool) else None
+                reason = terminated.get("reason")
+                finished = _rfc3339_ns(terminated.get("finishedAt"))
+                exits.append((finished or 0, where == "state", code, reason, finished))
+                break
+    if not exits:
+        return None, None, None
+    _, _, code, reason, finished = max(exits, key=lambda e: (e[0], e[1]))
+    return code, reason if isinstance(reason, str) else None, finished
+
+
+def _snapshot(etype: str, obj: dict[str, Any], track: _PodTrack) -> _PodSnapshot:
+    """Reduce one observation to a snapshot and advance the Pod's state machine (``track``)."""
+    meta, status = _meta(obj), obj.get("status") or {}
+    containers = [c for c in status.get("containerStatuses") or [] if isinstance(c, dict)]
+    states = [c.get("state") or {} for c in containers]
+    running = bool(states) and all(s.get("running") is not None for s in states)
+    restarts = sum(int(c.get("restartCount") or 0) for c in containers)
+    condition = _condition(status, "Ready")
+    ready = (
+        condition == "True"
+        if condition is not None
+        else (bool(containers) and all(c.get("ready") is True for c in containers))
+    )
+    if track.ever_ran and not running:
+        track.exited_since_ready = True
+    track.ever_ran = track.ever_ran or any(s.get("running") is not None for s in states)
+    if ready:
+        track.ever_ready, track.exited_since_ready, track.restarts_at_ready = True, False, restarts
+    finished = bool(states) and all(s.get("terminated") is not None for s in states)
+    deleting = bool(meta.get("deletionTimestamp"))
+    over = etype == "DELETED" or status.get("phase") in {"Succeeded", "Failed"}
+    state = _state(over or (finished and deleting), deleting, ready, restarts, track)
+    code, reason, finished_ns = _latest_exit(containers)
+    grace = meta.get("deletionGracePeriodSeconds") if meta.get("deletionTimestamp") else None
+    return _PodSnapshot(
+        state.value,
+        ready,
+        running,
+        restarts,
+        code,
+        reason,
+        finished_ns,
+        grace if isinstance(grace, int) else None,
+    )
+
+
+def _state(gone: bool, deleting: bool, ready: bool, restarts: int, track: _PodTrack) -> PodState:
+    """The Pod's state, most decisive first (see ``PodState``)."""
+    if gone:
+        return PodState.GONE
+    if deleting:
+        return PodState.TERMINATING
+    if ready:
+        return PodState.READY
+    if track.exited_since_ready or restarts > track.restarts_at_ready:
+        return PodState.RESTARTING
+    if track.ever_ready:
+        return PodState.UNREADY
+    return PodState.STARTING if track.ever_ran else PodState.PENDING
+
+
+def _exit_bound(snap: _PodSnapshot, prev_seen: int | None, t: int) -> int:
+    """Earliest moment a newly seen exit can have happened: after the previous observation (which
+    did not show it) and not before its finishedAt; never after it was seen."""
+    lower = prev_seen if prev_seen is not None else t
+    finished = snap.exit_finished_ns
+    if finished is not None and lower < finished <= t:
+        return finished
+    return min(lower, t)
+
+
+def _interval_row(
+    obj: dict[str, Any], snap: _PodSnapshot, previous: dict[str, Any], exit_ns: int | None
+) -> dict[str, Any]:
+    """The ``POD_STATES`` columns one observation gives (node, IP and grace carry over)."""
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    return {
+        "pod": str(meta.get("name")),
+        "uid": str(meta.get("uid") or ""),
+        "node": spec.get("nodeName") or previous.get("node"),
+        "ip": status.get("podIP") or previous.get("ip"),
+        "state": snap.state,
+        "ready": snap.ready,
+        "container_running": snap.running,
+        "restart_count": snap.restart_count,
+        "last_exit_code": snap.exit_code,
+        "last_exit_reason": snap.exit_reason,
+        "last_exit_ns": exit_ns,
+        "deletion_grace_s": snap.grace_s or previous.get("deletion_grace_s"),
+    }
+
+
+def pod_state_intervals(events: pd.DataFrame) -> pd.DataFrame:
+    """Every Pod's state as intervals over receive time (``POD_STATES``), from every observed
+    transition: container starts and exits, restarts, Ready flips, deletion and removal.
+
+    Unlike ``PODS`` (first transitions only) this keeps a container killed by its liveness
+    probe, a crash loop, or a readiness flap visible: they come and go without a deletion."""
+    rows: list[dict[str, Any]] = []
+    tracks: dict[str, _PodTrack] = {}
+
+    def open_row(key: str, base: dict[str, Any], t: int, late: bool) -> None:
+        if key in tracks:
+            rows[tracks[key].row]["to_ns"] = t
+        rows.append({**base, "from_ns": t, "to_ns": None, "from_late": late})
+
+    def on_object(key: str, etype: str, obj: dict[str, Any], t: int, watch: _Watch) -> None:
+        track = tracks.get(key)
+        prev_seen = track.last_seen_ns if track else None
+        late = watch.late(prev_seen, etype)
+        track = track or _PodTrack(row=-1)
+        snap = _snapshot(etype, obj, track)
+        previous = rows[track.row] if track.row >= 0 else {}
+        exit_key = (snap.exit_code, snap.exit_reason, snap.exit_finished_ns)
+        new_exit = snap.exit_code is not None and exit_key != track.exit_key
+        # a restart whose exit the statuses do not describe (no terminated state) is one too
+        unseen_exit = snap.exit_code is None and snap.restart_count > int(
+            previous.get("restart_count", 0)
+        )
+        exit_ns = (
+            _exit_bound(snap, prev_seen, t)
+            if new_exit or unseen_exit
+            else previous.get("last_exit_ns")
+        )
+        base = _interval_row(obj, snap, previous, exit_ns)
+        changed = any(previous.get(k) != v for k, v in base.items())
+        if changed:
+            open_row(key, base, t, late)
+            track.row = len(rows) - 1
+        track.exit_key, track.last_seen_ns = exit_key, t
+        tracks[key] = track
+        if etype == "DELETED":
+            del tracks[key]
+
+    def on_relist_done(shown: set[str], detected_ns: int) -> None:
+        for key in [k for k in tracks if k not in shown]:
+            previous = rows[tracks[key].row]
+            if previous["state"] != PodState.GONE.value:
+                open_row(key, {**previous, "state": PodState.GONE.value}, detected_ns, True)
+            del tracks[key]
+
+    _walk(events, "Pod", _object_key, on_object, on_relist_done)
+    frame = _typed_frame(rows, POD_STATES.columns)
+    frame = frame.sort_values(["from_ns", "pod"], kind="stable").reset_index(drop=True)
+    return check_frame(frame, POD_STATES, "pod_state_intervals")
+
+
+# --------------------------------------------------------------------------------------------
+# endpoints
+# (conditions and duplicates read by kubewire.endpointslice, as the local kube-proxy reads them)
 
 
 @dataclass
@@ -590,7 +765,7 @@ class _Slice:
     service: str
     name: str
     open_rows: dict[str, int]  # address → index into rows of its open interval
-    states: dict[str, _EndpointState]
+    states: dict[str, EndpointState]
     last_seen_ns: int
 
 
@@ -670,6 +845,18 @@ TRUTH_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     TruthEvent.LB_TARGETS_CHANGED: {"targets": (list,)},
     TruthEvent.LB_HEALTH_CHANGED: {"target": (str,), "healthy": (bool,)},
     TruthEvent.REQUEST_CAUSE: {"request_id": (int,), "cause": (str,)},
+    TruthEvent.NAT_NEW: {
+        "src": (str,),
+        "sport": (int,),
+        "dst": (str,),
+        "dport": (int,),
+        "target_ip": (str,),
+        "target_port": (int,),
+        "peer_ip": (str,),
+        "peer_port": (int,),
+    },
+    TruthEvent.IDLE_CLOSE: {"peer_ip": (str,), "peer_port": (int,), "how": (str,)},
+    TruthEvent.WARMUP_RESET: {"peer_ip": (str,), "peer_port": (int,)},
 }
 
 

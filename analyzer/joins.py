@@ -16,8 +16,10 @@ How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evid
    masquerading node (Cluster policy) rewrites the address but keeps the source port whenever it
    is free. Last, when the port was rewritten too, the node connection whose SYN is nearest in
    time to the client's SYN within ``SNAT_SYN_WINDOW_NS`` that no other client connection
-   claimed. The Pod IP is then resolved to the Pod that held
-   that IP at that moment.
+   claimed and whose handshake had the same outcome (answered or not). Node-side "connections"
+   on which the client side sent nothing (an ``-i any`` capture's de-NATed copy of a Pod's
+   replies) never take part. The Pod IP is then resolved to the Pod that held that IP at that
+   moment.
 3. ``inferred``: neither exists, so the Pod is inferred from which Pods were in which state at
    request start (pods table): a connection-level failure points at the Pod most recently
    deleted (the one lagging rules may still send to) unless that Pod demonstrably accepted new
@@ -46,7 +48,10 @@ SNAT_SYN_WINDOW_NS = 5_000_000
 RELIST_SLACK_NS = 2_000_000_000
 # A Pod that answered new connections within this long before and after a moment was accepting
 ACCEPTING_WINDOW_NS = 1_000_000_000
-# How long after deletion a Pod stays a plausible target for inference (the e2e lag tolerance)
+# How long after its deletion (or readiness) a Pod stays a plausible target of a cut or a 5xx
+# nothing else names: such answers come from a Pod that still runs, and a Pod outlives its
+# deletion by its grace period (30 s by default). A refused or unanswered SYN has no horizon:
+# a node's rules may send to a deleted Pod for as long as they lag.
 INFERENCE_HORIZON_NS = 30_000_000_000
 
 #: Error kinds of a connection that was never established (it was refused or never answered)
@@ -86,7 +91,7 @@ def _nullable(dtype: Any) -> Any:
     return {"i": "Int64", "u": "Int64", "b": "boolean", "f": "float64"}.get(kind, dtype)
 
 
-def _shared_codes(*columns: pd.Series) -> list[np.ndarray]:
+def shared_codes(*columns: pd.Series) -> list[np.ndarray]:
     """Integer codes for string columns, consistent across them: ``merge_asof`` groups by
     integers many times faster than by Python strings (millions of rows)."""
     sizes = [len(c) for c in columns]
@@ -113,7 +118,7 @@ def request_connections(requests: pd.DataFrame, client_conns: pd.DataFrame) -> p
         .sort_values("start_ns", kind="stable")
         .drop_duplicates("conn_id")
     )
-    left_ip, right_ip = _shared_codes(firsts["local_ip"], client_conns["client_ip"])
+    left_ip, right_ip = shared_codes(firsts["local_ip"], client_conns["client_ip"])
     left = pd.DataFrame(
         {
             "conn_id": firsts["conn_id"].to_numpy(),
@@ -142,18 +147,34 @@ def request_connections(requests: pd.DataFrame, client_conns: pd.DataFrame) -> p
     return out
 
 
-def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -> pd.Series:
-    """For each client connection (by index), the ``conn_key`` of its node-side connection."""
-    out = pd.Series(pd.NA, index=client_conns.index, dtype="Int64", name="node_conn_key")
-    if client_conns.empty or node_conns.empty:
-        return out
-    left_ip, right_ip = _shared_codes(client_conns["client_ip"], node_conns["client_ip"])
+def _carries_client_packets(node_conns: pd.DataFrame) -> pd.Series:
+    """Node-side connections on which the client side sent something (SYN, data, FIN or RST).
+
+    On an ``-i any`` capture a bridged Pod's replies are seen twice: on its veth, and again on
+    the bridge after the NAT was undone, addressed to the client's own address and port. That
+    second copy assembles into a "connection" of replies only, which would claim the client
+    connection by address and port and push the real Pod-side view onto another request.
+    """
+    return (
+        (node_conns["syn_count"].fillna(0) > 0)
+        | (node_conns["bytes_c2s"].fillna(0) > 0)
+        | node_conns["client_fin_ns"].notna()
+        | node_conns["client_rst_ns"].notna()
+    )
+
+
+def _join_frames(
+    client_conns: pd.DataFrame, node_conns: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both sides as (ip code, port, SYN time, answered) frames sorted by SYN time."""
+    left_ip, right_ip = shared_codes(client_conns["client_ip"], node_conns["client_ip"])
     left = pd.DataFrame(
         {
             "idx": client_conns.index.to_numpy(),
             "ip": left_ip,
             "port": client_conns["client_port"].to_numpy(dtype="int64"),
             "t": client_conns["syn_ns"].to_numpy(dtype="int64"),
+            "answered": client_conns["synack_ns"].notna().to_numpy(),
         }
     ).sort_values("t", kind="stable")
     right = pd.DataFrame(
@@ -162,56 +183,75 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
             "port": node_conns["client_port"].to_numpy(dtype="int64"),
             "t": node_conns["syn_ns"].to_numpy(dtype="int64"),
             "node_key": node_conns["conn_key"].to_numpy(dtype="int64"),
+            "answered": node_conns["synack_ns"].notna().to_numpy(),
         }
     ).sort_values("t", kind="stable")
-    exact = pd.merge_asof(
-        left,
-        right,
+    return left, right
+
+
+def _forward_match(left: pd.DataFrame, right: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The first node SYN at or after each client SYN with the same ``by`` keys, each node
+    connection used once."""
+    merged = pd.merge_asof(
+        left[["idx", "t", *by]],
+        right[["t", "node_key", *by]],
         on="t",
-        by=["ip", "port"],
+        by=by,
         direction="forward",
         tolerance=NODE_SYN_WINDOW_NS,
     )
-    exact = exact[exact["node_key"].notna()]
-    out[exact["idx"].to_numpy()] = exact["node_key"].astype("int64").to_numpy()
+    return merged[merged["node_key"].notna()].drop_duplicates("node_key")
 
+
+def _nearest_match(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """SNAT with a new port: only SYN time is left. A node connection is used once, by the
+    nearest client SYN, and only by a client connection with the same handshake outcome: a
+    client SYN that went unanswered cannot be a node connection whose Pod answered it."""
+    pieces = []
+    for answered in (True, False):
+        lhs = left.loc[left["answered"] == answered, ["idx", "t"]]
+        rhs = right.loc[right["answered"] == answered, ["t", "node_key"]]
+        if lhs.empty or rhs.empty:
+            continue
+        near = pd.merge_asof(
+            lhs,
+            rhs.assign(node_t=rhs["t"]),
+            on="t",
+            direction="nearest",
+            tolerance=SNAT_SYN_WINDOW_NS,
+        )
+        pieces.append(near[near["node_key"].notna()])
+    if not pieces:
+        return pd.DataFrame(columns=["idx", "node_key"])
+    near = pd.concat(pieces)
+    near = near.assign(gap=(near["node_t"] - near["t"]).abs()).sort_values("gap", kind="stable")
+    return near.drop_duplicates("node_key")
+
+
+def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -> pd.Series:
+    """For each client connection (by index), the ``conn_key`` of its node-side connection."""
+    out = pd.Series(pd.NA, index=client_conns.index, dtype="Int64", name="node_conn_key")
+    node_conns = node_conns[_carries_client_packets(node_conns)]
+    if client_conns.empty or node_conns.empty:
+        return out
+    left, right = _join_frames(client_conns, node_conns)
+    matched = [_forward_match(left, right, ["ip", "port"])]
     # When node-side connections carry the clients' own addresses, the path preserves the source
     # (externalTrafficPolicy Local, no masquerade): a client connection with no exact match never
     # reached a Pod (e.g. dropped at a node without local endpoints), and guessing one by port
     # or SYN time would tie it to an unrelated connection.
-    if node_conns["client_ip"].isin(set(client_conns["client_ip"].dropna())).mean() >= 0.9:
-        return out
-
-    # masquerade rewrites the address but keeps the port when it can (iptables/nft MASQUERADE)
-    left = left[~left["idx"].isin(exact["idx"])]
-    right = right[~right["node_key"].isin(exact["node_key"])]
-    same_port = pd.merge_asof(
-        left.drop(columns="ip"),
-        right.drop(columns="ip"),
-        on="t",
-        by="port",
-        direction="forward",
-        tolerance=NODE_SYN_WINDOW_NS,
-    )
-    same_port = same_port[same_port["node_key"].notna()].drop_duplicates("node_key")
-    out[same_port["idx"].to_numpy()] = same_port["node_key"].astype("int64").to_numpy()
-
-    # SNAT with a new port: only SYN time is left; a node connection is used once
-    rest_left = left[~left["idx"].isin(same_port["idx"])]
-    rest_right = right[~right["node_key"].isin(same_port["node_key"])]
-    if rest_left.empty or rest_right.empty:
-        return out
-    near = pd.merge_asof(
-        rest_left.drop(columns=["ip", "port"]),
-        rest_right.drop(columns=["ip", "port"]).assign(node_t=rest_right["t"]),
-        on="t",
-        direction="nearest",
-        tolerance=SNAT_SYN_WINDOW_NS,
-    )
-    near = near[near["node_key"].notna()]
-    near = near.assign(gap=(near["node_t"] - near["t"]).abs()).sort_values("gap", kind="stable")
-    near = near.drop_duplicates("node_key")
-    out[near["idx"].to_numpy()] = near["node_key"].astype("int64").to_numpy()
+    if node_conns["client_ip"].isin(set(client_conns["client_ip"].dropna())).mean() < 0.9:
+        # masquerade rewrites the address but keeps the port when it can (iptables/nft
+        # MASQUERADE); when it rewrote the port too, only the SYN time is left
+        for stage in (lambda lhs, rhs: _forward_match(lhs, rhs, ["port"]), _nearest_match):
+            taken = pd.concat(matched)
+            left = left[~left["idx"].isin(taken["idx"])]
+            right = right[~right["node_key"].isin(taken["node_key"])]
+            if left.empty or right.empty:
+                break
+            matched.append(stage(left, right))
+    found = pd.concat(matched)
+    out[found["idx"].to_numpy()] = found["node_key"].astype("int64").to_numpy()
     return out
 
 
@@ -222,7 +262,7 @@ def pods_by_ip(ips: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.Serie
     pods = pods[pods["ip"].notna()]
     if not known.any() or pods.empty:
         return out
-    left_ip, right_ip = _shared_codes(ips[known], pods["ip"])
+    left_ip, right_ip = shared_codes(ips[known], pods["ip"])
     left = pd.DataFrame(
         {
             "idx": ips.index[known],
@@ -310,6 +350,42 @@ def pod_states(
     )
 
 
+def interval_state_at(
+    pod_names: pd.Series,
+    times: pd.Series,
+    pod_intervals: pd.DataFrame,
+    gaps: np.ndarray | None = None,
+) -> pd.Series:
+    """Each (Pod, time)'s state from the ``POD_STATES`` intervals (NA before the Pod was first
+    seen, or for an unknown Pod). An interval first seen after a watch GAP starts at the gap's
+    start (``earliest_possible``), as the first-transition states do."""
+    out = pd.Series(pd.NA, index=pod_names.index, dtype="string", name="interval_state")
+    known = (pod_names.notna() & times.notna()).to_numpy()
+    if not known.any() or pod_intervals.empty:
+        return out
+    from_ns = pod_intervals["from_ns"].to_numpy(dtype="float64")
+    if gaps is not None:
+        late = pod_intervals["from_late"].to_numpy(dtype=bool)
+        from_ns = np.where(late, earliest_possible(from_ns, gaps), from_ns)
+    left_pod, right_pod = shared_codes(pod_names[known], pod_intervals["pod"])
+    left = pd.DataFrame(
+        {"i": np.flatnonzero(known), "pod": left_pod, "t": times[known].to_numpy(dtype="float64")}
+    )
+    right = pd.DataFrame(
+        {"pod": right_pod, "t": from_ns, "state": pod_intervals["state"].astype(str).to_numpy()}
+    )
+    merged = pd.merge_asof(
+        left.sort_values("t", kind="stable"),
+        right.sort_values("t", kind="stable"),
+        on="t",
+        by="pod",
+        direction="backward",
+    )
+    found = merged["state"].notna().to_numpy()
+    out.iloc[merged["i"].to_numpy()[found]] = merged["state"].to_numpy()[found]
+    return out
+
+
 def _accepting(cands: pd.Series, t: np.ndarray, served: pd.DataFrame) -> np.ndarray:
     """Whether each candidate Pod answered new connections successfully both within
     ``ACCEPTING_WINDOW_NS`` before and after ``t``: then it was accepting at ``t`` and did not
@@ -319,7 +395,7 @@ def _accepting(cands: pd.Series, t: np.ndarray, served: pd.DataFrame) -> np.ndar
     out = np.zeros(len(cands), dtype=bool)
     if not known.any() or served.empty:
         return out
-    cand_codes, served_codes = _shared_codes(cands[known], served["pod"])
+    cand_codes, served_codes = shared_codes(cands[known], served["pod"])
     left = pd.DataFrame({"i": np.flatnonzero(known), "pod": cand_codes, "t": t[known]})
     left = left.sort_values("t", kind="stable")
     right = pd.DataFrame(
@@ -337,8 +413,8 @@ def _accepting(cands: pd.Series, t: np.ndarray, served: pd.DataFrame) -> np.ndar
 def _latest_leaving_refuser(
     t: np.ndarray, index: pd.Index, pods: pd.DataFrame, served: pd.DataFrame
 ) -> pd.Series:
-    """Per failed request, the most recently deleted Pod (within the horizon) that was not
-    demonstrably accepting at that moment. Every leaving Pod is a candidate, not just the last
+    """Per failed request, the most recently deleted Pod that was not demonstrably accepting
+    at that moment (no horizon: this is for refused or unanswered SYNs). Every leaving Pod is a candidate, not just the last
     one deleted: in a rollout an earlier-deleted Pod may have stopped accepting while a later
     one is still serving through its preStop."""
     out = pd.Series(pd.NA, index=index, dtype="string")
@@ -347,7 +423,7 @@ def _latest_leaving_refuser(
         return out
     del_ns = deleted["deletion_ns"].to_numpy(dtype="int64")
     since = t[:, None] - del_ns[None, :]  # failed × deleted Pods (both small in a rollout)
-    rows, cols = np.nonzero((since >= 0) & (since <= INFERENCE_HORIZON_NS))
+    rows, cols = np.nonzero(since >= 0)
     if len(rows) == 0:
         return out
     cands = pd.Series(deleted["pod"].astype(str).to_numpy()[cols])
@@ -358,8 +434,51 @@ def _latest_leaving_refuser(
     return out
 
 
+def _unable_pod_at(t: np.ndarray, index: pd.Index, pod_intervals: pd.DataFrame | None) -> pd.Series:
+    """Per time, the Pod (not being deleted) whose container was down or restarting, or that
+    had turned NotReady, then: the one a refused SYN most likely met (latest such interval)."""
+    out = pd.Series(pd.NA, index=index, dtype="string")
+    if pod_intervals is None or len(t) == 0:
+        return out
+    unable = pod_intervals[pod_intervals["state"].isin(["restarting", "unready"])]
+    if unable.empty:
+        return out
+    right = pd.DataFrame(
+        {
+            "t": unable["from_ns"].to_numpy(dtype="float64"),
+            "to": pd.to_numeric(unable["to_ns"]).to_numpy(dtype="float64", na_value=np.inf),
+            "cand": unable["pod"].astype(str).to_numpy(),
+        }
+    ).sort_values("t", kind="stable")
+    left = pd.DataFrame({"i": np.arange(len(t)), "t": t.astype("float64")}).sort_values("t")
+    merged = pd.merge_asof(left, right, on="t", direction="backward")
+    inside = (merged["t"] < merged["to"]).to_numpy(dtype=bool)
+    out.iloc[merged["i"].to_numpy()[inside]] = merged["cand"].to_numpy()[inside]
+    return out
+
+
+def _latest_before(index: pd.Index, t: np.ndarray, pods: pd.DataFrame, column: str) -> pd.Series:
+    """Per time, the Pod whose ``column`` event (deletion, Ready, start) came last before it,
+    within INFERENCE_HORIZON_NS."""
+    events = pods[pods[column].notna()][["pod", column]]
+    if events.empty:
+        return pd.Series(pd.NA, index=index, dtype="string")
+    right = pd.DataFrame(
+        {"t": events[column].to_numpy(dtype="int64"), "cand": events["pod"].astype(str)}
+    ).sort_values("t", kind="stable")
+    left = pd.DataFrame({"idx": index, "t": t}).sort_values("t", kind="stable")
+    merged = pd.merge_asof(
+        left, right, on="t", direction="backward", tolerance=int(INFERENCE_HORIZON_NS)
+    )
+    found = pd.Series(merged["cand"].to_numpy(), index=merged["idx"].to_numpy())
+    return found.reindex(index).astype("string")
+
+
 def infer_pods(
-    failed: pd.DataFrame, pods: pd.DataFrame, served: pd.DataFrame | None = None
+    failed: pd.DataFrame,
+    pods: pd.DataFrame,
+    served: pd.DataFrame | None = None,
+    pod_intervals: pd.DataFrame | None = None,
 ) -> pd.Series:
     """The most likely Pod for failed requests with no direct evidence (see module doc, rule 3).
 
@@ -373,29 +492,29 @@ def infer_pods(
     connect_failure = failed["error_kind"].isin(CONNECT_FAILURES).to_numpy()
     is_5xx = (failed["error_kind"] == ErrorKind.HTTP_5XX.value).to_numpy()
 
-    def latest_before(column: str) -> pd.Series:
-        events = pods[pods[column].notna()][["pod", column]]
-        if events.empty:
-            return pd.Series(pd.NA, index=failed.index, dtype="string")
-        right = pd.DataFrame(
-            {"t": events[column].to_numpy(dtype="int64"), "cand": events["pod"].astype(str)}
-        ).sort_values("t", kind="stable")
-        left = pd.DataFrame({"idx": failed.index, "t": t}).sort_values("t", kind="stable")
-        merged = pd.merge_asof(
-            left, right, on="t", direction="backward", tolerance=INFERENCE_HORIZON_NS
-        )
-        found = pd.Series(merged["cand"].to_numpy(), index=merged["idx"].to_numpy())
-        return found.reindex(failed.index).astype("string")
-
-    leaving = latest_before("deletion_ns")
-    newest = latest_before("ready_ns").fillna(latest_before("started_ns"))
+    leaving = _latest_before(failed.index, t, pods, "deletion_ns")
+    newest = _latest_before(failed.index, t, pods, "ready_ns").fillna(
+        _latest_before(failed.index, t, pods, "started_ns")
+    )
     served = served if served is not None else pd.DataFrame({"pod": [], "t": []})
     refuser = _latest_leaving_refuser(t, failed.index, pods, served)
-    leaving_refuses = refuser.notna().to_numpy()
-    leaving = refuser.fillna(leaving)
+    deleted_at = pods.drop_duplicates("pod", keep="last").set_index("pod")["deletion_ns"]
+    since = t - pd.to_numeric(lookup(refuser, deleted_at)).to_numpy(
+        dtype="float64", na_value=np.nan
+    )
+    recent_refuser = since <= INFERENCE_HORIZON_NS  # NaN (no refuser) is False
     newest_refuses = newest.notna().to_numpy() & ~_accepting(newest, t, served)
+    unable = _unable_pod_at(t, failed.index, pod_intervals)
+    # a Pod deleted recently beats one down or NotReady without deletion, which beats a new one
+    # not listening yet, which beats lagging rules pointing at a Pod deleted long ago
     connect_choice = np.where(
-        leaving_refuses, leaving, np.where(newest_refuses, newest, leaving.fillna(newest))
+        recent_refuser,
+        refuser,
+        np.where(
+            unable.notna().to_numpy(),
+            unable,
+            np.where(newest_refuses, newest, refuser.fillna(leaving).fillna(newest)),
+        ),
     )
     choice = np.where(
         connect_failure, connect_choice, np.where(is_5xx, newest.fillna(leaving), leaving)
@@ -408,6 +527,7 @@ def attach_pods(
     requests: pd.DataFrame,
     node_pod: pd.Series,
     pods: pd.DataFrame,
+    pod_intervals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``pod`` and ``pod_method`` for every request: header, else node capture, else inferred.
 
@@ -428,7 +548,7 @@ def attach_pods(
         ok_new = (requests["error_kind"] == ErrorKind.OK.value) & requests["conn_new"].astype(bool)
         served = pd.DataFrame({"pod": pod[ok_new & pod.notna()]})
         served["t"] = requests.loc[served.index, "start_ns"]
-        inferred = infer_pods(requests[need], pods, served)
+        inferred = infer_pods(requests[need], pods, served, pod_intervals)
         pod[need] = inferred
         method[need & pod.notna()] = PodMatch.INFERRED.value
     return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index)

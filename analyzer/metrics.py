@@ -146,15 +146,23 @@ def readiness_lead(pods: pd.DataFrame, requests: pd.DataFrame, since_ns: int) ->
     return lead.dropna()
 
 
-def endpoint_leaving_ns(pods: pd.DataFrame, endpoints: pd.DataFrame) -> pd.Series:
+def endpoint_leaving_ns(
+    pods: pd.DataFrame, endpoints: pd.DataFrame, *, serving: bool = False
+) -> pd.Series:
     """When each deleted Pod's endpoint was first observed not ready (terminating, or removed);
-    the Pod's deletion when the slice history does not show it. Index: Pod name."""
+    the Pod's deletion when the slice history does not show it. Index: Pod name.
+
+    ``serving``: when it stopped being ready *or serving* instead — where kube-proxy falls back
+    to serving terminating endpoints (KEP-1669), that is when a node's rules start to drop it."""
     deleted = pods[pods["deletion_ns"].notna()].set_index("pod")["deletion_ns"].astype("int64")
     if endpoints.empty or deleted.empty:
         return deleted
     # the end of a Pod's last ready interval is when the slice stopped calling it ready
     # (terminating, not ready, or removed); starting Pods' not-ready intervals come before it
-    eps = endpoints[endpoints["pod"].notna() & endpoints["ready"].astype(bool)]
+    usable = endpoints["ready"].astype(bool)
+    if serving:
+        usable |= endpoints["serving"].astype(bool)
+    eps = endpoints[endpoints["pod"].notna() & usable]
     last_ready_end = eps.groupby("pod")["to_ns"].max()
     leaving = last_ready_end.reindex(deleted.index).fillna(deleted)
     return pd.Series(leaving.astype("int64"))
@@ -219,6 +227,16 @@ def propagation_from_responses(leaving_ns: pd.Series, requests: pd.DataFrame) ->
             / 1e6,
         }
     ).astype(columns)
+
+
+def syn_interval_ms(requests: pd.DataFrame, nodes: int) -> float:
+    """The usual time between two new connections through one node (median gap between new
+    connections × the nodes they spread over): a measured propagation is the last SYN seen
+    still reaching a Pod, so the rules changed up to about this much later. 0 without data."""
+    starts = np.sort(requests.loc[requests["conn_new"].astype(bool), "start_ns"].to_numpy("int64"))
+    if len(starts) < 2:
+        return 0.0
+    return float(np.median(np.diff(starts))) / 1e6 * max(nodes, 1)
 
 
 def drain_duration(

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -26,15 +28,30 @@ import pandas as pd
 from analyzer import attribution, joins, metrics
 from analyzer.connections import tcp_connections
 from analyzer.errors import TraceError, UnusableRunError
-from analyzer.events import endpoint_membership, pod_lifecycle, scan_events
+from analyzer.events import (
+    endpoint_membership,
+    pod_lifecycle,
+    pod_state_intervals,
+    scan_events,
+)
 from analyzer.pcap import read_pcap
 from analyzer.requests import load_requests
-from analyzer.rundir import RunMeta, RunPaths, atomic_write_bytes, read_run_meta, traffic_policy
+from analyzer.rundir import (
+    RunMeta,
+    RunPaths,
+    atomic_write_bytes,
+    lb_unhealthy_after_ms,
+    read_run_meta,
+    readiness_detection_ms,
+    terminating_fallback,
+    traffic_policy,
+)
 from analyzer.schema import (
     CONNECTIONS,
     ENDPOINTS,
     FAILURES,
     PACKETS,
+    POD_STATES,
     PODS,
     REQUESTS,
     SCHEMA_VERSION,
@@ -45,7 +62,7 @@ from analyzer.schema import (
 )
 
 #: Bumped whenever attribution or metrics change meaning, so cached analyses are recomputed.
-ANALYZER_VERSION = "1"
+ANALYZER_VERSION = "2"
 
 #: Tables written to analysis/tables/, with the schema each is checked against (None: not a
 #: canonical table, documented in docs/api.md).
@@ -54,6 +71,7 @@ TABLES: dict[str, TableSchema | None] = {
     "packets": PACKETS,
     "connections": CONNECTIONS,
     "pods": PODS,
+    "pod_states": POD_STATES,
     "endpoints": ENDPOINTS,
     "failures": FAILURES,
     "windows": WINDOWS,
@@ -76,6 +94,8 @@ class Summary(TypedDict):
     analyzer_version: str
     run_id: str
     status: str
+    analysis_status: str
+    degraded_because: list[str]
     requests_total: int
     requests_failed: int
     failure_rate: float
@@ -97,6 +117,7 @@ class Analysis:
     meta: RunMeta
     tables: dict[str, pd.DataFrame]
     summary: Summary
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
 
 
 @dataclass
@@ -178,12 +199,22 @@ def _read_packets(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Pods, endpoints and the watch's GAP markers as rows (since_ns, recv_ns)."""
+@dataclass
+class _Watched:
+    """What events.jsonl says: Pods (first transitions and state intervals), endpoints and the
+    watch's GAP markers as rows (since_ns, recv_ns)."""
+
+    pods: pd.DataFrame
+    pod_states: pd.DataFrame
+    endpoints: pd.DataFrame
+    gaps: np.ndarray
+
+
+def _read_events(paths: RunPaths, inputs: _Inputs) -> _Watched:
     no_gaps = np.empty((0, 2), dtype="float64")
     if not paths.events.exists():
         inputs.missing.append("events.jsonl")
-        return PODS.empty(), ENDPOINTS.empty(), no_gaps
+        return _Watched(PODS.empty(), POD_STATES.empty(), ENDPOINTS.empty(), no_gaps)
     scan = scan_events(paths.events)
     inputs.present.append("events.jsonl")
     for problem in scan.problems:
@@ -197,23 +228,25 @@ def _read_events(paths: RunPaths, inputs: _Inputs) -> tuple[pd.DataFrame, pd.Dat
         ]
     )
     gaps = gaps[~np.isnan(gaps).any(axis=1)] if len(gaps) else no_gaps
-    return pod_lifecycle(events), endpoint_membership(events), gaps
+    return _Watched(
+        pod_lifecycle(events), pod_state_intervals(events), endpoint_membership(events), gaps
+    )
 
 
-def _service_scope(
-    meta: RunMeta, pods: pd.DataFrame, endpoints: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _service_scope(meta: RunMeta, watched: _Watched) -> _Watched:
     """Only the Service under test and its Pods: a namespace's other Services would otherwise
     count as ready endpoints and its other Pods become inference candidates. A Pod belongs when
     the Service's slices ever listed it, or its ReplicaSet's other Pods were listed."""
     name = meta.service.get("name")
+    pods, endpoints = watched.pods, watched.endpoints
     if not isinstance(name, str) or not (endpoints["service"] == name).any():
-        return pods, endpoints
+        return watched
     endpoints = endpoints[endpoints["service"] == name]
     listed = set(endpoints["pod"].dropna().astype(str))
     replicasets = set(pods.loc[pods["pod"].isin(listed), "replicaset"].dropna().astype(str))
     keep = pods["pod"].isin(listed) | pods["replicaset"].isin(replicasets)
-    return pods[keep], endpoints
+    states = watched.pod_states[watched.pod_states["uid"].isin(pods.loc[keep, "uid"])]
+    return _Watched(pods[keep], states, endpoints, watched.gaps)
 
 
 def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dict[str, str]]:
@@ -235,8 +268,16 @@ def _captures_by_point(meta: RunMeta, captured: set[str]) -> tuple[set[str], dic
 
 
 def _service_context(
-    meta: RunMeta, pods: pd.DataFrame, endpoints: pd.DataFrame, node_names: list[str]
+    meta: RunMeta,
+    pods: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    node_names: list[str],
+    propagation: pd.DataFrame,
+    lag_by_node: dict[str, float] | None = None,
+    syn_interval_ms: float = 0.0,
 ) -> attribution.ServiceContext:
+    """What attribution needs to know beyond the tables, from run.json and the run's measured
+    propagation (its maximum is how long a node's rules were seen to trail the slices)."""
     policy = traffic_policy(meta.service, meta.scenario)
     replicas = meta.service.get("replicas") or meta.scenario.get("replicas")
     if replicas is None and isinstance(meta.scenario.get("deployment"), dict):
@@ -250,11 +291,24 @@ def _service_context(
             )
             replicas = int(at["ready_endpoints"].iloc[0]) or None
     nodes = sorted({*node_names, *pods["node"].dropna().astype(str)})
+    lag = pd.to_numeric(propagation["propagation_ms"], errors="coerce").dropna()
+    fallback = terminating_fallback(meta.scenario) is not False
+    # a measured lag is the last SYN seen through a node after one transition: another
+    # transition's rules change may come up to one SYN interval later
+    rules_lag = float(lag.max()) + syn_interval_ms if len(lag) else attribution.DEFAULT_RULES_LAG_MS
+    lb_after = lb_unhealthy_after_ms(meta.scenario)
     return attribution.ServiceContext(
         desired_replicas=None if replicas is None else int(replicas),
         local_policy=policy.lower() == "local",
         nodes=tuple(nodes),
         lb_targets_pods=str(meta.service.get("lb_targets", "nodes")).lower() == "pods",
+        rules_lag_ms=max(rules_lag, 0.0),
+        readiness_detect_ms=readiness_detection_ms(meta.scenario),
+        # the LB's health check follows the node's rules, so its lag adds to the check's own
+        lb_unhealthy_after_ms=None if lb_after is None else lb_after + rules_lag,
+        terminating_fallback=fallback,
+        # a failed SYN after a node's last forward seen is itself proof it was not forwarded
+        rules_lag_by_node_ms=lag_by_node or {},
     )
 
 
@@ -263,6 +317,7 @@ def _join_requests(
     client_conns: pd.DataFrame,
     node_conns: pd.DataFrame,
     pods: pd.DataFrame,
+    pod_states: pd.DataFrame,
 ) -> pd.DataFrame:
     """requests + ``conn_key`` (client capture), ``node_conn_key``, ``pod_matched``, ``pod_method``."""
     conn_key = joins.request_connections(requests, client_conns)
@@ -278,24 +333,44 @@ def _join_requests(
             pods,
         )
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
-    matched = joins.attach_pods(joined, node_pod, pods)
+    matched = joins.attach_pods(joined, node_pod, pods, pod_states)
     return joined.assign(pod_matched=matched["pod"], pod_method=matched["pod_method"])
 
 
-def compute(
-    path: str | os.PathLike[str],
-    on_table: Callable[[str, pd.DataFrame], None] | None = None,
-) -> Analysis:
-    """Read and analyze a run directory (no writes). ``on_table`` is handed the big input-side
-    tables (packets, connections) as soon as they exist, so a writer can overlap with the rest."""
-    paths = RunPaths(path)
-    meta = _read_meta(paths)
-    inputs = _Inputs(present=["run.json"])
-    requests = _read_requests(paths, inputs)
-    packets = _read_packets(paths, inputs)
-    pods, endpoints, gaps = _read_events(paths, inputs)
-    pods, endpoints = _service_scope(meta, pods, endpoints)
+class _StageClock:
+    """CPU seconds (user + system, this process and its threads) spent per analysis stage, so
+    ``bench/analyze.py`` can show where the time goes."""
 
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.process_time() - started
+
+
+@dataclass
+class _Joined:
+    """The connection tables and the requests joined to them and to their Pods."""
+
+    connections: pd.DataFrame
+    client_conns: pd.DataFrame
+    node_conns: pd.DataFrame
+    capture_nodes: dict[str, str]
+    requests: pd.DataFrame
+
+
+def _joins(
+    meta: RunMeta,
+    requests: pd.DataFrame,
+    packets: pd.DataFrame,
+    watched: _Watched,
+    on_table: Callable[[str, pd.DataFrame], None] | None,
+) -> _Joined:
     server_ports = {int(p) for p in requests["remote_port"].unique()}
     for key in ("port", "target_port", "node_port"):
         if isinstance(meta.service.get(key), int):
@@ -314,56 +389,61 @@ def compute(
     ]
     node_conns = connections[connections["capture"].isin(capture_nodes.keys())]
     node_conns = node_conns.assign(
-        pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], pods)
+        pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], watched.pods)
     )
+    joined = _join_requests(requests, client_conns, node_conns, watched.pods, watched.pod_states)
+    return _Joined(connections, client_conns, node_conns, capture_nodes, joined)
 
-    joined = _join_requests(requests, client_conns, node_conns, pods)
-    context = _service_context(meta, pods, endpoints, list(capture_nodes.values()))
-    has_packets = not client_conns.empty
-    features = attribution.failure_features(
-        joined, client_conns, pods, endpoints, context, has_packets, gaps
-    )
-    failures = attribution.decide(features, context)
-    windows = metrics.disruption_windows(failures)
-    total = len(requests)
-    latency = metrics.latency_per_second(requests)
 
-    first_start = int(requests["start_ns"].min()) if total else 0
+def _propagation(watched: _Watched, j: _Joined) -> pd.DataFrame:
+    """Endpoint propagation per Pod and node: from node captures, else from responses."""
+    leaving = metrics.endpoint_leaving_ns(watched.pods, watched.endpoints)
+    if j.node_conns.empty:
+        return metrics.propagation_from_responses(leaving, j.requests)
+    client_ips = set(j.requests["local_ip"].dropna().astype(str).unique())
+    return metrics.endpoint_propagation(leaving, j.node_conns, j.capture_nodes, client_ips)
+
+
+def _rules_lag_by_node(watched: _Watched, j: _Joined, fallback: bool) -> dict[str, float]:
+    """Per forwarding node, how long after a Pod's endpoint stopped being usable to it (not
+    ready; not serving either where the terminating fallback applies) its rules still sent new
+    connections there: the longest such lag seen on node captures."""
+    if j.node_conns.empty:
+        return {}
+    usable_end = metrics.endpoint_leaving_ns(watched.pods, watched.endpoints, serving=fallback)
+    client_ips = set(j.requests["local_ip"].dropna().astype(str).unique())
+    lag = metrics.endpoint_propagation(usable_end, j.node_conns, j.capture_nodes, client_ips)
+    longest = lag.dropna(subset=["node", "propagation_ms"]).groupby("node")["propagation_ms"].max()
+    return {str(node): max(float(ms), 0.0) for node, ms in longest.items()}
+
+
+def _timings(
+    meta: RunMeta, watched: _Watched, j: _Joined, propagation: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The timings table and summary section: readiness lead, propagation, drain."""
+    first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
-    lead = metrics.readiness_lead(pods, joined, load_start)
-    leaving = metrics.endpoint_leaving_ns(pods, endpoints)
-    client_ips = set(requests["local_ip"].dropna().astype(str).unique())
-    if node_conns.empty:
-        propagation = metrics.propagation_from_responses(leaving, joined)
-    else:
-        propagation = metrics.endpoint_propagation(leaving, node_conns, capture_nodes, client_ips)
-    drain = metrics.drain_duration(pods, joined, node_conns)
-    timings_table = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "timing": "readiness_lead",
-                    "pod": lead.index,
-                    "node": pd.NA,
-                    "ms": lead.to_numpy(),
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "timing": "propagation",
-                    "pod": propagation["pod"],
-                    "node": propagation["node"],
-                    "ms": propagation["propagation_ms"],
-                }
-            ),
-            pd.DataFrame(
-                {"timing": "drain", "pod": drain.index, "node": pd.NA, "ms": drain.to_numpy()}
-            ),
-        ],
-        ignore_index=True,
-    ).astype({"timing": "string", "pod": "string", "node": "string", "ms": "float64"})
-
-    failed = len(failures)
+    lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
+    drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
+    parts = [
+        pd.DataFrame(
+            {"timing": "readiness_lead", "pod": lead.index, "node": pd.NA, "ms": lead.to_numpy()}
+        ),
+        pd.DataFrame(
+            {
+                "timing": "propagation",
+                "pod": propagation["pod"],
+                "node": propagation["node"],
+                "ms": propagation["propagation_ms"],
+            }
+        ),
+        pd.DataFrame(
+            {"timing": "drain", "pod": drain.index, "node": pd.NA, "ms": drain.to_numpy()}
+        ),
+    ]
+    table = pd.concat(parts, ignore_index=True).astype(
+        {"timing": "string", "pod": "string", "node": "string", "ms": "float64"}
+    )
     timings: dict[str, Any] = {
         "readiness_lead": metrics.timing_stats(lead),
         "propagation": metrics.timing_stats(propagation["propagation_ms"]),
@@ -373,16 +453,90 @@ def compute(
         },
         "drain": metrics.timing_stats(drain),
     }
-    if node_conns.empty:
+    if j.node_conns.empty:
         timings["note"] = (
             "no node-side capture: propagation is only seen through responses naming a Pod "
             "after its endpoint left (a lower bound, no per-node figures)"
         )
-    summary: Summary = {
+    return table, timings
+
+
+def compute(
+    path: str | os.PathLike[str],
+    on_table: Callable[[str, pd.DataFrame], None] | None = None,
+) -> Analysis:
+    """Read and analyze a run directory (no writes). ``on_table`` is handed the big input-side
+    tables (packets, connections) as soon as they exist, so a writer can overlap with the rest."""
+    clock = _StageClock()
+    paths = RunPaths(path)
+    with clock("read"):
+        meta = _read_meta(paths)
+        inputs = _Inputs(present=["run.json"])
+        requests = _read_requests(paths, inputs)
+        packets = _read_packets(paths, inputs)
+        watched = _service_scope(meta, _read_events(paths, inputs))
+    with clock("joins"):
+        j = _joins(meta, requests, packets, watched, on_table)
+        propagation = _propagation(watched, j)
+    with clock("attribution"):
+        context = _service_context(
+            meta,
+            watched.pods,
+            watched.endpoints,
+            list(j.capture_nodes.values()),
+            propagation,
+            _rules_lag_by_node(watched, j, terminating_fallback(meta.scenario) is not False),
+            metrics.syn_interval_ms(j.requests, max(len(j.capture_nodes), 1)),
+        )
+        features = attribution.failure_features(
+            j.requests,
+            j.client_conns,
+            watched.pods,
+            watched.endpoints,
+            context,
+            not j.client_conns.empty,
+            watched.gaps,
+            watched.pod_states,
+        )
+        failures = attribution.decide(features, context)
+    with clock("metrics"):
+        windows = metrics.disruption_windows(failures)
+        timings_table, timings = _timings(meta, watched, j, propagation)
+        summary = _summary(meta, requests, failures, windows, timings, inputs, paths)
+        latency = metrics.latency_per_second(requests)
+    tables = {
+        "requests": j.requests,
+        "packets": packets,
+        "connections": j.connections,
+        "pods": watched.pods,
+        "pod_states": watched.pod_states,
+        "endpoints": watched.endpoints,
+        "failures": failures,
+        "windows": windows,
+        "latency": latency,
+        "timings": timings_table,
+    }
+    return Analysis(meta=meta, tables=tables, summary=summary, cpu_s=clock.seconds)
+
+
+def _summary(
+    meta: RunMeta,
+    requests: pd.DataFrame,
+    failures: pd.DataFrame,
+    windows: pd.DataFrame,
+    timings: dict[str, Any],
+    inputs: _Inputs,
+    paths: RunPaths,
+) -> Summary:
+    total, failed = len(requests), len(failures)
+    degraded = _degradation(meta, inputs, paths)
+    return {
         "schema_version": SCHEMA_VERSION,
         "analyzer_version": ANALYZER_VERSION,
         "run_id": meta.run_id,
         "status": meta.status.value,
+        "analysis_status": "degraded" if degraded else "complete",
+        "degraded_because": degraded,
         "requests_total": total,
         "requests_failed": failed,
         "failure_rate": failed / total if total else 0.0,
@@ -401,18 +555,32 @@ def compute(
             "fingerprint": input_fingerprint(paths),
         },
     }
-    tables = {
-        "requests": joined,
-        "packets": packets,
-        "connections": connections,
-        "pods": pods,
-        "endpoints": endpoints,
-        "failures": failures,
-        "windows": windows,
-        "latency": latency,
-        "timings": timings_table,
-    }
-    return Analysis(meta=meta, tables=tables, summary=summary)
+
+
+def _degradation(meta: RunMeta, inputs: _Inputs, paths: RunPaths) -> list[str]:
+    """Why the analysis saw less than happened, one sentence each (empty: it saw everything).
+
+    A damaged file or packets the kernel dropped do not stop the analysis, but every count
+    built on them (failures seen in packets, windows, timings) is then a lower bound, and a
+    report that says ``complete`` would claim more than it knows."""
+    reasons = [
+        f"{_in_run(paths, d['file'])}: {d['where']}: {d['error']} (kept {d['kept']})"
+        for d in inputs.damaged
+    ]
+    reasons += [
+        f"{capture.file}: the kernel dropped {capture.kernel_drops} packets"
+        for capture in meta.captures
+        if capture.kernel_drops
+    ]
+    return reasons
+
+
+def _in_run(paths: RunPaths, file: str) -> str:
+    """A file's path as the run directory's documents name it (relative to the run)."""
+    try:
+        return str(Path(file).resolve().relative_to(paths.root.resolve()))
+    except ValueError:
+        return file
 
 
 def _evidence_examples(failures: pd.DataFrame) -> dict[str, str]:
@@ -478,7 +646,10 @@ def analyze(path: str | os.PathLike[str]) -> Analysis:
     writer = _TableWriter(RunPaths(path))
     try:
         analysis = compute(path, on_table=writer)
+        started = time.process_time()
         writer.finish(analysis)
+        # the writer's threads count too (process time); the big tables started during joins
+        analysis.cpu_s["write"] = time.process_time() - started
     finally:
         writer.close()
     return analysis

@@ -37,6 +37,7 @@ class Run:
     packets = _Table()
     connections = _Table()
     pods = _Table()
+    pod_states = _Table()
     endpoints = _Table()
     failures = _Table()
     windows = _Table()

@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §3, docs/trace-format.md): where each file lives and what run.json says.
+"""The run directory (docs/trace-format.md): where each file lives and what run.json says.
 
 Every stage names run-directory files through ``RunPaths`` so that a path is spelled once; a
 renamed file then breaks loudly in one place instead of silently producing an empty table.
@@ -123,6 +123,7 @@ class Capture(BaseModel):
     point: CapturePoint
     node: str | None = None
     kernel_drops: int | None = None  # packets the kernel dropped (pcap stats); None = unknown
+    packets: int | None = None  # packets written to the file (capture stats); None = unknown
 
 
 class RunMeta(BaseModel):
@@ -260,3 +261,56 @@ class Problem:
     def __str__(self) -> str:
         field = f", field {self.field!r}" if self.field else ""
         return f"{self.severity}: {self.file}: {self.location}{field}: {self.message}"
+
+
+def _section(mapping: dict[str, Any], *path: str) -> dict[str, Any]:
+    for key in path:
+        value = mapping.get(key)
+        mapping = value if isinstance(value, dict) else {}
+    return mapping
+
+
+def _seconds(section: dict[str, Any], key: str, default: float | None) -> float | None:
+    value = section.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def readiness_detection_ms(scenario: dict[str, Any]) -> float | None:
+    """How long a readiness probe takes to turn a failing app NotReady: periodSeconds ×
+    failureThreshold + timeoutSeconds, from run.json ``scenario.pod.readiness_probe`` (the
+    ``rolltrace.scenario.Probe`` fields); None when the run does not record a probe."""
+    probe = _section(scenario, "pod", "readiness_probe")
+    period = _seconds(probe, "period_s", None)
+    if period is None:
+        return None
+    failures = _seconds(probe, "failure_threshold", 1.0) or 1.0
+    timeout = _seconds(probe, "timeout_s", 1.0) or 0.0
+    return (period * failures + timeout) * 1000.0
+
+
+def lb_unhealthy_after_ms(scenario: dict[str, Any]) -> float | None:
+    """How long a load balancer keeps sending to a node whose health check started failing:
+    interval × unhealthy threshold + timeout, from run.json ``scenario.cluster.lb``
+    (``hc_interval_s``, ``unhealthy_threshold``, ``hc_timeout_s``); None when not recorded."""
+    lb = _section(scenario, "cluster", "lb")
+    interval = _seconds(lb, "hc_interval_s", None)
+    if interval is None:
+        return None
+    threshold = _seconds(lb, "unhealthy_threshold", 1.0) or 1.0
+    timeout = _seconds(lb, "hc_timeout_s", 0.0) or 0.0
+    return (interval * threshold + timeout) * 1000.0
+
+
+def terminating_fallback(scenario: dict[str, Any]) -> bool | None:
+    """Whether kube-proxy falls back to serving terminating endpoints when a node has no ready
+    one (KEP-1669): run.json ``scenario.cluster.terminating_fallback`` (a rolltrace scenario) or
+    ``scenario.terminating_fallback`` (a trace-builder recipe); None when not recorded."""
+    for value in (
+        _section(scenario, "cluster").get("terminating_fallback"),
+        scenario.get("terminating_fallback"),
+    ):
+        if isinstance(value, bool):
+            return value
+    return None

@@ -6,7 +6,7 @@ clock its times come from. ``check_frame`` enforces a schema at the boundary so 
 surfaces where it is made, not three stages later as a wrong cause. ``docs/trace-format.md``
 documents the same columns for people; ``tests/analyzer/test_schema_docs.py`` keeps both in step.
 
-Conventions (DESIGN §3): times are integer nanoseconds since the Unix epoch (``*_ns``),
+Conventions (docs/trace-format.md): times are integer nanoseconds since the Unix epoch (``*_ns``),
 durations are in milliseconds as floats (``*_ms``), missing values are pandas NA (nullable
 dtypes), enum-valued columns hold the enum's string value.
 """
@@ -24,11 +24,13 @@ SCHEMA_VERSION = "1.0"
 
 
 class Cause(StrEnum):
-    """Why a request failed (DESIGN §4). Stable: reports, budgets and CI gates name these."""
+    """Why a request failed (docs/causes.md). Stable: reports, budgets and CI gates name these."""
 
     NOT_READY = "not-ready"
     ENDPOINT_LAG = "endpoint-lag"
-    INFLIGHT_CUT = "inflight-cut"
+    INFLIGHT_CUT = "inflight-cut"  # the app exited (after SIGTERM) without draining
+    CONTAINER_RESTART = "container-restart"  # exited or restarted without Pod deletion
+    KILLED_AT_GRACE = "killed-at-grace"  # SIGKILL at the end of the grace period
     KEEPALIVE_RACE = "keepalive-race"
     LB_LAG = "lb-lag"
     NO_ENDPOINTS = "no-endpoints"
@@ -37,7 +39,7 @@ class Cause(StrEnum):
 
 
 class ErrorKind(StrEnum):
-    """A request's normalized outcome as the client saw it (DESIGN §3)."""
+    """A request's normalized outcome as the client saw it (docs/trace-format.md)."""
 
     OK = "ok"
     REFUSED = "refused"  # connect() got RST
@@ -321,6 +323,65 @@ PODS = TableSchema(
     ),
 )
 
+
+class PodState(StrEnum):
+    """A Pod's state over one interval of the ``pod_states`` table (the ``state`` column)."""
+
+    PENDING = "pending"  # created, no container has run yet
+    STARTING = "starting"  # a container runs, the Pod has never been Ready
+    READY = "ready"  # the Pod's Ready condition is True
+    UNREADY = "unready"  # was Ready, now not, no container exit since: a readiness flip
+    RESTARTING = "restarting"  # a container exited (or restarted) and the Pod is not Ready again
+    TERMINATING = "terminating"  # deletion requested (deletionTimestamp), not gone yet
+    GONE = "gone"  # containers all terminated for good, or the Pod was deleted
+
+
+POD_STATES = TableSchema(
+    "pod_states",
+    "Pod state as intervals over time, from every observed Pod transition: one row per (Pod, "
+    "interval) in which its state, readiness, container run state, restart count and last "
+    "container exit stayed the same. Times are watch receive times; object timestamps bound "
+    "only the exit time.",
+    (
+        Column("pod", "string", "Pod name."),
+        Column("uid", "string", ""),
+        Column("node", "string", "spec.nodeName once bound.", nullable=True),
+        Column("ip", "string", "status.podIP once assigned.", nullable=True),
+        _t("from_ns", "Watch receive time of the observation that started the interval."),
+        _t("to_ns", "Start of the next interval; NA when still current at the end.", nullable=True),
+        Column("state", "string", "The Pod's state over the interval.", enum=PodState),
+        Column("ready", "bool", "The Ready condition (else every containerStatuses[].ready)."),
+        Column("container_running", "bool", "Every container has state.running."),
+        Column("restart_count", "int64", "Sum of containerStatuses[].restartCount."),
+        Column(
+            "last_exit_code",
+            "Int64",
+            "exitCode of the latest container exit (state or lastState.terminated).",
+            nullable=True,
+        ),
+        Column(
+            "last_exit_reason",
+            "string",
+            "reason of that exit (Error, OOMKilled, Completed, ...).",
+            nullable=True,
+        ),
+        _t(
+            "last_exit_ns",
+            "Earliest time that exit can have happened: the later of the observation before "
+            "it was seen and its finishedAt (1 s resolution, a bound only).",
+            nullable=True,
+        ),
+        Column(
+            "deletion_grace_s",
+            "Int64",
+            "metadata.deletionGracePeriodSeconds once deletion was requested.",
+            nullable=True,
+            unit="s",
+        ),
+        Column("from_late", "bool", "The start was first observed after a watch GAP."),
+    ),
+)
+
 ENDPOINTS = TableSchema(
     "endpoints",
     "Endpoint membership intervals: one row per (EndpointSlice, endpoint address, condition "
@@ -360,8 +421,7 @@ FAILURES = TableSchema(
         Column(
             "pod_state",
             "string",
-            "The Pod's state at request start: pending, starting, "
-            "ready, terminating, gone, unknown.",
+            "The Pod's state at request start (a PodState value, or unknown).",
             nullable=True,
         ),
         Column("node", "string", "", nullable=True),
@@ -407,7 +467,8 @@ WINDOWS = TableSchema(
 )
 
 ALL_TABLES: dict[str, TableSchema] = {
-    t.name: t for t in (REQUESTS, PACKETS, CONNECTIONS, PODS, ENDPOINTS, FAILURES, WINDOWS)
+    t.name: t
+    for t in (REQUESTS, PACKETS, CONNECTIONS, PODS, POD_STATES, ENDPOINTS, FAILURES, WINDOWS)
 }
 
 
@@ -434,3 +495,13 @@ class TruthEvent(StrEnum):
     LB_TARGETS_CHANGED = "lb-targets-changed"  # fields: targets [str]
     LB_HEALTH_CHANGED = "lb-health-changed"  # fields: target, healthy
     REQUEST_CAUSE = "request-cause"  # trace builder only: request_id, cause
+    # where each connection went: a DNAT the kernel chose, from conntrack in the LB's namespace
+    # (node null) or a node's; fields: src, sport, dst, dport (client side), target_ip,
+    # target_port (the chosen node or Pod), peer_ip, peer_port (the client as the target sees it)
+    NAT_NEW = "nat-new"
+    NAT_RECORDER_ERROR = "nat-recorder-error"  # conntrack lost events: NAT truth is incomplete
+    # the app closed an idle connection; fields: peer_ip, peer_port, how (fin|rst), draining
+    IDLE_CLOSE = "idle-close"
+    WARMUP_RESET = "warmup-reset"  # the app reset a request during warm-up: peer_ip, peer_port
+    # the app stops serving while running (readiness flap: reason); ready-to-serve ends it
+    NOT_SERVING = "not-serving"

@@ -7,6 +7,9 @@ cached under /tmp; the watch is then topped up to 10k lines with Kubernetes ``Ev
 runs in a subprocess, exactly as CI would run it, measured for wall time and peak memory
 (``ru_maxrss`` of the child). Goal: ≤ 20 s and ≤ 4 GB on 2 cores.
 
+Then the analysis runs once more in-process to print CPU seconds per stage (read, joins,
+attribution, metrics, write).
+
 Usage: python bench/analyze.py [--requests N] [--rebuild]
 """
 
@@ -118,7 +121,21 @@ def main() -> int:
     print(f"cpu time {cpu:.1f} s (user + system), load average {os.getloadavg()[0]:.1f}")
     print(f"peak memory {peak_gb:.2f} GB (goal ≤ {GOAL_GB:.0f} GB, ratio {peak_gb / GOAL_GB:.2f})")
     print(f"cpu count {os.cpu_count()}")
+    print_stage_cpu(run)
     return 0
+
+
+def print_stage_cpu(run: Path) -> None:
+    """CPU seconds per analysis stage, from a second, in-process analysis (the subprocess above
+    is what CI runs; this one says where its time goes)."""
+    from analyzer.pipeline import analyze
+
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    stages = analyze(run).cpu_s
+    total = sum(stages.values())
+    for stage in ("read", "joins", "attribution", "metrics", "write"):
+        seconds = stages.get(stage, 0.0)
+        print(f"  cpu {stage:<12} {seconds:6.2f} s ({seconds / max(total, 1e-9):.0%})")
 
 
 if __name__ == "__main__":

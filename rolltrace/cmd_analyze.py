@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analyzer.budget import Budget, exceeded_budgets, parse_budget
+from analyzer.errors import AnalyzerError, BudgetExpressionError, UnusableRunError
+
 if TYPE_CHECKING:
-    from analyzer.budget import Budget
     from analyzer.pipeline import Summary
 
 EXIT_OK, EXIT_BUDGET, EXIT_UNUSABLE = 0, 1, 2
@@ -31,6 +33,8 @@ def print_summary(console: Console, run: Path, summary: Summary) -> None:
     """The terminal view: totals, causes, windows, timings, and what input was missing."""
     failed, total = summary["requests_failed"], summary["requests_total"]
     console.print(f"[bold]{run}[/bold] ({summary['status']})")
+    for reason in summary.get("degraded_because", []):
+        console.print(f"[yellow]analysis degraded:[/yellow] {reason} (counts are lower bounds)")
     console.print(f"{failed} of {total} requests failed ({summary['failure_rate']:.4%})")
     console.print(f"latency of successes: {_fmt_timing(dict(summary['latency']))}")
     if failed:
@@ -83,10 +87,8 @@ def analyze(
 
     Exit 0 when every budget holds, 1 when one is exceeded, 2 when the run is unusable.
     """
-    # imported here, not at the top: the analyzer (pandas) is slow to import and `rolltrace
-    # --help` must not pay for it
-    from analyzer.budget import exceeded_budgets, parse_budget
-    from analyzer.errors import AnalyzerError, BudgetExpressionError, UnusableRunError
+    # imported here, not at the top: the pipeline (pandas, pyarrow, scapy) must not load for
+    # `rolltrace --help`
     from analyzer.pipeline import analyze_run
 
     err = Console(stderr=True, soft_wrap=True)

@@ -25,10 +25,12 @@ CAUSE_PHRASE: dict[str, str] = {
     "endpoint-lag": "new connections reached Pods that had stopped accepting while rules still "
     "routed to them",
     "inflight-cut": "terminating Pods cut requests in flight",
+    "container-restart": "their container exited or was restarting while the Pod stayed",
+    "killed-at-grace": "SIGKILL at the end of the grace period cut requests in flight",
     "keepalive-race": "they were sent on keep-alive connections the server was closing",
     "lb-lag": "the load balancer still sent them to a node without a serving endpoint",
     "no-endpoints": "the Service had no ready endpoint",
-    "overload": "too few Pods were ready to carry the load",
+    "overload": "the ready Pods were too few or too slow to carry the load",
     "unexplained": "no known cause fits the evidence",
 }
 
@@ -152,11 +154,19 @@ class RunFacts:
     settings: RolloutSettings
     headline: str
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: Why the analysis saw less than happened (summary.json ``degraded_because``): counts built
+    #: on what it lost are lower bounds.
+    degraded_because: list[str] = field(default_factory=list)
+    #: Failures per way they were tied to a Pod (summary.json ``pod_match``).
+    pod_match: dict[str, int] = field(default_factory=dict)
     #: p99 of (request start − Pod deletion) over endpoint-lag failures, in ms, and how many:
     #: traffic routed to a Pod that long after its deletion shows propagation lasted at least that
     #: long, even where node captures could not measure it.
     lag_after_deletion_ms: float | None = None
     lag_samples: int = 0
+    #: Container exits without a deletion, by "exit <code> (<reason>)": what crashed or was
+    #: killed by its liveness probe (from the pod_states table).
+    container_exits: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed_by_cause(self) -> dict[str, int]:
@@ -228,7 +238,7 @@ def cause_detail(cause: str, group: pd.DataFrame) -> str:
         return f", up to {late:.1f} s after their deletion was observed"
     if cause == "not-ready" and (late := _max_s("ms_since_ready")) is not None:
         return f", up to {late:.1f} s after they were first seen Ready"
-    if cause in {"inflight-cut", "keepalive-race"}:
+    if cause in {"inflight-cut", "keepalive-race", "container-restart", "killed-at-grace"}:
         return f", on {group['pod'].nunique()} Pod(s)"
     span = (int(group["end_ns"].max()) - int(group["start_ns"].min())) / _NS_PER_S
     return f", over {span:.1f} s"
@@ -258,6 +268,18 @@ def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
     return stats["p99_ms"], stats["n"]
 
 
+def container_exits(pod_states: pd.DataFrame) -> dict[str, int]:
+    """Each container exit the watch showed outside a deletion (one per Pod and restart count),
+    counted by exit code and reason."""
+    restarting = pod_states[pod_states["state"].astype(str) == "restarting"]
+    exits = restarting.drop_duplicates(["uid", "restart_count", "last_exit_code"])
+    labels = [
+        f"exit {'?' if pd.isna(code) else int(code)} ({'?' if pd.isna(reason) else reason})"
+        for code, reason in zip(exits["last_exit_code"], exits["last_exit_reason"], strict=True)
+    ]
+    return {str(k): int(v) for k, v in pd.Series(labels, dtype="object").value_counts().items()}
+
+
 def run_facts(run: Run) -> RunFacts:
     meta = run.meta
     first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
@@ -281,8 +303,11 @@ def run_facts(run: Run) -> RunFacts:
         settings=rollout_settings(scenario, meta.service),
         headline=headline(total, run.failures, causes),
         inputs=dict(run.summary["inputs"]),
+        degraded_because=list(run.summary.get("degraded_because", [])),
+        pod_match=dict(run.summary.get("pod_match", {})),
         lag_after_deletion_ms=lag_ms,
         lag_samples=lag_n,
+        container_exits=container_exits(run.pod_states),
     )
 
 

@@ -16,7 +16,7 @@ from analyzer.report.facts import RunFacts
 Verdict = Literal["ok", "change", "unknown"]
 
 #: Added on top of a measured p99: the next rollout is not this one, and kube-proxy's sync
-#: period alone moves propagation by up to a second (DESIGN §7).
+#: period alone moves propagation by up to a second (docs/architecture.md#reference-timings).
 MARGIN_S = 1.0
 #: Fewer samples than this and a p99 is just the maximum of a handful: say so.
 THIN_SAMPLES = 5
@@ -156,6 +156,18 @@ def grace_period(facts: RunFacts) -> Recommendation:
         f"{configured_prestop:g} s; preStop {prestop_needed:g} s + {after_prestop:.2f} s + "
         f"{MARGIN_S:g} s margin = {target} s. Configured: {_configured(grace)}."
     )
+    killed = facts.failed_by_cause.get("killed-at-grace", 0)
+    if killed:
+        return Recommendation(
+            "terminationGracePeriodSeconds",
+            "change",
+            f"terminationGracePeriodSeconds ≥ {max(target, math.ceil((grace or 0) + MARGIN_S))} s"
+            " at the very least — longer than preStop + the app's whole drain — or shorten "
+            "preStop / the drain so the app exits by itself before the grace period ends.",
+            f"{killed} request(s) were still in flight when SIGKILL ended the grace period "
+            f"({_configured(grace)} after deletion, preStop {configured_prestop:g} s): the drain "
+            f"was cut short, so it needs longer than measured. {measured}{_thin(n)}",
+        )
     if enough and cut:
         return Recommendation(
             "terminationGracePeriodSeconds",
@@ -252,7 +264,8 @@ def capacity(facts: RunFacts) -> Recommendation:
 
 
 def local_policy(facts: RunFacts) -> Recommendation | None:
-    """Only for externalTrafficPolicy Local: the options of DESIGN §1."""
+    """Only for externalTrafficPolicy Local: the options of
+    docs/architecture.md#externaltrafficpolicy-local."""
     if str(facts.settings.traffic_policy or "").lower() != "local":
         return None
     lag = facts.failed_by_cause.get("lb-lag", 0)
@@ -281,6 +294,25 @@ def keepalive(facts: RunFacts) -> Recommendation | None:
         "'Connection: close' instead of closing idle connections with a FIN; clients should "
         "retry idempotent requests that fail on a reused connection.",
         f"{race} request(s) were sent on a reused connection just as the server closed it.",
+    )
+
+
+def container_restarts(facts: RunFacts) -> Recommendation | None:
+    """Failures from containers that exited or were killed without their Pod being deleted:
+    a liveness probe or app fix, not a rollout setting."""
+    restarts = facts.failed_by_cause.get("container-restart", 0)
+    if not restarts:
+        return None
+    exits = ", ".join(f"{n}× {label}" for label, n in facts.container_exits.items())
+    return Recommendation(
+        "container restarts",
+        "change",
+        "Find why containers exit: a crash (non-zero exit, OOMKilled) needs an app or memory "
+        "limit fix; a liveness kill (137/143 after Unhealthy) needs a liveness probe that checks "
+        "only the process itself, with periodSeconds × failureThreshold longer than its worst "
+        "pause. preStop and the grace period cannot help.",
+        f"{restarts} request(s) failed while a container was down or restarting without its Pod "
+        f"being deleted. Exits seen: {exits or 'not recorded'}.",
     )
 
 
@@ -314,7 +346,8 @@ def evidence(facts: RunFacts) -> Recommendation | None:
 def recommend(facts: RunFacts) -> list[Recommendation]:
     """Every recommendation that applies to this run, the settings to change first."""
     found = [prestop(facts), grace_period(facts), readiness(facts), capacity(facts)]
-    found += [r for r in (local_policy(facts), keepalive(facts)) if r is not None]
+    optional = (local_policy(facts), keepalive(facts), container_restarts(facts))
+    found += [r for r in optional if r is not None]
     caveat = evidence(facts)
     if caveat is not None:
         return [caveat, *_ranked(found)]

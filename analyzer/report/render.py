@@ -24,6 +24,7 @@ from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
 from analyzer.report.recommendations import Recommendation, recommend
 from analyzer.run import Run, load_run
 from analyzer.rundir import RunPaths, atomic_write_bytes
+from analyzer.schema import PodMatch
 
 DPI = 100
 
@@ -240,6 +241,33 @@ def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -
     ]
 
 
+def degraded_lines(facts: RunFacts) -> list[str]:
+    """Under the headline: the analysis lost part of its input, so its counts are lower bounds."""
+    if not facts.degraded_because:
+        return []
+    return [
+        "Analysis degraded: "
+        + "; ".join(facts.degraded_because)
+        + ". Failure counts seen in packets, disruption windows and timings are lower bounds."
+    ]
+
+
+def identity_lines(facts: RunFacts) -> list[str]:
+    """How failed requests were tied to the Pod they reached: a user's own app names no Pod,
+    and without node captures the Pod is inferred from cluster state."""
+    if not facts.failed:
+        return []
+    direct = facts.pod_match.get(PodMatch.HEADER.value, 0)
+    direct += facts.pod_match.get(PodMatch.NODE_CAPTURE.value, 0)
+    inferred = facts.pod_match.get(PodMatch.INFERRED.value, 0)
+    unknown = facts.pod_match.get(PodMatch.NONE.value, 0)
+    return [
+        f"Pod identity: {direct} of {facts.failed} failed requests tied to their Pod directly "
+        f"(response header or node capture), {inferred} inferred from cluster state, "
+        f"{unknown} unknown."
+    ]
+
+
 def _inputs_notes(facts: RunFacts) -> list[str]:
     notes = [f"missing input: {name}" for name in facts.inputs.get("missing", [])]
     notes += [
@@ -380,7 +408,9 @@ def render_report(run_path: str | os.PathLike[str]) -> ReportPaths:
     paths = RunPaths(run.path)
     header = [
         facts.headline,
+        *degraded_lines(facts),
         f"run {facts.run_id} · status {facts.status} · backend {facts.backend} · scenario {facts.scenario_name}",
+        *identity_lines(facts),
     ]
     truth = read_truth(paths.truth)
     parts = sections(facts, recommend(facts), has_truth=not truth.empty)

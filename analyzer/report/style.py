@@ -24,6 +24,8 @@ CAUSE_LOOK: dict[str, Look] = {
     Cause.NOT_READY.value: Look("#E69F00", "//", "o"),  # orange
     Cause.ENDPOINT_LAG.value: Look("#D55E00", "\\\\", "s"),  # vermillion
     Cause.INFLIGHT_CUT.value: Look("#CC79A7", "xx", "^"),  # reddish purple
+    Cause.CONTAINER_RESTART.value: Look("#882255", "||", "h"),  # wine
+    Cause.KILLED_AT_GRACE.value: Look("#AA4499", "x.", "p"),  # purple
     Cause.KEEPALIVE_RACE.value: Look("#56B4E9", "..", "v"),  # sky blue
     Cause.LB_LAG.value: Look("#0072B2", "++", "D"),  # blue
     Cause.NO_ENDPOINTS.value: Look("#000000", "--", "X"),  # black

@@ -64,8 +64,9 @@ Recipe catalogue (``recipe_names()``) and the signature each one produces:
     1 replica, maxSurge 0 / maxUnavailable 1: the only Pod leaves the endpoints before its
     successor is Ready. Decision: kube-proxy's reject rule for a Service without endpoints is
     modelled as a TCP RST from the Service address (the client error is ``refused``, as with the
-    ICMP port-unreachable real kube-proxy sends); nothing reaches any node capture. Under Local
-    policy the node drops instead (``connect-timeout``).
+    ICMP port-unreachable real kube-proxy sends); nothing reaches any node capture. The reject
+    rule applies whatever the traffic policy; under Local policy a node drops (``connect-timeout``)
+    only when *other* nodes still have endpoints (kube-proxy's "no local endpoints" DROP).
 ``overload``
     maxUnavailable 1 / maxSurge 0 with Pods that carry 45 % of the load each: while two of three
     are ready, queueing delay climbs (latency per second rises) until requests hit the 0.5 s read
@@ -78,6 +79,39 @@ Recipe catalogue (``recipe_names()``) and the signature each one produces:
 ``mixed-capacity``
     2 replicas, maxUnavailable 1 / maxSurge 0, Pods that carry 70 % of the load, no preStop:
     ``overload`` (read timeouts while one Pod serves alone) and ``endpoint-lag``.
+
+Failure classes beyond a plain rollout (a recipe's ``incidents`` play restarts and readiness
+flaps on running Pods; the kubelet's probes, kill, back-off and restart follow from the probe
+settings, and each container run is its own process: connections belong to one run):
+
+``liveness-kill``
+    A hung app (TCP readiness still passes): 3 failed liveness probes, ``Unhealthy`` then
+    ``Killing`` Events, SIGTERM, SIGKILL 2 s later (exit 137), restartCount 1, Ready again. Held
+    requests reset at the kill, new connections refused until the rules drop the NotReady Pod
+    (``container-restart``).
+``crash-loop``
+    Exit 1 twice, the second restart after 10 s of ``CrashLoopBackOff``: in-flight requests cut,
+    refusals from the Pod's IP during propagation (``container-restart``).
+``killed-at-grace``
+    Grace 6 s < preStop 5 s + drain 4 s: SIGKILL (137) cuts slow requests in flight
+    (``killed-at-grace``).
+``warmup-503`` / ``warmup-reset``
+    TCP readiness, 20 s / 18 s warm-up answering 503 / accepting then resetting (``not-ready``).
+``readiness-flap``
+    Two Pods NotReady and Ready again several times, answering 503 or refusing meanwhile
+    (``not-ready``).
+``local-one-replica`` / ``-fallback`` / ``-recreate``
+    Local policy, one replica, node-3 never has a Pod: ``lb-lag`` (plus ``endpoint-lag`` with the
+    KEP-1669 fallback, ``no-endpoints`` when the only Pod goes first).
+``overload-slow``
+    Every endpoint ready, capacity cut by a slow dependency: read timeouts (``overload``).
+``keepalive-race-rst``
+    Idle keep-alive connections aborted with a bare RST at SIGTERM (``keepalive-race``).
+``endpoint-lag-slow-node``
+    One node's rules lag 40 s (``endpoint-lag``).
+``mixed-restarts`` / ``mixed-edge``
+    ``container-restart`` + ``not-ready`` + ``killed-at-grace``; ``not-ready`` (warm-up resets) +
+    ``keepalive-race`` (RST) + ``endpoint-lag`` (40 s node).
 
 Routing: the LB picks uniformly among nodes it considers healthy (all of them when none is:
 fail-open, as GCE and NLB do); a node picks uniformly among the endpoints its rules hold (ready

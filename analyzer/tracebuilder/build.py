@@ -1,4 +1,5 @@
-"""Run the model for a recipe and write a complete run directory (DESIGN §3, backend synthetic)."""
+"""Run the model for a recipe and write a complete run directory (docs/trace-format.md), backend
+synthetic."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from analyzer.pcap_writer import write_pcap, write_pcapng
 from analyzer.requests import write_requests
 from analyzer.rundir import Capture, RunMeta, RunPaths, atomic_write_bytes, write_run_meta
 from analyzer.schema import REQUESTS, SCHEMA_VERSION, RunStatus, TruthEvent, check_frame
-from analyzer.tracebuilder.model import Cluster, build_cluster
-from analyzer.tracebuilder.packets import SERVICE_PORT, TARGET_PORT, capture_frames
+from analyzer.tracebuilder.model import SERVICE_PORT, TARGET_PORT, Cluster, build_cluster
+from analyzer.tracebuilder.packets import capture_frames
 from analyzer.tracebuilder.recipes import Recipe, get_recipe
 from analyzer.tracebuilder.traffic import CAUSES, ERRORS, Traffic, generate
 from analyzer.tracebuilder.watch import Clock, dump_jsonl, truth_lines, watch_lines
@@ -43,7 +44,8 @@ class BuiltRun:
     failed). ``timings``: injected timings (metric, pod, node, value_ms): ``propagation`` per
     node (endpoint change → that node's rules), ``readiness_lead`` per new Pod (Ready → able to
     serve; positive = Ready too early), ``prestop`` and ``drain`` (SIGTERM → exit) per old Pod.
-    ``pods``: the model's lifecycle times per Pod.
+    ``pods``: the model's lifecycle times per Pod (of its first container run and its final
+    termination) and how many times its container was restarted.
     """
 
     path: Path
@@ -252,6 +254,7 @@ def _pods(cluster: Cluster, clock: Clock) -> pd.DataFrame:
             "revision": [p.revision for p in cluster.pods],
             "node": [f"node-{p.node + 1}" for p in cluster.pods],
             "ip": [p.ip for p in cluster.pods],
+            "restarts": [len(p.restarts) for p in cluster.pods],
         }
     )
     for name in times:

@@ -7,7 +7,8 @@ which keeps tcpdump, tshark and scapy happy and lets readers be cross-checked on
 
 The client capture sees the client ↔ LB address; a node capture sees the same segments on the
 Pod's node after the NAT (client or SNAT address ↔ Pod IP:target port), ``one_way`` later for
-client→server segments and earlier for server→client ones.
+client→server segments and earlier for server→client ones, unanswered SYNs to a gone Pod
+included.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analyzer.tracebuilder.model import Cluster
+from analyzer.tracebuilder.model import SERVICE_PORT, TARGET_PORT, Cluster
 from analyzer.tracebuilder.traffic import SYN_RETRIES_S, Answer, Close, Traffic
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -26,8 +27,6 @@ C2S, S2C = 0, 1
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-SERVICE_PORT = 80
-TARGET_PORT = 8080
 REQUEST_BYTES = {False: 78, True: 82}  # GET / and GET /slow with a few headers
 RESPONSE_BYTES = {200: 312, 503: 190}
 
@@ -49,10 +48,8 @@ class _Segments:
         self.payload.append(np.broadcast_to(np.asarray(payload, dtype=np.int64), (n,)))
 
 
-def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
-    """All segments of every connection, client-side times, sorted by (connection, time)."""
-    c, q = traffic.conns, traffic.requests
-    seg = _Segments([], [], [], [], [])
+def _handshake_segments(seg: _Segments, c: pd.DataFrame, rtt: float) -> None:
+    """SYNs (and their retries), SYN-ACK + ACK, or the RST that refused the connection."""
     row = np.arange(len(c))
     syn = c["syn"].to_numpy()
     syn_count = c["syn_count"].to_numpy()
@@ -68,6 +65,9 @@ def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
     m = (answer == Answer.RST_POD) | (answer == Answer.RST_SERVICE)
     seg.add(row[m], syn[m] + rtt, S2C, RST | ACK)
 
+
+def _request_segments(seg: _Segments, c: pd.DataFrame, q: pd.DataFrame, rtt: float) -> None:
+    """Each request sent, and its response with the client's ACK."""
     conn_row = pd.Index(c["conn_id"]).get_indexer(q["conn_id"])
     send = q["send"].to_numpy()
     m = ~np.isnan(send)
@@ -81,6 +81,10 @@ def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
     seg.add(conn_row[m], first_byte[m], S2C, PSH | ACK, resp)
     seg.add(conn_row[m], first_byte[m] + rtt / 10, C2S, ACK)
 
+
+def _close_segments(seg: _Segments, c: pd.DataFrame, rtt: float) -> None:
+    """FIN handshakes, server resets and the two race closes."""
+    row = np.arange(len(c))
     close = c["close"].to_numpy()
     close_t = c["close_t"].to_numpy()
     for kind, first_way in ((Close.CLIENT_FIN, C2S), (Close.SERVER_FIN, S2C)):
@@ -90,10 +94,22 @@ def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
         seg.add(row[m], close_t[m] + rtt, first_way, ACK)
     m = close == Close.SERVER_RST
     seg.add(row[m], close_t[m], S2C, RST | ACK)
+    race_t = c["race_t"].to_numpy()
     m = close == Close.RACE
     seg.add(row[m], close_t[m], S2C, FIN | ACK)
-    seg.add(row[m], c["race_t"].to_numpy()[m], S2C, RST)
+    seg.add(row[m], race_t[m], S2C, RST)
+    m = close == Close.RST_RACE  # abort (SO_LINGER 0), then the closed socket answers the data
+    seg.add(row[m], close_t[m], S2C, RST | ACK)
+    seg.add(row[m], race_t[m], S2C, RST)
 
+
+def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
+    """All segments of every connection, client-side times, sorted by (connection, time)."""
+    c = traffic.conns
+    seg = _Segments([], [], [], [], [])
+    _handshake_segments(seg, c, rtt)
+    _request_segments(seg, c, traffic.requests, rtt)
+    _close_segments(seg, c, rtt)
     frame = pd.DataFrame(
         {
             "conn": np.concatenate(seg.conn),
@@ -157,7 +173,10 @@ def _captures(
         return out
     pod = c["pod"].to_numpy()[conn]
     answer = c["answer"].to_numpy()[conn]
-    reached = (pod >= 0) & ((answer == Answer.SYNACK) | (answer == Answer.RST_POD))
+    # a SYN the node's rules sent to a Pod is on the node's wire even when nothing answers it:
+    # after the Pod's sandbox is gone the node still holds its neighbour entry and sends the
+    # SYN onto the Pod bridge (the local cluster's data plane shows exactly this)
+    reached = (pod >= 0) & (answer != Answer.RST_SERVICE)
     pod_node = np.array([p.node for p in cluster.pods] + [-1])[pod]
     lb_node = c["node"].to_numpy()[conn]
     shifted = ts + np.where(way == C2S, one_way, -one_way)

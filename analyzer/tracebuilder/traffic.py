@@ -49,6 +49,7 @@ class Close(IntEnum):
     SERVER_RST = 2
     RACE = 3  # server FIN, the client's request crosses it, server RST
     NONE = 4  # never established
+    RST_RACE = 5  # server aborts with a bare RST, the client's request crosses it, RST again
 
 
 @dataclass
@@ -67,22 +68,63 @@ def _cause(cause: Cause) -> int:
     return CAUSES.index(cause)
 
 
+WARMUP_RESET_S = 0.001  # a front that accepts before its backend is up resets at once
+
+
+def _run_causes(cluster: Cluster) -> tuple[I64, I64, I64]:
+    """Per container run, the cause of (a failure while it starts, a refusal after it stopped
+    accepting, a request cut by its exit); index -1 (no run) reads a pad."""
+    starting, down, cut = [], [], []
+    for run in cluster.runs:
+        restart = _cause(Cause.CONTAINER_RESTART)
+        starting.append(restart if run.restarted else _cause(Cause.NOT_READY))
+        down.append(restart if run.restarts_after else _cause(Cause.ENDPOINT_LAG))
+        final_cut = Cause.KILLED_AT_GRACE if run.killed_at_grace else Cause.INFLIGHT_CUT
+        cut.append(restart if run.restarts_after else _cause(final_cut))
+    pad = [NO_CAUSE]
+    return (np.array(starting + pad), np.array(down + pad), np.array(cut + pad))
+
+
 class _Load:
-    """Shared inputs: the cluster, the recipe, per-Pod time arrays and the overload curve."""
+    """Shared inputs: the cluster, the recipe, per-run and per-Pod time arrays (index -1, no Pod,
+    reads a pad) and the overload curve."""
 
     def __init__(self, cluster: Cluster, rng: np.random.Generator) -> None:
         self.c = cluster
         self.r = cluster.recipe
         self.rng = rng
-        pad = np.array([np.inf])  # index -1 (no Pod) reads this
-        self.listening = np.concatenate([cluster.pod_array("listening"), pad])
-        self.app_ready = np.concatenate([cluster.pod_array("app_ready"), pad])
-        self.stop = np.concatenate([cluster.pod_array("stop_accepting"), pad])
+        pad = np.array([np.inf])
+
+        def per_run(attr: str) -> F64:
+            return np.concatenate([cluster.run_array(attr), pad])
+
+        self.listening = per_run("listening")
+        self.app_ready = per_run("app_ready")
+        self.hang = per_run("hang")
+        self.stop = per_run("stop_accepting")
+        self.exited = per_run("exited")
+        self.idle_close = per_run("idle_close")
         self.gone = np.concatenate([cluster.pod_array("gone"), pad])
-        self.exited = np.concatenate([cluster.pod_array("exited"), pad])
-        self.idle_close = np.concatenate([cluster.pod_array("idle_close"), pad])
+        self.starting_cause, self.down_cause, self.cut_cause = _run_causes(cluster)
+        idle_rst = [
+            not run.restarts_after and self.r.on_sigterm == "drain" and self.r.drain_idle == "rst"
+            for run in cluster.runs
+        ]
+        self.idle_rst = np.array([*idle_rst, False])
+        self.run_pod = np.array([run.pod for run in cluster.runs] + [-1])
+        self.unable_spans = [
+            (p.index, a, b, answer) for p in cluster.pods for a, b, answer in p.unable
+        ]
         self.rtt = self.r.rtt_ms / 1000
         self.grid, self.extra = self._overload_curve()
+
+    def unable(self, pod: I64, t: F64, answer: str) -> B:
+        """Whether the app of ``pod`` cannot serve at ``t`` and answers ``answer`` meanwhile."""
+        out = np.zeros(len(t), dtype=bool)
+        for index, a, b, kind in self.unable_spans:
+            if kind == answer:
+                out |= (pod == index) & (t >= a) & (t < b)
+        return out
 
     def _overload_curve(self) -> tuple[F64, F64]:
         """Queueing delay when ready capacity < offered load (fluid backlog, 50 ms steps)."""
@@ -91,6 +133,9 @@ class _Load:
         if not np.isfinite(self.r.pod_capacity_rps):
             return grid, np.zeros_like(grid)
         cap = np.maximum(self.c.ready_count(grid), 0.5) * self.r.pod_capacity_rps
+        if self.r.slowdown is not None:  # e.g. a slow dependency: every Pod serves fewer
+            a, b, divisor = self.r.slowdown
+            cap = np.where((grid >= a) & (grid < b), cap / divisor, cap)
         backlog = np.zeros_like(grid)
         for i in range(1, len(grid)):
             backlog[i] = max(0.0, backlog[i - 1] + (self.r.rate - cap[i - 1]) * dt)
@@ -123,34 +168,48 @@ class _Served:
     close_t: F64
 
 
-def _serve(load: _Load, send: F64, pod: I64, lat: F64) -> _Served:
+def _serve(load: _Load, send: F64, run: I64, lat: F64) -> _Served:
+    """Requests sent at ``send`` on connections to container ``run``: a warming app answers 503
+    (or resets), an app that cannot serve answers 503, a hung app never answers (its requests
+    are reset when the kubelet kills it), a run that exits mid-request cuts it."""
     r = load.r
     n = len(send)
-    exited = load.exited[pod]
-    warming = send < load.app_ready[pod]
+    exited = load.exited[run]
+    warming = send < load.app_ready[run]
+    warm_reset = warming & (r.warmup_answer == "reset")
+    unable = ~warming & load.unable(load.run_pod[run], send, "503")
+    answered_503 = (warming & ~warm_reset) | unable
+    hung = ~warming & ~unable & (send + lat >= load.hang[run])
+    lat = np.where(hung, np.inf, lat)
     budget = np.minimum(lat, r.read_timeout_s)
-    cut = ~warming & (exited > send) & (exited < send + budget)
-    timeout = ~warming & ~cut & (lat > r.read_timeout_s)
-    reset = load.cut_as_reset(n)
+    cut = ~warming & ~unable & (exited > send) & (exited < send + budget)
+    timeout = ~warming & ~unable & ~cut & (lat > r.read_timeout_s)
+    reset = load.cut_as_reset(n) | hung  # a hung app never read the request: RST at exit
     error = np.full(n, _err(ErrorKind.OK))
-    error[warming] = _err(ErrorKind.HTTP_5XX)
+    error[answered_503] = _err(ErrorKind.HTTP_5XX)
+    error[warm_reset] = _err(ErrorKind.RESET)
     error[cut] = np.where(reset[cut], _err(ErrorKind.RESET), _err(ErrorKind.EOF))
     error[timeout] = _err(ErrorKind.READ_TIMEOUT)
     cause = np.full(n, NO_CAUSE)
-    cause[warming] = _cause(Cause.NOT_READY)
-    cause[cut] = _cause(Cause.INFLIGHT_CUT)
+    cause[warming] = load.starting_cause[run][warming]
+    cause[unable] = _cause(Cause.NOT_READY)
+    cause[cut] = load.cut_cause[run][cut]
     cause[timeout] = _cause(Cause.OVERLOAD)
-    first_byte = np.where(warming, send + 0.001, send + lat)
-    first_byte[cut | timeout] = np.nan
+    cause[(cut | timeout) & hung] = _cause(Cause.CONTAINER_RESTART)
+    first_byte = np.where(answered_503, send + 0.001, send + lat)
+    first_byte[cut | timeout | warm_reset] = np.nan
     end = first_byte + 0.0001
     end[cut] = exited[cut] + load.rtt / 2
     end[timeout] = send[timeout] + r.read_timeout_s
-    status = np.where(warming, 503, 200)
-    status[cut | timeout] = -1
+    end[warm_reset] = send[warm_reset] + WARMUP_RESET_S + load.rtt / 2
+    status = np.where(answered_503, 503, 200)
+    status[cut | timeout | warm_reset] = -1
     close = np.full(n, -1)
     close[cut] = np.where(reset[cut], Close.SERVER_RST, Close.SERVER_FIN)
+    close[warm_reset] = Close.SERVER_RST
     close[timeout] = Close.CLIENT_FIN
     close_t = np.where(cut, exited, np.where(timeout, end, np.nan))
+    close_t[warm_reset] = send[warm_reset] + WARMUP_RESET_S
     return _Served(error, cause, status, first_byte, end, close, close_t)
 
 
@@ -158,6 +217,7 @@ def _serve(load: _Load, send: F64, pod: I64, lat: F64) -> _Served:
 class _Connect:
     node: I64
     pod: I64
+    run: I64  # the Pod's container run the SYN met
     answer: I64
     syn_count: I64
     established: F64
@@ -170,14 +230,17 @@ def _connect(load: _Load, start: F64) -> _Connect:
     r = load.r
     n = len(start)
     node, pod, any_ready = load.c.route(start, load.rng.random(n), load.rng.random(n))
+    run = load.c.run_at(pod, start)
     no_route = pod < 0
     local = r.traffic_policy == "Local"
-    new_pod_closed = ~no_route & (start < load.listening[pod])
-    gone = ~no_route & ~new_pod_closed & (start >= load.gone[pod])
-    old_closed = ~no_route & ~new_pod_closed & ~gone & (start >= load.stop[pod])
+    not_listening = ~no_route & (start < load.listening[run])
+    gone = ~no_route & ~not_listening & (start >= load.gone[pod])
+    stopped = ~no_route & ~not_listening & ~gone & (start >= load.stop[run])
+    refusing = ~no_route & ~not_listening & ~gone & ~stopped & load.unable(pod, start, "refuse")
     answer = np.full(n, Answer.SYNACK)
-    answer[no_route] = Answer.NONE if local else Answer.RST_SERVICE
-    answer[new_pod_closed | old_closed] = Answer.RST_POD
+    # no endpoint at all: kube-proxy rejects; Local policy, endpoints only elsewhere: it drops
+    answer[no_route] = np.where(local & any_ready[no_route], Answer.NONE, Answer.RST_SERVICE)
+    answer[not_listening | stopped | refusing] = Answer.RST_POD
     answer[gone] = Answer.NONE
     dropped = answer == Answer.NONE
     refused = (answer == Answer.RST_POD) | (answer == Answer.RST_SERVICE)
@@ -187,13 +250,15 @@ def _connect(load: _Load, start: F64) -> _Connect:
     cause = np.full(n, NO_CAUSE)
     lb_lag = no_route & any_ready
     cause[no_route] = np.where(lb_lag[no_route], _cause(Cause.LB_LAG), _cause(Cause.NO_ENDPOINTS))
-    cause[new_pod_closed] = _cause(Cause.NOT_READY)
-    cause[gone | old_closed] = _cause(Cause.ENDPOINT_LAG)
+    cause[not_listening] = load.starting_cause[run][not_listening]
+    cause[stopped] = load.down_cause[run][stopped]
+    cause[gone] = _cause(Cause.ENDPOINT_LAG)
+    cause[refusing] = _cause(Cause.NOT_READY)
     retries = (r.connect_timeout_s > SYN_RETRIES_S).sum()
     syn_count = np.where(dropped, 1 + retries, 1)
     end = np.where(dropped, start + r.connect_timeout_s, start + load.rtt)
     established = np.where(answer == Answer.SYNACK, start + load.rtt, np.nan)
-    return _Connect(node, pod, answer, syn_count, established, error, cause, end)
+    return _Connect(node, pod, run, answer, syn_count, established, error, cause, end)
 
 
 class _Tables:
@@ -244,7 +309,7 @@ def _new_connection_users(load: _Load, tables: _Tables) -> None:
     send = np.where(ok, con.established + 0.00005, np.nan)
     lat = load.latency(start, slow)
     idx = np.flatnonzero(ok)
-    served = _serve(load, send[idx], con.pod[idx], lat[idx])
+    served = _serve(load, send[idx], con.run[idx], lat[idx])
     error, cause, end = con.error.copy(), con.cause.copy(), con.end.copy()
     status = np.full(n, -1)
     first_byte = np.full(n, np.nan)
@@ -308,6 +373,7 @@ class _OpenConn:
     port: int
     node: int
     pod: int
+    run: int
     syn: float
     established: float
     seq: int = 0
@@ -378,10 +444,14 @@ class _KeepaliveUser:
         )
         self.conn = None
 
-    def _fin_t(self, pod: int) -> float:
-        """When the server sends FIN on an idle keep-alive connection to ``pod``."""
-        r = self.load.r
-        return float(self.load.idle_close[pod] if r.drain_idle == "fin" else self.load.exited[pod])
+    def _fin_t(self, run: int) -> float:
+        """When the server closes an idle keep-alive connection to container ``run``."""
+        load = self.load
+        closes_idle = load.r.drain_idle in ("fin", "rst")
+        return float(load.idle_close[run] if closes_idle else load.exited[run])
+
+    def _idle_close_kind(self, run: int) -> Close:
+        return Close.SERVER_RST if self.load.idle_rst[run] else Close.SERVER_FIN
 
     def walk(self, load_stop: float) -> None:
         """Every request scheduled before ``load_stop`` that starts before it (a user that fell
@@ -398,8 +468,12 @@ class _KeepaliveUser:
                 self._open(i, start)
                 i += 1
                 continue
-            close_t = float(self.load.idle_close[self.conn.pod])  # no keep-alive from here on
-            fin_t = self._fin_t(self.conn.pod)
+            run = self.conn.run
+            close_t = float(self.load.idle_close[run])  # no keep-alive from here on
+            fin_t = self._fin_t(run)
+            # a FIN and a request cross while either is in flight; after a RST has arrived the
+            # client knows the connection is dead and does not send on it
+            race_until = fin_t if self.load.idle_rst[run] else fin_t + w
             until = min(close_t - w, load_stop)
             j = int(np.searchsorted(self.sched, until, "left"))
             if j > i:
@@ -411,23 +485,23 @@ class _KeepaliveUser:
             if start < fin_t - w:
                 self._last_response(i, start)
                 i += 1
-            elif start <= fin_t + w:
+            elif start <= race_until:
                 self._race(i, start, fin_t)
                 i += 1
             else:
-                self._close(Close.SERVER_FIN, max(fin_t, self.free_at))
+                self._close(self._idle_close_kind(run), max(fin_t, self.free_at))
         if self.conn is not None:
             end = max(load_stop, self.free_at) + 0.05
-            fin_t = self._fin_t(self.conn.pod)
+            fin_t = self._fin_t(self.conn.run)
             if fin_t <= end:
-                self._close(Close.SERVER_FIN, max(fin_t, self.free_at))
+                self._close(self._idle_close_kind(self.conn.run), max(fin_t, self.free_at))
             else:
                 self._close(Close.CLIENT_FIN, end)
 
     def _block(self, i: int, starts: F64) -> int:
         assert self.conn is not None
         n = len(starts)
-        served = _serve(self.load, starts, np.full(n, self.conn.pod), self.lat[i : i + n])
+        served = _serve(self.load, starts, np.full(n, self.conn.run), self.lat[i : i + n])
         failed = np.flatnonzero(served.close >= 0)
         if len(failed):
             n = int(failed[0]) + 1
@@ -442,7 +516,7 @@ class _KeepaliveUser:
         """A draining server answers with ``Connection: close`` and closes after the response."""
         assert self.conn is not None
         t = np.array([start])
-        served = _serve(self.load, t, np.array([self.conn.pod]), self.lat[i : i + 1])
+        served = _serve(self.load, t, np.array([self.conn.run]), self.lat[i : i + 1])
         self._record(i, t, t, served, connect=np.nan)
         if served.close[0] >= 0:
             self._close(Close(int(served.close[0])), float(served.close_t[0]))
@@ -450,21 +524,31 @@ class _KeepaliveUser:
             self._close(Close.SERVER_FIN, float(served.end[0]))
 
     def _race(self, i: int, start: float, close_t: float) -> None:
+        """The request crosses the server's close of the idle connection: its data meets a
+        closed socket, which answers RST. After a FIN the client may read EOF or the RST; after
+        a bare RST (the abort arrives while the request is in flight) it reads the reset."""
+        assert self.conn is not None
         rtt = self.load.rtt
-        reset = bool(self.load.cut_as_reset(1)[0])
-        end = max(start, close_t) + rtt
+        if self.load.idle_rst[self.conn.run]:
+            kind, reset = Close.RST_RACE, True
+            end = close_t + rtt / 10  # the abort reaches the client right after it sent
+            race_t = start + 2 * self.load.r.race_window_ms / 1000  # the RST to its data
+        else:
+            kind, reset = Close.RACE, bool(self.load.cut_as_reset(1)[0])
+            end = max(start, close_t) + rtt
+            race_t = end - rtt / 2
         served = _Served(
             error=np.array([_err(ErrorKind.RESET if reset else ErrorKind.EOF)]),
             cause=np.array([_cause(Cause.KEEPALIVE_RACE)]),
             status=np.array([-1]),
             first_byte=np.array([np.nan]),
             end=np.array([end]),
-            close=np.array([Close.RACE]),
+            close=np.array([kind]),
             close_t=np.array([close_t]),
         )
         t = np.array([start])
         self._record(i, t, t, served, connect=np.nan)
-        self._close(Close.RACE, close_t, race_t=end - rtt / 2)
+        self._close(kind, close_t, race_t=race_t)
 
     def _open(self, i: int, start: float) -> None:
         t = np.array([start])
@@ -475,6 +559,7 @@ class _KeepaliveUser:
             self._port(),
             int(con.node[0]),
             int(con.pod[0]),
+            int(con.run[0]),
             start,
             float(con.established[0]),
         )
@@ -501,7 +586,7 @@ class _KeepaliveUser:
             self.conn = None
             return
         send = con.established + 0.00005
-        served = _serve(self.load, send, con.pod, self.lat[i : i + 1])
+        served = _serve(self.load, send, con.run, self.lat[i : i + 1])
         self._record(i, t, send, served, connect=float(con.established[0]), new=True)
         if served.close[0] >= 0:
             self._close(Close(int(served.close[0])), float(served.close_t[0]))

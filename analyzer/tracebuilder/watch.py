@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,16 +21,24 @@ import numpy as np
 from analyzer.schema import TruthEvent
 from analyzer.tracebuilder.model import (
     APP,
+    EXIT_CODE_SIGKILL,
     INF,
     NAMESPACE,
+    PLEG_LAG_S,
+    SERVICE_PORT,
+    TARGET_PORT,
     TEMPLATE_HASH,
     Cluster,
     EndpointState,
+    Note,
     Pod,
+    Restart,
 )
-from analyzer.tracebuilder.packets import SERVICE_PORT, TARGET_PORT
+from analyzer.tracebuilder.recipes import Recipe
+from kubewire import format_time
 
 WATCH_START_S = -2.0  # the watcher starts (initial list) before the load
+KUBELET_SYNC_S = 1.0  # the kubelet's next pod sync: a crash back-off shows as waiting then
 Obj = dict[str, Any]
 Event = tuple[float, str, str, Obj]  # (time, type, kind, object)
 
@@ -48,12 +57,40 @@ class Clock:
         return self.t0_ns + round(t * 1e9)
 
     def rfc3339(self, t: float) -> str:
-        stamp = datetime.fromtimestamp(self.ns(t) // 1_000_000_000, UTC)
-        return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_time(self.ns(t) // 1_000_000_000)
 
 
 def _meta(name: str, uid: str, created: str, **extra: Any) -> Obj:
     return {"name": name, "namespace": NAMESPACE, "uid": uid, "creationTimestamp": created, **extra}
+
+
+def _container_spec(r: Recipe, p: Pod) -> Obj:
+    """The app container's spec: image, port, probes and preStop hook as the recipe sets them."""
+    container: Obj = {
+        "name": "app",
+        "image": f"demoapp:{p.version}",
+        "ports": [{"containerPort": TARGET_PORT, "protocol": "TCP"}],
+    }
+    if r.readiness != "none":
+        probe = {"httpGet": {"path": "/ready", "port": TARGET_PORT}}
+        if r.readiness == "tcp":
+            probe = {"tcpSocket": {"port": TARGET_PORT}}
+        container["readinessProbe"] = {
+            **probe,
+            "periodSeconds": max(1, round(r.probe_period_s)),
+            "failureThreshold": r.readiness_failures,
+        }
+    liveness: Obj = {
+        "httpGet": {"path": "/healthz", "port": TARGET_PORT},
+        "periodSeconds": max(1, round(r.liveness_period_s)),
+        "failureThreshold": r.liveness_failures,
+    }
+    if r.liveness_grace_s is not None:
+        liveness["terminationGracePeriodSeconds"] = int(r.liveness_grace_s)
+    container["livenessProbe"] = liveness
+    if r.prestop_s > 0:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": round(r.prestop_s)}}}
+    return container
 
 
 def _pod_object(c: Cluster, p: Pod, t: float, clock: Clock) -> Obj:
@@ -78,20 +115,8 @@ def _pod_object(c: Cluster, p: Pod, t: float, clock: Clock) -> Obj:
     if t >= p.deletion:
         meta["deletionTimestamp"] = clock.rfc3339(p.deletion + r.grace_s)
         meta["deletionGracePeriodSeconds"] = int(r.grace_s)
-    container: Obj = {
-        "name": "app",
-        "image": f"demoapp:{p.version}",
-        "ports": [{"containerPort": TARGET_PORT, "protocol": "TCP"}],
-    }
-    if r.readiness != "none":
-        probe = {"httpGet": {"path": "/ready", "port": TARGET_PORT}}
-        if r.readiness == "tcp":
-            probe = {"tcpSocket": {"port": TARGET_PORT}}
-        container["readinessProbe"] = {**probe, "periodSeconds": max(1, round(r.probe_period_s))}
-    if r.prestop_s > 0:
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": round(r.prestop_s)}}}
     spec: Obj = {
-        "containers": [container],
+        "containers": [_container_spec(r, p)],
         "terminationGracePeriodSeconds": int(r.grace_s),
         "restartPolicy": "Always",
     }
@@ -101,8 +126,7 @@ def _pod_object(c: Cluster, p: Pod, t: float, clock: Clock) -> Obj:
         spec["nodeName"] = f"node-{p.node + 1}"
         conditions.append(_cond("PodScheduled", True, p.scheduled, clock))
     if t >= p.started:
-        ready = p.ready <= t < min(p.prestop_start, p.exited)
-        since = p.ready if ready else (p.started if t < p.ready else min(p.prestop_start, t))
+        ready, since = p.ready_at(t)
         conditions += [
             _cond("Initialized", True, p.scheduled, clock),
             _cond("ContainersReady", ready, since, clock),
@@ -115,32 +139,83 @@ def _pod_object(c: Cluster, p: Pod, t: float, clock: Clock) -> Obj:
             podIPs=[{"ip": p.ip}],
             startTime=clock.rfc3339(p.scheduled),
         )
-        state: Obj = {"running": {"startedAt": clock.rfc3339(p.started)}}
-        if t >= p.exited:
-            killed = p.sigkill < INF
-            state = {
-                "terminated": {
-                    "exitCode": 137 if killed else 0,
-                    "reason": "Error" if killed else "Completed",
-                    "startedAt": clock.rfc3339(p.started),
-                    "finishedAt": clock.rfc3339(p.exited),
-                    "containerID": f"containerd://{p.uid.replace('-', '')}",
-                }
-            }
-        status["containerStatuses"] = [
-            {
-                "name": "app",
-                "image": f"demoapp:{p.version}",
-                "imageID": "",
-                "containerID": f"containerd://{p.uid.replace('-', '')}",
-                "ready": ready,
-                "started": t < p.exited,
-                "restartCount": 0,
-                "state": state,
-            }
-        ]
+        status["containerStatuses"] = [_container_status(p, t, ready, clock)]
     status["conditions"] = conditions
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def _container_id(p: Pod, run: int) -> str:
+    return f"containerd://{p.uid.replace('-', '')}{run:032x}"
+
+
+def _terminated(p: Pod, run: int, started: float, x: Restart) -> Obj:
+    return {
+        "exitCode": x.exit_code,
+        "reason": "Error",
+        "startedAt": started,
+        "finishedAt": x.exited,
+        "containerID": _container_id(p, run),
+    }
+
+
+def _container_status(p: Pod, t: float, ready: bool, clock: Clock) -> Obj:
+    """The app container's status at ``t`` as the kubelet reports it: the current run (or the
+    ended one the kubelet has seen exit, then CrashLoopBackOff while it waits), restartCount and
+    lastState.terminated of the previous run."""
+    runs = [p.started] + [x.started for x in p.restarts]
+    run = sum(1 for s in runs[1:] if s <= t)  # restartCount
+    ended = [(k, x) for k, x in enumerate(p.restarts) if x.exited + PLEG_LAG_S <= t < x.started]
+    last: Obj | None = None
+    if run > 0:
+        last = _terminated(p, run - 1, runs[run - 1], p.restarts[run - 1])
+    state: Obj = {"running": {"startedAt": runs[run]}}
+    if ended:
+        k, x = ended[0]
+        state = {"terminated": _terminated(p, k, runs[k], x)}
+        if x.backoff > 0 and t >= x.exited + PLEG_LAG_S + KUBELET_SYNC_S:
+            last = state["terminated"]
+            message = (
+                f"back-off {x.backoff:.0f}s restarting failed container=app "
+                f"pod={p.name}_{NAMESPACE}({p.uid})"
+            )
+            state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+    elif t >= p.exited:
+        killed = p.sigkill < INF
+        state = {
+            "terminated": {
+                "exitCode": EXIT_CODE_SIGKILL if killed else 0,
+                "reason": "Error" if killed else "Completed",
+                "startedAt": runs[run],
+                "finishedAt": p.exited,
+                "containerID": _container_id(p, run),
+            }
+        }
+    status: Obj = {
+        "name": "app",
+        "image": f"demoapp:{p.version}",
+        "imageID": "",
+        "containerID": _container_id(p, run),
+        "ready": ready and "running" in state,
+        "started": "running" in state,
+        "restartCount": run,
+        "state": _stamped(state, clock),
+    }
+    if last is not None:
+        status["lastState"] = {"terminated": _stamped({"t": last}, clock)["t"]}
+    return status
+
+
+def _stamped(obj: Obj, clock: Clock) -> Obj:
+    """Model times (floats under ``startedAt`` / ``finishedAt``) → RFC 3339 strings."""
+    out: Obj = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out[key] = _stamped(value, clock)
+        elif key in ("startedAt", "finishedAt"):
+            out[key] = clock.rfc3339(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _cond(kind: str, ok: bool, since: float, clock: Clock) -> Obj:
@@ -159,19 +234,67 @@ def _rs_uid(revision: int) -> str:
     return f"{revision:08x}-0000-4000-8000-00000000{revision:04x}"
 
 
+def _pod_changes(p: Pod) -> list[float]:
+    """Every time the Pod object changes after its creation: status updates and deletion."""
+    times = {p.scheduled, p.started, p.deletion, p.prestop_start, p.exited}
+    times |= {t for t, _ in p.ready_transitions()}
+    for x in p.restarts:
+        times |= {x.exited + PLEG_LAG_S, x.started}
+        if x.backoff > 0:
+            times.add(x.exited + PLEG_LAG_S + KUBELET_SYNC_S)
+    first = max(p.created, WATCH_START_S)
+    return sorted(t for t in times if first < t < min(p.gone, INF))
+
+
 def _pod_events(c: Cluster, clock: Clock) -> Iterator[Event]:
     for p in c.pods:
-        if p.created <= WATCH_START_S:
-            yield WATCH_START_S, "ADDED", "Pod", _pod_object(c, p, WATCH_START_S, clock)
-        else:
-            yield p.created, "ADDED", "Pod", _pod_object(c, p, p.created, clock)
-            for t in (p.scheduled, p.started, p.ready):
-                yield t, "MODIFIED", "Pod", _pod_object(c, p, t, clock)
-        for t in (p.deletion, p.prestop_start, p.exited):
-            if t < INF:
-                yield t, "MODIFIED", "Pod", _pod_object(c, p, t, clock)
+        first = max(p.created, WATCH_START_S)
+        yield first, "ADDED", "Pod", _pod_object(c, p, first, clock)
+        for t in _pod_changes(p):
+            yield t, "MODIFIED", "Pod", _pod_object(c, p, t, clock)
         if p.gone < INF:
             yield p.gone, "DELETED", "Pod", _pod_object(c, p, p.gone, clock)
+
+
+def _note_events(c: Cluster, clock: Clock) -> Iterator[Event]:
+    """The kubelet's core/v1 Events about each Pod; repeats of one (reason, message) update
+    the same Event's count and lastTimestamp, as the kubelet's event correlator does."""
+    for p in c.pods:
+        seen: dict[tuple[str, str], Obj] = {}
+        for note in sorted(p.notes, key=lambda n: n.t):
+            key = (note.reason, note.message)
+            before = seen.get(key)
+            event = _event_object(p, note, len(seen), clock) if before is None else before
+            event = {**event, "count": event.get("count", 0) + 1}
+            event["lastTimestamp"] = clock.rfc3339(note.t)
+            yield note.t, "ADDED" if before is None else "MODIFIED", "Event", event
+            seen[key] = event
+
+
+def _event_object(p: Pod, note: Note, serial: int, clock: Clock) -> Obj:
+    name = f"{p.name}.{0x187A3C5E00000000 + serial:x}"
+    node = f"node-{p.node + 1}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": _meta(name, str(uuid.uuid5(uuid.NAMESPACE_URL, name)), clock.rfc3339(note.t)),
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": NAMESPACE,
+            "name": p.name,
+            "uid": p.uid,
+            "fieldPath": "spec.containers{app}",
+        },
+        "reason": note.reason,
+        "message": note.message,
+        "source": {"component": "kubelet", "host": node},
+        "firstTimestamp": clock.rfc3339(note.t),
+        "type": note.type,
+        "eventTime": None,
+        "reportingComponent": "kubelet",
+        "reportingInstance": node,
+    }
 
 
 _CONDITIONS = {
@@ -306,7 +429,12 @@ def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
 
 def watch_lines(c: Cluster, clock: Clock, rng: np.random.Generator) -> list[Obj]:
     """events.jsonl lines in receive order, with the recipe's watch gap applied."""
-    events = [*_workload_events(c, clock), *_pod_events(c, clock), *_slice_events(c, clock)]
+    events = [
+        *_workload_events(c, clock),
+        *_pod_events(c, clock),
+        *_note_events(c, clock),
+        *_slice_events(c, clock),
+    ]
     delays = rng.uniform(0.003, 0.015, len(events))
     timed = sorted(
         ((e[0] + d, i, e) for i, (e, d) in enumerate(zip(events, delays, strict=True))),
@@ -370,19 +498,7 @@ def truth_lines(c: Cluster, clock: Clock) -> list[Obj]:
 
     for p in c.pods:
         node = f"node-{p.node + 1}"
-        kubelet = f"kubelet/{node}"
-        for t, event in (
-            (p.started, TruthEvent.PROCESS_STARTED),
-            (p.listening, TruthEvent.LISTENING),
-            (p.app_ready, TruthEvent.READY_TO_SERVE),
-            (p.prestop_start, TruthEvent.PRESTOP_START),
-            (p.prestop_end, TruthEvent.PRESTOP_END),
-            (p.sigterm, TruthEvent.SIGTERM),
-            (p.sigkill, TruthEvent.SIGKILL),
-            (p.stop_accepting, TruthEvent.STOPPED_ACCEPTING),
-            (p.exited, TruthEvent.EXITED),
-        ):
-            add(t, kubelet, event, pod=p.name, node=node)
+        _pod_truth(p, partial(add, source=f"kubelet/{node}", pod=p.name, node=node))
     for n in range(c.nodes):
         node = f"node-{n + 1}"
         for k in range(1, len(c.slice_times)):
@@ -417,6 +533,41 @@ def truth_lines(c: Cluster, clock: Clock) -> list[Obj]:
         add(t, "lb", TruthEvent.LB_HEALTH_CHANGED, target=f"node-{n + 1}", healthy=healthy)
     rows.sort(key=lambda row: row[0])
     return [{"ts_ns": clock.ns(t), **row} for t, row in rows]
+
+
+def _pod_truth(p: Pod, add: Callable[..., None]) -> None:
+    """A Pod's first run, its restarts and its termination (``add(t, event=...)``)."""
+    for t, event in (
+        (p.started, TruthEvent.PROCESS_STARTED),
+        (p.listening, TruthEvent.LISTENING),
+        (p.app_ready, TruthEvent.READY_TO_SERVE),
+        (p.prestop_start, TruthEvent.PRESTOP_START),
+        (p.prestop_end, TruthEvent.PRESTOP_END),
+        (p.sigterm, TruthEvent.SIGTERM),
+        (p.sigkill, TruthEvent.SIGKILL),
+        (p.stop_accepting, TruthEvent.STOPPED_ACCEPTING),
+    ):
+        add(t, event=event)
+    killed = p.sigkill < INF
+    add(
+        p.exited,
+        event=TruthEvent.EXITED,
+        exit_code=EXIT_CODE_SIGKILL if killed else 0,
+        signal=9 if killed else None,
+    )
+    for x in p.restarts:
+        _restart_truth(x, add)
+
+
+def _restart_truth(x: Restart, add: Callable[..., None]) -> None:
+    """A run's end without Pod deletion, and the next run's start (``add(t, event=...)``)."""
+    add(x.sigterm, event=TruthEvent.SIGTERM)
+    if x.signal == 9:
+        add(x.exited, event=TruthEvent.SIGKILL)
+    add(x.exited, event=TruthEvent.EXITED, exit_code=x.exit_code, signal=x.signal)
+    add(x.started, event=TruthEvent.PROCESS_STARTED)
+    add(x.listening, event=TruthEvent.LISTENING)
+    add(x.app_ready, event=TruthEvent.READY_TO_SERVE)
 
 
 def dump_jsonl(lines: list[Obj]) -> bytes:

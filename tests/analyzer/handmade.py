@@ -59,6 +59,44 @@ def pod(
     return {"kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
+def restarted(
+    obj: dict[str, Any],
+    restarts: int,
+    *,
+    exit_code: int = 137,
+    reason: str = "Error",
+    finished: str | None = None,
+    running: bool = True,
+) -> dict[str, Any]:
+    """``obj`` (a ``pod()``) after its container exited ``restarts`` times: restartCount and
+    lastState.terminated as the kubelet reports them; ``running=False``: still in back-off
+    (state.waiting CrashLoopBackOff) instead of running again."""
+    terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
+    if finished is not None:
+        terminated["finishedAt"] = finished
+    state: dict[str, Any] = (
+        {"running": {}} if running else {"waiting": {"reason": "CrashLoopBackOff"}}
+    )
+    status = {
+        "name": "app",
+        "restartCount": restarts,
+        "ready": False,
+        "state": state,
+        "lastState": {"terminated": terminated},
+    }
+    return {**obj, "status": {**obj["status"], "containerStatuses": [status]}}
+
+
+def killed(obj: dict[str, Any], exit_code: int = 137) -> dict[str, Any]:
+    """``obj`` (a ``pod()``) with its container terminated with ``exit_code``."""
+    status = {
+        "name": "app",
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": exit_code, "reason": "Error"}},
+    }
+    return {**obj, "status": {**obj["status"], "containerStatuses": [status]}}
+
+
 def replicaset(name: str, revision: int, template_hash: str) -> dict[str, Any]:
     return {
         "kind": "ReplicaSet",

@@ -55,8 +55,26 @@ SINGLE = [
     "lb-lag",
     "no-endpoints",
     "overload",
+    # failure classes beyond a plain rollout
+    "liveness-kill",
+    "crash-loop",
+    "killed-at-grace",
+    "warmup-503",
+    "warmup-reset",
+    "readiness-flap",
+    "local-one-replica",
+    "overload-slow",
+    "keepalive-race-rst",
+    "endpoint-lag-slow-node",
 ]
-MIXED = ["mixed", "mixed-local"]
+MIXED = [
+    "mixed",
+    "mixed-local",
+    "mixed-restarts",
+    "mixed-edge",
+    "local-one-replica-fallback",
+    "local-one-replica-recreate",
+]
 
 
 def per_cause_scores(joined: pd.DataFrame) -> dict[str, tuple[float, float, int]]:

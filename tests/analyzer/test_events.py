@@ -9,11 +9,12 @@ from analyzer.errors import TraceError
 from analyzer.events import (
     endpoint_membership,
     pod_lifecycle,
+    pod_state_intervals,
     read_events,
     read_truth,
     scan_events,
 )
-from analyzer.schema import ENDPOINTS, PODS, check_frame
+from analyzer.schema import ENDPOINTS, POD_STATES, PODS, check_frame
 from tests.analyzer.handmade import (
     T0,
     S,
@@ -21,9 +22,11 @@ from tests.analyzer.handmade import (
     endpoint_slice,
     event,
     gap,
+    killed,
     pod,
     relist,
     replicaset,
+    restarted,
     write_lines,
 )
 
@@ -357,3 +360,153 @@ def test_bad_truth_line_names_its_field(
     with pytest.raises(TraceError) as info:
         read_truth(path)
     assert (info.value.location, info.value.field) == ("line 1", field)
+
+
+# --------------------------------------------------------------------------------------------
+# pod state intervals: every transition, not just the first
+
+
+def _states(tmp_path: Path, lines: list[dict[str, object]]) -> pd.DataFrame:
+    frame = pod_state_intervals(_read(tmp_path, lines))
+    check_frame(frame, POD_STATES, "test")
+    return frame
+
+
+def _timeline(frame: pd.DataFrame) -> list[tuple[float, str]]:
+    return [((t - T0) / S, s) for t, s in zip(frame["from_ns"], frame["state"], strict=True)]
+
+
+def test_a_liveness_kill_and_restart_without_deletion_stays_visible(tmp_path: Path) -> None:
+    """The container is killed (exit 137) and restarted; the Pod is never deleted. The first-
+    transition table cannot show this; the intervals must."""
+    up = pod(node="node-1", ip="10.1.0.5", running=True, ready=True)
+    down = restarted(pod(node="node-1", ip="10.1.0.5", ready=False), 1)
+    back = restarted(up, 1)
+    back["status"]["containerStatuses"][0]["ready"] = True
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, pod(node="node-1", ip="10.1.0.5")),
+            event("MODIFIED", T0 + S, pod(node="node-1", ip="10.1.0.5", running=True)),
+            event("MODIFIED", T0 + 2 * S, up),
+            event("MODIFIED", T0 + 10 * S, down),
+            event("MODIFIED", T0 + 13 * S, back),
+        ],
+    )
+    assert _timeline(frame) == [
+        (0.0, "pending"),
+        (1.0, "starting"),
+        (2.0, "ready"),
+        (10.0, "restarting"),
+        (13.0, "ready"),
+    ]
+    exit_row = frame.iloc[3]
+    assert exit_row["restart_count"] == 1 and exit_row["last_exit_code"] == 137
+    assert exit_row["last_exit_reason"] == "Error"
+    # the exit happened after the previous observation (2 s), which did not show it
+    assert exit_row["last_exit_ns"] == T0 + 2 * S
+    assert frame["to_ns"].iloc[3] == T0 + 13 * S and pd.isna(frame["to_ns"].iloc[-1])
+
+
+def test_finished_at_narrows_when_the_exit_happened_but_never_moves_it_past_detection(
+    tmp_path: Path,
+) -> None:
+    up = pod(node="node-1", ip="10.1.0.5", running=True, ready=True)
+    # T0 is 2023-11-14T22:13:20Z; finishedAt 22:13:25 lies between the two observations
+    down = restarted(pod(node="node-1", ready=False), 1, finished="2023-11-14T22:13:25Z")
+    later = restarted(pod(node="node-1", ready=False), 2, finished="2023-11-14T23:00:00Z")
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, up),
+            event("MODIFIED", T0 + 8 * S, down),
+            event("MODIFIED", T0 + 9 * S, later),
+        ],
+    )
+    assert frame["last_exit_ns"].tolist()[1:] == [T0 + 5 * S, T0 + 8 * S]
+
+
+def test_a_crash_loop_before_any_readiness_is_restarting_not_starting(tmp_path: Path) -> None:
+    base = pod(node="node-1", ip="10.1.0.5", ready=False)
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, base),
+            event("MODIFIED", T0 + S, pod(node="node-1", ip="10.1.0.5", running=True)),
+            event("MODIFIED", T0 + 3 * S, restarted(base, 1, exit_code=1, running=False)),
+            event("MODIFIED", T0 + 5 * S, restarted(base, 1, exit_code=1)),
+        ],
+    )
+    assert [s for _, s in _timeline(frame)] == ["pending", "starting", "restarting", "restarting"]
+    assert frame["container_running"].tolist() == [False, True, False, True]
+    assert frame["last_exit_code"].tolist()[2:] == [1, 1]
+
+
+def test_readiness_flapping_is_unready_between_ready_intervals(tmp_path: Path) -> None:
+    def flip(ready: bool) -> dict[str, object]:
+        return pod(node="node-1", ip="10.1.0.5", running=True, ready=ready)
+
+    frame = _states(
+        tmp_path,
+        [event("ADDED", T0, flip(True))]
+        + [event("MODIFIED", T0 + i * S, flip(i % 2 == 0)) for i in range(1, 5)],
+    )
+    assert [s for _, s in _timeline(frame)] == ["ready", "unready", "ready", "unready", "ready"]
+    assert frame["restart_count"].eq(0).all()
+
+
+def test_deletion_sigkill_and_removal(tmp_path: Path) -> None:
+    up = pod(node="node-1", ip="10.1.0.5", running=True, ready=True)
+    deleting = pod(node="node-1", ip="10.1.0.5", running=True, ready=False, deleting=True, grace=5)
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, up),
+            event("MODIFIED", T0 + S, deleting),
+            event("MODIFIED", T0 + 6 * S, killed(deleting)),
+            event("DELETED", T0 + 7 * S, killed(deleting)),
+        ],
+    )
+    assert [s for _, s in _timeline(frame)] == ["ready", "terminating", "gone"]
+    assert frame["deletion_grace_s"].tolist()[1:] == [5, 5]
+    assert frame["last_exit_code"].iloc[-1] == 137
+
+
+def test_a_pod_missing_from_a_relist_is_gone_from_the_detection_late(tmp_path: Path) -> None:
+    up = pod(node="node-1", ip="10.1.0.5", running=True, ready=True)
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, up),
+            gap("Pod", T0 + S, T0 + 3 * S),
+            relist("Pod", T0 + 3 * S),
+            event("LIST", T0 + 3 * S, pod("other", "uid-2")),
+            event("MODIFIED", T0 + 4 * S, pod("other", "uid-2", running=True)),
+        ],
+    )
+    gone = _one(frame, pod="web-abc", state="gone")
+    assert gone["from_ns"] == T0 + 3 * S and bool(gone["from_late"])  # the snapshot's end
+
+
+def test_an_exit_seen_terminated_then_as_last_state_after_the_restart_is_one_exit(
+    tmp_path: Path,
+) -> None:
+    up = pod(node="node-1", ip="10.1.0.5", running=True, ready=True)
+    exited = killed(pod(node="node-1", ip="10.1.0.5", ready=False))
+    exited["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = (
+        "2023-11-14T22:13:25Z"  # T0 + 5 s
+    )
+    again = restarted(
+        pod(node="node-1", ip="10.1.0.5", ready=False), 1, finished="2023-11-14T22:13:25Z"
+    )
+    frame = _states(
+        tmp_path,
+        [
+            event("ADDED", T0, up),
+            event("MODIFIED", T0 + 6 * S, exited),
+            event("MODIFIED", T0 + 7 * S, again),
+        ],
+    )
+    assert frame["restart_count"].tolist() == [0, 0, 1]
+    assert frame["container_running"].tolist() == [True, False, True]
+    assert frame["last_exit_ns"].tolist()[1:] == [T0 + 5 * S, T0 + 5 * S]

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from analyzer import joins
-from analyzer.schema import CONNECTIONS, PODS, REQUESTS, ErrorKind, PodMatch, TableSchema
+from analyzer.schema import (
+    CONNECTIONS,
+    POD_STATES,
+    PODS,
+    REQUESTS,
+    ErrorKind,
+    PodMatch,
+    TableSchema,
+)
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -292,3 +300,111 @@ def test_source_preserving_path_never_guesses_a_node_connection() -> None:
         ],
     )
     assert joins.node_connections_for(client, node).tolist() == [10, pd.NA]
+
+
+def test_a_reply_only_view_and_an_answered_handshake_never_claim_an_unanswered_syn() -> None:
+    """Masquerade with new ports, captured on ``-i any`` of a bridged node: each Pod reply is
+    seen again on the bridge, de-NATed to the client's address and port. That reply-only copy
+    must not claim the client connection by address and port, and the answered node connection
+    left over must not be pinned, by SYN time, on a client SYN that no Pod answered."""
+    client = make_frame(
+        CONNECTIONS,
+        [
+            conn(1, 50722, 10.0, 11.0, outcome="syn-timeout"),  # its SYN went to a gone Pod
+            conn(2, 50728, 10.0005, 10.01, synack_ns=int(10.0006 * S)),  # served
+        ],
+    )
+    answered = {"synack_ns": int(10.0007 * S), "bytes_c2s": 89, "capture": "node-3"}
+    node = make_frame(
+        CONNECTIONS,
+        [
+            # the Pod-side view of connection 2, source rewritten to the node
+            conn(
+                10,
+                24025,
+                10.0006,
+                10.01,
+                client_ip="10.1.0.3",
+                server_ip="10.244.2.5",
+                server_port=8080,
+                **answered,
+            ),
+            # the bridge's copy of its replies: the client's own address, no client packet
+            conn(
+                11,
+                50728,
+                10.0007,
+                10.01,
+                server_ip="10.244.2.5",
+                server_port=8080,
+                syn_count=0,
+                capture="node-3",
+            ),
+        ],
+    )
+    assert joins.node_connections_for(client, node).tolist() == [pd.NA, 10]
+
+
+def test_a_refused_syn_long_after_a_deletion_still_points_at_the_deleted_pod() -> None:
+    """A node's rules may lag far beyond 30 s: a refused or unanswered SYN has no inference
+    horizon, but a recent deletion and a new Pod not listening yet come first, and a cut (from
+    a Pod that still runs) keeps the horizon."""
+    pods = make_frame(
+        PODS,
+        [
+            pod("old", "10.244.1.5", 0.0, ready_ns=1.0, deletion_ns=10.0),
+            pod("new", "10.244.1.6", 49.0, started_ns=49.5, ready_ns=50.0),
+        ],
+    )
+    failed = make_frame(
+        REQUESTS,
+        [
+            request(1, 55.0, error_kind=ErrorKind.CONNECT_TIMEOUT.value),
+            request(2, 55.0, error_kind=ErrorKind.RESET.value),
+            request(3, 12.0, error_kind=ErrorKind.REFUSED.value),
+        ],
+    )
+    served = pd.DataFrame({"pod": ["new", "new"], "t": [int(54.5 * S), int(55.5 * S)]})
+    inferred = joins.infer_pods(failed, pods, served)
+    assert inferred.iloc[0] == "old" and inferred.iloc[2] == "old"
+    assert pd.isna(inferred.iloc[1])
+    # a new Pod not accepting yet beats a Pod deleted long ago
+    assert joins.infer_pods(failed.iloc[:1], pods).tolist() == ["new"]
+
+
+def test_interval_state_is_the_state_at_that_moment_and_late_ones_count_from_the_gap() -> None:
+    states = make_frame(
+        POD_STATES,
+        [
+            {"pod": "p", "uid": "p", "state": "ready", "from_ns": 10 * S, "ready": True},
+            {"pod": "p", "uid": "p", "state": "restarting", "from_ns": 30 * S, "from_late": True},
+            {"pod": "p", "uid": "p", "state": "ready", "from_ns": 35 * S, "ready": True},
+        ],
+    )
+    names = pd.Series(["p", "p", "p", "q", pd.NA], dtype="string")
+    at = pd.Series([5 * S, 20 * S, 32 * S, 20 * S, 20 * S])
+    assert joins.interval_state_at(names, at, states).tolist()[:3] == [pd.NA, "ready", "restarting"]
+    gaps = np.array([[18.0 * S, 30.0 * S]])  # the restart may have happened from 18 s
+    late = joins.interval_state_at(names, at, states, gaps)
+    assert late.tolist()[1:3] == ["restarting", "restarting"]
+    assert late.iloc[3:].isna().all()
+
+
+def test_a_refusal_with_no_evidence_points_at_a_pod_down_without_deletion() -> None:
+    pods = make_frame(
+        PODS, [pod("a", "10.244.1.5", 0.0, ready_ns=1.0), pod("b", "10.244.1.6", 0.0)]
+    )
+    states = make_frame(
+        POD_STATES,
+        [
+            {"pod": "a", "uid": "a", "state": "ready", "from_ns": 1 * S, "to_ns": 20 * S},
+            {"pod": "a", "uid": "a", "state": "restarting", "from_ns": 20 * S, "to_ns": 25 * S},
+            {"pod": "a", "uid": "a", "state": "ready", "from_ns": 25 * S},
+        ],
+    )
+    failed = make_frame(
+        REQUESTS,
+        [request(1, 22.0, error_kind="refused"), request(2, 45.0, error_kind="refused")],
+    )
+    inferred = joins.infer_pods(failed, pods, None, states)
+    assert inferred.iloc[0] == "a" and pd.isna(inferred.iloc[1])

@@ -6,12 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from analyzer import load_run
 from analyzer.errors import UnusableRunError
-from analyzer.pipeline import analyze_run
+from analyzer.pipeline import analyze, analyze_run
 from analyzer.requests import write_requests
 from analyzer.rundir import RunMeta, write_run_meta
 from analyzer.schema import (
@@ -61,8 +62,19 @@ def test_requests_only_run_is_analyzed_and_says_what_is_missing(tmp_path: Path) 
     assert summary["latency"]["n"] == 50 and summary["latency"]["p50_ms"] == 5.0
     written = json.loads((run_dir / "analysis" / "summary.json").read_text())
     assert written["requests_failed"] == 2
-    for table in ("requests", "failures", "windows", "pods", "endpoints", "packets"):
+    for table in ("requests", "failures", "windows", "pods", "pod_states", "endpoints", "packets"):
         assert (run_dir / "analysis" / "tables" / f"{table}.parquet").exists()
+
+
+def test_the_pod_state_intervals_are_written_and_each_stage_is_timed(tmp_path: Path) -> None:
+    from tests.analyzer.handmade import make_run
+
+    run_dir = make_run(tmp_path / "run")
+    analysis = analyze(run_dir)
+    states = pd.read_parquet(run_dir / "analysis" / "tables" / "pod_states.parquet")
+    assert states["state"].tolist() == ["ready", "terminating"]
+    assert set(analysis.cpu_s) == {"read", "joins", "attribution", "metrics", "write"}
+    assert all(seconds >= 0 for seconds in analysis.cpu_s.values())
 
 
 def test_load_run_reuses_the_cache_until_an_input_changes(tmp_path: Path) -> None:
@@ -129,8 +141,8 @@ def test_damaged_capture_and_event_line_are_reported_and_the_rest_analyzed(tmp_p
 
 
 def test_only_the_service_under_test_and_its_pods_are_analyzed() -> None:
-    from analyzer.pipeline import _service_scope
-    from analyzer.schema import ENDPOINTS, PODS
+    from analyzer.pipeline import _service_scope, _Watched
+    from analyzer.schema import ENDPOINTS, POD_STATES, PODS
     from tests.analyzer.test_joins import pod
 
     meta = RunMeta(
@@ -162,6 +174,56 @@ def test_only_the_service_under_test_and_its_pods_are_analyzed() -> None:
             {"service": "db", "slice": "db-x", "ip": "10.244.1.7", "pod": "db-0", "ready": True},
         ],
     )
-    scoped_pods, scoped_endpoints = _service_scope(meta, pods, endpoints)
-    assert scoped_pods["pod"].tolist() == ["web-a-1", "web-a-2"]
-    assert scoped_endpoints["service"].tolist() == ["web"]
+    states = make_frame(
+        POD_STATES,
+        [{"pod": p, "uid": u, "from_ns": 0} for p, u in zip(pods["pod"], pods["uid"], strict=True)],
+    )
+    no_gaps = np.empty((0, 2))
+    scoped = _service_scope(meta, _Watched(pods, states, endpoints, no_gaps))
+    assert scoped.pods["pod"].tolist() == ["web-a-1", "web-a-2"]
+    assert scoped.pod_states["pod"].tolist() == ["web-a-1", "web-a-2"]
+    assert scoped.endpoints["service"].tolist() == ["web"]
+
+
+def test_attribution_timings_come_from_run_json_and_the_measured_propagation() -> None:
+    from analyzer.attribution import DEFAULT_RULES_LAG_MS
+    from analyzer.pipeline import _service_context
+    from analyzer.schema import ENDPOINTS, PODS
+
+    scenario = {
+        "pod": {"readiness_probe": {"period_s": 2, "failure_threshold": 3, "timeout_s": 1}},
+        "cluster": {
+            "lb": {"hc_interval_s": 8, "hc_timeout_s": 1, "unhealthy_threshold": 3},
+            "terminating_fallback": False,
+        },
+        "service": {"external_traffic_policy": "Local"},
+    }
+    meta = RunMeta(
+        schema_version=SCHEMA_VERSION,
+        run_id="x",
+        status=RunStatus.COMPLETE,
+        backend="synthetic",
+        scenario=scenario,
+    )
+    propagation = pd.DataFrame(
+        {
+            "pod": ["a", "b", "a"],
+            "node": ["node-1", "node-2", "node-2"],
+            "propagation_ms": [400.0, 900.0, 1_200.0],
+        }
+    )
+    by_node = {"node-1": 400.0, "node-2": 1_200.0}
+    context = _service_context(
+        meta, PODS.empty(), ENDPOINTS.empty(), ["node-1"], propagation, by_node
+    )
+    assert context.local_policy and not context.terminating_fallback
+    assert context.readiness_detect_ms == 7_000.0  # 2 s × 3 + 1 s
+    assert context.rules_lag_ms == 1_200.0  # the longest measured
+    assert context.rules_lag_by_node_ms == by_node
+    assert context.lb_unhealthy_after_ms == 25_000.0 + 1_200.0  # 8 s × 3 + 1 s, + rules lag
+    bare = RunMeta(
+        schema_version=SCHEMA_VERSION, run_id="y", status=RunStatus.COMPLETE, backend="synthetic"
+    )
+    unknown = _service_context(bare, PODS.empty(), ENDPOINTS.empty(), [], propagation.iloc[:0])
+    assert unknown.readiness_detect_ms is None and unknown.lb_unhealthy_after_ms is None
+    assert unknown.rules_lag_ms == DEFAULT_RULES_LAG_MS and unknown.terminating_fallback

@@ -25,6 +25,7 @@ from analyzer.report.facts import (
     CauseRow,
     RolloutSettings,
     RunFacts,
+    container_exits,
     read_truth,
     rollout_settings,
     rules_dropped,
@@ -405,3 +406,45 @@ def test_an_imported_run_with_requests_only_still_renders(tmp_path: Path) -> Non
     )
     page = render_report(run.path).html.read_text()
     assert "not recorded" in page and "missing input: events.jsonl" in page
+
+
+def _with_failures(facts: RunFacts, cause: str, failed: int, **changes: object) -> RunFacts:
+    row = CauseRow(cause, failed, 1.0, 0.9, "evidence", [])
+    return dataclasses.replace(facts, causes=[row], failed=failed, **changes)  # type: ignore[arg-type]
+
+
+def test_container_restarts_point_at_the_probe_or_the_app_not_at_rollout_settings(
+    runs: dict[str, Run],
+) -> None:
+    clean = run_facts(runs["clean"])
+    assert all(r.topic != "container restarts" for r in recommend(clean))
+    exits = {"exit 137 (Error)": 2, "exit 1 (Error)": 1}
+    facts = _with_failures(clean, "container-restart", 7, container_exits=exits)
+    verdict, advice, why = _rec(facts, "container restarts")
+    assert verdict == "change" and "liveness probe" in advice and "preStop" in advice
+    assert "7 request(s)" in why and "2× exit 137 (Error)" in why
+
+
+def test_killed_at_grace_asks_for_a_grace_period_longer_than_prestop_plus_drain(
+    runs: dict[str, Run],
+) -> None:
+    clean = run_facts(runs["clean"])
+    settings = dataclasses.replace(clean.settings, grace_s=10.0, prestop_s=8.0)
+    facts = _with_failures(clean, "killed-at-grace", 4, settings=settings)
+    verdict, advice, why = _rec(facts, "terminationGracePeriodSeconds")
+    target = float(re.search(r"≥ (\d+) s", advice).group(1))  # type: ignore[union-attr]
+    assert verdict == "change" and target >= 10.0 + MARGIN_S
+    assert "4 request(s) were still in flight when SIGKILL" in why and "preStop 8 s" in why
+
+
+def test_container_exits_are_counted_once_per_restart() -> None:
+    states = pd.DataFrame(
+        {
+            "uid": ["a", "a", "a", "b"],
+            "state": ["restarting", "restarting", "ready", "restarting"],
+            "restart_count": [1, 1, 1, 3],
+            "last_exit_code": pd.array([137, 137, 137, pd.NA], dtype="Int64"),
+            "last_exit_reason": pd.array(["Error", "Error", "Error", pd.NA], dtype="string"),
+        }
+    )
+    assert container_exits(states) == {"exit 137 (Error)": 1, "exit ? (?)": 1}

@@ -32,6 +32,8 @@ def test_cause_values_are_the_design_taxonomy() -> None:
         "not-ready",
         "endpoint-lag",
         "inflight-cut",
+        "container-restart",
+        "killed-at-grace",
         "keepalive-race",
         "lb-lag",
         "no-endpoints",
