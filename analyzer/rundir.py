@@ -277,17 +277,24 @@ def _seconds(section: dict[str, Any], key: str, default: float | None) -> float 
     return default
 
 
+def _check_window_ms(
+    section: dict[str, Any], interval: str, threshold: str, timeout: str, timeout_default: float
+) -> float | None:
+    """How long a periodic check takes to act on a failure: interval × threshold + timeout,
+    in ms; None when the section does not record the interval."""
+    period = _seconds(section, interval, None)
+    if period is None:
+        return None
+    failures = _seconds(section, threshold, 1.0) or 1.0
+    return (period * failures + (_seconds(section, timeout, timeout_default) or 0.0)) * 1000.0
+
+
 def readiness_detection_ms(scenario: dict[str, Any]) -> float | None:
     """How long a readiness probe takes to turn a failing app NotReady: periodSeconds ×
     failureThreshold + timeoutSeconds, from run.json ``scenario.pod.readiness_probe`` (the
     ``rolltrace.scenario.Probe`` fields); None when the run does not record a probe."""
     probe = _section(scenario, "pod", "readiness_probe")
-    period = _seconds(probe, "period_s", None)
-    if period is None:
-        return None
-    failures = _seconds(probe, "failure_threshold", 1.0) or 1.0
-    timeout = _seconds(probe, "timeout_s", 1.0) or 0.0
-    return (period * failures + timeout) * 1000.0
+    return _check_window_ms(probe, "period_s", "failure_threshold", "timeout_s", 1.0)
 
 
 def lb_unhealthy_after_ms(scenario: dict[str, Any]) -> float | None:
@@ -295,12 +302,7 @@ def lb_unhealthy_after_ms(scenario: dict[str, Any]) -> float | None:
     interval × unhealthy threshold + timeout, from run.json ``scenario.cluster.lb``
     (``hc_interval_s``, ``unhealthy_threshold``, ``hc_timeout_s``); None when not recorded."""
     lb = _section(scenario, "cluster", "lb")
-    interval = _seconds(lb, "hc_interval_s", None)
-    if interval is None:
-        return None
-    threshold = _seconds(lb, "unhealthy_threshold", 1.0) or 1.0
-    timeout = _seconds(lb, "hc_timeout_s", 0.0) or 0.0
-    return (interval * threshold + timeout) * 1000.0
+    return _check_window_ms(lb, "hc_interval_s", "unhealthy_threshold", "hc_timeout_s", 0.0)
 
 
 def terminating_fallback(scenario: dict[str, Any]) -> bool | None:
