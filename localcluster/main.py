@@ -86,13 +86,19 @@ def _starters(
     else:
         nodes = _optional_entry_point("localcluster.dataplane", "start_real_nodes")
         node_args = (str(server.unix_socket), server.token, config, state)
-    return [
+    starters: list[tuple[str, Callable[[], Awaitable[Stoppable]] | None]] = [
         (
             "controllers",
             None if controllers is None else lambda: controllers(server.client(), config),
         ),
         ("nodes", None if nodes is None else lambda: nodes(*node_args)),
     ]
+    if not config.virtual:  # after the nodes, whose namespaces it listens in; stopped first
+        recorder = _optional_entry_point("localcluster.dataplane.conntrack", "start_nat_recorder")
+        starters.append(
+            ("NAT recorder", None if recorder is None else lambda: recorder(config, state))
+        )
+    return starters
 
 
 async def run_cluster(

@@ -25,9 +25,14 @@ class TruthWriter:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def record(self, event: str, **fields: Any) -> None:
+        self.record_at(time.time_ns(), event, **fields)
+
+    def record_at(self, ts_ns: int, event: str, **fields: Any) -> None:
+        """A line stamped with when it happened (e.g. a kernel event's own time), not when it
+        is written."""
         if self._fd is None:
             return
-        line = {"ts_ns": time.time_ns(), "source": self.source, "event": event, **fields}
+        line = {"ts_ns": ts_ns, "source": self.source, "event": event, **fields}
         os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
 
     def close(self) -> None:

@@ -7,6 +7,9 @@ import importlib
 
 import typer
 
+from analyzer.schema import SCHEMA_VERSION
+from rolltrace import __version__
+
 app = typer.Typer(
     name="rolltrace",
     help="Measure and explain request disruption during Kubernetes rolling updates.",
@@ -25,6 +28,7 @@ _COMMAND_MODULES: list[str] = [
     "cmd_cluster",
     "cmd_cluster_exec",
     "cmd_report",
+    "cmd_score",
 ]
 
 
@@ -42,9 +46,6 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print rolltrace's version and the trace-format schema version it reads and writes."""
-    from analyzer.schema import SCHEMA_VERSION
-    from rolltrace import __version__
-
     typer.echo(f"rolltrace {__version__} (trace format {SCHEMA_VERSION})")
 
 

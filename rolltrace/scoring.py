@@ -1,206 +1,406 @@
-"""Scores the analyzer's causes against the local cluster's ground truth (truth.jsonl).
+"""A strict judge: the one true cause of each failed request, from the local cluster's truth alone.
 
 The analyzer decides causes from what a real cluster shows; the local cluster also records what
-really happened: when each app listened, became able to serve, stopped accepting and exited,
-which endpoints each node's rules held at every moment, and what the LB believed about each
-target. From that state at a failed request's start, this module derives the causes that are
-*admissible* for it (usually exactly one). Agreement is the share of failed requests whose
-analyzer cause is admissible.
+really happened (truth.jsonl): every NAT choice the kernel took (LB and nodes, ``nat-new``),
+which Pod held which IP, each container run's start, listening, serving, stop and exit with its
+reason, the app's idle closes and warm-up resets per peer, each node's rules and the LB's
+targets. From those alone this module follows each failed request to the Pod (or node) its
+connection really reached and names exactly one cause by the error kind:
 
-The one fact truth cannot give is which Pod a failed connection reached (the kernel's random
-NAT choice is not logged). Where the response named the Pod, or a node-side capture saw the
-connection reach it, that identity is fact and is used; otherwise every Pod the rules could
-have chosen is considered, and the admissible set is the union over them.
+- a connection that failed to open: what the SYN met — a Pod being deleted and no longer
+  listening (endpoint-lag; lb-lag when the LB itself chose the Pod), a restarted container not
+  listening (container-restart), a Pod not yet listening for the first time (not-ready), a node
+  dropping it for want of a local endpoint (lb-lag) or no endpoint anywhere (no-endpoints), a
+  listening Pod that did not answer in time (overload);
+- a connection cut (reset, eof) or a read that timed out when the Pod went away: what cut it —
+  the app's idle close (keepalive-race), a warm-up reset (not-ready), the container's exit:
+  after the deletion's SIGTERM (inflight-cut), by the SIGKILL at the grace period's end
+  (killed-at-grace), or without deletion (container-restart);
+- a 5xx: the app's state when it answered (warming up or not serving → not-ready; warming up
+  after a restart → container-restart);
+- a read timeout on a live, serving Pod: overload.
 
-Trace-builder runs carry the injected cause of each failed request as ``request-cause`` lines;
-those are used directly.
+Where truth cannot decide (no NAT record of the connection, an event none of these explain), the
+request's truth is ``undecided``: counted and reported on its own, never agreement. Trace-builder
+runs carry the injected cause of each failed request as ``request-cause`` lines; those are used
+directly. Agreement is the share of decided failures whose analyzer cause is the true one.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import bisect
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
 from analyzer.events import read_truth
-from analyzer.rundir import RunPaths, read_run_meta
-from analyzer.schema import Cause, PodMatch
+from analyzer.rundir import RunPaths, read_run_meta, traffic_policy
+from analyzer.schema import Cause, ErrorKind, TruthEvent
 
-_CONNECT_ERRORS = {"refused", "connect-timeout", "unreachable"}
-_CUT_ERRORS = {"reset", "eof"}
-_CLOSE_RACE_NS = 2_000_000_000  # a server close this long before a send still races it
+UNDECIDED = "undecided"
+# conntrack stamps an event when its listener reads it, after the SYN crossed the NAT; under load
+# that lags the client's connect() by milliseconds, far less than any port's reuse by a later flow
+NAT_STAMP_SLACK_NS = 1_000_000_000
+# the kubelet notes an exit when it reaps the process, after the kernel already reset the
+# process's connections (so after the client saw the cut); reaping takes far less than this
+EXIT_NOTE_SLACK_NS = 1_000_000_000
+# the app writes its exit line right after aborting its last connections (drain timeout), so
+# the client may see the reset first by a scheduling delay, far less than this
+APP_NOTE_SLACK_NS = 50_000_000
+
+_CONNECT = {ErrorKind.REFUSED, ErrorKind.CONNECT_TIMEOUT, ErrorKind.UNREACHABLE}
+_DELETION_CAUSES = {"deletion", "forced"}
+_Key = tuple[str, int, str, int]
+
+
+@dataclass
+class ContainerRun:
+    """One run of a Pod's container, from its start to its exit."""
+
+    started_ns: int
+    restart_count: int = 0
+    listening_ns: int | None = None
+    stopped_ns: int | None = None  # listener closed or process gone
+    exited_ns: int | None = None
+    # the app's own exit line or the SIGKILL: stamped as the process's sockets closed, unlike
+    # the kubelet's exit line, written when it reaps the process
+    sockets_closed_ns: int | None = None
+    stop_cause: str | None = None  # deletion / forced / liveness / startup; None: crash
+    sigkill_ns: int | None = None
+    # (from, to) intervals in which the app served requests (to: None while it still did)
+    serving: list[tuple[int, int | None]] = field(default_factory=list)
+
+    def listening_at(self, t: int) -> bool:
+        return (
+            self.listening_ns is not None
+            and self.listening_ns <= t
+            and (self.stopped_ns is None or t < self.stopped_ns)
+        )
+
+    def serving_at(self, t: int) -> bool:
+        return any(a <= t and (b is None or t < b) for a, b in self.serving)
 
 
 @dataclass
 class PodTruth:
     node: str | None = None
-    listening_ns: int | None = None
-    ready_ns: int | None = None
-    stopped_ns: int | None = None
-    exited_ns: int | None = None
+    runs: list[ContainerRun] = field(default_factory=list)
+    deletion_ns: int | None = None
+    idle_closes: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    warmup_resets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def run_at(self, t: int) -> ContainerRun | None:
+        """The run started last at or before ``t`` (it may have exited since)."""
+        started = [r for r in self.runs if r.started_ns <= t]
+        return started[-1] if started else None
+
+    def current(self) -> ContainerRun | None:
+        return self.runs[-1] if self.runs else None
+
+
+@dataclass(frozen=True)
+class NatChoice:
+    ts_ns: int
+    node: str | None  # whose rules chose; None: the LB
+    target_ip: str
+    target_port: int
+    peer_ip: str
+    peer_port: int
 
 
 @dataclass
 class TruthState:
     pods: dict[str, PodTruth] = field(default_factory=lambda: defaultdict(PodTruth))
-    # node -> [(ts, {pod: terminating})] in time order
-    rules: dict[str, list[tuple[int, dict[str, bool]]]] = field(default_factory=dict)
-    # LB target -> [(ts, healthy)]
-    lb_health: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
-    # [(ts, targets)]: what the LB sends to (Pod names in Pod-target mode, else node names)
-    lb_targets: list[tuple[int, set[str]]] = field(default_factory=list)
+    # Pod IP -> [(process-started ts, pod)]: who held the IP at a time (IPs are recycled)
+    ip_owner: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    node_by_address: dict[str, str] = field(default_factory=dict)  # node IP -> node name
+    # client-side tuple -> NAT choices in time order (one list for the LB, one for the nodes)
+    lb_nat: dict[_Key, list[NatChoice]] = field(default_factory=dict)
+    node_nat: dict[_Key, list[NatChoice]] = field(default_factory=dict)
+    nat_recorded: bool = False
+    nat_lossy: bool = False  # conntrack reported lost events: a missing entry proves nothing
+    # node -> [(ts, endpoint pod names)] in time order
+    rules: dict[str, list[tuple[int, set[str]]]] = field(default_factory=dict)
     injected: dict[int, str] = field(default_factory=dict)
+    # from run.json: the LB chose Pods itself (IP target mode); externalTrafficPolicy Local
+    pod_targets: bool = False
+    local_policy: bool = False
 
-    def rules_at(self, node: str, t: int) -> dict[str, bool] | None:
-        return _value_at(self.rules.get(node, []), t, None)
+    def pod_with_ip(self, ip: str, t: int) -> str | None:
+        history = self.ip_owner.get(ip, [])
+        index = bisect.bisect_right(history, (t, "\uffff"))
+        return history[index - 1][1] if index else None
 
-    def lb_targets_at(self, t: int) -> set[str]:
-        return _value_at(self.lb_targets, t, set())
-
-    def lb_healthy_at(self, target: str, t: int) -> bool:
-        # a registered target is sent traffic until checks say otherwise
-        return _value_at(self.lb_health.get(target, []), t, True)
-
-
-V = TypeVar("V")
-D = TypeVar("D")
+    def endpoints_anywhere(self, t: int) -> bool:
+        return any(_value_at(history, t, set()) for history in self.rules.values())
 
 
-def _value_at(history: list[tuple[int, V]], t: int, default: D) -> V | D:
+def _value_at(history: list[tuple[int, Any]], t: int, default: Any) -> Any:
     """The last value recorded at or before ``t`` in a time-ordered history, else ``default``."""
-    current: V | D = default
-    for ts, value in history:
-        if ts > t:
-            break
-        current = value
-    return current
+    index = bisect.bisect_right([ts for ts, _ in history], t)
+    return history[index - 1][1] if index else default
+
+
+def _nat_in_force(choices: list[NatChoice], syn_ns: int) -> NatChoice | None:
+    """The NAT entry a SYN sent at ``syn_ns`` used: the newest one recorded by then (with the
+    recorder's stamping lag). A reused client port whose old flow still lived keeps that flow's
+    entry, since no new one was made."""
+    found = [c for c in choices if c.ts_ns <= syn_ns + NAT_STAMP_SLACK_NS]
+    return found[-1] if found else None
+
+
+# -- reading truth.jsonl ---------------------------------------------------------------------
+def _on_lifecycle(
+    pod: PodTruth, event: str, ts: int, fields: dict[str, Any], by_kubelet: bool
+) -> None:
+    """Container lifecycle lines from the kubelet and the app, folded into the Pod's runs."""
+    if event == TruthEvent.PROCESS_STARTED:
+        pod.runs.append(ContainerRun(ts, int(fields.get("restart_count") or 0)))
+        return
+    run = pod.current()
+    cause = fields.get("cause")
+    if cause in _DELETION_CAUSES and pod.deletion_ns is None:
+        pod.deletion_ns = ts
+    if run is None:
+        return
+    if event in (TruthEvent.PRESTOP_START, TruthEvent.SIGTERM, TruthEvent.SIGKILL):
+        run.stop_cause = run.stop_cause or (str(cause) if cause else None)
+    if event == TruthEvent.SIGKILL or (event == TruthEvent.EXITED and not by_kubelet):
+        run.sockets_closed_ns = run.sockets_closed_ns or ts
+    if event == TruthEvent.SIGKILL:
+        run.sigkill_ns = run.sigkill_ns or ts
+    elif event == TruthEvent.LISTENING:
+        run.listening_ns = run.listening_ns or ts
+    elif event == TruthEvent.READY_TO_SERVE and not run.serving_at(ts):
+        run.serving.append((ts, None))
+    elif event in (TruthEvent.NOT_SERVING, TruthEvent.STOPPED_ACCEPTING, TruthEvent.EXITED):
+        run.serving = [(a, ts if b is None else b) for a, b in run.serving]
+        if event != TruthEvent.NOT_SERVING:
+            run.stopped_ns = run.stopped_ns or ts
+        if event == TruthEvent.EXITED:
+            run.exited_ns = run.exited_ns or ts
+
+
+def _on_nat(state: TruthState, ts: int, node: str | None, fields: dict[str, Any]) -> None:
+    state.nat_recorded = True
+    key = (str(fields["src"]), int(fields["sport"]), str(fields["dst"]), int(fields["dport"]))
+    choice = NatChoice(
+        ts, node, str(fields["target_ip"]), int(fields["target_port"]),
+        str(fields["peer_ip"]), int(fields["peer_port"]),
+    )  # fmt: skip
+    (state.lb_nat if node is None else state.node_nat).setdefault(key, []).append(choice)
+
+
+def _on_app_peer_event(pod: PodTruth, event: str, ts: int, fields: dict[str, Any]) -> None:
+    peer = (str(fields["peer_ip"]), int(fields["peer_port"]))
+    table = pod.idle_closes if event == TruthEvent.IDLE_CLOSE else pod.warmup_resets
+    table.setdefault(peer, []).append(ts)
 
 
 def truth_state(path: Path) -> TruthState:
     """The ground-truth state from truth.jsonl, read and checked by the analyzer's reader
-    (which sorts by time, so the first record of each kind is the earliest)."""
+    (which sorts by time)."""
     state = TruthState()
     for row in read_truth(path).to_dict("records"):
-        event, ts, fields = row["event"], int(row["ts_ns"]), row["fields"]
-        pod = row["pod"] if isinstance(row["pod"], str) else None
+        event, ts, fields = str(row["event"]), int(row["ts_ns"]), row["fields"]
+        pod_name = row["pod"] if isinstance(row["pod"], str) else None
         node = row["node"] if isinstance(row["node"], str) else None
-        if pod and node and str(row["source"]).startswith("kubelet/"):
-            state.pods[pod].node = node
-        if event == "request-cause":
+        if event == TruthEvent.REQUEST_CAUSE:
             state.injected[int(fields["request_id"])] = str(fields["cause"])
-        elif event == "listening" and pod:
-            state.pods[pod].listening_ns = state.pods[pod].listening_ns or ts
-        elif event == "ready-to-serve" and pod:
-            state.pods[pod].ready_ns = state.pods[pod].ready_ns or ts
-        elif event == "stopped-accepting" and pod:
-            state.pods[pod].stopped_ns = state.pods[pod].stopped_ns or ts
-        elif event == "exited" and pod:
-            truth = state.pods[pod]
-            truth.exited_ns = truth.exited_ns or ts
-            truth.stopped_ns = truth.stopped_ns or ts
-        elif event == "rules-programmed" and node:
-            endpoints = {e["pod"]: bool(e.get("terminating")) for e in fields["endpoints"]}
-            state.rules.setdefault(node, []).append((ts, endpoints))
-        elif event == "lb-targets-changed":
-            state.lb_targets.append((ts, set(fields["targets"])))
-        elif event == "lb-health-changed":
-            state.lb_health.setdefault(fields["target"], []).append((ts, bool(fields["healthy"])))
+        elif event == TruthEvent.NAT_NEW:
+            _on_nat(state, ts, node, fields)
+        elif event == TruthEvent.NAT_RECORDER_ERROR:
+            state.nat_lossy = True
+        elif event == TruthEvent.RULES_PROGRAMMED and node:
+            pods = {str(e.get("pod")) for e in fields["endpoints"]}
+            state.rules.setdefault(node, []).append((ts, pods))
+        elif event == TruthEvent.LB_HEALTH_CHANGED and "address" in fields:
+            state.node_by_address[str(fields["address"]).rsplit(":", 1)[0]] = str(fields["target"])
+        elif pod_name and event in (TruthEvent.IDLE_CLOSE, TruthEvent.WARMUP_RESET):
+            _on_app_peer_event(state.pods[pod_name], event, ts, fields)
+        elif pod_name:
+            pod = state.pods[pod_name]
+            by_kubelet = str(row["source"]).startswith("kubelet/")
+            if node and by_kubelet:
+                pod.node = node
+            if event == TruthEvent.PROCESS_STARTED and isinstance(fields.get("ip"), str):
+                state.ip_owner.setdefault(fields["ip"], []).append((ts, pod_name))
+            _on_lifecycle(pod, event, ts, fields, by_kubelet)
     return state
 
 
-def _pod_problem(truth: PodTruth, t: int) -> str | None:
-    """Why a Pod reached at time t could not serve a new connection, if it could not."""
-    if truth.stopped_ns is not None and truth.stopped_ns <= t:
-        return Cause.ENDPOINT_LAG
-    if truth.ready_ns is None or t < truth.ready_ns:
-        return Cause.NOT_READY
+# -- following a connection ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reached:
+    """Where a connection's SYN went, by the NAT entries in force at it."""
+
+    lb: NatChoice | None
+    node: str | None  # the node the LB chose (None: the LB chose a Pod, or unknown)
+    pod: str | None
+    peer: tuple[str, int] | None  # the client as the Pod saw it
+
+
+def follow(state: TruthState, request: dict[str, Any], syn_ns: int) -> Reached:
+    """Follow a connection through the LB's NAT and then the node's to the Pod that held the
+    target IP at the SYN."""
+    if pd.isna(request["local_port"]) or pd.isna(request["local_ip"]):
+        return Reached(None, None, None, None)
+    client = (str(request["local_ip"]), int(request["local_port"]))
+    lb = _nat_in_force(
+        state.lb_nat.get((*client, str(request["remote_ip"]), int(request["remote_port"])), []),
+        syn_ns,
+    )
+    if lb is None:
+        return Reached(None, None, None, None)
+    pod = state.pod_with_ip(lb.target_ip, syn_ns)
+    if pod is not None:  # the LB sends to Pods directly (IP target mode)
+        return Reached(lb, None, pod, (lb.peer_ip, lb.peer_port))
+    node_name = state.node_by_address.get(lb.target_ip)
+    hop = _nat_in_force(state.node_nat.get((*client, lb.target_ip, lb.target_port), []), syn_ns)
+    if hop is None or hop.ts_ns + NAT_STAMP_SLACK_NS < lb.ts_ns:  # the node never passed it
+        return Reached(lb, node_name, None, None)
+    pod = state.pod_with_ip(hop.target_ip, syn_ns)
+    return Reached(lb, hop.node or node_name, pod, (hop.peer_ip, hop.peer_port))
+
+
+# -- the rules -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    cause: str  # a Cause, or UNDECIDED
+    why: str
+
+
+def _restart_or_first_start(pod: PodTruth, run: ContainerRun | None, t: int) -> Verdict:
+    """Why a Pod not being deleted did not accept at ``t``."""
+    first_run = run is None or (run is pod.runs[0] and run.restart_count == 0)
+    if first_run and (run is None or run.listening_ns is None or t < run.listening_ns):
+        return Verdict(Cause.NOT_READY, "the Pod's app was not listening yet (first start)")
+    return Verdict(Cause.CONTAINER_RESTART, "the container had exited or was restarting")
+
+
+def _dropped_at_node(state: TruthState, node: str | None, t: int) -> Verdict:
+    """The LB sent the SYN to ``node`` and no Pod got it: the node had nowhere to send it."""
+    if node is None:
+        return Verdict(UNDECIDED, "the LB's target is neither a known node nor a Pod")
+    if state.nat_lossy:
+        return Verdict(UNDECIDED, "conntrack lost events: the node's entry may be missing")
+    if not state.endpoints_anywhere(t):
+        return Verdict(Cause.NO_ENDPOINTS, "no node's rules held an endpoint")
+    if state.local_policy:
+        return Verdict(Cause.LB_LAG, f"the LB sent it to {node}, which had no local endpoint")
+    return Verdict(UNDECIDED, f"{node}'s rules sent it nowhere though others had endpoints")
+
+
+def on_syn(state: TruthState, reached: Reached, t: int, kind: str) -> Verdict:
+    """What a SYN met at ``t``: the Pod and its app's state then, or the node that dropped it."""
+    if reached.lb is None:
+        if state.nat_recorded and not state.endpoints_anywhere(t):
+            return Verdict(Cause.NO_ENDPOINTS, "no node's rules held an endpoint")
+        return Verdict(UNDECIDED, "no NAT entry records where this connection went")
+    if reached.pod is None:
+        return _dropped_at_node(state, reached.node, t)
+    pod = state.pods.get(reached.pod, PodTruth())
+    run = pod.run_at(t)
+    if run is not None and run.listening_at(t):
+        if kind == ErrorKind.CONNECT_TIMEOUT:
+            return Verdict(Cause.OVERLOAD, f"{reached.pod} was listening but did not accept")
+        return Verdict(UNDECIDED, f"{reached.pod} was listening, yet the connect failed")
+    if pod.deletion_ns is not None and pod.deletion_ns <= t:
+        lag = Cause.LB_LAG if state.pod_targets else Cause.ENDPOINT_LAG
+        return Verdict(lag, f"{reached.pod} was being deleted and no longer accepted")
+    return _restart_or_first_start(pod, run, t)
+
+
+def _exit_verdict(pod_name: str, run: ContainerRun) -> Verdict:
+    if run.stop_cause in _DELETION_CAUSES:
+        if run.sigkill_ns is not None and run.sigkill_ns <= (run.exited_ns or run.sigkill_ns):
+            return Verdict(Cause.KILLED_AT_GRACE, f"{pod_name} was SIGKILLed at the grace end")
+        return Verdict(Cause.INFLIGHT_CUT, f"{pod_name}'s app exited after the deletion SIGTERM")
+    why = (run.stop_cause and f"a {run.stop_cause} kill") or "a crash"
+    return Verdict(Cause.CONTAINER_RESTART, f"{pod_name}'s container exited ({why}) undeleted")
+
+
+def _first_peer_event(
+    events: dict[tuple[str, int], list[int]], peer: Any, lo: int, hi: int
+) -> int | None:
+    found = [ts for ts in events.get(peer, []) if lo <= ts <= hi] if peer else []
+    return found[0] if found else None
+
+
+def _process_end(run: ContainerRun) -> tuple[int, int] | None:
+    """When the run's process closed its sockets, and how late its record may be stamped."""
+    if run.sockets_closed_ns is not None:
+        return run.sockets_closed_ns, APP_NOTE_SLACK_NS
+    if run.exited_ns is not None:
+        return run.exited_ns, EXIT_NOTE_SLACK_NS
     return None
 
 
-def _local_usable(state: TruthState, node: str, t: int, fallback: bool) -> set[str]:
-    """Endpoints a node may use for external traffic under Local policy: its own ready Pods,
-    or (KEP-1669 fallback) its own serving-terminating ones when it has no ready Pod."""
-    local = {p: term for p, term in (state.rules_at(node, t) or {}).items()
-             if state.pods.get(p, PodTruth()).node == node}  # fmt: skip
-    ready = {p for p, terminating in local.items() if not terminating}
-    return ready or (set(local) if fallback else set())
+def on_cut(state: TruthState, reached: Reached, syn_ns: int, end_ns: int) -> Verdict | None:
+    """What ended an established connection between its SYN and the request's end: the app's
+    idle close or warm-up reset for this peer, or its container's exit (earliest wins); None
+    when nothing did."""
+    if reached.pod is None:
+        return None
+    pod = state.pods.get(reached.pod, PodTruth())
+    run = pod.run_at(syn_ns)
+    found: list[tuple[int, Verdict]] = []
+    idle = _first_peer_event(pod.idle_closes, reached.peer, syn_ns, end_ns)
+    if idle is not None:
+        found.append((idle, Verdict(Cause.KEEPALIVE_RACE, "the app closed the idle connection")))
+    reset = _first_peer_event(pod.warmup_resets, reached.peer, syn_ns, end_ns)
+    if reset is not None:
+        found.append((reset, Verdict(Cause.NOT_READY, "the warming-up app reset the request")))
+    gone = None if run is None else _process_end(run)
+    if run is not None and gone is not None and syn_ns <= gone[0] <= end_ns + gone[1]:
+        found.append((gone[0], _exit_verdict(reached.pod, run)))
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
-def admissible_causes(
-    request: pd.Series,
-    failure: pd.Series | None,
-    state: TruthState,
-    local_policy: bool,
-    fallback: bool = True,
-    lb_targets_pods: bool = False,
-) -> set[str]:
-    """The causes consistent with ground truth for one failed request."""
-    t, kind = int(request["start_ns"]), str(request["error_kind"])
-    known_pod = None
-    if failure is not None and failure.get("pod_method") in (
-        PodMatch.HEADER,
-        PodMatch.NODE_CAPTURE,
-    ):
-        known_pod = failure.get("pod")
-    if kind == "http-5xx" and request.get("pod") is not pd.NA and request.get("pod"):
-        truth = state.pods.get(str(request["pod"]))
-        ready = truth is not None and truth.ready_ns is not None and truth.ready_ns <= t
-        return {Cause.OVERLOAD} if ready else {Cause.NOT_READY}
-    routable: dict[str, set[str]] = {}
-    for node in state.rules:
-        endpoints = state.rules_at(node, t) or {}
-        routable[node] = set(endpoints)
-    everywhere = set().union(*routable.values()) if routable else set()
-    if kind in _CONNECT_ERRORS and lb_targets_pods:
-        # the LB picked the Pod from its own target list; kube-proxy was not on the path
-        targets = [known_pod] if known_pod else sorted(state.lb_targets_at(t))
-        if any(_pod_problem(state.pods.get(p, PodTruth()), t) == Cause.ENDPOINT_LAG
-               or p not in state.pods for p in targets):  # fmt: skip
-            return {Cause.LB_LAG}
-        return {Cause.OVERLOAD, Cause.UNEXPLAINED}
-    if kind in _CONNECT_ERRORS:
-        causes: set[str] = set()
-        candidates = [known_pod] if known_pod else sorted(everywhere)
-        for pod in candidates:
-            problem = _pod_problem(state.pods.get(pod, PodTruth()), t)
-            if problem:
-                causes.add(problem)
-        if local_policy and any(
-            state.lb_healthy_at(node, t) and not _local_usable(state, node, t, fallback)
-            for node in routable
-        ):
-            causes.add(Cause.LB_LAG)
-        if not everywhere:
-            causes.add(Cause.NO_ENDPOINTS)
-        return causes or {Cause.OVERLOAD, Cause.UNEXPLAINED}
-    if kind in _CUT_ERRORS:
-        pods = [known_pod] if known_pod else sorted(state.pods)
-        causes = set()
-        end = int(request["end_ns"])
-        for pod in pods:
-            truth = state.pods.get(pod, PodTruth())
-            gone = truth.exited_ns if truth.exited_ns is not None else truth.stopped_ns
-            if gone is None:
-                continue
-            if t <= gone <= end + 50_000_000:
-                causes.add(Cause.INFLIGHT_CUT)
-            elif t - _CLOSE_RACE_NS <= gone < t:
-                causes.add(
-                    Cause.KEEPALIVE_RACE if not bool(request["conn_new"]) else Cause.INFLIGHT_CUT
-                )
-        if not bool(request["conn_new"]):
-            causes.add(Cause.KEEPALIVE_RACE)  # idle-timeout closes leave no truth event
-        return causes or {Cause.UNEXPLAINED}
-    # read-timeout and the rest: too little capacity, or a Pod that vanished mid-request
-    causes = {Cause.OVERLOAD}
-    if any(_pod_problem(state.pods.get(p, PodTruth()), t) for p in everywhere):
-        causes |= {Cause.ENDPOINT_LAG, Cause.INFLIGHT_CUT}
-    if local_policy:
-        causes.add(Cause.LB_LAG)
-    return causes
+def on_5xx(state: TruthState, pod_name: str | None, t: int) -> Verdict:
+    """Who answered 5xx, and in what state its app was."""
+    if pod_name is None:
+        return Verdict(UNDECIDED, "no Pod is known to have answered")
+    pod = state.pods.get(pod_name, PodTruth())
+    run = pod.run_at(t)
+    if run is None or run.serving_at(t):
+        return Verdict(UNDECIDED, f"{pod_name} was serving when it answered 5xx")
+    served_before = any(a <= t for a, _ in run.serving)
+    if not served_before and run is not pod.runs[0]:
+        return Verdict(Cause.CONTAINER_RESTART, f"{pod_name}'s restarted app was warming up")
+    return Verdict(Cause.NOT_READY, f"{pod_name}'s app was warming up or not serving")
+
+
+def true_cause(state: TruthState, request: dict[str, Any], syn_ns: int) -> Verdict:
+    """The one cause truth gives a failed request, or UNDECIDED with the reason."""
+    kind, start, end = str(request["error_kind"]), int(request["start_ns"]), int(request["end_ns"])
+    reached = follow(state, request, syn_ns)
+    if kind in _CONNECT:
+        return on_syn(state, reached, start, kind)
+    if kind == ErrorKind.HTTP_5XX:
+        header = request.get("pod")
+        return on_5xx(state, header if isinstance(header, str) else reached.pod, start)
+    cut = on_cut(state, reached, syn_ns, end)
+    if cut is not None:
+        return cut
+    if kind == ErrorKind.READ_TIMEOUT and reached.pod is not None:
+        run = state.pods.get(reached.pod, PodTruth()).run_at(start)
+        if run is not None and run.serving_at(start):
+            return Verdict(Cause.OVERLOAD, f"{reached.pod} was serving but did not answer in time")
+    if reached.lb is None:
+        return Verdict(UNDECIDED, "no NAT entry records where this connection went")
+    return Verdict(UNDECIDED, f"nothing in truth ended this {kind} (Pod {reached.pod})")
+
+
+# -- scoring ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CauseScore:
+    precision: float
+    recall: float
+    support: int  # failures whose true cause this is
 
 
 @dataclass
@@ -208,56 +408,117 @@ class Score:
     run: str
     failed: int
     agreed: int
-    by_cause: dict[str, tuple[int, int]]  # analyzer cause -> (agreed, total)
-    disagreements: list[dict[str, Any]]
+    undecided: int
+    per_cause: dict[str, CauseScore]
+    confusion: dict[str, dict[str, int]]  # truth -> analyzer -> count (undecided included)
+    disagreements: list[dict[str, Any]]  # decided failures the analyzer got wrong
+    undecided_examples: list[dict[str, Any]]
+
+    @property
+    def decided(self) -> int:
+        return self.failed - self.undecided
 
     @property
     def agreement(self) -> float:
-        return self.agreed / self.failed if self.failed else 1.0
+        """Share of decided failures whose analyzer cause is the true one (1.0 when none)."""
+        return self.agreed / self.decided if self.decided else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "failed": self.failed,
+            "decided": self.decided,
+            "undecided": self.undecided,
+            "agreement": self.agreement,
+            "per_cause": {
+                cause: {"precision": s.precision, "recall": s.recall, "support": s.support}
+                for cause, s in self.per_cause.items()
+            },
+            "confusion": self.confusion,
+            "disagreements": self.disagreements[:50],
+            "undecided_examples": self.undecided_examples[:20],
+        }
 
 
-def score_run(run_dir: Path | str) -> Score:
-    """Compare an analyzed run's failures table with what truth.jsonl admits."""
-    paths = RunPaths(run_dir)
+def per_cause_scores(pairs: list[tuple[str, str]]) -> dict[str, CauseScore]:
+    """Precision and recall per cause over decided (truth, analyzer) pairs; a cause nobody
+    predicted has precision 0 when it occurs (and 1 when it neither occurs nor is predicted)."""
+    truth_counts = Counter(t for t, _ in pairs)
+    predicted = Counter(a for _, a in pairs)
+    hits = Counter(t for t, a in pairs if t == a)
+    return {
+        cause: CauseScore(
+            precision=hits[cause] / predicted[cause] if predicted[cause] else 0.0,
+            recall=hits[cause] / truth_counts[cause] if truth_counts[cause] else 0.0,
+            support=truth_counts[cause],
+        )
+        for cause in sorted(set(truth_counts) | set(predicted))
+    }
+
+
+def judge(failures: pd.DataFrame, requests: pd.DataFrame, state: TruthState) -> pd.DataFrame:
+    """failures + the true cause and why: columns request_id, error_kind, analyzer, truth, why."""
+    syn: dict[Any, int] = requests.groupby("conn_id")["start_ns"].min().to_dict()
+    failed = requests[requests["request_id"].isin(failures["request_id"])]
+    by_id = {int(r["request_id"]): r for r in _records(failed)}
+    rows = []
+    for failure in failures.to_dict("records"):
+        request_id = int(failure["request_id"])
+        if request_id in state.injected:
+            verdict = Verdict(state.injected[request_id], "injected by the trace builder")
+        else:
+            request = by_id[request_id]
+            syn_ns = syn.get(request["conn_id"], int(request["start_ns"]))
+            verdict = true_cause(state, request, syn_ns)
+        rows.append({
+            "request_id": request_id, "error_kind": str(failure["error_kind"]),
+            "analyzer": str(failure["cause"]), "truth": verdict.cause, "why": verdict.why,
+            "analyzer_evidence": str(failure.get("evidence", "")),
+        })  # fmt: skip
+    columns = ["request_id", "error_kind", "analyzer", "truth", "why", "analyzer_evidence"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def score_verdicts(run: str, verdicts: pd.DataFrame) -> Score:
+    decided = verdicts[verdicts["truth"] != UNDECIDED]
+    confusion: dict[str, dict[str, int]] = {}
+    for truth, analyzer in zip(verdicts["truth"], verdicts["analyzer"], strict=True):
+        row = confusion.setdefault(str(truth), {})
+        row[str(analyzer)] = row.get(str(analyzer), 0) + 1
+    wrong = decided[decided["truth"] != decided["analyzer"]]
+    return Score(
+        run=run,
+        failed=len(verdicts),
+        agreed=int((decided["truth"] == decided["analyzer"]).sum()),
+        undecided=len(verdicts) - len(decided),
+        per_cause=per_cause_scores(list(zip(decided["truth"], decided["analyzer"], strict=True))),
+        confusion=confusion,
+        disagreements=_records(wrong),
+        undecided_examples=_records(verdicts[verdicts["truth"] == UNDECIDED]),
+    )
+
+
+def run_truth_state(paths: RunPaths) -> TruthState:
+    """A run's truth plus what run.json says about its LB mode and traffic policy (raises
+    FileNotFoundError naming truth.jsonl when the run has none)."""
+    if not paths.truth.exists():
+        raise FileNotFoundError(f"{paths.truth}: no ground truth (local cluster runs only)")
     state = truth_state(paths.truth)
     meta = read_run_meta(paths.run_json)
-    policy = meta.scenario.get("service", {}).get("external_traffic_policy", "Cluster")
-    fallback = bool(meta.scenario.get("cluster", {}).get("terminating_fallback", True))
-    pod_targets = meta.service.get("lb_targets") == "pods"
-    requests = pd.read_parquet(paths.requests).set_index("request_id")
-    failures = pd.read_parquet(paths.table("failures"))
-    agreed = 0
-    by_cause: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    disagreements = []
-    for row in failures.to_dict("records"):
-        request_id = int(row["request_id"])
-        if request_id in state.injected:
-            admissible = {state.injected[request_id]}
-        else:
-            request = requests.loc[request_id]
-            assert isinstance(request, pd.Series), f"request id {request_id} is not unique"
-            admissible = admissible_causes(
-                request, pd.Series(row), state, policy == "Local", fallback, pod_targets
-            )
-        ok = row["cause"] in admissible
-        agreed += ok
-        by_cause[row["cause"]][0] += ok
-        by_cause[row["cause"]][1] += 1
-        if not ok:
-            disagreements.append(
-                {
-                    "request_id": request_id,
-                    "analyzer": row["cause"],
-                    "truth": sorted(admissible),
-                    "error_kind": row["error_kind"],
-                    "pod": row["pod"],
-                    "evidence": row["evidence"],
-                }
-            )
-    return Score(
-        str(paths.root),
-        len(failures),
-        agreed,
-        {k: (v[0], v[1]) for k, v in by_cause.items()},
-        disagreements,
-    )
+    state.pod_targets = meta.service.get("lb_targets") == "pods"
+    state.local_policy = traffic_policy(meta.service, meta.scenario) == "Local"
+    return state
+
+
+def score_run(run_dir: Path | str, failures: pd.DataFrame | None = None) -> Score:
+    """Judge an analyzed run's failures table (or ``failures``) against truth.jsonl."""
+    paths = RunPaths(run_dir)
+    state = run_truth_state(paths)
+    if failures is None:
+        failures = pd.read_parquet(paths.table("failures"))
+    requests = pd.read_parquet(paths.requests)
+    return score_verdicts(str(paths.root), judge(failures, requests, state))
