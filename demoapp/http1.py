@@ -76,7 +76,13 @@ def parse_request(buffer: bytes | bytearray) -> tuple[Request | None, int]:
     return Request(parts[0].decode("latin-1"), parts[1].decode("latin-1"), keep_alive), total
 
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def render_response(

@@ -11,6 +11,10 @@ listener, finish in-flight requests with ``Connection: close``, answer each idle
 request with ``Connection: close`` or close it after ``--drain-idle-grace``, exit when
 drained or at the drain timeout), ignore (until SIGKILL), delayed:N (not ready, keep serving N
 seconds, then graceful — the in-app equivalent of a preStop sleep).
+
+Faults of a bad revision, each off by default: a crash (exit 1 with no drain, after some time or
+some requests), a liveness endpoint that starts failing, a readiness flap during which the app
+cannot serve, and an idle keep-alive close by bare RST instead of FIN.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from demoapp.config import AppConfig, ShutdownKind, WarmupMode
+from demoapp.config import AppConfig, IdleClose, ShutdownKind, WarmupMode
 from demoapp.http1 import BadRequest, Request, parse_request, render_response
 from demoapp.truth import TruthLog
 
 RESET = "reset"  # answer by aborting the connection with a TCP RST
+CRASH_EXIT_CODE = 1  # what an uncaught exception or a panic exits with
 
 
 class DemoApp:
@@ -41,6 +46,9 @@ class DemoApp:
         self.truth = TruthLog(config.truth, config.pod_name)
         self.listening = False
         self.warm = False
+        self.live = True  # /healthz passes until --liveness-fail-after
+        self.flapped_down = False  # inside a readiness flap's down window: cannot serve
+        self.served = 0  # requests answered (probes excluded), for --crash-after-requests
         self.terminating = False  # SIGTERM seen: honest readiness fails from here on
         self.closing = False  # listener closed: connections finish their request and close
         self.connections: set[Connection] = set()
@@ -59,17 +67,23 @@ class DemoApp:
     def ready(self) -> bool:
         if self.config.ready_lies:
             return self.listening
-        return self.listening and self.warm and not self.terminating
+        return self.listening and self.warm and not self.terminating and not self.flapped_down
 
     def answer(self, request: Request) -> tuple[int, bytes] | str:
         """Status and body for a request, or RESET; probes are never delayed or failed by warm-up."""
         path = request.path
         if path == "/healthz":
-            return 200, b"ok\n"
+            return (200, b"ok\n") if self.live else (500, b"liveness failing\n")
         if path == "/ready":
             return (200, b"ready\n") if self.ready else (503, b"not ready\n")
         if not self.warm:
-            return RESET if self.config.warmup_mode is WarmupMode.RESET else (503, b"warming up\n")
+            return _unavailable(self.config.warmup_mode, b"warming up\n")
+        if self.flapped_down:
+            return _unavailable(self.config.flap_mode, b"not ready (flapping)\n")
+        limit = self.config.crash_after_requests
+        if limit and self.served >= limit:
+            self.crash(f"after {limit} requests")
+        self.served += 1
         return 200, self._hello
 
     def delay_s(self, request: Request) -> float:
@@ -121,6 +135,10 @@ class DemoApp:
         host, port = self.server.sockets[0].getsockname()[:2]
         self.truth.record("listening", ip=host, port=port)
         print(f"demoapp {self.config.pod_name} listening on {host}:{port}", flush=True)
+        if self.config.crash_after_s > 0:
+            loop.call_later(self.config.crash_after_s, self.crash, "timer")
+        if self.config.liveness_fail_after_s > 0:
+            loop.call_later(self.config.liveness_fail_after_s, self._liveness_fails)
         if self.config.warmup_s > 0:
             self._spawn(self._warm_up())
         else:
@@ -135,6 +153,37 @@ class DemoApp:
             return
         self.warm = True
         self.truth.record("ready-to-serve")
+        if self.config.ready_flap_period_s > 0:
+            self._spawn(self._flap())
+
+    async def _flap(self) -> None:
+        """Up for ``period - down`` seconds, then down for ``down``, until SIGTERM."""
+        up_s = self.config.ready_flap_period_s - self.config.ready_flap_down_s
+        while not self.terminating:
+            await asyncio.sleep(up_s)
+            self._flap_down()
+            await asyncio.sleep(self.config.ready_flap_down_s)
+            self._flap_up()
+
+    def _flap_down(self) -> None:
+        self.flapped_down = True
+        self.truth.record("not-serving", reason="flap")
+
+    def _flap_up(self) -> None:
+        self.flapped_down = False
+        self.truth.record("ready-to-serve")
+
+    def _liveness_fails(self) -> None:
+        self.live = False
+
+    def crash(self, reason: str) -> None:
+        """Exit at once with a non-zero code, as a panicking app does: no drain and no
+        readiness change first; the kernel closes every socket (FIN, or RST where unread data
+        remains), so the request that triggered it and any in flight are cut."""
+        print(f"demoapp {self.config.pod_name} crashing: {reason}", file=sys.stderr, flush=True)
+        self.truth.record("exited", exit_code=CRASH_EXIT_CODE, signal=None, reason="crash")
+        sys.stdout.flush()
+        os._exit(CRASH_EXIT_CODE)
 
     def on_sigterm(self) -> None:
         kind = self.config.shutdown.kind
@@ -237,7 +286,15 @@ class Connection(asyncio.Protocol):
 
     def _close_if_idle(self) -> None:
         if self.idle and self.transport is not None:
+            self.app.truth.record("idle-close", **self.peer, how="fin", draining=self.app.closing)
             self.transport.close()
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """The client address as this Pod sees it (after any SNAT), for truth lines that a
+        judge matches to the connection's NAT entry."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return {"peer_ip": peer[0], "peer_port": peer[1]} if peer else {}
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -275,6 +332,7 @@ class Connection(asyncio.Protocol):
     def _answer(self, request: Request) -> None:
         outcome = self.app.answer(request)
         if isinstance(outcome, str):
+            self.app.truth.record("warmup-reset", **self.peer)
             self._reset()
             return
         status, body = outcome
@@ -310,4 +368,14 @@ class Connection(asyncio.Protocol):
             self.idle_timer = None
 
     def _idle_expired(self) -> None:
-        self._close_if_idle()
+        """The keep-alive timeout: an orderly FIN, or a bare RST (``--idle-close rst``)."""
+        if self.app.config.idle_close is IdleClose.RST and self.idle and self.transport:
+            self.app.truth.record("idle-close", **self.peer, how="rst", draining=False)
+            self._reset()
+        else:
+            self._close_if_idle()
+
+
+def _unavailable(mode: WarmupMode, body: bytes) -> tuple[int, bytes] | str:
+    """How a request fails while the app cannot serve it: a 503 or a connection reset."""
+    return RESET if mode is WarmupMode.RESET else (503, body)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rolltrace.scenario import PreStop, Probe, Scenario
+from rolltrace.scenario import App, PreStop, Probe, Scenario
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rolltrace"}
 APP_LABEL = "app.kubernetes.io/name"
@@ -36,8 +36,7 @@ def _pre_stop(pre_stop: PreStop, port: int) -> dict[str, Any]:
     return {"httpGet": {"path": pre_stop.http_get_path, "port": port}}
 
 
-def _app_env(scenario: Scenario) -> list[dict[str, Any]]:
-    app = scenario.workload.app
+def _app_env(scenario: Scenario, app: App) -> list[dict[str, Any]]:
     values = {
         "DEMOAPP_PORT": scenario.workload.container_port,
         "DEMOAPP_STARTUP_DELAY": app.startup_delay_s,
@@ -49,6 +48,13 @@ def _app_env(scenario: Scenario) -> list[dict[str, Any]]:
         "DEMOAPP_SHUTDOWN": app.shutdown,
         "DEMOAPP_DRAIN_TIMEOUT": app.drain_timeout_s,
         "DEMOAPP_MAX_CONCURRENCY": app.max_concurrency,
+        "DEMOAPP_IDLE_CLOSE": app.idle_close,
+        "DEMOAPP_CRASH_AFTER": app.crash_after_s,
+        "DEMOAPP_CRASH_AFTER_REQUESTS": app.crash_after_requests,
+        "DEMOAPP_LIVENESS_FAIL_AFTER": app.liveness_fail_after_s,
+        "DEMOAPP_READY_FLAP_PERIOD": app.ready_flap_period_s,
+        "DEMOAPP_READY_FLAP_DOWN": app.ready_flap_down_s,
+        "DEMOAPP_FLAP_MODE": app.flap_mode,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in values.items()]
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
@@ -62,7 +68,7 @@ def deployment(scenario: Scenario, name: str = "demoapp") -> dict[str, Any]:
         "name": "app",
         "image": scenario.workload.image,
         "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
-        "env": _app_env(scenario),
+        "env": _app_env(scenario, scenario.workload.app),
     }
     if pod.readiness_probe is not None:
         container["readinessProbe"] = _probe(pod.readiness_probe, port)
@@ -124,19 +130,23 @@ def service(scenario: Scenario, name: str = "demoapp") -> dict[str, Any]:
 
 def rollout_patch(scenario: Scenario, now_iso: str) -> dict[str, Any]:
     """The strategic-merge patch that triggers the rollout (what `kubectl rollout restart` /
-    `kubectl set image` send)."""
+    `kubectl set image` / `kubectl set env` send). ``rollout.app`` changes the container's env
+    (merged by name), so only the new revision gets it."""
     rollout = scenario.rollout
-    if rollout.trigger == "image":
-        if not rollout.image:
-            raise ValueError("rollout.trigger 'image' needs rollout.image")
-        return {
-            "spec": {
-                "template": {"spec": {"containers": [{"name": "app", "image": rollout.image}]}}
-            }
-        }
     if rollout.trigger == "patch":
         if not rollout.patch:
             raise ValueError("rollout.trigger 'patch' needs rollout.patch")
         return rollout.patch
-    annotation = {"kubectl.kubernetes.io/restartedAt": now_iso}
-    return {"spec": {"template": {"metadata": {"annotations": annotation}}}}
+    container: dict[str, Any] = {"name": "app"}
+    if rollout.trigger == "image":
+        if not rollout.image:
+            raise ValueError("rollout.trigger 'image' needs rollout.image")
+        container["image"] = rollout.image
+    if rollout.app is not None:
+        container["env"] = _app_env(scenario, scenario.new_app())
+    template: dict[str, Any] = {}
+    if len(container) > 1:
+        template["spec"] = {"containers": [container]}
+    if rollout.trigger == "restart":
+        template["metadata"] = {"annotations": {"kubectl.kubernetes.io/restartedAt": now_iso}}
+    return {"spec": {"template": template}}

@@ -8,13 +8,14 @@ back through each error's ``loc``.
 ``--set key.path=value`` overrides are applied to the parsed document before validation, so an
 override is validated exactly like the file (and its errors name the override).
 
-Timing presets (``cluster.preset``) bundle the reference figures of DESIGN §7 so that a scenario
-can say ``gke-l4`` instead of spelling out health-check intervals and proxy sync periods;
-explicit fields win over the preset.
+Timing presets (``cluster.preset``) bundle the reference figures of
+docs/architecture.md#reference-timings so that a scenario can say ``gke-l4`` instead of spelling
+out health-check intervals and proxy sync periods; explicit fields win over the preset.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,20 @@ class App(_Strict):
     shutdown: str = "graceful"  # immediate | graceful | ignore | delayed:N
     drain_timeout_s: float = Field(10.0, ge=0)
     max_concurrency: int = Field(0, ge=0)  # requests in service at once per Pod (0: unlimited)
+    idle_close: Literal["fin", "rst"] = "fin"  # how the keep-alive timeout closes: FIN or bare RST
+    # Faults of a bad revision (0: off); set them under rollout.app to break only the new one.
+    crash_after_s: float = Field(0.0, ge=0)  # exit 1 without draining, per container start
+    crash_after_requests: int = Field(0, ge=0)
+    liveness_fail_after_s: float = Field(0.0, ge=0)  # /healthz answers 500 from then on
+    ready_flap_period_s: float = Field(0.0, ge=0)  # every period, the last down_s cannot serve
+    ready_flap_down_s: float = Field(0.0, ge=0)
+    flap_mode: Literal["503", "reset"] = "503"  # how requests fail while flapped down
+
+    @model_validator(mode="after")
+    def _flap_fits(self) -> App:
+        if self.ready_flap_period_s and not 0 < self.ready_flap_down_s < self.ready_flap_period_s:
+            raise ValueError("ready_flap_down_s must be > 0 and shorter than ready_flap_period_s")
+        return self
 
     @field_validator("shutdown")
     @classmethod
@@ -98,7 +113,6 @@ class Workload(_Strict):
     image: str = "rolltrace/demoapp:0.1.0"
     container_port: int = Field(8080, ge=1, le=65535)
     app: App = App()
-    existing_deployment: str | None = None  # kube only: target the user's own Deployment
 
 
 class PodSettings(_Strict):
@@ -143,7 +157,6 @@ class LocalCluster(_Strict):
     per_node_proxy_delay: dict[str, DelayModel] = Field(default_factory=dict)
     terminating_fallback: bool = True
     lb: LBConfig = LBConfig()
-    pin_pods: dict[str, str] | None = None  # pod index → node, for node-drain scenarios
 
     @field_validator("preset")
     @classmethod
@@ -179,6 +192,15 @@ class Rollout(_Strict):
         None  # strategic merge patch of the Deployment, for trigger: patch
     )
     deadline_s: float = Field(180.0, gt=0)
+    # The new revision's app: the fields given here replace workload.app's in the rollout, so a
+    # scenario can break (or fix) only the new Pods, e.g. {crash_after_s: 6}.
+    app: App | None = None
+
+    @model_validator(mode="after")
+    def _app_change_needs_a_template_trigger(self) -> Rollout:
+        if self.app is not None and self.trigger == "patch":
+            raise ValueError("app: put the env change in rollout.patch, or use trigger restart")
+        return self
 
 
 class Scenario(_Strict):
@@ -197,6 +219,16 @@ class Scenario(_Strict):
     expect: list[str] = Field(default_factory=list)
     dominant_cause: Cause | None = None  # the cause a broken scenario must show most
 
+    def new_app(self) -> App:
+        """The app of the revision the rollout creates: workload.app with rollout.app's
+        explicitly given fields on top."""
+        change = self.rollout.app
+        if change is None:
+            return self.workload.app
+        return self.workload.app.model_copy(
+            update={name: getattr(change, name) for name in change.model_fields_set}
+        )
+
     @field_validator("expect")
     @classmethod
     def _expressions_parse(cls, value: list[str]) -> list[str]:
@@ -208,7 +240,7 @@ class Scenario(_Strict):
         return value
 
 
-# DESIGN §7: reference timings. Each preset is a partial `cluster` section.
+# Reference timings (docs/architecture.md#reference-timings); each is a partial `cluster` section.
 PRESETS: dict[str, dict[str, Any]] = {
     "kube-proxy-default": {
         "proxy_delay": {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05},
@@ -250,6 +282,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+class ScenarioDeprecation(FutureWarning):
+    """A field that still loads but does nothing; the message names its replacement."""
+
+
+# Fields that once were accepted but never acted on: (section, field) → what to use instead.
+DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
+    ("cluster", "pin_pods"): (
+        "a Deployment's Pods have no index to pin; the local scheduler already puts one Pod "
+        "per node when workload.replicas equals cluster.nodes (least-loaded placement)"
+    ),
+    ("workload", "existing_deployment"): (
+        "pass `rolltrace run --target-existing NAME`, which keeps the scenario portable"
+    ),
+}
+
+
+def _drop_deprecated(document: dict[str, Any], text: str, source: str) -> None:
+    """Warn about, and remove, each deprecated field so that old files keep loading."""
+    for (section, field), replacement in DEPRECATED_FIELDS.items():
+        parent = document.get(section)
+        if not isinstance(parent, dict) or field not in parent:
+            continue
+        del parent[field]
+        line = _line_of(yaml.compose(text), (section, field))
+        where = f"{source}:{line}" if line else source
+        message = f"{where}: {section}.{field} is deprecated and ignored: {replacement}"
+        warnings.warn(message, ScenarioDeprecation, stacklevel=3)
 
 
 def _is_number(text: str) -> bool:
@@ -333,6 +394,7 @@ def parse_scenario(
         raise ScenarioError(f"{source}: a scenario is a YAML mapping (name:, workload:, ...)")
     for assignment in overrides or []:
         document = apply_override(document, assignment)
+    _drop_deprecated(document, text, source)
     cluster = document.get("cluster")
     if isinstance(cluster, dict) and cluster.get("preset") in PRESETS:
         document["cluster"] = _deep_merge(PRESETS[cluster["preset"]], cluster)

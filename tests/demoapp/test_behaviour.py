@@ -137,7 +137,9 @@ def test_graceful_shutdown_answers_inflight_with_close_and_stops_accepting(start
         assert (answer.status, answer.headers["connection"]) == (200, "close")
         assert sock.recv(1) == b""
     assert app.wait() == 0
-    assert app.events() == ["listening", "ready-to-serve", "stopped-accepting", "exited"]
+    # the drain closed the idle connection: truth names it, as any idle close by the app
+    events = ["listening", "ready-to-serve", "stopped-accepting", "idle-close", "exited"]
+    assert app.events() == events
 
 
 def test_graceful_shutdown_gives_idle_connections_one_clean_last_answer(start_app: Any) -> None:
@@ -236,3 +238,62 @@ def test_max_concurrency_queues_requests_beyond_capacity(start_app: Any) -> None
         finished.append(time.monotonic() - began)
         sock.close()
     assert sorted(finished)[1] < 0.55 < sorted(finished)[2]  # two served, two waited a round
+
+
+def test_crash_after_seconds_exits_nonzero_without_draining(start_app: Any) -> None:
+    app = start_app("--crash-after", "0.5")
+    # the request is still in service when the crash comes
+    with _slow_request(app.port) as sock, pytest.raises(ConnectionError):
+        read_response(sock)
+    assert app.wait() == 1
+    assert time.monotonic() - app.listening_at >= 0.45
+
+
+def test_crash_after_requests_cuts_the_request_that_follows(start_app: Any) -> None:
+    app = start_app("--crash-after-requests", "3")
+    with connect(app.port) as sock:
+        assert get(sock, "/healthz").status == 200  # probes do not count
+        assert [get(sock).status for _ in range(3)] == [200, 200, 200]
+        with pytest.raises(ConnectionError):
+            get(sock)
+    assert app.wait() == 1
+
+
+def test_liveness_starts_failing_while_requests_are_still_served(start_app: Any) -> None:
+    app = start_app("--liveness-fail-after", "0.5")
+    assert get_once(app.port, "/healthz").status == 200
+    time.sleep(0.6)
+    assert get_once(app.port, "/healthz").status == 500
+    assert get_once(app.port).status == 200
+    assert get_once(app.port, "/ready").status == 200
+
+
+def _status_or_reset(port: int, target: str) -> int | str:
+    try:
+        return get_once(port, target).status
+    except ConnectionResetError:
+        return "reset"
+
+
+@pytest.mark.parametrize(("mode", "failure"), [("503", 503), ("reset", "reset")])
+def test_readiness_flap_makes_the_app_unable_to_serve_while_down(
+    start_app: Any, mode: str, failure: int | str
+) -> None:
+    """Period 0.6 s, down 0.3 s: up over [0, 0.3), down over [0.3, 0.6), up again after."""
+    app = start_app("--ready-flap-period", "0.6", "--ready-flap-down", "0.3", "--flap-mode", mode)
+    assert (get_once(app.port, "/ready").status, get_once(app.port).status) == (200, 200)
+    time.sleep(0.45 - (time.monotonic() - app.listening_at))
+    assert get_once(app.port, "/ready").status == 503
+    assert _status_or_reset(app.port, "/") == failure
+    assert get_once(app.port, "/healthz").status == 200  # liveness is unaffected
+    time.sleep(0.75 - (time.monotonic() - app.listening_at))
+    assert (get_once(app.port, "/ready").status, get_once(app.port).status) == (200, 200)
+
+
+def test_idle_keepalive_connection_can_be_closed_by_a_bare_rst(start_app: Any) -> None:
+    app = start_app("--keepalive-timeout", "0.3", "--idle-close", "rst")
+    with connect(app.port) as sock:
+        assert get(sock).headers["connection"] == "keep-alive"
+        time.sleep(0.5)
+        with pytest.raises(ConnectionResetError):  # no FIN came first: recv would return b""
+            sock.recv(1)

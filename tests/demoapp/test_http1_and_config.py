@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from demoapp.config import LatencyModel, ShutdownKind, ShutdownMode, WarmupMode, parse_config
+from demoapp.config import (
+    IdleClose,
+    LatencyModel,
+    ShutdownKind,
+    ShutdownMode,
+    WarmupMode,
+    parse_config,
+)
 from demoapp.http1 import BadRequest, parse_request
 
 
@@ -91,3 +98,29 @@ def test_shutdown_modes_parse_strictly() -> None:
     for bad in ("delayed", "immediate:3", "sometimes"):
         with pytest.raises(ValueError):
             ShutdownMode.parse(bad)
+
+
+def test_fault_flags_come_from_env_and_are_off_by_default() -> None:
+    assert (
+        parse_config([], {}).crash_after_s == 0 and parse_config([], {}).idle_close is IdleClose.FIN
+    )
+    env = {
+        "DEMOAPP_CRASH_AFTER": "4",
+        "DEMOAPP_CRASH_AFTER_REQUESTS": "100",
+        "DEMOAPP_LIVENESS_FAIL_AFTER": "6",
+        "DEMOAPP_READY_FLAP_PERIOD": "5",
+        "DEMOAPP_READY_FLAP_DOWN": "2",
+        "DEMOAPP_FLAP_MODE": "reset",
+        "DEMOAPP_IDLE_CLOSE": "rst",
+    }
+    config = parse_config([], env)
+    assert (config.crash_after_s, config.crash_after_requests) == (4.0, 100)
+    assert config.liveness_fail_after_s == 6.0
+    assert (config.ready_flap_period_s, config.ready_flap_down_s) == (5.0, 2.0)
+    assert config.flap_mode is WarmupMode.RESET and config.idle_close is IdleClose.RST
+
+
+@pytest.mark.parametrize("down", ["0", "5", "7"])
+def test_flap_down_must_fit_inside_its_period(down: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--ready-flap-period", "5", "--ready-flap-down", down], {})

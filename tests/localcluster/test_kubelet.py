@@ -12,6 +12,13 @@ from typing import Any
 import pytest
 
 from localcluster.kubelet import LoopbackSandboxProvider, Sandbox
+from localcluster.kubelet.runner import (
+    MIN_GRACE_AFTER_PRESTOP_S,
+    RESTART_RESET_AFTER_S,
+    Backoff,
+    restart_delay,
+    sigkill_deadline,
+)
 from tests.localcluster.test_kubelet_harness import (
     NODE,
     Harness,
@@ -94,6 +101,17 @@ async def test_crashing_local_container_is_restarted_with_backoff(cluster: Harne
     assert (last["exitCode"], last["reason"]) == (3, "Error")
     exits = [t for t in cluster.events("crash") if t["event"] == "exited"]
     assert len(exits) >= 2 and all(t["exit_code"] == 3 for t in exits)
+    starts = [t["ts_ns"] for t in cluster.events("crash") if t["event"] == "process-started"]
+    first_wait, second_wait = (
+        (s - e["ts_ns"]) / 1e9 for s, e in zip(starts[1:3], exits[:2], strict=True)
+    )
+    assert second_wait >= 0.1 > first_wait  # the harness's back-off starts at 0.1 s
+
+
+def test_first_restart_is_immediate_then_the_back_off_doubles() -> None:
+    backoff = Backoff(10, 300)
+    assert [restart_delay(backoff, n, ran_s=1.0) for n in range(5)] == [0, 10, 20, 40, 80]
+    assert restart_delay(backoff, 4, ran_s=RESTART_RESET_AFTER_S + 1) == 0
 
 
 async def test_never_policy_leaves_a_failed_pod(cluster: Harness) -> None:
@@ -306,8 +324,39 @@ async def test_a_second_delete_with_shorter_grace_cuts_the_termination_short(
     await cluster.wait_pod("slow2", lambda p: p is None, timeout=5)
     events = {t["event"]: t for t in cluster.events("slow2")}
     assert events["prestop-end"]["ok"] is False  # the 20 s sleep was cut at the new deadline
-    cut = (events["sigkill"]["ts_ns"] - events["prestop-start"]["ts_ns"]) / 1e9
-    assert 1.2 <= cut < 1.8  # 0.3 s in, then 1 s of new grace; no 2 s minimum once cut
+    start = events["prestop-start"]["ts_ns"]
+    cut = (events["sigterm"]["ts_ns"] - start) / 1e9
+    assert 1.2 <= cut < 1.8  # 0.3 s in, then 1 s of new grace
+    killed = (events["sigkill"]["ts_ns"] - start) / 1e9
+    assert cut + MIN_GRACE_AFTER_PRESTOP_S - 0.05 <= killed < cut + MIN_GRACE_AFTER_PRESTOP_S + 0.5
+
+
+def test_sigkill_deadline_keeps_the_minimum_grace_after_prestop() -> None:
+    """Loop times in seconds: grace deadline 30, preStop ended at 10 / 29.5 / 30 / 45 (cut)."""
+    assert sigkill_deadline(30.0, 10.0) == 30.0  # enough grace left: the grace period decides
+    assert sigkill_deadline(30.0, 29.5) == 29.5 + MIN_GRACE_AFTER_PRESTOP_S
+    assert sigkill_deadline(30.0, 30.0) == 30.0 + MIN_GRACE_AFTER_PRESTOP_S  # grace used up
+    assert sigkill_deadline(30.0, 45.0) == 45.0 + MIN_GRACE_AFTER_PRESTOP_S
+
+
+async def test_prestop_that_eats_the_grace_period_still_leaves_the_minimum_before_sigkill(
+    cluster: Harness,
+) -> None:
+    """preStop sleeps 5 s under a 1 s grace period: the hook is cut at 1 s, SIGTERM follows at
+    once and SIGKILL only the minimum later, not back to back."""
+    container = demoapp("--shutdown", "ignore", lifecycle={"preStop": {"sleep": {"seconds": 5}}})
+    await cluster.create_pod("greedy", [container], terminationGracePeriodSeconds=1)
+    await cluster.wait_pod("greedy", lambda p: condition(p, "Ready"))
+    await cluster.client.delete("pods", "greedy", "default")
+    assert await cluster.wait_pod("greedy", lambda p: p is None, timeout=10) is None
+    events = {t["event"]: t for t in cluster.events("greedy")}
+    start = events["prestop-start"]["ts_ns"]
+    sigterm = (events["sigterm"]["ts_ns"] - start) / 1e9
+    sigkill = (events["sigkill"]["ts_ns"] - start) / 1e9
+    assert events["prestop-end"]["ok"] is False
+    assert 0.95 <= sigterm < 1.3
+    assert MIN_GRACE_AFTER_PRESTOP_S - 0.05 <= sigkill - sigterm < MIN_GRACE_AFTER_PRESTOP_S + 0.4
+    assert events["exited"]["signal"] == signal.SIGKILL
 
 
 async def test_a_missing_local_command_is_a_start_error_and_restarts(cluster: Harness) -> None:

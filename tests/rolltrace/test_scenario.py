@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rolltrace.scenario import PRESETS, ScenarioError, load_scenario, parse_scenario
+from localcluster.apiserver.patch import strategic_merge_patch
+from rolltrace.manifests import deployment, rollout_patch
+from rolltrace.scenario import (
+    PRESETS,
+    ScenarioDeprecation,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+)
 
 GOOD = """\
 name: prestop-too-short
@@ -107,3 +116,65 @@ def test_scenario_check_command_reports_each_error(tmp_path: Path) -> None:
     assert f"{bad}:2: load.rate" in result.output
     ok = CliRunner().invoke(app, ["scenario", "check", "scenarios/all-fixed.yaml", "--show"])
     assert ok.exit_code == 0 and "all-fixed" in ok.output
+
+
+def test_app_faults_are_validated_with_file_line_and_field() -> None:
+    text = GOOD.replace("    shutdown: immediate", "    shutdown: immediate\n    crash_after_s: -1")
+    with pytest.raises(ScenarioError, match=r"f.yaml:6: workload.app.crash_after_s"):
+        parse_scenario(text, "f.yaml")
+    flap = "    ready_flap_period_s: 4\n    ready_flap_down_s: 4"
+    text = GOOD.replace("    shutdown: immediate", f"    shutdown: immediate\n{flap}")
+    with pytest.raises(ScenarioError, match=r"f.yaml:5: workload.app: .*shorter than"):
+        parse_scenario(text, "f.yaml")
+
+
+NEW_REVISION = GOOD + "rollout:\n  app: {crash_after_s: 6, idle_close: rst}\n"
+
+
+def test_rollout_app_changes_only_the_given_fields_of_the_new_revision() -> None:
+    scenario = parse_scenario(NEW_REVISION, "n.yaml")
+    new = scenario.new_app()
+    assert (new.crash_after_s, new.idle_close) == (6.0, "rst")
+    assert new.shutdown == scenario.workload.app.shutdown == "immediate"  # kept from workload
+    assert scenario.workload.app.crash_after_s == 0  # the old revision is unchanged
+    with pytest.raises(ScenarioError, match=r"rollout: .*rollout.patch"):
+        parse_scenario(NEW_REVISION.replace("  app:", "  trigger: patch\n  app:"), "n.yaml")
+
+
+def _env(manifest: dict[str, Any]) -> dict[str, str]:
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value", "<ref>") for item in container["env"]}
+
+
+def test_rollout_patch_gives_the_new_revision_its_app_env() -> None:
+    """The patch is applied as the API server applies it (env merges by name)."""
+    scenario = parse_scenario(NEW_REVISION, "n.yaml")
+    old = deployment(scenario)
+    new = strategic_merge_patch(old, rollout_patch(scenario, "2026-01-01T00:00:00Z"))
+    assert _env(old)["DEMOAPP_CRASH_AFTER"] == "0.0"
+    assert _env(new)["DEMOAPP_CRASH_AFTER"] == "6.0"
+    assert _env(new)["DEMOAPP_IDLE_CLOSE"] == "rst"
+    assert _env(new)["DEMOAPP_SHUTDOWN"] == "immediate" and _env(new)["POD_NAME"] == "<ref>"
+    assert "kubectl.kubernetes.io/restartedAt" in new["spec"]["template"]["metadata"]["annotations"]
+    plain = rollout_patch(parse_scenario(GOOD), "2026-01-01T00:00:00Z")
+    assert "spec" not in plain["spec"]["template"]  # a plain restart touches no container
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "replacement"),
+    [
+        ("cluster", "pin_pods", "{'0': n1}", "one Pod per node"),
+        ("workload", "existing_deployment", "shop", "--target-existing"),
+    ],
+)
+def test_deprecated_fields_still_load_with_a_warning_naming_the_replacement(
+    section: str, field: str, value: str, replacement: str
+) -> None:
+    text = GOOD.replace(f"{section}:\n", f"{section}:\n  {field}: {value}\n")
+    line = text.splitlines().index(f"  {field}: {value}") + 1
+    with pytest.warns(ScenarioDeprecation) as caught:
+        scenario = parse_scenario(text, "d.yaml")
+    (warning,) = caught
+    assert str(warning.message).startswith(f"d.yaml:{line}: {section}.{field} is deprecated")
+    assert replacement in str(warning.message)
+    assert scenario.model_dump() == parse_scenario(GOOD, "d.yaml").model_dump()
