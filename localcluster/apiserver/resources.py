@@ -16,6 +16,9 @@ class ResourceType:
     subresources: tuple[str, ...] = ()  # "status", "scale"
     categories: tuple[str, ...] = ()
     singular: str = ""
+    # metadata.generation is set and bumped only by the strategies of these kinds upstream
+    # (workloads, and Pods since 1.33: KEP-5067).
+    tracks_generation: bool = False
 
     @property
     def api_version(self) -> str:
@@ -29,7 +32,9 @@ class ResourceType:
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",), ("status",), (), "namespace"),
     ResourceType("nodes", "Node", "", "v1", False, ("no",), ("status",), (), "node"),
-    ResourceType("pods", "Pod", "", "v1", True, ("po",), ("status",), ("all",), "pod"),
+    ResourceType(
+        "pods", "Pod", "", "v1", True, ("po",), ("status",), ("all",), "pod", tracks_generation=True
+    ),
     ResourceType("services", "Service", "", "v1", True, ("svc",), ("status",), ("all",), "service"),
     ResourceType("events", "Event", "", "v1", True, ("ev",), (), (), "event"),
     ResourceType(
@@ -42,6 +47,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         ("status", "scale"),
         ("all",),
         "deployment",
+        tracks_generation=True,
     ),
     ResourceType(
         "replicasets",
@@ -53,6 +59,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         ("status", "scale"),
         ("all",),
         "replicaset",
+        tracks_generation=True,
     ),
     ResourceType(
         "controllerrevisions",

@@ -275,7 +275,7 @@ class Store:
         if old_spec.get("clusterIP"):
             spec["clusterIP"] = old_spec["clusterIP"]
             spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
-        elif spec.get("clusterIP") != "None":
+        elif spec.get("clusterIP") != "None" and spec.get("type") != "ExternalName":
             ip = str(next(self._service_ips))
             spec["clusterIP"] = ip
             spec["clusterIPs"] = [ip]
@@ -333,7 +333,7 @@ class Store:
             self._allocate_service_addresses(new, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = format_time()
-        if "spec" in new or resource in ("deployments", "replicasets"):
+        if rtype.tracks_generation:
             meta["generation"] = 1
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
@@ -364,6 +364,7 @@ class Store:
         if subresource == "status":
             new = copy.deepcopy(current)
             new["status"] = copy.deepcopy(obj.get("status", {}))
+            apply_defaults(resource, new)  # a status write is defaulted too, as upstream
         elif subresource is None:
             new = copy.deepcopy(obj)
             new["kind"], new["apiVersion"] = rtype.kind, rtype.api_version

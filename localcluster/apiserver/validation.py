@@ -1,7 +1,8 @@
 """The subset of upstream validation (pkg/apis/*/validation) that catches manifest mistakes a
 real cluster would reject and that would otherwise make controllers misbehave silently: names,
 workload selectors that do not select their own template, negative replicas, immutable
-selectors, impossible Service ports. Everything else is accepted as written."""
+selectors, impossible Service ports, missing required fields (an EndpointSlice's
+addressType, a ControllerRevision's data). Everything else is accepted as written."""
 
 from __future__ import annotations
 
@@ -69,12 +70,22 @@ def _service_problems(obj: JsonObject) -> list[str]:
     return problems
 
 
+def _required_problems(resource: str, obj: JsonObject) -> list[str]:
+    """Fields without which upstream rejects the object (and typed clients could not read it)."""
+    if resource == "endpointslices" and not obj.get("addressType"):
+        return ["addressType: Required value"]
+    if resource == "controllerrevisions" and obj.get("data") is None:
+        return ["data: Required value: data is mandatory"]
+    return []
+
+
 def validate(resource: str, kind: str, obj: JsonObject, previous: JsonObject | None = None) -> None:
     """Raises 422 Invalid listing every problem, as upstream reports a field.ErrorList."""
     name = str(obj.get("metadata", {}).get("name", ""))
     problems = []
     if not name or len(name) > 253 or not _NAME.match(name):
         problems.append("metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required")
+    problems += _required_problems(resource, obj)
     if resource in ("deployments", "replicasets"):
         problems += _workload_problems(obj, previous)
     elif resource == "services":
