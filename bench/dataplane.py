@@ -29,11 +29,11 @@ from typing import Any
 from localcluster.apiserver.server import ApiServer
 from localcluster.config import ClusterConfig, DelayModel, ProxyConfig
 from localcluster.controllers import start_controllers
-from localcluster.controllers.objects import pod_is_ready
 from localcluster.dataplane import missing_prerequisites, start_real_nodes
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
 from localcluster.main import service_cidr
+from localcluster.objects import pod_is_ready
 
 LATENCY_CLIENT = """
 import json, socket, sys, time

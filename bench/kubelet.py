@@ -26,8 +26,9 @@ from typing import Any
 
 from localcluster.apiserver import InProcessClient, Store
 from localcluster.config import ClusterConfig
-from localcluster.controllers.objects import pod_is_ready
-from localcluster.kubelet import Kubelet, KubeletOptions, LoopbackSandboxProvider
+from localcluster.dataplane.sandbox import LoopbackSandboxProvider
+from localcluster.kubelet import Kubelet, KubeletOptions
+from localcluster.objects import pod_is_ready
 from localcluster.truth import TruthWriter
 
 NODE = "bench-node"

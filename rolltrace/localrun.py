@@ -21,7 +21,7 @@ from typing import Any
 
 from localcluster.apiserver import HttpClient
 from localcluster.config import ClusterConfig
-from localcluster.controllers.objects import pod_condition
+from localcluster.objects import pod_condition
 from localcluster.state import LOG_FILE, ClusterState, process_alive, read_state
 
 

@@ -8,7 +8,9 @@ shift every receive time, and receive times are what the analyzer orders transit
 (object timestamps have one-second resolution).
 
 When a watch breaks, the stream resumes from the last resourceVersion it saw, so nothing is
-lost or duplicated. When the server answers 410 Gone (history compacted), events may have been
+lost or duplicated (the resourceVersion and ERROR-event rules are ``kubewire.listwatch``'s,
+shared with the local cluster's informer; the relist diff is not used here, the analyzer reads
+the ``LIST`` lines after a ``RELIST`` marker itself). When the server answers 410 Gone (history compacted), events may have been
 missed: the stream writes a ``GAP`` marker (since the last event it had), a ``RELIST`` marker and
 the relisted objects as ``LIST`` lines, so that the analyzer can mark transitions first seen
 after the gap as detected late instead of inventing times. Line format: docs/trace-format.md.
@@ -27,6 +29,9 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
+from kubewire.listwatch import WatchExpired, raise_for_watch_error
+from kubewire.listwatch import resource_version as object_resource_version
 
 WATCHED_KINDS = ("Pod", "EndpointSlice", "Service", "Deployment", "ReplicaSet", "Event")
 _RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -65,10 +70,6 @@ class EventLog:
     def close(self) -> None:
         with self._lock:
             self._file.close()
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is older than the server's retained history (410)."""
 
 
 @dataclass
@@ -113,7 +114,7 @@ class _StreamWatcher(threading.Thread):
                     self.ready.set()
                 resource_version = self._watch(resource_version)
                 failures = 0
-            except _Gone as gone:
+            except WatchExpired as gone:
                 self.stats.gaps += 1
                 self._log.write(
                     {
@@ -158,19 +159,16 @@ class _StreamWatcher(threading.Thread):
             )  # fmt: skip
         except ApiException as exc:
             if exc.status == 410:
-                raise _Gone(f"410 Gone for resourceVersion {resource_version}") from None
+                raise WatchExpired(f"410 Gone for resourceVersion {resource_version}") from None
             raise
         try:
             for recv_ns, raw in _lines(self._response):
                 if self._stopping.is_set():
                     break
                 event = json.loads(raw)
+                raise_for_watch_error(event)  # 410: WatchExpired (relist); else resume
                 obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Gone(obj.get("message", "410 Gone in watch stream"))
-                    raise RuntimeError(f"watch error: {obj.get('message', obj)}")
-                resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
+                resource_version = object_resource_version(obj) or resource_version
                 if event.get("type") == "BOOKMARK":
                     continue
                 self._log.write(

@@ -5,9 +5,9 @@ implement ``localcluster.apiclient.ApiClient``; ``ApiServer`` serves the store o
 kubectl, the official Python client and node agents in other processes.
 """
 
-from localcluster.apiserver.client import HttpClient, InProcessClient
-from localcluster.apiserver.events import event_for, record_event
+from localcluster.apiserver.client import InProcessClient
+from localcluster.apiserver.httpclient import HttpClient
 from localcluster.apiserver.server import ApiServer
 from localcluster.apiserver.store import Store
 
-__all__ = ["ApiServer", "HttpClient", "InProcessClient", "Store", "event_for", "record_event"]
+__all__ = ["ApiServer", "HttpClient", "InProcessClient", "Store"]

@@ -24,7 +24,8 @@ from aiohttp import web
 from kubewire import format_micro_time, parse_time
 from localcluster.apiclient import ApiError, JsonObject
 from localcluster.apiserver import errors
-from localcluster.apiserver.client import HttpClient, InProcessClient
+from localcluster.apiserver.client import InProcessClient
+from localcluster.apiserver.httpclient import HttpClient
 from localcluster.apiserver.openapi import openapi_group_version, openapi_root
 from localcluster.apiserver.resources import GROUP_VERSIONS, ResourceType
 from localcluster.apiserver.selectors import SelectorError, compile_selectors
@@ -284,6 +285,8 @@ class ApiServer:
             return _status_response(error)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Route one request: discovery documents first, then the resource path, then the verb
+        (GET reads or watches; every other method writes)."""
         path = request.path.rstrip("/") or "/"
         discovery = self._discovery(path)
         if discovery is not None:
@@ -295,20 +298,28 @@ class ApiServer:
             )
         if target.rtype.group == "events.k8s.io" and request.method != "GET":
             raise errors.method_not_allowed()
-        query = request.query
         if request.method == "GET":
-            if target.watch_path or query.get("watch") in ("1", "true", "True"):
-                return await self._watch(request, target)
-            if target.name is None:
-                return self._list(request, target)
-            if target.subresource == "scale":
-                return web.json_response(
-                    self.store.scale_of(target.rtype.plural, target.namespace, target.name)
-                )
-            obj = self.store.get(target.rtype.plural, target.namespace, target.name)
-            return self._object_response(request, target, obj)
+            return await self._read(request, target)
+        return await self._write(request, target)
+
+    async def _read(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """GET: a watch (by path or ``?watch``), a list, a scale subresource or one object."""
+        if target.watch_path or request.query.get("watch") in ("1", "true", "True"):
+            return await self._watch(request, target)
+        if target.name is None:
+            return self._list(request, target)
+        if target.subresource == "scale":
+            return web.json_response(
+                self.store.scale_of(target.rtype.plural, target.namespace, target.name)
+            )
+        obj = self.store.get(target.rtype.plural, target.namespace, target.name)
+        return self._object_response(request, target, obj)
+
+    async def _write(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """POST to a collection creates; PUT, PATCH and DELETE act on one named object. Every
+        write honours ``?dryRun=All`` (validated and answered, not stored)."""
         body = _body_json(await request.read()) if request.can_read_body else None
-        dry_run = "All" in query.getall("dryRun", [])
+        dry_run = "All" in request.query.getall("dryRun", [])
         if request.method == "POST" and target.name is None:
             if not isinstance(body, dict):
                 raise errors.bad_request("expected an object")
@@ -317,50 +328,65 @@ class ApiServer:
         if target.name is None:
             raise errors.method_not_allowed()
         if request.method == "PUT":
-            if not isinstance(body, dict):
-                raise errors.bad_request("expected an object")
-            if body.get("metadata", {}).get("name") != target.name:
-                raise errors.bad_request(
-                    "the name of the object does not match the name on the URL"
-                )
-            updated = self.store.update(
-                target.rtype.plural, target.namespace, body, target.subresource, dry_run
-            )
-            return web.json_response(updated)
+            return self._replace(target, body, dry_run)
         if request.method == "PATCH":
-            content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-            if content_type not in _PATCH_TYPES:
-                raise errors.api_error(
-                    415,
-                    "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format: {content_type}",
-                )
-            patched = self.store.patch(
-                target.rtype.plural,
-                target.namespace,
-                target.name,
-                body,
-                _PATCH_TYPES[content_type],
-                target.subresource,
-                dry_run,
-            )
-            return web.json_response(patched)
+            return self._patch(request, target, target.name, body, dry_run)
         if request.method == "DELETE":
-            options = body if isinstance(body, dict) else {}
-            grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            policy = query.get("propagationPolicy", options.get("propagationPolicy"))
-            if options.get("orphanDependents") is True:
-                policy = "Orphan"
-            deleted = self.store.delete(
-                target.rtype.plural,
-                target.namespace,
-                target.name,
-                None if grace is None else int(grace),
-                policy,
-                dry_run,
-            )
-            return web.json_response(deleted)
+            return self._delete(request, target, target.name, body, dry_run)
         raise errors.method_not_allowed()
+
+    def _replace(self, target: Target, body: Any, dry_run: bool) -> web.StreamResponse:
+        """PUT: the body must be an object named as on the URL, as the real apiserver insists."""
+        if not isinstance(body, dict):
+            raise errors.bad_request("expected an object")
+        if body.get("metadata", {}).get("name") != target.name:
+            raise errors.bad_request("the name of the object does not match the name on the URL")
+        updated = self.store.update(
+            target.rtype.plural, target.namespace, body, target.subresource, dry_run
+        )
+        return web.json_response(updated)
+
+    def _patch(
+        self, request: web.Request, target: Target, name: str, body: Any, dry_run: bool
+    ) -> web.StreamResponse:
+        """PATCH: the Content-Type names the patch strategy (JSON, merge, strategic merge)."""
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type not in _PATCH_TYPES:
+            raise errors.api_error(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format: {content_type}",
+            )
+        patched = self.store.patch(
+            target.rtype.plural,
+            target.namespace,
+            name,
+            body,
+            _PATCH_TYPES[content_type],
+            target.subresource,
+            dry_run,
+        )
+        return web.json_response(patched)
+
+    def _delete(
+        self, request: web.Request, target: Target, name: str, body: Any, dry_run: bool
+    ) -> web.StreamResponse:
+        """DELETE: grace period and propagation policy from the query or a DeleteOptions body;
+        the legacy ``orphanDependents: true`` means the Orphan policy."""
+        options = body if isinstance(body, dict) else {}
+        grace = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+        policy = request.query.get("propagationPolicy", options.get("propagationPolicy"))
+        if options.get("orphanDependents") is True:
+            policy = "Orphan"
+        deleted = self.store.delete(
+            target.rtype.plural,
+            target.namespace,
+            name,
+            None if grace is None else int(grace),
+            policy,
+            dry_run,
+        )
+        return web.json_response(deleted)
 
     def _discovery(self, path: str) -> JsonObject | None:
         if path == "/version":

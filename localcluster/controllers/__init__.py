@@ -15,11 +15,12 @@ from localcluster.apiclient import ApiClient
 from localcluster.config import ClusterConfig
 from localcluster.controllers.deployment import DeploymentController
 from localcluster.controllers.endpointslice import EndpointSliceController
-from localcluster.controllers.events import Recorder
 from localcluster.controllers.garbagecollector import GarbageCollector
-from localcluster.controllers.informer import Controller, Informers, cancel_tasks
+from localcluster.controllers.informer import Controller, Informers
 from localcluster.controllers.replicaset import ReplicaSetController
 from localcluster.controllers.scheduler import Scheduler
+from localcluster.events import EventRecorder
+from localcluster.informer import cancel_tasks
 
 SYNC_TIMEOUT_S = 30.0
 
@@ -28,7 +29,7 @@ SYNC_TIMEOUT_S = 30.0
 class ControllerHandle:
     informers: Informers
     controllers: list[Controller]
-    recorders: list[Recorder]
+    recorders: list[EventRecorder]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self) -> None:
@@ -36,7 +37,7 @@ class ControllerHandle:
         for controller in self.controllers:
             controller.queue.close()
         for recorder in self.recorders:
-            recorder.close()
+            await recorder.close()
 
 
 async def start_controllers(
@@ -47,7 +48,7 @@ async def start_controllers(
     config = config or ClusterConfig()
     informers = Informers(client)
     recorders = {
-        name: Recorder(client, name)
+        name: EventRecorder(client, name)
         for name in ("deployment-controller", "replicaset-controller", "default-scheduler")
     }
     controllers: list[Controller] = [

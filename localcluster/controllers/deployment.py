@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from kubewire import parse_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers import rollout as ro
-from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
-from localcluster.controllers.objects import (
+from localcluster.events import EventRecorder
+from localcluster.objects import (
     ObjectKey,
     annotations_of,
     controller_ref,
@@ -114,7 +114,7 @@ def status_to_json(status: ro.DeploymentStatus) -> JsonObject:
 class DeploymentController:
     name = "deployment"
 
-    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: EventRecorder) -> None:
         self.client = client
         self.events = events
         self.deployments = informers["deployments"]
@@ -425,17 +425,13 @@ class DeploymentController:
         )
         d["metadata"] = patched["metadata"]
 
-    async def _create_new_rs(
-        self,
-        d: JsonObject,
-        spec: ro.DeploymentSpec,
-        previous: ro.DeploymentStatus,
-        old_rss: Sequence[JsonObject],
-        now: float,
-    ) -> None:
-        """``getNewReplicaSet`` creating: name ``<deployment>-<hash>``, the hash as label and
-        selector term, revision MaxRevision(old)+1, initial size from NewRSNewReplicas, and
-        Progressing=True NewReplicaSetCreated."""
+    @staticmethod
+    def _new_replicaset(
+        d: JsonObject, spec: ro.DeploymentSpec, old_rss: Sequence[JsonObject]
+    ) -> tuple[JsonObject, int]:
+        """(the new ReplicaSet object, its revision): ``getNewReplicaSet``'s object, name
+        ``<deployment>-<hash>``, the hash as label and selector term, revision
+        MaxRevision(old)+1, initial size from NewRSNewReplicas."""
         template = copy.deepcopy((d.get("spec") or {}).get("template") or {})
         collisions = int((d.get("status") or {}).get("collisionCount") or 0)
         pod_hash = ro.template_hash(template, collisions)
@@ -470,6 +466,21 @@ class DeploymentController:
                 "template": template,
             },
         }
+        return rs, revision
+
+    async def _create_new_rs(
+        self,
+        d: JsonObject,
+        spec: ro.DeploymentSpec,
+        previous: ro.DeploymentStatus,
+        old_rss: Sequence[JsonObject],
+        now: float,
+    ) -> None:
+        """``getNewReplicaSet`` creating: create the new ReplicaSet (a name collision goes to
+        ``_handle_collision``), record its revision on the Deployment, and set
+        Progressing=True NewReplicaSetCreated."""
+        rs, revision = self._new_replicaset(d, spec, old_rss)
+        replicas = rs["spec"]["replicas"]
         try:
             created = await self.client.create("replicasets", rs, d["metadata"].get("namespace"))
             self.events.emit(

@@ -18,7 +18,7 @@ from typing import Any
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
-from localcluster.controllers.objects import (
+from localcluster.objects import (
     ObjectKey,
     format_time,
     is_controlled_by,

@@ -9,8 +9,9 @@ cache is looked up on the server, because a dependent can be observed before its
 from __future__ import annotations
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
-from localcluster.controllers.informer import Handler, Informers, WorkQueue, run_worker
-from localcluster.controllers.objects import is_deleting, key_of
+from localcluster.controllers.informer import Informers, WorkQueue, run_worker
+from localcluster.informer import Handler
+from localcluster.objects import is_deleting, key_of
 
 # owner kind → resource plural (the owners the local cluster's objects can have)
 OWNER_RESOURCES = {

@@ -1,6 +1,6 @@
-"""The client-go machinery every controller here is built on: informers (list + watch into a
-cache, resuming from the last resourceVersion, relisting on 410 Gone), a work queue keyed by
-object that coalesces bursts, and a reconcile loop with per-key retry backoff.
+"""The client-go machinery every controller here is built on: shared informers (one
+``localcluster.informer.Informer`` per resource), a work queue keyed by object that coalesces
+bursts, and a reconcile loop with per-key retry backoff.
 
 Kept deliberately close to client-go's contract so that the timing seen by the data plane is the
 timing a real cluster would produce: a change reaches a controller only through a watch event,
@@ -10,113 +10,19 @@ and a controller acts on the latest cached state of the key, not on each event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from localcluster.apiclient import ApiClient, ApiError, JsonObject
-from localcluster.controllers.objects import ObjectKey, key_of
+from localcluster.apiclient import ApiClient, ApiError
+from localcluster.informer import Informer
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
-# (event type, old object or None, new object or None); DELETED has new=None.
-Handler = Callable[[str, JsonObject | None, JsonObject | None], None]
 
-RETRY_INITIAL_S = 0.05
-RETRY_MAX_S = 2.0
-
-
-class Informer:
-    """A cache of one resource kept current by list + watch; handlers run synchronously on
-    every change (they should only enqueue keys)."""
-
-    def __init__(self, client: ApiClient, resource: str) -> None:
-        self.client = client
-        self.resource = resource
-        self.cache: dict[ObjectKey, JsonObject] = {}
-        self.synced = asyncio.Event()
-        self.last_rv = ""
-        self.relists = 0
-        self._handlers: list[Handler] = []
-
-    def add_handler(self, handler: Handler) -> None:
-        self._handlers.append(handler)
-
-    def get(self, namespace: str, name: str) -> JsonObject | None:
-        return self.cache.get((namespace, name))
-
-    def in_namespace(self, namespace: str) -> Iterator[JsonObject]:
-        return (obj for (ns, _), obj in list(self.cache.items()) if ns == namespace)
-
-    def _emit(self, kind: str, old: JsonObject | None, new: JsonObject | None) -> None:
-        for handler in self._handlers:
-            try:
-                handler(kind, old, new)
-            except Exception:
-                log.exception("%s handler failed", self.resource)
-
-    def _relist(self, items: list[JsonObject], rv: str) -> None:
-        """Replace the cache, emitting the difference as events (client-go's Replace)."""
-        fresh = {key_of(obj): obj for obj in items}
-        for key, gone in list(self.cache.items()):
-            if key not in fresh:
-                del self.cache[key]
-                self._emit("DELETED", gone, None)
-        for key, obj in fresh.items():
-            old = self.cache.get(key)
-            self.cache[key] = obj
-            if old is None:
-                self._emit("ADDED", None, obj)
-            elif old.get("metadata", {}).get("resourceVersion") != obj["metadata"].get(
-                "resourceVersion"
-            ):
-                self._emit("MODIFIED", old, obj)
-        self.last_rv = rv
-
-    async def run(self) -> None:
-        delay = RETRY_INITIAL_S
-        need_list = True
-        while True:
-            try:
-                if need_list:
-                    items, rv = await self.client.list(self.resource)
-                    self._relist(items, rv)
-                    self.relists += 1
-                    need_list = False
-                    self.synced.set()
-                async for event in self.client.watch(self.resource, resource_version=self.last_rv):
-                    self._apply(event["type"], event["object"])
-                    delay = RETRY_INITIAL_S
-                # The server ended the stream (timeout, restart): resume from the last RV.
-            except ApiError as exc:
-                if exc.code == 410:
-                    need_list = True
-                    continue
-                log.warning("%s watch failed: %s", self.resource, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-            except Exception as exc:  # transport errors of any client: relist to be safe
-                log.warning("%s watch connection lost: %s", self.resource, exc)
-                need_list = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    def _apply(self, kind: str, obj: JsonObject) -> None:
-        rv = str(obj.get("metadata", {}).get("resourceVersion") or "")
-        if rv:
-            self.last_rv = rv
-        if kind == "BOOKMARK":
-            return
-        key = key_of(obj)
-        old = self.cache.get(key)
-        if kind == "DELETED":
-            self.cache.pop(key, None)
-            self._emit("DELETED", old, None)
-        else:
-            self.cache[key] = obj
-            self._emit("ADDED" if old is None else "MODIFIED", old, obj)
+RETRY_INITIAL_S = 0.05  # a failed sync's first retry: most failures are 409/404 races
+RETRY_MAX_S = 2.0  # per-key cap, so a key stuck on a restarting API server retries often
 
 
 class Informers:
@@ -229,11 +135,3 @@ class Controller(Protocol):
     def queue(self) -> WorkQueue[Any]: ...
 
     async def run(self) -> None: ...
-
-
-async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -18,9 +18,9 @@ from typing import Any
 
 from kubewire import parse_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
-from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
-from localcluster.controllers.objects import (
+from localcluster.events import EventRecorder
+from localcluster.objects import (
     ObjectKey,
     controller_ref,
     is_controlled_by,
@@ -166,7 +166,7 @@ class ReplicaSetController:
     name = "replicaset"
     burst_replicas = 500  # upstream's BurstReplicas: the most Pods created / deleted per sync
 
-    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: EventRecorder) -> None:
         self.client = client
         self.events = events
         self.rs = informers["replicasets"]

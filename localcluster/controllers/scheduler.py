@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localcluster.apiclient import ApiClient, JsonObject
-from localcluster.controllers.events import Recorder
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
-from localcluster.controllers.objects import ObjectKey, format_time, is_deleting, key_of, labels_of
+from localcluster.events import EventRecorder
+from localcluster.objects import ObjectKey, format_time, is_deleting, key_of, labels_of
 
 RETRY_UNSCHEDULABLE_S = 1.0
 
@@ -94,7 +94,7 @@ def unschedulable_message(pod: JsonObject, nodes: Sequence[JsonObject]) -> str:
 class Scheduler:
     name = "scheduler"
 
-    def __init__(self, client: ApiClient, informers: Informers, events: Recorder) -> None:
+    def __init__(self, client: ApiClient, informers: Informers, events: EventRecorder) -> None:
         self.client = client
         self.events = events
         self.pods = informers["pods"]

@@ -130,7 +130,7 @@ async def start_real_nodes(
     """Raises DataplaneUnavailable (naming what is missing, or the leftovers to remove first)."""
     check_prerequisites()
     check_no_leftovers(config.name)
-    from localcluster.apiserver import HttpClient
+    from localcluster.apiserver.httpclient import HttpClient
 
     state = Path(state_dir)
     (state / "logs").mkdir(parents=True, exist_ok=True)

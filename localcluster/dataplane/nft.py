@@ -3,7 +3,12 @@ namespace, which nft applies as a single atomic transaction (all of it or none o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from localcluster.dataplane import ip
+
+Applier = Callable[[str], Awaitable[None]]
+"""Applies one ruleset text; the proxier and the LB take one, so tests can record instead."""
 
 
 def apply_argv(netns: str | None) -> list[str]:
@@ -27,3 +32,10 @@ def apply(netns: str | None, text: str) -> None:
 
 async def apply_async(netns: str | None, text: str) -> None:
     await ip.run_async(apply_argv(netns), input_text=text)
+
+
+def netns_applier(netns: str | None) -> Applier:
+    async def apply(text: str) -> None:
+        await apply_async(netns, text)
+
+    return apply

@@ -16,21 +16,20 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from kubewire import format_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
-from localcluster.apiserver.events import record_event
 from localcluster.config import ClusterConfig
+from localcluster.dataplane.sandbox import Sandbox, SandboxProvider
+from localcluster.events import EventRecorder, EventType
+from localcluster.informer import Informer, cancel_tasks
 from localcluster.kubelet.containers import ImageError, Launch, PodContext, resolve_launch
 from localcluster.kubelet.runner import Backoff, ContainerRunner, PodEnv
-from localcluster.kubelet.sandbox import Sandbox, SandboxProvider
 from localcluster.kubelet.status import ConditionBook, ContainerRecord, pod_status
 from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
 KUBELET_VERSION = "v1.34.0-rolltrace"
-EVENT_BACKLOG = 1000  # Kubernetes Events waiting to be posted; more are dropped, as upstream does
 RETRY_S = 0.5  # after a failed API write (status, registration): the API server may be restarting
 REGISTRATION_TIMEOUT_S = 30.0
 
@@ -45,7 +44,6 @@ class KubeletOptions:
     heartbeat_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     app_truth_path: Path | None = None  # handed to demo-app containers as DEMOAPP_TRUTH
-    relist_pause_s: float = 0.5
 
 
 def detect_node_ip(address_range: str) -> str:
@@ -272,7 +270,9 @@ class Kubelet:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_since = format_time()
-        self._events: asyncio.Queue[tuple[JsonObject, str, str, str]] = asyncio.Queue(EVENT_BACKLOG)
+        self.events = EventRecorder(client, "kubelet")
+        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
+        self.pods.add_handler(self._on_pod)
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
@@ -280,19 +280,15 @@ class Kubelet:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat()),
-            loop.create_task(self._watch_pods()),
-            loop.create_task(self._post_events()),
+            loop.create_task(self.pods.run()),
         ]
         await self._stopped.wait()
 
     async def stop(self) -> None:
         """Stops watching and kills every Pod process at once (the node goes away; the API
         keeps the Pods, as it would for a node that died)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(self._tasks)
+        await self.events.close()
         for worker in list(self.workers.values()):
             worker.removed()
         await asyncio.gather(*(w.task for w in self.workers.values()), return_exceptions=True)
@@ -369,51 +365,18 @@ class Kubelet:
 
     # -- Kubernetes Events ---------------------------------------------------------------
     def post_event(self, pod: JsonObject, reason: str, message: str, event_type: str) -> None:
-        """Queued, never awaited: a slow API server must not delay a Pod's lifecycle."""
-        try:
-            self._events.put_nowait((pod, reason, message, event_type))
-        except asyncio.QueueFull:
-            log.warning("event backlog full; dropped %s for %s", reason, pod["metadata"]["name"])
-
-    async def _post_events(self) -> None:
-        while True:
-            pod, reason, message, event_type = await self._events.get()
-            kind: Literal["Normal", "Warning"] = "Warning" if event_type == "Warning" else "Normal"
-            involved = {"kind": "Pod", "apiVersion": "v1", **pod}
-            try:
-                await record_event(self.client, involved, reason, message, "kubelet", kind)
-            except Exception as error:  # Events are best effort, as upstream's recorder
-                log.warning("event %s not recorded: %r", reason, error)
+        """Never awaited: a slow API server must not delay a Pod's lifecycle."""
+        kind: EventType = "Warning" if event_type == "Warning" else "Normal"
+        self.events.emit({"kind": "Pod", "apiVersion": "v1", **pod}, reason, message, kind)
 
     # -- the Pods ------------------------------------------------------------------------
-    async def _watch_pods(self) -> None:
-        """List, then watch from the list's resourceVersion; relist after 410 or a broken watch."""
-        selector = f"spec.nodeName={self.node_name}"
-        while True:
-            try:
-                pods, version = await self.client.list("pods", field_selector=selector)
-                self._sync(pods)
-                async for event in self.client.watch(
-                    "pods", resource_version=version, field_selector=selector
-                ):
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._seen(event["object"])
-                    elif event["type"] == "DELETED":
-                        self._gone(event["object"]["metadata"]["uid"])
-                    elif event["type"] == "ERROR":
-                        break
-                else:
-                    continue  # the server ended the watch (timeout): relist right away
-            except Exception as error:  # 410 Gone, a dropped connection, ...: relist
-                log.warning("pod watch on %s broke (%r); relisting", self.node_name, error)
-            await asyncio.sleep(self.options.relist_pause_s)
-
-    def _sync(self, pods: list[JsonObject]) -> None:
-        listed = {p["metadata"]["uid"] for p in pods}
-        for uid in [u for u in self.workers if u not in listed]:
-            self._gone(uid)
-        for pod in pods:
-            self._seen(pod)
+    def _on_pod(self, kind: str, old: JsonObject | None, new: JsonObject | None) -> None:
+        """Workers are per Pod UID: a Pod replaced by one of the same name (seen as a
+        modification across a relist) ends the old worker and starts a new one."""
+        if old is not None and (new is None or new["metadata"]["uid"] != old["metadata"]["uid"]):
+            self._gone(old["metadata"]["uid"])
+        if new is not None:
+            self._seen(new)
 
     def _seen(self, pod: JsonObject) -> None:
         uid = pod["metadata"]["uid"]

@@ -3,8 +3,8 @@ started inside the LB namespace by ``start_real_nodes``."""
 
 from __future__ import annotations
 
+from localcluster.dataplane.process import agent_main
 from localcluster.lb.balancer import run_lb
-from localcluster.node.process import agent_main
 
 if __name__ == "__main__":
     agent_main("cloud load balancer", run_lb, needs_node=False)

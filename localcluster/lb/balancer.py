@@ -16,23 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from kubewire import slice_endpoints
+from kubewire.listwatch import object_key
 from localcluster.apiclient import ApiClient, ApiError
 from localcluster.config import ClusterConfig
 from localcluster.dataplane import ip, nft
 from localcluster.dataplane.addressing import AddressPlan
+from localcluster.informer import ObjectCache
 from localcluster.lb.health import HealthState, probe_http, probe_tcp
 from localcluster.lb.rules import Frontend, render_lb_body
-from localcluster.proxy.cache import ObjectCache, object_key
-from localcluster.proxy.proxier import netns_applier
 from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
-Applier = Callable[[str], Awaitable[None]]
 ServiceKey = tuple[str, str]
 RETRY_S = 1.0
 
@@ -91,7 +90,7 @@ class LoadBalancer:
         client: ApiClient,
         plan: AddressPlan,
         config: ClusterConfig,
-        apply: Applier,
+        apply: nft.Applier,
         truth: TruthWriter,
         conntrack_netns: str | None = None,
     ) -> None:
@@ -329,7 +328,7 @@ async def run_lb(client: ApiClient, config: ClusterConfig, truth_path: str | Non
     plan = AddressPlan(config)
     truth = TruthWriter(truth_path, "lb")
     try:
-        await LoadBalancer(client, plan, config, netns_applier(None), truth).run()
+        await LoadBalancer(client, plan, config, nft.netns_applier(None), truth).run()
     finally:
         with contextlib.suppress(Exception):
             await nft.apply_async(None, nft.delete_table_text("ip", plan.lb_table))

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from localcluster.dataplane.process import agent_main
 from localcluster.node.agent import run_node
-from localcluster.node.process import agent_main
 
 if __name__ == "__main__":
     agent_main("node agent", run_node, needs_node=True)

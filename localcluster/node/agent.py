@@ -14,7 +14,7 @@ from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.sandbox import NetnsSandboxProvider
 from localcluster.kubelet import Kubelet, KubeletOptions
 from localcluster.proxy.healthcheck import HealthCheckServers
-from localcluster.proxy.proxier import Proxier, netns_applier
+from localcluster.proxy.proxier import Proxier
 from localcluster.truth import TruthWriter
 
 
@@ -35,7 +35,7 @@ async def run_node(
         config,
         plan.pod_range,
         plan.proxy_table,
-        netns_applier(None),
+        nft.netns_applier(None),
         proxy_truth,
         health,
     )

@@ -12,18 +12,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from localcluster.apiclient import ApiClient
 from localcluster.config import ClusterConfig
 from localcluster.dataplane import ip, nft
-from localcluster.proxy.cache import ObjectCache
+from localcluster.informer import ObjectCache
 from localcluster.proxy.healthcheck import HealthCheckServers, HealthState
 from localcluster.proxy.rules import PortPlan, plan_ports, render_table_body
 from localcluster.truth import TruthWriter
 
-Applier = Callable[[str], Awaitable[None]]
 log = logging.getLogger(__name__)
 SYNC_RETRY_S = 1.0
 
@@ -54,7 +52,7 @@ class Proxier:
         config: ClusterConfig,
         pod_range: str,
         table: str,
-        apply: Applier,
+        apply: nft.Applier,
         truth: TruthWriter,
         health: HealthCheckServers | None = None,
         conntrack_netns: str | None = None,
@@ -136,10 +134,3 @@ class Proxier:
                 argv = ip.netns_exec(self._conntrack_netns, *argv)
             await ip.run_async(argv, check=False)
         self._udp_endpoints = current
-
-
-def netns_applier(netns: str | None) -> Applier:
-    async def apply(text: str) -> None:
-        await nft.apply_async(netns, text)
-
-    return apply

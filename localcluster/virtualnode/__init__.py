@@ -19,9 +19,9 @@ from pathlib import Path
 
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.config import ClusterConfig
-from localcluster.controllers.informer import Informer, cancel_tasks
-from localcluster.controllers.objects import format_time, is_deleting
 from localcluster.dataplane.addressing import AddressPlan, NodeNet
+from localcluster.informer import Informer, cancel_tasks
+from localcluster.objects import format_time, is_deleting
 from localcluster.truth import TruthWriter
 from localcluster.virtualnode.lifecycle import pod_readiness_delay_s, termination_s
 
@@ -217,67 +217,62 @@ class VirtualNodes:
             if exc.code != 404:
                 raise
 
+    @staticmethod
+    def _container_state(exit_code: int | None, started: str, now: str) -> JsonObject:
+        """The container's state as the kubelet reports it: running, or terminated with the
+        exit code deciding Error / Completed."""
+        if exit_code is None:
+            return {"running": {"startedAt": started}}
+        return {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Error" if exit_code else "Completed",
+                "startedAt": started,
+                "finishedAt": now,
+            }
+        }
+
+    @staticmethod
+    def _pod_conditions(ready: bool, ready_time: str, scheduled: str) -> list[JsonObject]:
+        """The five Pod conditions the kubelet keeps; Ready and ContainersReady follow
+        ``ready``, with the reason a not-ready Pod shows."""
+        not_ready = {} if ready else {"reason": "ContainersNotReady"}
+
+        def condition(kind: str, status: str, since: str, **extra: str) -> JsonObject:
+            return {
+                "type": kind,
+                "status": status,
+                "lastProbeTime": None,
+                "lastTransitionTime": since,
+                **extra,
+            }
+
+        return [
+            condition("PodReadyToStartContainers", "True", scheduled),
+            condition("Initialized", "True", scheduled),
+            condition("Ready", str(ready), ready_time, **not_ready),
+            condition("ContainersReady", str(ready), ready_time, **not_ready),
+            condition("PodScheduled", "True", scheduled),
+        ]
+
     async def _write_status(
         self, node: str, run: PodRun, ready: bool, exit_code: int | None = None
     ) -> None:
+        """Patch the Pod's status subresource as a kubelet would: phase, conditions, IPs and
+        the container's state (a Pod already gone is not an error)."""
         pod = run.pod
         uid = str(pod["metadata"].get("uid"))
         started = format_time(run.started_at or time.time())
         now = format_time(time.time())
-        if exit_code is None:
-            state: JsonObject = {"running": {"startedAt": started}}
-        else:
-            state = {
-                "terminated": {
-                    "exitCode": exit_code,
-                    "reason": "Error" if exit_code else "Completed",
-                    "startedAt": started,
-                    "finishedAt": now,
-                }
-            }
+        state = self._container_state(exit_code, started, now)
         ready_time = format_time(run.ready_since) if ready and run.ready_since else now
-        not_ready = {} if ready else {"reason": "ContainersNotReady"}
         scheduled = format_time(run.started_at or time.time())
-        conditions = [
-            {
-                "type": "PodReadyToStartContainers",
-                "status": "True",
-                "lastProbeTime": None,
-                "lastTransitionTime": scheduled,
-            },
-            {
-                "type": "Initialized",
-                "status": "True",
-                "lastProbeTime": None,
-                "lastTransitionTime": scheduled,
-            },
-            {
-                "type": "Ready",
-                "status": str(ready),
-                "lastProbeTime": None,
-                "lastTransitionTime": ready_time,
-                **not_ready,
-            },
-            {
-                "type": "ContainersReady",
-                "status": str(ready),
-                "lastProbeTime": None,
-                "lastTransitionTime": ready_time,
-                **not_ready,
-            },
-            {
-                "type": "PodScheduled",
-                "status": "True",
-                "lastProbeTime": None,
-                "lastTransitionTime": scheduled,
-            },
-        ]
         ip = self.pools[node].take(uid)
         status = {
             "phase": "Running"
             if exit_code is None
             else ("Succeeded" if exit_code == 0 else "Failed"),
-            "conditions": conditions,
+            "conditions": self._pod_conditions(ready, ready_time, scheduled),
             "hostIP": self.hosts[node],
             "hostIPs": [{"ip": self.hosts[node]}],
             "podIP": ip,

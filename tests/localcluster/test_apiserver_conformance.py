@@ -17,8 +17,9 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.apiclient import ApiError
-from localcluster.apiserver import ApiServer, record_event
+from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
+from localcluster.events import event_for
 
 NS = "default"
 
@@ -286,7 +287,8 @@ def test_recorded_events_are_readable_as_core_and_events_v1(
     core = k8s.CoreV1Api(api)
     created = core.create_namespaced_pod(NS, make_pod("evented"))
     involved = api.sanitize_for_serialization(created)
-    cluster.run(record_event(cluster.server.client(), involved, "Scheduled", "to n1", "scheduler"))
+    event = event_for(involved, "Scheduled", "to n1", "scheduler", "Normal")
+    cluster.run(cluster.server.client().create("events", event, NS))
     selector = f"involvedObject.name=evented,involvedObject.uid={created.metadata.uid}"
     core_events = core.list_namespaced_event(NS, field_selector=selector).items
     assert [(e.reason, e.message, e.involved_object.kind) for e in core_events] == [

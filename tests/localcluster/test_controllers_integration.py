@@ -10,8 +10,8 @@ import time
 from kubewire import parse_time
 from localcluster.apiclient import ApiClient, JsonObject
 from localcluster.apiserver import InProcessClient, Store
-from localcluster.controllers.informer import Informer
-from localcluster.controllers.objects import is_deleting, pod_is_active
+from localcluster.informer import Informer
+from localcluster.objects import is_deleting, pod_is_active
 from tests.localcluster.test_controllers_harness import (
     NS,
     change_image,

@@ -8,7 +8,6 @@ import pytest
 
 from localcluster.controllers.endpointslice import desired_endpoints, endpoint_for, plan_slices
 from localcluster.controllers.informer import WorkQueue
-from localcluster.controllers.objects import format_time, pod_is_available, selector_matches
 from localcluster.controllers.replicaset import (
     Expectations,
     deletion_order,
@@ -17,6 +16,7 @@ from localcluster.controllers.replicaset import (
     replicaset_status,
 )
 from localcluster.controllers.scheduler import choose_node, node_fits, unschedulable_message
+from localcluster.objects import format_time, pod_is_available, selector_matches
 
 NOW = 1_800_000_000.0
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from localcluster.kubelet import LoopbackSandboxProvider, Sandbox
+from localcluster.dataplane.sandbox import LoopbackSandboxProvider, Sandbox
 from localcluster.kubelet.runner import (
     MIN_GRACE_AFTER_PRESTOP_S,
     RESTART_RESET_AFTER_S,

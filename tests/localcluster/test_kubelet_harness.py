@@ -14,13 +14,8 @@ from typing import Any
 from localcluster.apiclient import ApiError, JsonObject
 from localcluster.apiserver import InProcessClient, Store
 from localcluster.config import ClusterConfig
-from localcluster.kubelet import (
-    Backoff,
-    Kubelet,
-    KubeletOptions,
-    LoopbackSandboxProvider,
-    SandboxProvider,
-)
+from localcluster.dataplane.sandbox import LoopbackSandboxProvider, SandboxProvider
+from localcluster.kubelet import Backoff, Kubelet, KubeletOptions
 from localcluster.truth import TruthWriter
 
 NODE = "node-1"

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
+from localcluster.dataplane.sandbox import LoopbackSandboxProvider
 from localcluster.kubelet.containers import ImageError, Launch, PodContext, resolve_launch
 from localcluster.kubelet.kubelet import detect_node_ip
 from localcluster.kubelet.probes import ProbeCounter, ProbeSpec, resolve_port, run_exec
 from localcluster.kubelet.runner import Backoff, should_restart
-from localcluster.kubelet.sandbox import LoopbackSandboxProvider
 from localcluster.kubelet.status import ConditionBook, ContainerRecord, pod_phase, pod_status
 
 POD = PodContext("web-1", "prod", "uid-1", "node-2", "127.0.100.7", "127.0.0.1")

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from localcluster.apiclient import ApiClient, JsonObject
-from localcluster.controllers.objects import is_controlled_by, pod_is_active, pod_is_available
+from localcluster.objects import is_controlled_by, pod_is_active, pod_is_available
 from tests.localcluster.test_controllers_harness import (
     NS,
     change_image,

@@ -11,8 +11,8 @@ import pytest
 
 from kubewire import parse_time
 from localcluster.apiclient import JsonObject
-from localcluster.controllers.objects import pod_condition
 from localcluster.dataplane.addressing import AddressPlan
+from localcluster.objects import pod_condition
 from localcluster.virtualnode.lifecycle import (
     pod_prestop_s,
     pod_readiness_delay_s,

@@ -1,6 +1,6 @@
-"""Small, pure accessors for JSON-shaped Kubernetes objects shared by every controller.
+"""Small, pure accessors for JSON-shaped Kubernetes objects shared by every component.
 
-Controllers see objects as plain dicts (as on the wire); these helpers keep the upstream rules
+Components see objects as plain dicts (as on the wire); these helpers keep the upstream rules
 that several controllers depend on in one place: what counts as an active / ready / available
 Pod (``k8s.io/kubernetes/pkg/api/v1/pod`` ``IsPodReady`` / ``IsPodAvailable``), which owner is
 the controller (``metav1.GetControllerOf``), and how a ``LabelSelector`` matches labels

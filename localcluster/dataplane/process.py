@@ -1,6 +1,7 @@
 """The command line and lifecycle shared by the agents that run as processes inside the
 cluster's namespaces (node agents, the LB): arguments, the API client over the unix socket,
-and a clean exit on SIGTERM/SIGINT so tables, listeners and the truth file are closed."""
+and a clean exit on SIGTERM/SIGINT so tables, listeners and the truth file are closed. It sits
+beside ``start_real_nodes``, which writes the very command lines parsed here."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def parse_args(description: str, needs_node: bool) -> argparse.Namespace:
 async def _serve(
     args: argparse.Namespace, body: Callable[..., Awaitable[None]], needs_node: bool
 ) -> None:
-    from localcluster.apiserver import HttpClient
+    from localcluster.apiserver.httpclient import HttpClient
 
     config = ClusterConfig.model_validate_json(Path(args.config).read_text())
     loop = asyncio.get_running_loop()
