@@ -59,74 +59,131 @@ def tcp_connections(
     check_frame(packets, PACKETS, "tcp_connections input")
     if packets.empty:
         return CONNECTIONS.empty()
-
-    cap_codes, cap_names = pd.factorize(packets["capture"], sort=True)
-    ip_codes, ip_names = pd.factorize(
-        pd.concat([packets["src"], packets["dst"]], ignore_index=True), sort=True
+    pk = _SortedPackets.of(packets)
+    syn_seq = packets["seq"].to_numpy(np.int64)[pk.order[pk.syn_idx]]
+    start = _connection_starts(
+        pk.flow, pk.ts, pk.flags, pk.syn_idx, syn_seq, int(reuse_gap_s * 1e9)
     )
-    n = len(packets)
-    src_all = ip_codes[:n].astype(np.int64) * 65536 + packets["sport"].to_numpy(np.int64)
-    dst_all = ip_codes[n:].astype(np.int64) * 65536 + packets["dport"].to_numpy(np.int64)
-    lo, hi = np.minimum(src_all, dst_all), np.maximum(src_all, dst_all)
-    span = int(hi.max()) + 1
-    if span * span * len(cap_names) < 2**62:  # the usual few addresses: an arithmetic key
-        pair = lo * span + hi
-    else:  # too many addresses for one int64 key: number the pairs
-        pairs = pd.DataFrame({"lo": lo, "hi": hi}).groupby(["lo", "hi"], sort=False)
-        pair = pairs.ngroup().to_numpy(np.int64)
-    flow_all = pair * len(cap_names) + cap_codes
-
-    ts_all = packets["ts_ns"].to_numpy(np.int64)
-    order = np.lexsort((ts_all, flow_all))
-    flow, ts = flow_all[order], ts_all[order]
-    flags = packets["flags"].to_numpy(np.int64)[order]
-    src_ep = src_all[order]
-    is_syn = (flags & (SYN | ACK)) == SYN
-    syn_idx = np.flatnonzero(is_syn)
-    syn_seq = packets["seq"].to_numpy(np.int64)[order[syn_idx]]
-
-    start = _connection_starts(flow, ts, flags, syn_idx, syn_seq, int(reuse_gap_s * 1e9))
     starts = np.flatnonzero(start)
-    runs = _Runs(np.cumsum(start) - 1, ts, len(starts))
-    conn = runs.conn
+    runs = _Runs(np.cumsum(start) - 1, pk.ts, len(starts))
+    out = _connection_frame(pk, runs, starts, server_ports)
+    # capture names are sorted, so ordering by code orders by capture name
+    cap_of_conn = pk.capture_codes[pk.order[starts]]
+    out = out.take(np.lexsort((out["syn_ns"].to_numpy(), cap_of_conn))).reset_index(drop=True)
+    out.insert(0, "conn_key", np.arange(len(out), dtype=np.int64))
+    return check_frame(out, CONNECTIONS, "tcp_connections output")
 
-    is_synack = (flags & (SYN | ACK)) == (SYN | ACK)
-    first_src, first_dst = src_ep[starts], dst_all[order[starts]]
-    synack_idx = np.flatnonzero(is_synack)
+
+@dataclass(frozen=True)
+class _SortedPackets:
+    """The packet columns the connection rules read, sorted by (flow, time) so that each flow is
+    one contiguous slice; an endpoint is one integer (ip code × 65536 + port) so that comparing
+    sides is integer arithmetic, not string work, on millions of packets."""
+
+    order: Int64Array  # row of ``packets`` at each sorted position
+    flow: Int64Array
+    ts: Int64Array
+    flags: Int64Array
+    src: Int64Array
+    dst: Int64Array
+    payload: Int64Array
+    is_syn: BoolArray  # SYN without ACK: a client opening (or retrying) a connection
+    syn_idx: Int64Array
+    is_synack: BoolArray
+    capture_codes: Int64Array  # per row of ``packets`` (unsorted), into capture_names
+    capture_names: pd.Index
+    ip_names: pd.Index
+
+    @classmethod
+    def of(cls, packets: pd.DataFrame) -> _SortedPackets:
+        """Code captures and addresses, key each flow by (capture, unordered endpoint pair)."""
+        cap_codes, cap_names = pd.factorize(packets["capture"], sort=True)
+        ip_codes, ip_names = pd.factorize(
+            pd.concat([packets["src"], packets["dst"]], ignore_index=True), sort=True
+        )
+        n = len(packets)
+        src_all = ip_codes[:n].astype(np.int64) * 65536 + packets["sport"].to_numpy(np.int64)
+        dst_all = ip_codes[n:].astype(np.int64) * 65536 + packets["dport"].to_numpy(np.int64)
+        lo, hi = np.minimum(src_all, dst_all), np.maximum(src_all, dst_all)
+        span = int(hi.max()) + 1
+        if span * span * len(cap_names) < 2**62:  # the usual few addresses: an arithmetic key
+            pair = lo * span + hi
+        else:  # too many addresses for one int64 key: number the pairs
+            pairs = pd.DataFrame({"lo": lo, "hi": hi}).groupby(["lo", "hi"], sort=False)
+            pair = pairs.ngroup().to_numpy(np.int64)
+        flow_all = pair * len(cap_names) + cap_codes
+        ts_all = packets["ts_ns"].to_numpy(np.int64)
+        order = np.lexsort((ts_all, flow_all))
+        flags = packets["flags"].to_numpy(np.int64)[order]
+        is_syn = (flags & (SYN | ACK)) == SYN
+        return cls(
+            order=order,
+            flow=flow_all[order],
+            ts=ts_all[order],
+            flags=flags,
+            src=src_all[order],
+            dst=dst_all[order],
+            payload=packets["payload_len"].to_numpy(np.int64)[order],
+            is_syn=is_syn,
+            syn_idx=np.flatnonzero(is_syn),
+            is_synack=(flags & (SYN | ACK)) == (SYN | ACK),
+            capture_codes=cap_codes,
+            capture_names=cap_names,
+            ip_names=ip_names,
+        )
+
+
+def _client_sides(
+    pk: _SortedPackets, runs: _Runs, starts: Int64Array, server_ports: Collection[int] | None
+) -> tuple[Int64Array, Int64Array, BoolArray]:
+    """(client endpoint, server endpoint) per connection and whether each packet goes client →
+    server: every later figure is split by direction."""
+    syn_idx, synack_idx = pk.syn_idx, np.flatnonzero(pk.is_synack)
+    first_src, first_dst = pk.src[starts], pk.dst[starts]
     client_ep = _client_endpoints(
-        (conn[synack_idx], dst_all[order[synack_idx]]),
-        (conn[syn_idx], src_ep[syn_idx]),
+        (runs.conn[synack_idx], pk.dst[synack_idx]),
+        (runs.conn[syn_idx], pk.src[syn_idx]),
         first_src,
         first_dst,
         server_ports,
     )
     server_ep = np.where(client_ep == first_src, first_dst, first_src)
-    c2s = src_ep == client_ep[conn]
-    s2c = ~c2s
+    c2s = pk.src == client_ep[runs.conn]
+    return client_ep, server_ep, c2s
 
-    synack_ns = runs.first(is_synack & s2c)
-    # The handshake's last ACK: the client's first non-SYN ACK at or after the SYN-ACK.
-    pure_ack = np.flatnonzero(c2s & ((flags & (SYN | ACK)) == ACK))
-    after_synack = pure_ack[ts[pure_ack] >= synack_ns[conn[pure_ack]]]
-    established_ns = runs.first_of(after_synack)
-    syn_ns = runs.first(is_syn & c2s)
-    payload = packets["payload_len"].to_numpy(np.int64)[order]
-    has_data = payload > 0
-    fin, rst = (flags & FIN) != 0, (flags & RST) != 0
+
+def _established(pk: _SortedPackets, runs: _Runs, c2s: BoolArray) -> tuple[Int64Array, Int64Array]:
+    """(SYN-ACK time, handshake's last ACK time) per connection: the ACK is the client's first
+    non-SYN ACK at or after the SYN-ACK."""
+    synack_ns = runs.first(pk.is_synack & ~c2s)
+    pure_ack = np.flatnonzero(c2s & ((pk.flags & (SYN | ACK)) == ACK))
+    after_synack = pure_ack[pk.ts[pure_ack] >= synack_ns[runs.conn[pure_ack]]]
+    return synack_ns, runs.first_of(after_synack)
+
+
+def _connection_frame(
+    pk: _SortedPackets, runs: _Runs, starts: Int64Array, server_ports: Collection[int] | None
+) -> pd.DataFrame:
+    """The CONNECTIONS columns (but ``conn_key``), one row per connection in flow order: each
+    figure is a masked first/last/total reduction over the connection's packets."""
+    client_ep, server_ep, c2s = _client_sides(pk, runs, starts, server_ports)
+    s2c = ~c2s
+    synack_ns, established_ns = _established(pk, runs, c2s)
+    syn_ns = runs.first(pk.is_syn & c2s)
+    has_data = pk.payload > 0
+    fin, rst = (pk.flags & FIN) != 0, (pk.flags & RST) != 0
     client_fin, server_fin = runs.first(fin & c2s), runs.first(fin & s2c)
     client_rst, server_rst = runs.first(rst & c2s), runs.first(rst & s2c)
-    syn_count = np.bincount(conn[is_syn & c2s], minlength=runs.count)
+    syn_count = np.bincount(runs.conn[pk.is_syn & c2s], minlength=runs.count)
     outcome = _outcomes(syn_count, synack_ns, client_rst, server_rst, client_fin, server_fin)
-    cap_of_conn = cap_codes[order[starts]]
-
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "capture": _strings(cap_names, cap_of_conn),
-            "client_ip": _strings(ip_names, client_ep // 65536),
+            "capture": _strings(pk.capture_names, pk.capture_codes[pk.order[starts]]),
+            "client_ip": _strings(pk.ip_names, client_ep // 65536),
             "client_port": client_ep % 65536,
-            "server_ip": _strings(ip_names, server_ep // 65536),
+            "server_ip": _strings(pk.ip_names, server_ep // 65536),
             "server_port": server_ep % 65536,
-            "syn_ns": np.where(syn_ns < _NONE, syn_ns, ts[starts]),
+            "syn_ns": np.where(syn_ns < _NONE, syn_ns, pk.ts[starts]),
             "syn_count": syn_count.astype(np.int64),
             "synack_ns": _nullable(synack_ns),
             "established_ns": _nullable(established_ns),
@@ -134,22 +191,18 @@ def tcp_connections(
             "last_c2s_data_ns": _nullable(runs.last(has_data & c2s)),
             "first_s2c_data_ns": _nullable(runs.first(has_data & s2c)),
             "last_s2c_data_ns": _nullable(runs.last(has_data & s2c)),
-            "bytes_c2s": runs.total(payload, c2s),
-            "bytes_s2c": runs.total(payload, s2c),
+            "bytes_c2s": runs.total(pk.payload, c2s),
+            "bytes_s2c": runs.total(pk.payload, s2c),
             "client_fin_ns": _nullable(client_fin),
             "server_fin_ns": _nullable(server_fin),
             "fin_first": _first_side(client_fin, server_fin),
             "client_rst_ns": _nullable(client_rst),
             "server_rst_ns": _nullable(server_rst),
             "rst_first": _first_side(client_rst, server_rst),
-            "end_ns": ts[np.r_[starts[1:] - 1, len(ts) - 1]],
+            "end_ns": pk.ts[np.r_[starts[1:] - 1, len(pk.ts) - 1]],
             "outcome": _strings(_OUTCOMES, outcome),
         }
     )
-    # cap_names are sorted, so ordering by code orders by capture name
-    out = out.take(np.lexsort((out["syn_ns"].to_numpy(), cap_of_conn))).reset_index(drop=True)
-    out.insert(0, "conn_key", np.arange(len(out), dtype=np.int64))
-    return check_frame(out, CONNECTIONS, "tcp_connections output")
 
 
 @dataclass(frozen=True)

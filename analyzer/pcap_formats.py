@@ -270,10 +270,38 @@ def _ticks_to_ns(ticks: npt.NDArray[np.uint64], tsresol: int) -> I64:
     return (ticks // np.uint64(10 ** (tsresol - 9))).astype(np.int64)
 
 
-def scan_pcapng(data: bytes, buf: U8) -> Records:
-    """pcapng: sections (each with its byte order) of interfaces and packet blocks."""
-    walk = _walk_pcapng(data)
-    damage = walk.damage
+@dataclass(frozen=True)
+class _PacketBlocks:
+    """Every packet block's header fields, read at the walk's offsets in one vectorized pass;
+    ``bad`` marks blocks whose lengths or interface do not hold together."""
+
+    starts: I64  # byte offset of each block
+    big: npt.NDArray[np.bool_]
+    simple: npt.NDArray[np.bool_]  # simple packet block (no interface id, no timestamp)
+    header_len: I64
+    caplen: I64
+    iface: I64  # global interface index: the section's first interface + the local id
+    undeclared: npt.NDArray[np.bool_]  # names an interface its section has not declared yet
+    bad: npt.NDArray[np.bool_]
+
+    def head(self, n: int) -> _PacketBlocks:
+        """The first ``n`` blocks: everything before the first damaged one."""
+        part = slice(0, n)
+        return _PacketBlocks(
+            self.starts[part],
+            self.big[part],
+            self.simple[part],
+            self.header_len[part],
+            self.caplen[part],
+            self.iface[part],
+            self.undeclared[part],
+            self.bad[part],
+        )
+
+
+def _packet_blocks(walk: _PcapngWalk, buf: U8) -> _PacketBlocks:
+    """Read each block's length, trailer, captured length and interface id with the byte order
+    and block type of the run it belongs to."""
     starts = np.frombuffer(walk.starts, dtype=np.int64) if walk.starts else np.zeros(0, np.int64)
     run_first = np.array([run.first for run in walk.runs] + [len(starts)], dtype=np.int64)
     per_run = np.diff(run_first)
@@ -293,32 +321,24 @@ def scan_pcapng(data: bytes, buf: U8) -> Records:
     room = length - header_len - 4
     caplen = np.where(simple, np.minimum(orig_len, room), read_u32(buf, starts + 20, big))
     local = np.where(simple, 0, read_u32(buf, starts + 8, big))
+    undeclared = local >= declared
     bad = ~fits | (trailer != length) | (room < 0) | (caplen > room) | (caplen > MAX_CAPLEN)
-    bad |= local >= declared
-    first = _first_bad(bad)
-    if first < len(starts):
-        problem = (
-            "names an undeclared interface"
-            if local[first] >= declared[first]
-            else ("has inconsistent lengths")
-        )
-        damage = f"byte {starts[first]}: packet block {problem}"
-    keep = slice(0, first)
-    starts, simple, big, caplen, header_len = (
-        starts[keep],
-        simple[keep],
-        big[keep],
-        caplen[keep],
-        header_len[keep],
+    iface = each([run.section_base for run in walk.runs]) + local
+    return _PacketBlocks(
+        starts, big, simple, header_len, caplen, iface, undeclared, bad | undeclared
     )
-    iface = each([run.section_base for run in walk.runs])[keep] + local[keep]
+
+
+def _block_times(blocks: _PacketBlocks, interfaces: list[_Interface], buf: U8) -> tuple[I64, I64]:
+    """(ts_ns, linktype) per block, each in its interface's timestamp resolution and offset."""
+    starts, big = blocks.starts, blocks.big
     ticks = (read_u32(buf, starts + 12, big).astype(np.uint64) << np.uint64(32)) | read_u32(
         buf, starts + 16, big
     ).astype(np.uint64)
     ts_ns = np.zeros(len(starts), dtype=np.int64)
     linktype = np.zeros(len(starts), dtype=np.int64)
-    for index, interface in enumerate(walk.interfaces):
-        rows = iface == index
+    for index, interface in enumerate(interfaces):
+        rows = blocks.iface == index
         if not rows.any():
             continue
         linktype[rows] = interface.linktype
@@ -326,11 +346,26 @@ def scan_pcapng(data: bytes, buf: U8) -> Records:
             interface.tsoffset_s * 1_000_000_000
         )
     # simple packet blocks carry no time: they inherit the previous timed packet's (or 0)
-    last_timed = np.maximum.accumulate(np.where(simple, -1, np.arange(len(starts))))
+    last_timed = np.maximum.accumulate(np.where(blocks.simple, -1, np.arange(len(starts))))
     ts_ns = np.where(last_timed >= 0, ts_ns[np.maximum(last_timed, 0)], 0)
+    return ts_ns, linktype
+
+
+def scan_pcapng(data: bytes, buf: U8) -> Records:
+    """pcapng: sections (each with its byte order) of interfaces and packet blocks."""
+    walk = _walk_pcapng(data)
+    damage = walk.damage
+    blocks = _packet_blocks(walk, buf)
+    first = _first_bad(blocks.bad)
+    if first < len(blocks.starts):
+        undeclared = blocks.undeclared[first]
+        problem = "names an undeclared interface" if undeclared else "has inconsistent lengths"
+        damage = f"byte {blocks.starts[first]}: packet block {problem}"
+    kept = blocks.head(first)
+    ts_ns, linktype = _block_times(kept, walk.interfaces, buf)
     return Records(
-        data_start=starts + header_len,
-        caplen=caplen,
+        data_start=kept.starts + kept.header_len,
+        caplen=kept.caplen,
         linktype=linktype,
         ts_ns=ts_ns,
         damage=damage,

@@ -97,58 +97,77 @@ def _first_row(mask: pd.Series | np.ndarray) -> int:
 
 
 def _coerce_column(series: pd.Series, col: Column, path: str) -> pd.Series:
+    """``series`` as ``col``'s dtype, or a TraceError naming the first row that cannot be: a
+    foreign writer's file loads when its values fit, and is refused, not mangled, when not."""
     isna = series.isna().to_numpy(dtype=bool)
     if not col.nullable and isna.any():
         raise TraceError(path, f"row {_first_row(isna)}", "missing value", field=col.name)
     if str(series.dtype) == col.dtype:  # the usual case: written by write_requests
         return series
-    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
     family = col.dtype.lower()
     if family.startswith("int"):
-        if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(
-            series.dtype
-        ):
-            raise TraceError(
-                path, "file", f"dtype {series.dtype} where integers are expected", field=col.name
-            )
-        if kind == "f" or pd.api.types.is_float_dtype(series.dtype):
-            values = series.to_numpy(dtype="float64", na_value=np.nan)
-            bad = ~isna & (
-                (values != np.floor(values)) | ~np.isfinite(values) | (np.abs(values) >= 2.0**63)
-            )
-            if bad.any():
-                row = _first_row(bad)
-                raise TraceError(
-                    path, f"row {row}", f"{values[row]!r} is not an integer", field=col.name
-                )
-        try:
-            return series.astype(pd.api.types.pandas_dtype(col.dtype))
-        except (OverflowError, TypeError, ValueError) as exc:
-            raise TraceError(path, "file", f"cannot hold integers: {exc}", field=col.name) from None
+        return _as_integers(series, col, path, isna)
     if family in {"bool", "boolean"}:
-        if not pd.api.types.is_bool_dtype(series.dtype):
-            bad = [
-                i
-                for i, v in enumerate(series.astype(object))
-                if not (isna[i] or isinstance(v, bool | np.bool_))
-            ]
-            if bad:
-                raise TraceError(
-                    path,
-                    f"row {bad[0]}",
-                    f"{series.iloc[bad[0]]!r} is not a boolean",
-                    field=col.name,
-                )
-        return series.astype(pd.api.types.pandas_dtype(col.dtype))
+        return _as_booleans(series, col, path, isna)
     if family.startswith("float"):
-        if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(
-            series.dtype
-        ):
+        return _as_floats(series, col, path)
+    return _as_strings(series, col, path, isna)
+
+
+def _as_integers(series: pd.Series, col: Column, path: str, isna: np.ndarray) -> pd.Series:
+    """Integers from any numeric column whose values are whole and fit in int64 (a writer that
+    went through floats); booleans are not numbers here."""
+    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
+    if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(series.dtype):
+        raise TraceError(
+            path, "file", f"dtype {series.dtype} where integers are expected", field=col.name
+        )
+    if kind == "f" or pd.api.types.is_float_dtype(series.dtype):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~isna & (
+            (values != np.floor(values)) | ~np.isfinite(values) | (np.abs(values) >= 2.0**63)
+        )
+        if bad.any():
+            row = _first_row(bad)
             raise TraceError(
-                path, "file", f"dtype {series.dtype} where numbers are expected", field=col.name
+                path, f"row {row}", f"{values[row]!r} is not an integer", field=col.name
             )
+    try:
         return series.astype(pd.api.types.pandas_dtype(col.dtype))
-    # strings: anything else in an object column is a writer bug, not something to str() away
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise TraceError(path, "file", f"cannot hold integers: {exc}", field=col.name) from None
+
+
+def _as_booleans(series: pd.Series, col: Column, path: str, isna: np.ndarray) -> pd.Series:
+    """Booleans only from real booleans: ``astype(bool)`` would turn any non-empty value true."""
+    if not pd.api.types.is_bool_dtype(series.dtype):
+        bad = [
+            i
+            for i, v in enumerate(series.astype(object))
+            if not (isna[i] or isinstance(v, bool | np.bool_))
+        ]
+        if bad:
+            raise TraceError(
+                path,
+                f"row {bad[0]}",
+                f"{series.iloc[bad[0]]!r} is not a boolean",
+                field=col.name,
+            )
+    return series.astype(pd.api.types.pandas_dtype(col.dtype))
+
+
+def _as_floats(series: pd.Series, col: Column, path: str) -> pd.Series:
+    """Floats from any numeric column but booleans."""
+    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        raise TraceError(
+            path, "file", f"dtype {series.dtype} where numbers are expected", field=col.name
+        )
+    return series.astype(pd.api.types.pandas_dtype(col.dtype))
+
+
+def _as_strings(series: pd.Series, col: Column, path: str, isna: np.ndarray) -> pd.Series:
+    """Strings from string-like columns whose values are valid UTF-8 text: anything else in an
+    object column is a writer bug, not something to str() away."""
     if not (
         pd.api.types.is_string_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype)
     ):

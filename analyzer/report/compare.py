@@ -91,9 +91,8 @@ def differences(groups: dict[str, list[RunFacts]]) -> list[CauseDifference]:
     return out
 
 
-def comparison_sections(
-    facts: Sequence[RunFacts], diffs: Sequence[CauseDifference]
-) -> list[Section]:
+def _side_by_side_section(facts: Sequence[RunFacts]) -> Section:
+    """One row per run with its failures per cause: the raw counts every verdict rests on."""
     causes = cause_order({c for f in facts for c in f.failed_by_cause})
     side_by_side = (
         ["run", "scenario", "status", "requests", "failed", "rate", *causes],
@@ -110,62 +109,62 @@ def comparison_sections(
             for f in facts
         ],
     )
-    parts = [
-        Section("Runs side by side", None, [], side_by_side),
+    return Section("Runs side by side", None, [], side_by_side)
+
+
+def _differences_section(diffs: Sequence[CauseDifference]) -> Section:
+    """Each group against the baseline per cause, with the spread that decides the verdict."""
+    return Section(
+        "Difference in failures by cause",
+        None,
+        [
+            "Mean failed requests per run of each group; the spread is the largest range "
+            "(max − min) within either group."
+        ],
+        (
+            ["cause", "baseline", "mean", "compared", "mean", "difference", "spread", "verdict"],
+            [
+                [
+                    d.cause,
+                    d.baseline,
+                    f"{d.baseline_mean:g}",
+                    d.other,
+                    f"{d.other_mean:g}",
+                    f"{d.difference:+g}",
+                    "—" if d.spread is None else f"{d.spread:g}",
+                    d.verdict,
+                ]
+                for d in diffs
+            ],
+        ),
+    )
+
+
+def _spread_section(facts: Sequence[RunFacts]) -> Section:
+    """Repetitions of one scenario have nothing to compare against: their range is the finding."""
+    return Section(
+        "Run-to-run spread",
+        None,
+        [
+            f"All runs are repetitions of one scenario: failed requests range from "
+            f"{min(f.failed for f in facts)} to {max(f.failed for f in facts)}."
+        ],
+    )
+
+
+def comparison_sections(
+    facts: Sequence[RunFacts], diffs: Sequence[CauseDifference]
+) -> list[Section]:
+    """The comparison's content, format-neutral like a run report's ``sections``."""
+    return [
+        _side_by_side_section(facts),
         Section(
             "Failed requests over time",
             "compare-timeline",
             ["Failed requests per second, each run aligned at its rollout trigger."],
         ),
+        _differences_section(diffs) if diffs else _spread_section(facts),
     ]
-    if diffs:
-        parts.append(
-            Section(
-                "Difference in failures by cause",
-                None,
-                [
-                    "Mean failed requests per run of each group; the spread is the largest range "
-                    "(max − min) within either group."
-                ],
-                (
-                    [
-                        "cause",
-                        "baseline",
-                        "mean",
-                        "compared",
-                        "mean",
-                        "difference",
-                        "spread",
-                        "verdict",
-                    ],
-                    [
-                        [
-                            d.cause,
-                            d.baseline,
-                            f"{d.baseline_mean:g}",
-                            d.other,
-                            f"{d.other_mean:g}",
-                            f"{d.difference:+g}",
-                            "—" if d.spread is None else f"{d.spread:g}",
-                            d.verdict,
-                        ]
-                        for d in diffs
-                    ],
-                ),
-            )
-        )
-    else:
-        parts.append(
-            Section(
-                "Run-to-run spread",
-                None,
-                [
-                    f"All runs are repetitions of one scenario: failed requests range from "
-                    f"{min(f.failed for f in facts)} to {max(f.failed for f in facts)}."
-                ],
-            )
-        )
-    return parts
 
 
 def compare_headline(diffs: Sequence[CauseDifference], facts: Sequence[RunFacts]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -68,6 +69,83 @@ def _shade_rollout(ax: Axes, phases: dict[str, int], t0_ns: int) -> None:
         ax.axvspan(start, end, color="#DDDDDD", zorder=0, linewidth=0, gid="rollout")
 
 
+def _rate_panel(ax: Axes, requests: pd.DataFrame, failures: pd.DataFrame, t0_ns: int) -> None:
+    """Requests per second as bars: successes at the bottom, failures stacked on top by cause so
+    that a bar's height is the offered rate and its colours say what broke."""
+    second = np.floor(_seconds(requests["start_ns"], t0_ns))
+    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
+    ok_counts = pd.Series(second[ok]).value_counts().sort_index()
+    ok_bars = ax.bar(
+        ok_counts.index + 0.5, ok_counts.to_numpy(), width=1.0, color=OK_COLOUR, label="succeeded"
+    )
+    _tag(ok_bars, "ok")
+    bottom = ok_counts.astype("float64")  # failures stack on top: bar height = requests
+    fail_second = np.floor(_seconds(failures["start_ns"], t0_ns))
+    for cause in cause_order(failures["cause"].astype(str).unique()):
+        mask = (failures["cause"].astype(str) == cause).to_numpy()
+        counts = pd.Series(fail_second[mask]).value_counts().sort_index()
+        base = bottom.reindex(counts.index, fill_value=0.0)
+        look = cause_look(cause)
+        bars = ax.bar(
+            counts.index + 0.5,
+            counts.to_numpy(),
+            bottom=base.to_numpy(),
+            width=1.0,
+            color=look.colour,
+            hatch=look.hatch,
+            edgecolor="black",
+            linewidth=0.4,
+            label=f"failed: {cause} ({int(mask.sum())})",
+        )
+        _tag(bars, f"failed:{cause}")
+        bottom = bottom.add(counts, fill_value=0.0)
+    ax.set_ylabel("requests / s")
+    ax.legend(loc="upper left", fontsize=8, ncols=2)
+
+
+def _latency_panel(ax: Axes, latency: pd.DataFrame, t0_ns: int) -> None:
+    """p50 and p99 latency of successes per second: a slowdown shows even when nothing fails."""
+    if not latency.empty:
+        x = _seconds(latency["second_ns"], t0_ns) + 0.5
+        ax.plot(x, latency["p50_ms"], color=P50_COLOUR, marker=".", label="p50", gid="p50")
+        ax.plot(
+            x,
+            latency["p99_ms"],
+            color=P99_COLOUR,
+            linestyle="--",
+            marker="x",
+            label="p99",
+            gid="p99",
+        )
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel("latency of successes (ms)")
+
+
+def _pod_events_panel(ax: Axes, pods: pd.DataFrame, t0_ns: int) -> None:
+    """Pod created / ready / deletion marks on one strip, to line failures up with the events
+    that caused them."""
+    for column, marker, label in (
+        ("created_ns", "^", "Pod created"),
+        ("ready_ns", "o", "Pod ready"),
+        ("deletion_ns", "v", "Pod deletion"),
+    ):
+        times = pods[column].dropna()
+        ax.plot(
+            _seconds(times, t0_ns),
+            np.zeros(len(times)),
+            linestyle="none",
+            marker=marker,
+            markerfacecolor="white" if column == "created_ns" else "black",
+            color="black",
+            label=label,
+            gid=f"pods:{column}",
+        )
+    ax.set_yticks([])
+    ax.set_ylim(-1.0, 1.5)
+    ax.legend(loc="upper right", fontsize=7, ncols=3)
+    ax.set_xlabel("seconds since load start (shaded: rollout, dotted: trigger)")
+
+
 def timeline_figure(
     requests: pd.DataFrame,
     failures: pd.DataFrame,
@@ -83,71 +161,9 @@ def timeline_figure(
     ax_rate, ax_lat, ax_pods = fig.subplots(
         3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
     )
-    second = np.floor(_seconds(requests["start_ns"], t0_ns))
-    ok = (requests["error_kind"] == ErrorKind.OK.value).to_numpy()
-    ok_counts = pd.Series(second[ok]).value_counts().sort_index()
-    ok_bars = ax_rate.bar(
-        ok_counts.index + 0.5, ok_counts.to_numpy(), width=1.0, color=OK_COLOUR, label="succeeded"
-    )
-    _tag(ok_bars, "ok")
-    bottom = ok_counts.astype("float64")  # failures stack on top: bar height = requests
-    fail_second = np.floor(_seconds(failures["start_ns"], t0_ns))
-    for cause in cause_order(failures["cause"].astype(str).unique()):
-        mask = (failures["cause"].astype(str) == cause).to_numpy()
-        counts = pd.Series(fail_second[mask]).value_counts().sort_index()
-        base = bottom.reindex(counts.index, fill_value=0.0)
-        look = cause_look(cause)
-        bars = ax_rate.bar(
-            counts.index + 0.5,
-            counts.to_numpy(),
-            bottom=base.to_numpy(),
-            width=1.0,
-            color=look.colour,
-            hatch=look.hatch,
-            edgecolor="black",
-            linewidth=0.4,
-            label=f"failed: {cause} ({int(mask.sum())})",
-        )
-        _tag(bars, f"failed:{cause}")
-        bottom = bottom.add(counts, fill_value=0.0)
-    ax_rate.set_ylabel("requests / s")
-    ax_rate.legend(loc="upper left", fontsize=8, ncols=2)
-
-    if not latency.empty:
-        x = _seconds(latency["second_ns"], t0_ns) + 0.5
-        ax_lat.plot(x, latency["p50_ms"], color=P50_COLOUR, marker=".", label="p50", gid="p50")
-        ax_lat.plot(
-            x,
-            latency["p99_ms"],
-            color=P99_COLOUR,
-            linestyle="--",
-            marker="x",
-            label="p99",
-            gid="p99",
-        )
-        ax_lat.legend(loc="upper left", fontsize=8)
-    ax_lat.set_ylabel("latency of successes (ms)")
-
-    for column, marker, label in (
-        ("created_ns", "^", "Pod created"),
-        ("ready_ns", "o", "Pod ready"),
-        ("deletion_ns", "v", "Pod deletion"),
-    ):
-        times = pods[column].dropna()
-        ax_pods.plot(
-            _seconds(times, t0_ns),
-            np.zeros(len(times)),
-            linestyle="none",
-            marker=marker,
-            markerfacecolor="white" if column == "created_ns" else "black",
-            color="black",
-            label=label,
-            gid=f"pods:{column}",
-        )
-    ax_pods.set_yticks([])
-    ax_pods.set_ylim(-1.0, 1.5)
-    ax_pods.legend(loc="upper right", fontsize=7, ncols=3)
-    ax_pods.set_xlabel("seconds since load start (shaded: rollout, dotted: trigger)")
+    _rate_panel(ax_rate, requests, failures, t0_ns)
+    _latency_panel(ax_lat, latency, t0_ns)
+    _pod_events_panel(ax_pods, pods, t0_ns)
     for ax in (ax_rate, ax_lat, ax_pods):
         _shade_rollout(ax, phases, t0_ns)
     ax_rate.set_title(wrap(title), fontsize=11, loc="left")
@@ -197,39 +213,30 @@ def node_drop_labels(
     return out
 
 
-def pod_lanes_figure(
-    pods: pd.DataFrame,
-    endpoints: pd.DataFrame,
-    failures: pd.DataFrame,
-    truth: pd.DataFrame,
-    rules_dropped: pd.DataFrame,
-    t0_ns: int,
-    end_ns: int,
-    title: str,
-) -> Figure:
-    """A Gantt chart, one lane per Pod: lifecycle bar, endpoint membership under it, ground-truth
-    preStop / SIGTERM / exit and per-node rule removal where known, failed requests as marks."""
-    pods = pods.sort_values(["created_ns", "pod"], kind="stable")
-    names = [str(p) for p in pods["pod"]]
-    on_known = failures["pod"].astype("string").isin(names).fillna(False).to_numpy(dtype=bool)
-    lanes = names + ([UNKNOWN_POD] if (~on_known).any() else [])
-    lane_y = {name: float(len(lanes) - 1 - i) for i, name in enumerate(lanes)}
-    end_s = (end_ns - t0_ns) / _NS
-    # at least the legend's height: it lists every state even when there are few lanes
-    fig = Figure(figsize=(11, max(3.6, 1.2 + 0.55 * len(lanes))), layout="constrained")
-    ax = fig.add_subplot()
-    if not lanes:
-        ax.text(
-            0.5,
-            0.5,
-            "no Pod seen (no watch events) and no failure",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
+@dataclass(frozen=True)
+class _Lanes:
+    """Where each Pod's lane sits: ``names`` are the Pods seen, ``lanes`` add one for failures
+    on a Pod nobody saw, ``on_known`` marks which failures have a lane of their own."""
 
+    names: list[str]
+    lanes: list[str]
+    y: dict[str, float]
+    on_known: np.ndarray
+
+    @classmethod
+    def of(cls, pods: pd.DataFrame, failures: pd.DataFrame) -> _Lanes:
+        """Lanes top-down in creation order; the unknown-Pod lane only when a failure needs it."""
+        names = [str(p) for p in pods["pod"]]
+        on_known = failures["pod"].astype("string").isin(names).fillna(False).to_numpy(dtype=bool)
+        lanes = names + ([UNKNOWN_POD] if (~on_known).any() else [])
+        y = {name: float(len(lanes) - 1 - i) for i, name in enumerate(lanes)}
+        return cls(names, lanes, y, on_known)
+
+
+def _draw_lifecycles(ax: Axes, pods: pd.DataFrame, lanes: _Lanes, end_s: float, t0_ns: int) -> None:
+    """Each Pod's lifecycle as a bar of coloured states in the upper half of its lane."""
     for _, pod in pods.iterrows():
-        y = lane_y[str(pod["pod"])]
+        y = lanes.y[str(pod["pod"])]
         for state, start, stop in _lifecycle_segments(pod, end_s, t0_ns):
             look = LANE_LOOK[state]
             ax.broken_barh(
@@ -241,10 +248,17 @@ def pod_lanes_figure(
                 linewidth=0.4,
                 gid=f"lane:{pod['pod']}",
             )
+
+
+def _draw_endpoints(
+    ax: Axes, endpoints: pd.DataFrame, lanes: _Lanes, end_s: float, t0_ns: int
+) -> None:
+    """Endpoint membership under each lifecycle bar: the gap between a Pod's state and what the
+    EndpointSlice said is where endpoint lag shows."""
     for _, interval in endpoints[
-        endpoints["pod"].astype("string").isin(names).fillna(False)
+        endpoints["pod"].astype("string").isin(lanes.names).fillna(False)
     ].iterrows():
-        y = lane_y[str(interval["pod"])]
+        y = lanes.y[str(interval["pod"])]
         start = (int(interval["from_ns"]) - t0_ns) / _NS
         stop = end_s if pd.isna(interval["to_ns"]) else (int(interval["to_ns"]) - t0_ns) / _NS
         look = ENDPOINT_LOOK[_endpoint_state(interval)]
@@ -258,18 +272,21 @@ def pod_lanes_figure(
             gid=f"endpoint:{interval['pod']}",
         )
 
+
+def _draw_truth_marks(ax: Axes, truth: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
+    """Ground-truth preStop start, SIGTERM and exit on the lanes, where the run recorded them."""
     truth_marks = (
         ("prestop-start", "|", "preStop starts (truth)"),
         ("sigterm", "4", "SIGTERM (truth)"),
         ("exited", "8", "process exited (truth)"),
     )
     for event, marker, label in truth_marks:
-        rows = truth[(truth["event"] == event) & truth["pod"].isin(names)]
+        rows = truth[(truth["event"] == event) & truth["pod"].isin(lanes.names)]
         if rows.empty:
             continue
         ax.plot(
             _seconds(rows["ts_ns"], t0_ns),
-            [lane_y[str(p)] + 0.12 for p in rows["pod"]],
+            [lanes.y[str(p)] + 0.12 for p in rows["pod"]],
             linestyle="none",
             marker=marker,
             markersize=9,
@@ -277,32 +294,41 @@ def pod_lanes_figure(
             label=label,
             gid=f"truth:{event}",
         )
-    dropped = rules_dropped[rules_dropped["pod"].isin(names)]
-    if not dropped.empty:
-        ax.plot(
-            _seconds(dropped["ts_ns"], t0_ns),
-            [lane_y[str(p)] - 0.25 for p in dropped["pod"]],
-            linestyle="none",
-            marker="1",
-            markersize=9,
-            color="#0072B2",
-            label="a node's rules dropped the Pod (truth)",
-            gid="truth:rules-dropped",
-        )
-        if len(lanes) <= MAX_LABELLED_LANES:  # name the nodes where the lanes leave room
-            for dropped_pod, x, text in node_drop_labels(dropped, t0_ns):
-                ax.annotate(
-                    text,
-                    (x, lane_y[dropped_pod] - 0.25),
-                    xytext=(3, -7),
-                    textcoords="offset points",
-                    fontsize=6,
-                    color="#0072B2",
-                    gid="truth:node",
-                )
 
+
+def _draw_rule_drops(ax: Axes, rules_dropped: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
+    """When each node's rules stopped sending to a Pod (truth), with the node names where the
+    lanes leave room: the spread across nodes is the propagation delay."""
+    dropped = rules_dropped[rules_dropped["pod"].isin(lanes.names)]
+    if dropped.empty:
+        return
+    ax.plot(
+        _seconds(dropped["ts_ns"], t0_ns),
+        [lanes.y[str(p)] - 0.25 for p in dropped["pod"]],
+        linestyle="none",
+        marker="1",
+        markersize=9,
+        color="#0072B2",
+        label="a node's rules dropped the Pod (truth)",
+        gid="truth:rules-dropped",
+    )
+    if len(lanes.lanes) <= MAX_LABELLED_LANES:  # name the nodes where the lanes leave room
+        for dropped_pod, x, text in node_drop_labels(dropped, t0_ns):
+            ax.annotate(
+                text,
+                (x, lanes.y[dropped_pod] - 0.25),
+                xytext=(3, -7),
+                textcoords="offset points",
+                fontsize=6,
+                color="#0072B2",
+                gid="truth:node",
+            )
+
+
+def _draw_failure_marks(ax: Axes, failures: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
+    """Each failed request on the lane of the Pod that served it, one marker per cause."""
     fail_lane = np.where(
-        on_known, failures["pod"].astype("string").fillna(UNKNOWN_POD), UNKNOWN_POD
+        lanes.on_known, failures["pod"].astype("string").fillna(UNKNOWN_POD), UNKNOWN_POD
     )
     fail_x = _seconds(failures["start_ns"], t0_ns)
     for cause in cause_order(failures["cause"].astype(str).unique()):
@@ -310,7 +336,7 @@ def pod_lanes_figure(
         look = cause_look(cause)
         ax.scatter(
             fail_x[mask],
-            [lane_y[str(p)] + 0.12 for p in fail_lane[mask]],
+            [lanes.y[str(p)] + 0.12 for p in fail_lane[mask]],
             marker=look.marker,
             s=22,
             color=look.colour,
@@ -321,9 +347,9 @@ def pod_lanes_figure(
             gid=f"failures:{cause}",
         )
 
-    ax.set_yticks([lane_y[name] for name in lanes], lanes, fontsize=8)
-    ax.set_ylim(-0.7, len(lanes) - 0.3)
-    ax.set_xlabel("seconds since load start")
+
+def _lanes_legend(ax: Axes) -> None:
+    """The drawn marks plus every Pod and endpoint state, so the colours read without the text."""
     handles, _ = ax.get_legend_handles_labels()
     states = [
         Patch(facecolor=look.colour, hatch=look.hatch, edgecolor="black", label=f"Pod {state}")
@@ -333,6 +359,44 @@ def pod_lanes_figure(
         for state, look in ENDPOINT_LOOK.items()
     ]
     ax.legend(handles=handles + states, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def pod_lanes_figure(
+    pods: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    failures: pd.DataFrame,
+    truth: pd.DataFrame,
+    rules_dropped: pd.DataFrame,
+    t0_ns: int,
+    end_ns: int,
+    title: str,
+) -> Figure:
+    """A Gantt chart, one lane per Pod: lifecycle bar, endpoint membership under it, ground-truth
+    preStop / SIGTERM / exit and per-node rule removal where known, failed requests as marks."""
+    pods = pods.sort_values(["created_ns", "pod"], kind="stable")
+    lanes = _Lanes.of(pods, failures)
+    end_s = (end_ns - t0_ns) / _NS
+    # at least the legend's height: it lists every state even when there are few lanes
+    fig = Figure(figsize=(11, max(3.6, 1.2 + 0.55 * len(lanes.lanes))), layout="constrained")
+    ax = fig.add_subplot()
+    if not lanes.lanes:
+        ax.text(
+            0.5,
+            0.5,
+            "no Pod seen (no watch events) and no failure",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    _draw_lifecycles(ax, pods, lanes, end_s, t0_ns)
+    _draw_endpoints(ax, endpoints, lanes, end_s, t0_ns)
+    _draw_truth_marks(ax, truth, lanes, t0_ns)
+    _draw_rule_drops(ax, rules_dropped, lanes, t0_ns)
+    _draw_failure_marks(ax, failures, lanes, t0_ns)
+    ax.set_yticks([lanes.y[name] for name in lanes.lanes], lanes.lanes, fontsize=8)
+    ax.set_ylim(-0.7, len(lanes.lanes) - 0.3)
+    ax.set_xlabel("seconds since load start")
+    _lanes_legend(ax)
     ax.set_title(wrap(title), fontsize=11, loc="left")
     return fig
 

@@ -345,10 +345,10 @@ def _slice_events(c: Cluster, clock: Clock) -> Iterator[Event]:
         yield float(t), "MODIFIED", "EndpointSlice", _slice_object(c, states, clock)
 
 
-def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
-    """Service, Deployment and both ReplicaSets, scaled as the Pods come and go."""
-    r = c.recipe
-    service = {
+def _service_object(c: Cluster, clock: Clock) -> Obj:
+    """The LoadBalancer Service in front of the Pods, with the recipe's traffic policy (Local
+    policy is what makes lb-lag possible)."""
+    return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(APP, _SERVICE_UID, clock.rfc3339(-3600)),
@@ -356,65 +356,76 @@ def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
             "type": "LoadBalancer",
             "selector": {"app": APP},
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": TARGET_PORT}],
-            "externalTrafficPolicy": r.traffic_policy,
+            "externalTrafficPolicy": c.recipe.traffic_policy,
         },
         "status": {"loadBalancer": {"ingress": [{"ip": c.addresses.lb}]}},
     }
-    yield WATCH_START_S, "ADDED", "Service", service
 
-    def deployment(revision: int, updated: int) -> Obj:
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _meta(
-                APP,
-                _DEPLOYMENT_UID,
-                clock.rfc3339(-3600),
-                generation=revision,
-                annotations={"deployment.kubernetes.io/revision": str(revision)},
-            ),
-            "spec": {
-                "replicas": r.replicas,
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {
-                        "maxSurge": r.max_surge,
-                        "maxUnavailable": r.max_unavailable,
-                    },
-                },
-                "template": {
-                    "spec": {"containers": [{"name": "app", "image": f"demoapp:v{revision}"}]}
+
+def _deployment_object(r: Recipe, clock: Clock, revision: int, updated: int) -> Obj:
+    """The Deployment at ``revision`` with ``updated`` Pods of it: the analyzer reads the
+    rollout trigger and completion from these changes."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(
+            APP,
+            _DEPLOYMENT_UID,
+            clock.rfc3339(-3600),
+            generation=revision,
+            annotations={"deployment.kubernetes.io/revision": str(revision)},
+        ),
+        "spec": {
+            "replicas": r.replicas,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": r.max_surge,
+                    "maxUnavailable": r.max_unavailable,
                 },
             },
-            "status": {"replicas": r.replicas, "updatedReplicas": updated},
-        }
+            "template": {
+                "spec": {"containers": [{"name": "app", "image": f"demoapp:v{revision}"}]}
+            },
+        },
+        "status": {"replicas": r.replicas, "updatedReplicas": updated},
+    }
 
-    def replicaset(revision: int, replicas: int) -> Obj:
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": _meta(
-                f"{APP}-{TEMPLATE_HASH[revision]}",
-                _rs_uid(revision),
-                clock.rfc3339(-3600 if revision == 1 else r.rollout_at_s),
-                labels={"app": APP, "pod-template-hash": TEMPLATE_HASH[revision]},
-                annotations={"deployment.kubernetes.io/revision": str(revision)},
-                ownerReferences=[
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": APP,
-                        "uid": _DEPLOYMENT_UID,
-                        "controller": True,
-                    }
-                ],
-            ),
-            "spec": {"replicas": replicas},
-        }
 
-    yield WATCH_START_S, "ADDED", "Deployment", deployment(1, r.replicas)
-    yield WATCH_START_S, "ADDED", "ReplicaSet", replicaset(1, r.replicas)
-    yield r.rollout_at_s - 0.005, "MODIFIED", "Deployment", deployment(2, 0)  # the trigger
+def _replicaset_object(r: Recipe, clock: Clock, revision: int, replicas: int) -> Obj:
+    """The ReplicaSet of ``revision`` scaled to ``replicas``, owned by the Deployment as the
+    Deployment controller would create it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": _meta(
+            f"{APP}-{TEMPLATE_HASH[revision]}",
+            _rs_uid(revision),
+            clock.rfc3339(-3600 if revision == 1 else r.rollout_at_s),
+            labels={"app": APP, "pod-template-hash": TEMPLATE_HASH[revision]},
+            annotations={"deployment.kubernetes.io/revision": str(revision)},
+            ownerReferences=[
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": APP,
+                    "uid": _DEPLOYMENT_UID,
+                    "controller": True,
+                }
+            ],
+        ),
+        "spec": {"replicas": replicas},
+    }
+
+
+def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
+    """Service, Deployment and both ReplicaSets, scaled as the Pods come and go."""
+    r = c.recipe
+    yield WATCH_START_S, "ADDED", "Service", _service_object(c, clock)
+    yield WATCH_START_S, "ADDED", "Deployment", _deployment_object(r, clock, 1, r.replicas)
+    yield WATCH_START_S, "ADDED", "ReplicaSet", _replicaset_object(r, clock, 1, r.replicas)
+    trigger = _deployment_object(r, clock, 2, 0)
+    yield r.rollout_at_s - 0.005, "MODIFIED", "Deployment", trigger
     scale = sorted(
         [(p.created, 2, +1) for p in c.pods if p.created > 0]
         + [(p.deletion, 1, -1) for p in c.pods if p.deletion < INF]
@@ -423,8 +434,9 @@ def _workload_events(c: Cluster, clock: Clock) -> Iterator[Event]:
     for t, revision, step in scale:
         size[revision] += step
         etype = "ADDED" if revision == 2 and size[2] == 1 and step > 0 else "MODIFIED"
-        yield t - 0.001, etype, "ReplicaSet", replicaset(revision, size[revision])
-    yield c.rollout_complete, "MODIFIED", "Deployment", deployment(2, r.replicas)
+        yield t - 0.001, etype, "ReplicaSet", _replicaset_object(r, clock, revision, size[revision])
+    complete = _deployment_object(r, clock, 2, r.replicas)
+    yield c.rollout_complete, "MODIFIED", "Deployment", complete
 
 
 def watch_lines(c: Cluster, clock: Clock, rng: np.random.Generator) -> list[Obj]:
