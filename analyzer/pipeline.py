@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -112,10 +112,13 @@ class Summary(TypedDict):
 
 @dataclass
 class Analysis:
-    """Everything one analysis produced: the tables and the summary."""
+    """Everything one analysis produced: the tables, the summary and the CPU time per stage.
+
+    ``tables`` is a mapping so that an analysis read back from ``analysis/tables`` can read
+    each table only when asked for (``analyzer.run.load_analysis``)."""
 
     meta: RunMeta
-    tables: dict[str, pd.DataFrame]
+    tables: Mapping[str, pd.DataFrame]
     summary: Summary
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
 
@@ -461,62 +464,80 @@ def _timings(
     return table, timings
 
 
-def compute(
-    path: str | os.PathLike[str],
-    on_table: Callable[[str, pd.DataFrame], None] | None = None,
-) -> Analysis:
+@dataclass
+class _Read:
+    """What the run directory holds, read and scoped to the Service under test."""
+
+    meta: RunMeta
+    inputs: _Inputs
+    requests: pd.DataFrame
+    packets: pd.DataFrame
+    watched: _Watched
+
+
+def _read_inputs(paths: RunPaths) -> _Read:
+    meta = _read_meta(paths)
+    inputs = _Inputs(present=["run.json"])
+    requests = _read_requests(paths, inputs)
+    packets = _read_packets(paths, inputs)
+    watched = _service_scope(meta, _read_events(paths, inputs))
+    return _Read(meta, inputs, requests, packets, watched)
+
+
+def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFrame:
+    """The failures table: each failed request's features, then its cause."""
+    meta, watched = read.meta, read.watched
+    context = _service_context(
+        meta,
+        watched.pods,
+        watched.endpoints,
+        list(j.capture_nodes.values()),
+        propagation,
+        _rules_lag_by_node(watched, j, terminating_fallback(meta.scenario) is not False),
+        metrics.syn_interval_ms(j.requests, max(len(j.capture_nodes), 1)),
+    )
+    features = attribution.failure_features(
+        j.requests,
+        j.client_conns,
+        watched.pods,
+        watched.endpoints,
+        context,
+        not j.client_conns.empty,
+        watched.gaps,
+        watched.pod_states,
+    )
+    return attribution.decide(features, context)
+
+
+def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | None) -> Analysis:
     """Read and analyze a run directory (no writes). ``on_table`` is handed the big input-side
     tables (packets, connections) as soon as they exist, so a writer can overlap with the rest."""
     clock = _StageClock()
-    paths = RunPaths(path)
     with clock("read"):
-        meta = _read_meta(paths)
-        inputs = _Inputs(present=["run.json"])
-        requests = _read_requests(paths, inputs)
-        packets = _read_packets(paths, inputs)
-        watched = _service_scope(meta, _read_events(paths, inputs))
+        read = _read_inputs(paths)
     with clock("joins"):
-        j = _joins(meta, requests, packets, watched, on_table)
-        propagation = _propagation(watched, j)
+        j = _joins(read.meta, read.requests, read.packets, read.watched, on_table)
+        propagation = _propagation(read.watched, j)
     with clock("attribution"):
-        context = _service_context(
-            meta,
-            watched.pods,
-            watched.endpoints,
-            list(j.capture_nodes.values()),
-            propagation,
-            _rules_lag_by_node(watched, j, terminating_fallback(meta.scenario) is not False),
-            metrics.syn_interval_ms(j.requests, max(len(j.capture_nodes), 1)),
-        )
-        features = attribution.failure_features(
-            j.requests,
-            j.client_conns,
-            watched.pods,
-            watched.endpoints,
-            context,
-            not j.client_conns.empty,
-            watched.gaps,
-            watched.pod_states,
-        )
-        failures = attribution.decide(features, context)
+        failures = _attribute(read, j, propagation)
     with clock("metrics"):
         windows = metrics.disruption_windows(failures)
-        timings_table, timings = _timings(meta, watched, j, propagation)
-        summary = _summary(meta, requests, failures, windows, timings, inputs, paths)
-        latency = metrics.latency_per_second(requests)
+        timings_table, timings = _timings(read.meta, read.watched, j, propagation)
+        summary = _summary(read.meta, read.requests, failures, windows, timings, read.inputs, paths)
+        latency = metrics.latency_per_second(read.requests)
     tables = {
         "requests": j.requests,
-        "packets": packets,
+        "packets": read.packets,
         "connections": j.connections,
-        "pods": watched.pods,
-        "pod_states": watched.pod_states,
-        "endpoints": watched.endpoints,
+        "pods": read.watched.pods,
+        "pod_states": read.watched.pod_states,
+        "endpoints": read.watched.endpoints,
         "failures": failures,
         "windows": windows,
         "latency": latency,
         "timings": timings_table,
     }
-    return Analysis(meta=meta, tables=tables, summary=summary, cpu_s=clock.seconds)
+    return Analysis(meta=read.meta, tables=tables, summary=summary, cpu_s=clock.seconds)
 
 
 def _summary(
@@ -610,9 +631,10 @@ def _windows_json(windows: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 class _TableWriter:
-    """Checks and writes tables on two threads as they are handed over, then the rest and
-    summary.json last (its presence marks a complete analysis). Arrow encodes Parquet without
-    holding the GIL, and packets.parquet alone takes seconds for ten million packets."""
+    """Checks and writes tables on two threads as they are handed over, then the rest. The
+    stale summary.json goes first and the new one is written last (its presence marks a
+    complete analysis). Arrow encodes Parquet without holding the GIL, and packets.parquet
+    alone takes seconds for ten million packets."""
 
     def __init__(self, paths: RunPaths) -> None:
         self.paths = paths
@@ -628,30 +650,46 @@ class _TableWriter:
             check_frame(frame, schema, f"analysis/tables/{name}.parquet")
         self.pending[name] = self.pool.submit(frame.to_parquet, self.paths.table(name), index=False)
 
-    def finish(self, analysis: Analysis) -> None:
-        rest = [(n, f) for n, f in analysis.tables.items() if n not in self.pending]
+    def finish(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        rest = [(n, f) for n, f in tables.items() if n not in self.pending]
         for name, frame in sorted(rest, key=lambda item: -len(item[1])):
             self(name, frame)
         for future in self.pending.values():
             future.result()
-        text = json.dumps(analysis.summary, indent=2, default=_json_default) + "\n"
-        atomic_write_bytes(self.paths.summary, text.encode())
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def analyze(path: str | os.PathLike[str]) -> Analysis:
-    """Analyze a run directory and write ``analysis/``, writing tables while computing."""
-    writer = _TableWriter(RunPaths(path))
+def _write_summary(paths: RunPaths, summary: Summary) -> None:
+    text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+    atomic_write_bytes(paths.summary, text.encode())
+
+
+def analyze(paths: RunPaths, *, write_tables: bool = True, write_summary: bool = True) -> Analysis:
+    """Analyze a run directory: the one entry point (``rolltrace analyze``, ``rolltrace run``,
+    ``load_run``). With ``write_tables`` the tables go to ``analysis/tables/`` while the
+    analysis computes; with ``write_summary`` summary.json is written after them (alone, it
+    replaces the tables there: they belong to an older analysis). Nothing is written with both
+    off.
+    """
+    writer = _TableWriter(paths) if write_tables else None
     try:
-        analysis = compute(path, on_table=writer)
+        analysis = _compute(paths, on_table=writer)
         started = time.process_time()
-        writer.finish(analysis)
-        # the writer's threads count too (process time); the big tables started during joins
-        analysis.cpu_s["write"] = time.process_time() - started
+        if writer is not None:
+            writer.finish(analysis.tables)
+        if write_summary:
+            if writer is None:  # beside older tables it would pass for a cached analysis
+                for name in TABLES:
+                    paths.table(name).unlink(missing_ok=True)
+            _write_summary(paths, analysis.summary)
+        if writer is not None or write_summary:
+            # the writer's threads count too (process time); the big tables started during joins
+            analysis.cpu_s["write"] = time.process_time() - started
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return analysis
 
 
@@ -662,5 +700,6 @@ def _json_default(value: object) -> object:
 
 
 def analyze_run(path: str | os.PathLike[str]) -> Summary:
-    """Analyze a run directory and write ``analysis/tables/*.parquet`` and ``summary.json``."""
-    return analyze(path).summary
+    """``analyze`` of the run directory at ``path``, writing everything; returns the summary
+    (the public API docs/api.md names)."""
+    return analyze(RunPaths(path)).summary

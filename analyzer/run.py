@@ -1,27 +1,57 @@
-"""``load_run``: a run directory as DataFrames, analyzing it first when needed.
+"""``load_run`` / ``load_analysis``: a run directory's analysis, analyzing it first when needed.
 
-Notebooks, tests and users start here. The analysis is cached in ``analysis/``: when the tables
-there were written by this analyzer version from the run's current files, they are read back
-instead of recomputed (a run of a million requests analyzes in seconds, but reads in less).
+Notebooks, tests, users and ``rolltrace report RUN`` start here. The analysis is cached in
+``analysis/``: when the tables there were written by this analyzer version from the run's
+current files, they are read back instead of recomputed (a run of a million requests analyzes
+in seconds, but reads in less).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
 
-from analyzer.pipeline import ANALYZER_VERSION, TABLES, Summary, analyze, input_fingerprint
+from analyzer.pipeline import (
+    ANALYZER_VERSION,
+    TABLES,
+    Analysis,
+    Summary,
+    analyze,
+    input_fingerprint,
+)
 from analyzer.rundir import RunMeta, RunPaths, read_run_meta
 from analyzer.schema import SCHEMA_VERSION
 
 
-class _Table:
-    """A table of a Run, read from ``analysis/tables`` the first time it is asked for: callers
+class _WrittenTables(Mapping[str, pd.DataFrame]):
+    """The tables of ``analysis/tables``, each read the first time it is asked for: callers
     rarely need all of them, and the packets table alone is most of a big run's memory."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self._paths = paths
+        self._read: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in TABLES:
+            raise KeyError(name)
+        if name not in self._read:
+            self._read[name] = pd.read_parquet(self._paths.table(name))
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLES)
+
+    def __len__(self) -> int:
+        return len(TABLES)
+
+
+class _Table:
+    """A table of a Run, as an attribute (``run.failures``)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -44,24 +74,17 @@ class Run:
     latency = _Table()
     timings = _Table()
 
-    def __init__(
-        self,
-        path: Path,
-        meta: RunMeta,
-        summary: Summary,
-        tables: dict[str, pd.DataFrame] | None = None,
-    ) -> None:
-        self.path = path
-        self.meta = meta
-        self.summary = summary
-        self._tables = dict(tables or {})
+    def __init__(self, paths: RunPaths, analysis: Analysis) -> None:
+        self.paths = paths
+        self.path: Path = paths.root
+        self.analysis = analysis
+        self.meta: RunMeta = analysis.meta
+        self.summary: Summary = analysis.summary
 
     def table(self, name: str) -> pd.DataFrame:
         if name not in TABLES:
             raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
-        if name not in self._tables:
-            self._tables[name] = pd.read_parquet(RunPaths(self.path).table(name))
-        return self._tables[name]
+        return self.analysis.tables[name]
 
 
 def _cached_summary(paths: RunPaths) -> Summary | None:
@@ -85,14 +108,22 @@ def _cached_summary(paths: RunPaths) -> Summary | None:
     return summary if cached == current else None
 
 
+def load_analysis(paths: RunPaths, *, refresh: bool = False) -> Analysis:
+    """The run's analysis as written in ``analysis/`` (tables read when first asked for), or a
+    fresh one, written, when it is absent or stale (``refresh=True``: always fresh).
+
+    Raises ``UnusableRunError`` when the run lacks run.json or usable requests.
+    """
+    summary = None if refresh else _cached_summary(paths)
+    if summary is None:
+        return analyze(paths)
+    return Analysis(read_run_meta(paths.run_json), _WrittenTables(paths), summary)
+
+
 def load_run(path: str | os.PathLike[str], *, refresh: bool = False) -> Run:
     """Load a run directory's analysis, computing and writing it when absent or stale.
 
     Raises ``UnusableRunError`` when the run lacks run.json or usable requests.
     """
     paths = RunPaths(path)
-    summary = None if refresh else _cached_summary(paths)
-    if summary is None:
-        analysis = analyze(paths.root)
-        return Run(paths.root, analysis.meta, analysis.summary, analysis.tables)
-    return Run(paths.root, read_run_meta(paths.run_json), summary)
+    return Run(paths, load_analysis(paths, refresh=refresh))

@@ -129,9 +129,10 @@ def print_stage_cpu(run: Path) -> None:
     """CPU seconds per analysis stage, from a second, in-process analysis (the subprocess above
     is what CI runs; this one says where its time goes)."""
     from analyzer.pipeline import analyze
+    from analyzer.rundir import RunPaths
 
     shutil.rmtree(run / "analysis", ignore_errors=True)
-    stages = analyze(run).cpu_s
+    stages = analyze(RunPaths(run)).cpu_s
     total = sum(stages.values())
     for stage in ("read", "joins", "attribution", "metrics", "write"):
         seconds = stages.get(stage, 0.0)

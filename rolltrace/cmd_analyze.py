@@ -89,7 +89,8 @@ def analyze(
     """
     # imported here, not at the top: the pipeline (pandas, pyarrow, scapy) must not load for
     # `rolltrace --help`
-    from analyzer.pipeline import analyze_run
+    from analyzer.pipeline import analyze
+    from analyzer.rundir import RunPaths
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -101,7 +102,7 @@ def analyze(
         if budget.warning:
             err.print(f"[yellow]warning:[/yellow] {budget.warning}")
     try:
-        summary = analyze_run(run)
+        summary = analyze(RunPaths(run)).summary
     except UnusableRunError as exc:
         err.print(f"[red]unusable run:[/red] {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from None

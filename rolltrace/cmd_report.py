@@ -35,9 +35,12 @@ def report(
     """
     # imported here: the report layer (pandas, matplotlib) must not load for `rolltrace --help`
     from analyzer.report import render_report
+    from analyzer.run import load_analysis
+    from analyzer.rundir import RunPaths
 
+    run_paths = RunPaths(run)
     try:
-        paths = render_report(run)
+        paths = render_report(load_analysis(run_paths), run_paths)
     except AnalyzerError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]cannot report on {run}:[/red] {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from None

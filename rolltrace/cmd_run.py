@@ -101,9 +101,7 @@ def run_scenario(
             ).run()
         outcomes.append(outcome)
         _print_outcome(console, outcome)
-        if outcome.meta.status == "partial" and "interrupted" in " ".join(
-            outcome.meta.status_reasons
-        ):
+        if outcome.interrupted:  # Ctrl-C stops the repetitions too
             break
     if scenario.repetitions > 1:
         index = output / f"{scenario.name}-{stamp}.index.json"

@@ -29,9 +29,9 @@ from analyzer.rundir import Capture, RunMeta, RunPaths, write_run_meta
 from analyzer.schema import SCHEMA_VERSION, RunStatus
 from kubewire import format_time
 from loadgen.runner import LoadPlan, LoadRunner
-from rolltrace import __version__
+from rolltrace import __version__, lbprobe
 from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
-from rolltrace.kube import Kube, KubeError, RolloutState
+from rolltrace.kube import Kube, KubeError, RolloutState, Workload
 from rolltrace.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import Scenario
 from rolltrace.watch import ClusterWatcher
@@ -85,6 +85,8 @@ class RunOutcome:
     paths: RunPaths
     meta: RunMeta
     summary: dict[str, Any] | None
+    #: stopped by Ctrl-C (run.json says ``partial`` and why): no further repetition should run
+    interrupted: bool = False
 
 
 class Experiment:
@@ -110,6 +112,10 @@ class Experiment:
         self.captures: list[tuple[Capture, CaptureProcess]] = []
         self.capture_results: list[CaptureResult] = []
         self.service_info: dict[str, Any] = {}
+        self.session: Session | None = None
+        self.watcher: ClusterWatcher | None = None
+        self.load: LoadRunner | None = None
+        self.interrupted = False
 
     def _mark(self, phase: str) -> None:
         self.phases[phase] = time.time_ns()
@@ -118,130 +124,142 @@ class Experiment:
     def run(self) -> RunOutcome:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.logs.mkdir(exist_ok=True)
-        status = RunStatus.COMPLETE
-        session: Session | None = None
-        watcher: ClusterWatcher | None = None
-        load: LoadRunner | None = None
-        try:
-            session = self.backend.open(self.scenario, self.paths)
-            self.reasons.extend(session.notes)
-            self._mark("cluster_ready")
-            kube = Kube(session.api_client, session.namespace, self.target_existing)
-            if session.create_namespace:
-                kube.ensure_namespace()
-            name = self.target_existing or DEPLOYMENT_NAME
-            if self.target_existing is None:
-                kube.apply(service(self.scenario, name))
-                kube.apply(deployment(self.scenario, name))
-                service_name = name
-            else:
-                service_name = kube.service_for(name)
-            workload = kube.workload(name)
-            replicas = workload.replicas
-            self._mark("manifests_applied")
-            kube.wait_rollout(name, replicas, self.scenario.rollout.deadline_s)
-            ip, port = kube.load_balancer_address(service_name)
-            traits = kube.service_traits(service_name)
-            self.service_info = {
-                "name": service_name,
-                "deployment": name,
-                "external_ip": ip,
-                "port": port,
-                "target_port": self.scenario.workload.container_port,
-                "external_traffic_policy": traits.traffic_policy,
-                "replicas": replicas,
-                "lb_targets": session.lb_targets or traits.lb_targets,
-            }
-            self._wait_until_served(session, ip, port)
-            self._mark("available")
-            watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
-            watcher.start()
-            self._start_captures(session, ip, port)
-            self._mark("captures_started")
-            load = self._start_load(session, ip, port)
-            self._mark("load_start")
-            self._wait(self.scenario.load.before_s, load)
-            kube.trigger_rollout(name, rollout_patch(self.scenario, format_time()))
-            self._mark("rollout_trigger")
-            kube.wait_rollout(
-                name,
-                replicas,
-                self.scenario.rollout.deadline_s,
-                on_poll=lambda state: self.progress.tick(load.progress(), state),
-            )
-            self._mark("rollout_complete")
-            grace = self.scenario.pod.termination_grace_period_s + 10
-            left = kube.wait_terminations(workload.pod_selector, grace)
-            if left:
-                self.reasons.append(
-                    f"{left} old Pod(s) still terminating {grace} s after the rollout"
-                )
-            self._mark("old_pods_gone")
-            self._wait(self.scenario.load.after_s, load)
-            load.stop()
-            self._mark("load_stop")
-        except KeyboardInterrupt:  # Ctrl-C: keep what was recorded as a partial run
-            status = RunStatus.PARTIAL
-            self.reasons.append("interrupted by the user (Ctrl-C)")
-        except KubeError as exc:
-            status = RunStatus.PARTIAL if "load_start" in self.phases else RunStatus.FAILED
-            self.reasons.append(str(exc))
-        except Exception as exc:
-            status = RunStatus.FAILED
-            self.reasons.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            if load is not None and "load_stop" not in self.phases:
-                _quietly(load.stop, self.reasons, "stopping load")
-                self.phases["load_stop"] = time.time_ns()
-            for _, process in self.captures:
-                process.request_stop()
-            for capture, process in self.captures:
-                result = process.stop()
-                self.capture_results.append(result)
-                self.reasons.extend(f"{capture.file}: {r}" for r in result.status_reasons())
-            if self.captures:
-                self._mark("captures_stopped")
-            if watcher is not None:
-                stats = watcher.stop()
-                self.reasons.extend(
-                    f"watch of {kind}: {s.gaps} gap(s), {s.reconnects} reconnect(s)"
-                    for kind, s in stats.items()
-                    if s.gaps
-                )
-            if session is not None:
-                _quietly(session.close, self.reasons, "closing the cluster session")
+        status = self._record()
         if not self.paths.requests.exists() and status is RunStatus.COMPLETE:
             status = RunStatus.FAILED
             self.reasons.append("the load generator wrote no requests.parquet")
-        meta = self._write_meta(status, session)
+        meta = self._write_meta(status, self.session)
         reasons_written = len(self.reasons)
         summary = self._analyze() if self.analyze and self.paths.requests.exists() else None
         if len(self.reasons) != reasons_written:  # analysis/report problems belong in run.json
-            meta = self._write_meta(meta.status, session)
-        return RunOutcome(self.paths, meta, summary)
+            meta = self._write_meta(meta.status, self.session)
+        return RunOutcome(self.paths, meta, summary, interrupted=self.interrupted)
+
+    def _record(self) -> RunStatus:
+        """Every phase, then stop whatever was started however the phases ended; the run's
+        status: ``partial`` when stopped early (Ctrl-C, or a cluster error under load),
+        ``failed`` when nothing usable was recorded."""
+        try:
+            self._phases()
+            return RunStatus.COMPLETE
+        except KeyboardInterrupt:  # Ctrl-C: keep what was recorded as a partial run
+            self.interrupted = True
+            self.reasons.append("interrupted by the user (Ctrl-C)")
+            return RunStatus.PARTIAL
+        except KubeError as exc:
+            self.reasons.append(str(exc))
+            return RunStatus.PARTIAL if "load_start" in self.phases else RunStatus.FAILED
+        except Exception as exc:
+            self.reasons.append(f"{type(exc).__name__}: {exc}")
+            return RunStatus.FAILED
+        finally:
+            self._stop_all()
+
+    def _phases(self) -> None:
+        session = self.session = self.backend.open(self.scenario, self.paths)
+        self.reasons.extend(session.notes)
+        self._mark("cluster_ready")
+        kube = Kube(session.api_client, session.namespace, self.target_existing)
+        name, service_name = self._apply(session, kube)
+        workload = kube.workload(name)
+        self._mark("manifests_applied")
+        kube.wait_rollout(name, workload.replicas, self.scenario.rollout.deadline_s)
+        ip, port = self._find_service(session, kube, name, service_name, workload.replicas)
+        self._wait_until_served(session, ip, port)
+        self._mark("available")
+        self.watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
+        self.watcher.start()
+        self._start_captures(session, ip, port)
+        self._mark("captures_started")
+        load = self.load = self._start_load(session, ip, port)
+        self._mark("load_start")
+        self._wait(self.scenario.load.before_s, load)
+        self._roll_out(kube, name, workload, load)
+        self._wait(self.scenario.load.after_s, load)
+        load.stop()
+        self._mark("load_stop")
+
+    def _apply(self, session: Session, kube: Kube) -> tuple[str, str]:
+        """The Deployment's and the Service's names: ours, applied now, or the user's own."""
+        if session.create_namespace:
+            kube.ensure_namespace()
+        if self.target_existing is not None:
+            return self.target_existing, kube.service_for(self.target_existing)
+        kube.apply(service(self.scenario, DEPLOYMENT_NAME))
+        kube.apply(deployment(self.scenario, DEPLOYMENT_NAME))
+        return DEPLOYMENT_NAME, DEPLOYMENT_NAME
+
+    def _find_service(
+        self, session: Session, kube: Kube, name: str, service_name: str, replicas: int
+    ) -> tuple[str, int]:
+        """The LB's address of the Service; what run.json's ``service`` section says of it."""
+        ip, port = kube.load_balancer_address(service_name)
+        traits = kube.service_traits(service_name)
+        self.service_info = {
+            "name": service_name,
+            "deployment": name,
+            "external_ip": ip,
+            "port": port,
+            "target_port": self.scenario.workload.container_port,
+            "external_traffic_policy": traits.traffic_policy,
+            "replicas": replicas,
+            "lb_targets": session.lb_targets or traits.lb_targets,
+        }
+        return ip, port
+
+    def _roll_out(self, kube: Kube, name: str, workload: Workload, load: LoadRunner) -> None:
+        """Trigger the rollout, wait for it, then for the old Pods to be gone."""
+        kube.trigger_rollout(name, rollout_patch(self.scenario, format_time()))
+        self._mark("rollout_trigger")
+        kube.wait_rollout(
+            name,
+            workload.replicas,
+            self.scenario.rollout.deadline_s,
+            on_poll=lambda state: self.progress.tick(load.progress(), state),
+        )
+        self._mark("rollout_complete")
+        grace = self.scenario.pod.termination_grace_period_s + 10
+        left = kube.wait_terminations(workload.pod_selector, grace)
+        if left:
+            self.reasons.append(f"{left} old Pod(s) still terminating {grace} s after the rollout")
+        self._mark("old_pods_gone")
+
+    def _stop_all(self) -> None:
+        """Stop load, captures, watch and session, whichever were started; a step that fails
+        is a reason in run.json, never a reason to skip the next."""
+        if self.load is not None and "load_stop" not in self.phases:
+            _quietly(self.load.stop, self.reasons, "stopping load")
+            self.phases["load_stop"] = time.time_ns()
+        for _, process in self.captures:
+            process.request_stop()
+        for capture, process in self.captures:
+            result = process.stop()
+            self.capture_results.append(result)
+            self.reasons.extend(f"{capture.file}: {r}" for r in result.status_reasons())
+        if self.captures:
+            self._mark("captures_stopped")
+        if self.watcher is not None:
+            stats = self.watcher.stop()
+            self.reasons.extend(
+                f"watch of {kind}: {s.gaps} gap(s), {s.reconnects} reconnect(s)"
+                for kind, s in stats.items()
+                if s.gaps
+            )
+        if self.session is not None:
+            _quietly(self.session.close, self.reasons, "closing the cluster session")
 
     def _wait_until_served(self, session: Session, ip: str, port: int) -> None:
         """Wait until the Service answers through its load balancer from where the load will
         come from: an address alone does not mean the LB has healthy targets yet (IP-mode LBs
         register Pods seconds later), and failures before the rollout are not its disruption."""
-        probe = (
-            "import sys, time, urllib.request\n"
-            "ok, deadline = 0, time.monotonic() + 60\n"
-            "for _ in range(300):\n"
-            "    if time.monotonic() > deadline: break\n"
-            "    try:\n"
-            f"        urllib.request.urlopen('http://{ip}:{port}/', timeout=1).read()\n"
-            "        ok += 1\n"
-            "    except Exception:\n"
-            "        ok = 0\n"
-            "    if ok >= 5: sys.exit(0)\n"
-            "    time.sleep(0.2)\n"
-            "sys.exit(1)\n"
-        )
-        argv = [*session.client_exec_prefix, sys.executable, "-c", probe]
-        if subprocess.run(argv, capture_output=True, timeout=90).returncode != 0:
+        argv = [*session.client_exec_prefix, sys.executable, "-m", "rolltrace.lbprobe",
+                f"http://{ip}:{port}/"]  # fmt: skip
+        # margin over the probe's own deadline: the interpreter's start and its last request
+        timeout_s = lbprobe.DEADLINE_S + 30
+        if subprocess.run(argv, capture_output=True, timeout=timeout_s).returncode != 0:
             raise KubeError(
-                f"the Service at {ip}:{port} did not answer through its load balancer within 60 s"
+                f"the Service at {ip}:{port} did not answer through its load balancer "
+                f"within {lbprobe.DEADLINE_S:g} s"
             )
 
     def _start_captures(self, session: Session, ip: str, port: int) -> None:
@@ -328,19 +346,20 @@ class Experiment:
         return meta
 
     def _analyze(self) -> dict[str, Any] | None:
-        from analyzer.pipeline import analyze_run
+        """Analyze the run, then report on that same analysis (nothing is read back)."""
+        from analyzer.pipeline import analyze
         from analyzer.report import render_report
 
         try:
-            summary = analyze_run(self.paths.root)
+            analysis = analyze(self.paths)
         except Exception as exc:  # the run is kept; the analysis error is reported
             self.reasons.append(f"analysis failed: {exc}")
             return None
         try:
-            render_report(self.paths.root)
+            render_report(analysis, self.paths)
         except Exception as exc:  # the analysis stands without its report
             self.reasons.append(f"report failed: {type(exc).__name__}: {exc}")
-        return dict(summary)
+        return dict(analysis.summary)
 
 
 def _quietly(action: Callable[[], object], reasons: list[str], what: str) -> None:

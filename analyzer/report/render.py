@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analyzer.pipeline import Analysis
 from analyzer.report import figures
 from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
 from analyzer.report.recommendations import Recommendation, recommend
-from analyzer.run import Run, load_run
+from analyzer.run import Run
 from analyzer.rundir import RunPaths, atomic_write_bytes
 from analyzer.schema import PodMatch
 
@@ -83,7 +83,7 @@ def build_figures(
     """Every figure of the report, by file stem; ``truth`` as ``read_truth`` gives it (read
     from the run when not given)."""
     if truth is None:
-        truth = read_truth(RunPaths(run.path).truth)
+        truth = read_truth(run.paths.truth)
     end_ns = int(run.requests["end_ns"].max()) if len(run.requests) else facts.t0_ns
     end_ns = max(end_ns, facts.phases.get("load_stop", end_ns))
     return {
@@ -132,8 +132,9 @@ def _timing_rows(facts: RunFacts) -> list[list[str]]:
     return rows
 
 
-def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -> list[Section]:
-    """The report's content, format-neutral (HTML and Markdown render the same list)."""
+def _causes_section(facts: RunFacts) -> Section:
+    """Failures per cause with the most confident failure's evidence: the reader checks a cause
+    against its evidence, not only against a count."""
     cause_rows = [
         [
             row.cause,
@@ -145,72 +146,89 @@ def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -
         ]
         for row in facts.causes
     ]
+    return Section(
+        "Causes",
+        "causes",
+        ["The evidence column quotes the most confident failure of each cause."]
+        if facts.failed
+        else ["No failures to explain."],
+        (
+            [
+                "cause",
+                "failed",
+                "share",
+                "mean confidence",
+                "evidence (example)",
+                "example request ids",
+            ],
+            cause_rows,
+        )
+        if cause_rows
+        else None,
+    )
+
+
+def _examples_section(facts: RunFacts) -> Section:
+    """A few failed requests per cause, each with the connection, Pod and evidence that decided
+    it: the ids to look up in the raw traces."""
+    return Section(
+        "Example failed requests",
+        None,
+        ["The most confident failures of each cause, with the evidence that decided them."]
+        if facts.failed
+        else [],
+        (
+            ["cause", "request", "start", "error", "connection", "Pod (how known)", "evidence"],
+            [
+                [
+                    row.cause,
+                    str(e.request_id),
+                    f"{e.t_s:.3f} s",
+                    e.error_kind,
+                    e.connection,
+                    f"{e.pod} ({e.pod_method})",
+                    e.evidence,
+                ]
+                for row in facts.causes
+                for e in row.examples
+            ],
+        )
+        if facts.failed
+        else None,
+    )
+
+
+def _pod_lanes_section(has_truth: bool) -> Section:
+    """How to read the lanes; says where the (truth) marks come from when the run has them, so
+    nobody mistakes ground truth for the analyzer's evidence."""
     truth_note = (
         " Marks labelled (truth) come from truth.jsonl, the local cluster's / trace builder's "
         "ground truth: shown for understanding, never used to decide a cause."
         if has_truth
         else ""
     )
+    return Section(
+        "Pod lanes",
+        "pod-lanes",
+        [
+            "One lane per Pod: its lifecycle from the watch (upper bar) and its endpoint "
+            "membership (lower bar); failed requests are marked on the lane of the Pod they "
+            "hit, or on the 'unknown Pod' lane." + truth_note
+        ],
+    )
+
+
+def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -> list[Section]:
+    """The report's content, format-neutral (HTML and Markdown render the same list)."""
     return [
         Section(
             "Timeline",
             "timeline",
             ["Requests per second by outcome, latency of successful requests, and Pod events."],
         ),
-        Section(
-            "Causes",
-            "causes",
-            ["The evidence column quotes the most confident failure of each cause."]
-            if facts.failed
-            else ["No failures to explain."],
-            (
-                [
-                    "cause",
-                    "failed",
-                    "share",
-                    "mean confidence",
-                    "evidence (example)",
-                    "example request ids",
-                ],
-                cause_rows,
-            )
-            if cause_rows
-            else None,
-        ),
-        Section(
-            "Example failed requests",
-            None,
-            ["The most confident failures of each cause, with the evidence that decided them."]
-            if facts.failed
-            else [],
-            (
-                ["cause", "request", "start", "error", "connection", "Pod (how known)", "evidence"],
-                [
-                    [
-                        row.cause,
-                        str(e.request_id),
-                        f"{e.t_s:.3f} s",
-                        e.error_kind,
-                        e.connection,
-                        f"{e.pod} ({e.pod_method})",
-                        e.evidence,
-                    ]
-                    for row in facts.causes
-                    for e in row.examples
-                ],
-            )
-            if facts.failed
-            else None,
-        ),
-        Section(
-            "Pod lanes",
-            "pod-lanes",
-            [
-                "One lane per Pod: its lifecycle from the watch (upper bar) and its endpoint "
-                "membership (lower bar); failed requests are marked on the lane of the Pod they "
-                "hit, or on the 'unknown Pod' lane." + truth_note
-            ],
-        ),
+        _causes_section(facts),
+        _examples_section(facts),
+        _pod_lanes_section(has_truth),
         Section(
             "New vs reused connections",
             "connections",
@@ -401,11 +419,11 @@ def write_report(
     return ReportPaths(html=html_path, markdown=md_path, figures=written)
 
 
-def render_report(run_path: str | os.PathLike[str]) -> ReportPaths:
-    """Analyze the run when needed, then write analysis/report.html, report.md, figures/*.png."""
-    run = load_run(run_path)
+def render_report(analysis: Analysis, paths: RunPaths) -> ReportPaths:
+    """Write the report of the run at ``paths`` from its ``analysis`` (the one just computed,
+    or ``analyzer.run.load_analysis``'s): analysis/report.html, report.md, figures/*.png."""
+    run = Run(paths, analysis)
     facts = run_facts(run)
-    paths = RunPaths(run.path)
     header = [
         facts.headline,
         *degraded_lines(facts),

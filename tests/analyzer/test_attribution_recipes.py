@@ -14,11 +14,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analyzer.pipeline import Analysis, compute
+from analyzer.pipeline import Analysis, analyze
 from analyzer.schema import Cause
 from analyzer.tracebuilder.build import BuiltRun, build_run
 
 MIN_SCORE = 0.95
+
+
+def compute(built: BuiltRun) -> Analysis:
+    """The analysis of a built run, nothing written."""
+    return analyze(built.paths, write_tables=False, write_summary=False)
 
 
 @dataclass
@@ -36,7 +41,7 @@ class Scored:
 def _build_and_analyze(root: Path, recipe: str, seed: int) -> Scored:
     built = build_run(root / f"{recipe}-{seed}", recipe, seed=seed)
     (built.paths.truth).unlink()  # attribution must not need (or read) the truth
-    return Scored(built, compute(built.path))
+    return Scored(built, compute(built))
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,7 @@ def test_drain_ends_by_exit_and_spans_prestop_where_connections_stay(
 def test_without_packets_the_analysis_still_attributes_and_says_so(tmp_path: Path) -> None:
     built = build_run(tmp_path / "run", "endpoint-lag", seed=4)
     shutil.rmtree(built.paths.packets_dir)
-    analysis = compute(built.path)
+    analysis = compute(built)
     summary = analysis.summary
     assert "packets/*.pcap" in summary["inputs"]["missing"]
     assert summary["timings"]["propagation"]["n"] == 0
@@ -220,7 +225,7 @@ def test_without_packets_the_analysis_still_attributes_and_says_so(tmp_path: Pat
 def test_mixed_recipe_survives_trace_options(tmp_path: Path, options: dict[str, object]) -> None:
     built = build_run(tmp_path / "run", "mixed", seed=5, **options)
     built.paths.truth.unlink()
-    joined = Scored(built, compute(built.path)).joined
+    joined = Scored(built, compute(built)).joined
     scores = per_cause_scores(joined)
     assert {c.value for c in built.recipe.causes} <= set(scores)
     for cause, (precision, recall, n) in scores.items():
@@ -231,7 +236,7 @@ def test_without_node_captures_propagation_is_seen_through_responses(tmp_path: P
     """A Pod in its preStop sleep still answers: the last new connection it answered after its
     endpoint left bounds the slowest node's lag from below."""
     built = build_run(tmp_path / "run", "clean", seed=1, node_captures=False)
-    summary = compute(built.path).summary
+    summary = compute(built).summary
     slowest = _truth_timing(built, "propagation")["value_ms"].max()
     measured = summary["timings"]["propagation"]
     assert measured["n"] == built.recipe.replicas

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from analyzer.pipeline import analyze_run
+from analyzer.pipeline import analyze
 from analyzer.report import render_report
 from analyzer.tracebuilder.build import build_run
 from rolltrace.cli import app
@@ -16,7 +16,7 @@ from rolltrace.cli import app
 
 def test_a_clean_run_is_complete(tmp_path: Path) -> None:
     built = build_run(tmp_path / "run", "endpoint-lag", seed=2, rate=40, duration_s=15)
-    summary = analyze_run(built.path)
+    summary = analyze(built.paths).summary
     assert summary["analysis_status"] == "complete"
     assert summary["degraded_because"] == []
 
@@ -28,12 +28,13 @@ def test_a_torn_capture_and_a_garbled_watch_line_degrade_the_analysis(tmp_path: 
     capture.write_bytes(data[: len(data) // 2] + b"\xff" * 5)
     with built.paths.events.open("ab") as events:
         events.write(b'{"type": "MODIFIED", "recv_ns": "soon"}\n')
-    summary = analyze_run(built.path)
+    analysis = analyze(built.paths)
+    summary = analysis.summary
     assert summary["analysis_status"] == "degraded"
     reasons = summary["degraded_because"]
     assert any(r.startswith("packets/client.pcap: byte ") for r in reasons), reasons
     assert any(r.startswith("events.jsonl: line ") for r in reasons), reasons
-    report = render_report(built.path)
+    report = render_report(analysis, built.paths)
     first_lines = report.markdown.read_text().splitlines()[:8]
     assert any(line.startswith("Analysis degraded: packets/client.pcap") for line in first_lines)
     assert "lower bounds" in report.html.read_text()
@@ -54,8 +55,9 @@ def test_kernel_drops_degrade_the_analysis_and_the_terminal_says_so(tmp_path: Pa
 
 def test_the_report_states_how_failures_were_tied_to_pods(tmp_path: Path) -> None:
     built = build_run(tmp_path / "run", "endpoint-lag", seed=2, rate=40, duration_s=15)
-    summary = analyze_run(built.path)
-    header = "\n".join(render_report(built.path).markdown.read_text().splitlines()[:8])
+    analysis = analyze(built.paths)
+    summary = analysis.summary
+    header = "\n".join(render_report(analysis, built.paths).markdown.read_text().splitlines()[:8])
     match = summary["pod_match"]
     direct = match["header"] + match["node-capture"]
     assert summary["requests_failed"] > 0

@@ -12,9 +12,9 @@ import pytest
 
 from analyzer import load_run
 from analyzer.errors import UnusableRunError
-from analyzer.pipeline import analyze, analyze_run
+from analyzer.pipeline import TABLES, analyze, analyze_run
 from analyzer.requests import write_requests
-from analyzer.rundir import RunMeta, write_run_meta
+from analyzer.rundir import RunMeta, RunPaths, write_run_meta
 from analyzer.schema import (
     ALL_TABLES,
     REQUESTS,
@@ -70,11 +70,26 @@ def test_the_pod_state_intervals_are_written_and_each_stage_is_timed(tmp_path: P
     from tests.analyzer.handmade import make_run
 
     run_dir = make_run(tmp_path / "run")
-    analysis = analyze(run_dir)
+    analysis = analyze(RunPaths(run_dir))
     states = pd.read_parquet(run_dir / "analysis" / "tables" / "pod_states.parquet")
     assert states["state"].tolist() == ["ready", "terminating"]
     assert set(analysis.cpu_s) == {"read", "joins", "attribution", "metrics", "write"}
     assert all(seconds >= 0 for seconds in analysis.cpu_s.values())
+
+
+def test_analyze_writes_only_what_it_is_asked_to(tmp_path: Path) -> None:
+    run_dir = minimal_run(tmp_path / "run")
+    paths = RunPaths(run_dir)
+    quiet = analyze(paths, write_tables=False, write_summary=False)
+    assert not paths.analysis.exists()
+    assert "write" not in quiet.cpu_s
+    assert quiet.summary["requests_failed"] == len(quiet.tables["failures"]) == 2
+    analyze(paths)
+    minimal_run(run_dir, failures=3)  # the written tables now describe older inputs
+    fresh = analyze(paths, write_tables=False)
+    assert json.loads(paths.summary.read_text()) == fresh.summary
+    assert not any(paths.table(name).exists() for name in TABLES)  # never beside old tables
+    assert len(load_run(run_dir).failures) == 3
 
 
 def test_load_run_reuses_the_cache_until_an_input_changes(tmp_path: Path) -> None:

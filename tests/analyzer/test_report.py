@@ -156,7 +156,7 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
             assert by_id.loc[example.request_id, "cause"] == row.cause
             assert by_id.loc[example.request_id, "evidence"] == example.evidence
 
-    paths = render_report(run.path)
+    paths = render_report(run.analysis, run.paths)
     assert paths.html == run.path / "analysis" / "report.html"
     assert {p.name for p in paths.figures} == {f"{n}.png" for n in built}
     assert all(p.stat().st_size > 5000 for p in paths.figures)
@@ -339,11 +339,12 @@ def test_report_of_a_damaged_run_names_the_missing_input(tmp_path: Path) -> None
     for capture in (run.path / "packets").iterdir():
         capture.unlink()
     (run.path / "events.jsonl").unlink()
-    paths = render_report(run.path)
+    damaged = load_run(run.path)  # the inputs changed: analyzed again
+    paths = render_report(damaged.analysis, damaged.paths)
     page = paths.html.read_text()
     assert "missing input: packets/*.pcap" in page
     assert "propagation was not measured" in page
-    first = recommend(run_facts(load_run(run.path)))[0]
+    first = recommend(run_facts(damaged))[0]
     assert (first.topic, first.verdict) == ("evidence", "unknown")
     assert "missing: packets/*.pcap" in first.reasoning
 
@@ -404,7 +405,7 @@ def test_an_imported_run_with_requests_only_still_renders(tmp_path: Path) -> Non
     assert sum(len(v) for v in _marks(built["pod-lanes"], "failures:").values()) == len(
         imported.failures
     )
-    page = render_report(run.path).html.read_text()
+    page = render_report(imported.analysis, imported.paths).html.read_text()
     assert "not recorded" in page and "missing input: events.jsonl" in page
 
 

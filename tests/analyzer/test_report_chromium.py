@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from analyzer import load_run
 from analyzer.report import render_report
 from analyzer.report.compare import render_comparison
 from analyzer.tracebuilder import build_run
@@ -62,8 +63,9 @@ def test_reports_load_in_chromium_without_console_errors_and_are_not_blank(tmp_p
 
     build_run(tmp_path / "run", "mixed", seed=1, rate=40, duration_s=15)
     build_run(tmp_path / "fixed", "clean", seed=1, rate=40, duration_s=15)
+    run = load_run(tmp_path / "run")
     pages = [
-        render_report(tmp_path / "run").html,
+        render_report(run.analysis, run.paths).html,
         render_comparison([tmp_path / "run", tmp_path / "fixed"], tmp_path / "cmp").html,
     ]
     for page in pages:
