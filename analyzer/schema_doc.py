@@ -11,12 +11,10 @@ document and the schema disagree, so a new column cannot ship undocumented.
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from enum import StrEnum
-from pathlib import Path
 
+from analyzer.generated_doc import GeneratedDocument, table_cell
 from analyzer.schema import (
     ALL_TABLES,
     Cause,
@@ -31,14 +29,6 @@ from analyzer.schema import (
 ENUMS: dict[str, type[StrEnum]] = {
     e.__name__: e for e in (ErrorKind, Cause, ConnectionOutcome, RunStatus, PodMatch, TruthEvent)
 }
-
-_BLOCK = re.compile(
-    r"(<!-- schema:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /schema:(?P=name) -->)", re.S
-)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render_table(schema: TableSchema) -> str:
@@ -62,7 +52,7 @@ def render_table(schema: TableSchema) -> str:
                     col.unit,
                     col.clock.value if col.clock else "",
                     "yes" if col.nullable else "no",
-                    _cell(meaning),
+                    table_cell(meaning),
                 ]
             )
             + " |"
@@ -92,41 +82,20 @@ def expected_blocks() -> list[str]:
     return [f"table.{name}" for name in ALL_TABLES] + [f"enum.{name}" for name in ENUMS]
 
 
+TRACE_FORMAT = GeneratedDocument("schema", render_block, expected_blocks)
+
+
 def update_document(text: str) -> str:
     """``text`` with every marked block regenerated from the schema."""
-    return _BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name")) + m.group(4), text)
+    return TRACE_FORMAT.update(text)
 
 
 def missing_blocks(text: str) -> list[str]:
-    present = {m.group("name") for m in _BLOCK.finditer(text)}
-    return [name for name in expected_blocks() if name not in present]
+    return TRACE_FORMAT.missing(text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analyzer.schema_doc", description=__doc__)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 when the document is stale")
-    mode.add_argument("--write", action="store_true", help="regenerate the blocks in place")
-    parser.add_argument("document", nargs="?", type=Path, help="docs/trace-format.md")
-    args = parser.parse_args(argv)
-    if args.document is None:
-        for name in expected_blocks():
-            sys.stdout.write(
-                f"<!-- schema:{name} -->\n{render_block(name)}<!-- /schema:{name} -->\n\n"
-            )
-        return 0
-    text = args.document.read_text(encoding="utf-8")
-    updated = update_document(text)
-    missing = missing_blocks(text)
-    if missing:
-        sys.stderr.write(f"{args.document}: no block for {', '.join(missing)}\n")
-    if args.write:
-        args.document.write_text(updated, encoding="utf-8")
-        return 1 if missing else 0
-    stale = updated != text
-    if stale:
-        sys.stderr.write(f"{args.document}: generated tables are stale; run with --write\n")
-    return 1 if (stale or missing) else 0
+    return TRACE_FORMAT.main(argv, prog="python -m analyzer.schema_doc", description=__doc__)
 
 
 if __name__ == "__main__":

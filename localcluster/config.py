@@ -25,12 +25,26 @@ class DelayModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["fixed", "uniform", "lognormal", "min-sync"] = "fixed"
-    value_s: float = Field(0.0, ge=0)
-    low_s: float = Field(0.0, ge=0)
-    high_s: float = Field(0.0, ge=0)
-    sigma: float = Field(0.5, ge=0)
-    min_sync_period_s: float = Field(1.0, ge=0)
+    kind: Literal["fixed", "uniform", "lognormal", "min-sync"] = Field(
+        "fixed",
+        description="`fixed`: always `value_s`; `uniform`: in [`low_s`, `high_s`]; `lognormal`: "
+        "median `value_s`, shape `sigma`; `min-sync`: kube-proxy's batching, a change waits out "
+        "the rest of `min_sync_period_s` since the last sync, then `value_s`.",
+    )
+    value_s: float = Field(
+        0.0,
+        ge=0,
+        description="`fixed`: the delay; `lognormal`: its median; `min-sync`: the sync's own time.",
+    )
+    low_s: float = Field(0.0, ge=0, description="`uniform`: shortest delay.")
+    high_s: float = Field(0.0, ge=0, description="`uniform`: longest delay.")
+    sigma: float = Field(0.5, ge=0, description="`lognormal`: shape (sigma of the log).")
+    min_sync_period_s: float = Field(
+        1.0,
+        ge=0,
+        description="`min-sync`: at most one sync per this period (kube-proxy `minSyncPeriod`, "
+        "1 s upstream).",
+    )
 
     def draw(self, rng: random.Random, since_last_sync_s: float = float("inf")) -> float:
         """Seconds to wait before applying a change observed now."""
@@ -59,14 +73,39 @@ class LBConfig(BaseModel):
     """The cloud LB emulator (GCE L4 defaults, docs/architecture.md#reference-timings)."""
 
     model_config = ConfigDict(extra="forbid")
-    targets: Literal["nodes", "pods"] = "nodes"
-    hc_interval_s: float = Field(8.0, gt=0)
-    hc_timeout_s: float = Field(1.0, gt=0)
-    healthy_threshold: int = Field(1, ge=1)
-    unhealthy_threshold: int = Field(3, ge=1)
-    registration_delay_s: float = Field(0.0, ge=0)
-    deregistration_delay_s: float = Field(0.0, ge=0)
-    draining: bool = False
+    targets: Literal["nodes", "pods"] = Field(
+        "nodes",
+        description="`nodes`: the LB sends to NodePorts and kube-proxy forwards; `pods`: the LB "
+        "sends to Pod IPs directly (AWS IP mode, GKE NEGs).",
+    )
+    hc_interval_s: float = Field(
+        8.0, gt=0, description="Seconds between health checks (GCE L4: 8)."
+    )
+    hc_timeout_s: float = Field(
+        1.0, gt=0, description="A health check not answered this fast fails (GCE L4: 1)."
+    )
+    healthy_threshold: int = Field(
+        1, ge=1, description="Passes in a row before a target gets traffic (GCE L4: 1)."
+    )
+    unhealthy_threshold: int = Field(
+        3, ge=1, description="Failures in a row before a target loses traffic (GCE L4: 3)."
+    )
+    registration_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="`pods` targets: seconds from an endpoint change to the LB (de)registering "
+        "the Pod.",
+    )
+    deregistration_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="With `draining`: a deregistered target keeps its connections this long.",
+    )
+    draining: bool = Field(
+        False,
+        description="Keep a deregistered target's connections for `deregistration_delay_s` "
+        "instead of cutting them at once.",
+    )
 
 
 class VirtualNodeConfig(BaseModel):

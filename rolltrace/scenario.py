@@ -16,6 +16,7 @@ out health-check intervals and proxy sync periods; explicit fields win over the 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,21 +47,35 @@ class _Strict(BaseModel):
 
 
 class Probe(_Strict):
-    path: str = "/ready"
-    port: int | None = None  # defaults to the container port
-    initial_delay_s: int = Field(0, ge=0)
-    period_s: int = Field(1, ge=1)
-    timeout_s: int = Field(1, ge=1)
-    success_threshold: int = Field(1, ge=1)
-    failure_threshold: int = Field(1, ge=1)
+    path: str = Field("/ready", description="HTTP GET path the kubelet probes.")
+    port: int | None = Field(
+        None, description="Port the probe connects to; empty means the container port."
+    )
+    initial_delay_s: int = Field(
+        0, ge=0, description="`initialDelaySeconds`: seconds after the container starts."
+    )
+    period_s: int = Field(1, ge=1, description="`periodSeconds`: seconds between probes.")
+    timeout_s: int = Field(1, ge=1, description="`timeoutSeconds`: a slower answer fails.")
+    success_threshold: int = Field(
+        1, ge=1, description="`successThreshold`: passes in a row to count as passing."
+    )
+    failure_threshold: int = Field(
+        1, ge=1, description="`failureThreshold`: failures in a row to count as failing."
+    )
 
 
 class PreStop(_Strict):
     """Exactly one of: the native ``sleep`` action, an exec command, an HTTP GET."""
 
-    sleep_s: int | None = Field(None, ge=0)
-    exec: list[str] | None = None
-    http_get_path: str | None = None
+    sleep_s: int | None = Field(
+        None, ge=0, description="Native `sleep` action (KEP-3960): seconds to wait before SIGTERM."
+    )
+    exec: list[str] | None = Field(
+        None, description="Command run in the container; SIGTERM follows when it exits."
+    )
+    http_get_path: str | None = Field(
+        None, description="Path of an HTTP GET to the container port; SIGTERM follows its answer."
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> PreStop:
@@ -73,23 +88,72 @@ class PreStop(_Strict):
 class App(_Strict):
     """The demo app's behaviour (see ``python -m demoapp --help``)."""
 
-    startup_delay_s: float = Field(0.0, ge=0)
-    warmup_s: float = Field(0.0, ge=0)
-    warmup_mode: Literal["503", "reset"] = "503"
-    ready_lies: bool = False
-    latency: str = "fixed:1"  # ms: fixed:N | uniform:A:B | lognormal:MEDIAN:SIGMA
-    keepalive_timeout_s: float = Field(60.0, gt=0)
-    shutdown: str = "graceful"  # immediate | graceful | ignore | delayed:N
-    drain_timeout_s: float = Field(10.0, ge=0)
-    max_concurrency: int = Field(0, ge=0)  # requests in service at once per Pod (0: unlimited)
-    idle_close: Literal["fin", "rst"] = "fin"  # how the keep-alive timeout closes: FIN or bare RST
+    startup_delay_s: float = Field(
+        0.0, ge=0, description="Seconds from process start until the app listens."
+    )
+    warmup_s: float = Field(
+        0.0, ge=0, description="Seconds after listening during which every request fails."
+    )
+    warmup_mode: Literal["503", "reset"] = Field(
+        "503", description="How warm-up requests fail: an HTTP 503, or a TCP reset."
+    )
+    ready_lies: bool = Field(
+        False, description="`/ready` answers 200 as soon as the app listens, warm or not."
+    )
+    latency: str = Field(
+        "fixed:1",
+        description="Service time per request in ms: `fixed:N`, `uniform:A:B` or "
+        "`lognormal:MEDIAN:SIGMA`.",
+    )
+    keepalive_timeout_s: float = Field(
+        60.0, gt=0, description="The app closes a keep-alive connection idle this long."
+    )
+    shutdown: str = Field(
+        "graceful",
+        description="On SIGTERM: `immediate` (exit at once, no drain), `graceful` (stop "
+        "accepting, finish in-flight requests, close idle connections), `ignore` (keep "
+        "serving until SIGKILL) or `delayed:N` (serve N s more, then drain).",
+    )
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="A graceful drain gives up and exits after this many seconds."
+    )
+    max_concurrency: int = Field(
+        0, ge=0, description="Requests in service at once per Pod; more wait (0: unlimited)."
+    )
+    idle_close: Literal["fin", "rst"] = Field(
+        "fin",
+        description="How the keep-alive timeout closes a connection: FIN, or a bare RST "
+        "(SO_LINGER 0).",
+    )
     # Faults of a bad revision (0: off); set them under rollout.app to break only the new one.
-    crash_after_s: float = Field(0.0, ge=0)  # exit 1 without draining, per container start
-    crash_after_requests: int = Field(0, ge=0)
-    liveness_fail_after_s: float = Field(0.0, ge=0)  # /healthz answers 500 from then on
-    ready_flap_period_s: float = Field(0.0, ge=0)  # every period, the last down_s cannot serve
-    ready_flap_down_s: float = Field(0.0, ge=0)
-    flap_mode: Literal["503", "reset"] = "503"  # how requests fail while flapped down
+    crash_after_s: float = Field(
+        0.0,
+        ge=0,
+        description="Fault: exit 1 without draining this many seconds after listening, again "
+        "after every restart (0: off).",
+    )
+    crash_after_requests: int = Field(
+        0,
+        ge=0,
+        description="Fault: exit 1 without draining on the request after N served (0: off).",
+    )
+    liveness_fail_after_s: float = Field(
+        0.0,
+        ge=0,
+        description="Fault: `/healthz` answers 500 from this many seconds after listening (0: off).",
+    )
+    ready_flap_period_s: float = Field(
+        0.0,
+        ge=0,
+        description="Fault: readiness flap cycle; the last `ready_flap_down_s` of each period "
+        "the app cannot serve and `/ready` fails (0: off).",
+    )
+    ready_flap_down_s: float = Field(
+        0.0, ge=0, description="Seconds of each flap cycle the app cannot serve."
+    )
+    flap_mode: Literal["503", "reset"] = Field(
+        "503", description="How requests fail while flapped down: an HTTP 503, or a TCP reset."
+    )
 
     @model_validator(mode="after")
     def _flap_fits(self) -> App:
@@ -109,26 +173,51 @@ class App(_Strict):
 
 
 class Workload(_Strict):
-    replicas: int = Field(3, ge=1, le=500)
-    image: str = "rolltrace/demoapp:0.1.0"
-    container_port: int = Field(8080, ge=1, le=65535)
-    app: App = App()
+    replicas: int = Field(3, ge=1, le=500, description="The Deployment's `replicas`.")
+    image: str = Field("rolltrace/demoapp:0.1.0", description="Container image of the app.")
+    container_port: int = Field(
+        8080, ge=1, le=65535, description="Port the app listens on inside the Pod."
+    )
+    app: App = Field(App(), description="The demo app's behaviour in every Pod (`DEMOAPP_*` env).")
 
 
 class PodSettings(_Strict):
-    readiness_probe: Probe | None = Probe()
-    liveness_probe: Probe | None = None
-    startup_probe: Probe | None = None
-    pre_stop: PreStop | None = None
-    termination_grace_period_s: int = Field(30, ge=0)
+    readiness_probe: Probe | None = Field(
+        Probe(), description="Readiness probe; `null` means none (ready once the container runs)."
+    )
+    liveness_probe: Probe | None = Field(
+        None, description="Liveness probe; when it fails, the kubelet restarts the container."
+    )
+    startup_probe: Probe | None = Field(
+        None, description="Startup probe; the other probes wait until it passes."
+    )
+    pre_stop: PreStop | None = Field(
+        None, description="preStop hook, run before SIGTERM when the Pod is deleted."
+    )
+    termination_grace_period_s: int = Field(
+        30,
+        ge=0,
+        description="`terminationGracePeriodSeconds`: preStop and shutdown together get this "
+        "long before SIGKILL.",
+    )
 
 
 class Strategy(_Strict):
-    type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
-    max_surge: Percent = "25%"
-    max_unavailable: Percent = "25%"
-    min_ready_s: int = Field(0, ge=0)
-    progress_deadline_s: int = Field(600, ge=1)
+    type: Literal["RollingUpdate", "Recreate"] = Field(
+        "RollingUpdate", description="Deployment strategy."
+    )
+    max_surge: Percent = Field(
+        "25%", description="`maxSurge`: Pods above `replicas` during the rollout, a count or `NN%`."
+    )
+    max_unavailable: Percent = Field(
+        "25%", description="`maxUnavailable`: Pods below `replicas` allowed, a count or `NN%`."
+    )
+    min_ready_s: int = Field(
+        0, ge=0, description="`minReadySeconds`: a new Pod counts as available after this long."
+    )
+    progress_deadline_s: int = Field(
+        600, ge=1, description="`progressDeadlineSeconds` of the Deployment."
+    )
 
     @field_validator("max_surge", "max_unavailable")
     @classmethod
@@ -143,20 +232,42 @@ class Strategy(_Strict):
 
 
 class Service(_Strict):
-    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
-    port: int = Field(80, ge=1, le=65535)
+    external_traffic_policy: Literal["Cluster", "Local"] = Field(
+        "Cluster",
+        description="`externalTrafficPolicy`: `Local` keeps LB traffic on nodes with a local "
+        "endpoint and has the LB health-check each node.",
+    )
+    port: int = Field(80, ge=1, le=65535, description="Port of the LoadBalancer Service.")
 
 
 class LocalCluster(_Strict):
-    kind: Literal["local"] = "local"
-    nodes: int = Field(3, ge=1, le=16)
-    preset: str | None = None
-    endpoint_batch_delay_s: float = Field(0.0, ge=0)
+    kind: Literal["local"] = Field(
+        "local", description="The embedded local cluster (needs root on Linux)."
+    )
+    nodes: int = Field(3, ge=1, le=16, description="Number of nodes.")
+    preset: str | None = Field(
+        None, description="A bundle of reference timings (see Presets); explicit fields win."
+    )
+    endpoint_batch_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="EndpointSlice controller batching (`--endpointslice-updates-batch-period`, "
+        "0 upstream).",
+    )
     # The local cluster's own models, so a scenario and the cluster cannot drift apart.
-    proxy_delay: DelayModel = DelayModel(kind="min-sync", min_sync_period_s=1.0)
-    per_node_proxy_delay: dict[str, DelayModel] = Field(default_factory=dict)
-    terminating_fallback: bool = True
-    lb: LBConfig = LBConfig()
+    proxy_delay: DelayModel = Field(
+        DelayModel(kind="min-sync", min_sync_period_s=1.0),
+        description="How long each node's kube-proxy takes to apply an endpoint change.",
+    )
+    per_node_proxy_delay: dict[str, DelayModel] = Field(
+        default_factory=dict,
+        description="Node name (`node-1`, ...) to its own proxy delay, replacing `proxy_delay`.",
+    )
+    terminating_fallback: bool = Field(
+        True,
+        description="KEP-1669: with no ready endpoint, proxies use serving-terminating ones.",
+    )
+    lb: LBConfig = Field(LBConfig(), description="The cloud load-balancer emulator.")
 
     @field_validator("preset")
     @classmethod
@@ -167,34 +278,56 @@ class LocalCluster(_Strict):
 
 
 class KubeCluster(_Strict):
-    kind: Literal["kube"]
-    context: str
-    namespace: str
+    kind: Literal["kube"] = Field(description="A real cluster reached through a kubeconfig.")
+    context: str = Field(description="kubeconfig context to use.")
+    namespace: str = Field(description="Namespace for the Deployment and Service.")
 
 
 class Load(_Strict):
-    rate: float = Field(100.0, gt=0, le=100_000)  # requests/s, all users together
-    users: int = Field(10, ge=1, le=10_000)
-    keepalive_weight: int = Field(1, ge=0)
-    new_connection_weight: int = Field(1, ge=0)
-    before_s: float = Field(5.0, ge=0)  # warm-up before the rollout trigger
-    after_s: float = Field(5.0, ge=0)  # cool-down after the rollout completes
-    request_timeout_s: float = Field(2.0, gt=0)
-    connect_timeout_s: float = Field(1.0, gt=0)
-    workers: int = Field(0, ge=0, le=64)
-    path: str = "/"
+    rate: float = Field(
+        100.0, gt=0, le=100_000, description="Requests per second, all users together."
+    )
+    users: int = Field(10, ge=1, le=10_000, description="Simulated users (Locust users).")
+    keepalive_weight: int = Field(
+        1, ge=0, description="Share of users that reuse one keep-alive connection."
+    )
+    new_connection_weight: int = Field(
+        1, ge=0, description="Share of users that open a new connection per request."
+    )
+    before_s: float = Field(5.0, ge=0, description="Seconds of load before the rollout trigger.")
+    after_s: float = Field(
+        5.0, ge=0, description="Seconds of load after the rollout and old Pods are gone."
+    )
+    request_timeout_s: float = Field(
+        2.0, gt=0, description="A request without an answer after this long fails (timeout)."
+    )
+    connect_timeout_s: float = Field(
+        1.0, gt=0, description="A connection not established after this long fails."
+    )
+    workers: int = Field(
+        0, ge=0, le=64, description="Locust worker processes (0: one local process)."
+    )
+    path: str = Field("/", description="HTTP path every request asks for.")
 
 
 class Rollout(_Strict):
-    trigger: Literal["restart", "image", "patch"] = "restart"
-    image: str | None = None  # for trigger: image
-    patch: dict[str, Any] | None = (
-        None  # strategic merge patch of the Deployment, for trigger: patch
+    trigger: Literal["restart", "image", "patch"] = Field(
+        "restart", description="What starts the rollout (see Rollout triggers)."
     )
-    deadline_s: float = Field(180.0, gt=0)
+    image: str | None = Field(None, description="The new image, for `trigger: image`.")
+    patch: dict[str, Any] | None = Field(
+        None, description="Strategic merge patch of the Deployment, for `trigger: patch`."
+    )
+    deadline_s: float = Field(
+        180.0, gt=0, description="The run fails when the rollout has not completed by then."
+    )
     # The new revision's app: the fields given here replace workload.app's in the rollout, so a
     # scenario can break (or fix) only the new Pods, e.g. {crash_after_s: 6}.
-    app: App | None = None
+    app: App | None = Field(
+        None,
+        description="The new revision's app: only the fields given replace `workload.app`'s, "
+        "so only the new Pods change.",
+    )
 
     @model_validator(mode="after")
     def _app_change_needs_a_template_trigger(self) -> Rollout:
@@ -204,20 +337,33 @@ class Rollout(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    description: str = ""
-    workload: Workload = Workload()
-    pod: PodSettings = PodSettings()
-    strategy: Strategy = Strategy()
-    service: Service = Service()
-    cluster: LocalCluster | KubeCluster = Field(LocalCluster(), discriminator="kind")
-    load: Load = Load()
-    rollout: Rollout = Rollout()
-    repetitions: int = Field(1, ge=1, le=100)
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Scenario name: lowercase letters, digits and `-`; names the run directory.",
+    )
+    description: str = Field("", description="What the scenario shows, for people.")
+    workload: Workload = Field(Workload(), description="The Deployment and its app.")
+    pod: PodSettings = Field(PodSettings(), description="Probes, preStop and grace period.")
+    strategy: Strategy = Field(Strategy(), description="The Deployment's update strategy.")
+    service: Service = Field(Service(), description="The `type: LoadBalancer` Service.")
+    cluster: LocalCluster | KubeCluster = Field(
+        LocalCluster(),
+        discriminator="kind",
+        description="Where the run happens: `kind: local` or `kind: kube`.",
+    )
+    load: Load = Field(Load(), description="The HTTP load driven through the LB.")
+    rollout: Rollout = Field(Rollout(), description="How the rollout is triggered.")
+    repetitions: int = Field(1, ge=1, le=100, description="Runs of the same scenario.")
     # Conditions that must HOLD after the run (the opposite sense of `analyze --fail-on`, whose
     # expressions fail the gate when true); same grammar, e.g. "failed == 0".
-    expect: list[str] = Field(default_factory=list)
-    dominant_cause: Cause | None = None  # the cause a broken scenario must show most
+    expect: list[str] = Field(
+        default_factory=list,
+        description="Conditions that must hold after each run, in `analyze --fail-on`'s "
+        "grammar (e.g. `failed == 0`).",
+    )
+    dominant_cause: Cause | None = Field(
+        None, description="The cause a broken scenario must show most often."
+    )
 
     def new_app(self) -> App:
         """The app of the revision the rollout creates: workload.app with rollout.app's
@@ -240,47 +386,110 @@ class Scenario(_Strict):
         return value
 
 
-# Reference timings (docs/architecture.md#reference-timings); each is a partial `cluster` section.
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of reference timings (docs/architecture.md#reference-timings): a partial
+    ``cluster`` section merged under the scenario's own fields, with the public source of each
+    figure so that a user can check it against the platform they study."""
+
+    summary: str
+    cluster: dict[str, Any]
+    source: str
+
+
+_KUBE_PROXY_DEFAULT = {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05}
+_KUBE_PROXY_SOURCE = (
+    "kube-proxy applies at most one sync per `minSyncPeriod`, 1 s by default (kube-proxy "
+    "reference, https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/; "
+    "kubernetes/kubernetes#92836); the 50 ms a sync itself takes is an assumed figure for a "
+    "small cluster, measure yours with kube-proxy's `sync_proxy_rules_duration_seconds` metric"
+)
+_AWS_NLB_HEALTH_CHECK = {
+    "hc_interval_s": 10,
+    "hc_timeout_s": 10,
+    "healthy_threshold": 3,
+    "unhealthy_threshold": 3,
+}
+_AWS_NLB_SOURCE = (
+    "AWS Load Balancer Controller Service annotations, defaults of "
+    "`aws-load-balancer-healthcheck-interval` 10, `-timeout` 10, `-healthy-threshold` 3, "
+    "`-unhealthy-threshold` 3 (https://kubernetes-sigs.github.io/aws-load-balancer-controller/"
+    "latest/guide/service/annotations/)"
+)
+
+PRESET_CATALOG: dict[str, Preset] = {
+    "kube-proxy-default": Preset(
+        summary="kube-proxy's default rule sync: at most one per second, 50 ms each.",
+        cluster={"proxy_delay": _KUBE_PROXY_DEFAULT},
+        source=_KUBE_PROXY_SOURCE + ".",
+    ),
+    "large-cluster": Preset(
+        summary="Propagation in a big cluster: every proxy sync takes 4-5 s, and the "
+        "EndpointSlice controller batches changes for 1 s.",
+        cluster={
+            "proxy_delay": {"kind": "uniform", "low_s": 4.0, "high_s": 5.0},
+            "endpoint_batch_delay_s": 1.0,
+        },
+        source="iptables-restore runs of 4-5 s each reported in large clusters "
+        "(kubernetes/kubernetes#92836, the discussion of kube-proxy's minSyncPeriod); batching "
+        "is kube-controller-manager's `--endpointslice-updates-batch-period` (0 upstream), set "
+        "to 1 s as a managed platform may "
+        "(https://kubernetes.io/docs/reference/command-line-tools-reference/"
+        "kube-controller-manager/).",
+    ),
+    "gke-l4": Preset(
+        summary="GKE / GCE external passthrough (L4) LB: node targets checked every 8 s, "
+        "timeout 1 s, healthy after 1 pass, unhealthy after 3 failures.",
+        cluster={
+            "proxy_delay": _KUBE_PROXY_DEFAULT,
+            "lb": {
+                "targets": "nodes",
+                "hc_interval_s": 8,
+                "hc_timeout_s": 1,
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 3,
+            },
+        },
+        source="GCE L4 health-check constants `gceHcCheckIntervalSeconds` 8, "
+        "`gceHcTimeoutSeconds` 1, `gceHcHealthyThreshold` 1, `gceHcUnhealthyThreshold` 3 in "
+        "kubernetes/cloud-provider-gcp `providers/gce/gce_loadbalancer_external.go`; "
+        + _KUBE_PROXY_SOURCE
+        + ".",
+    ),
+    "aws-nlb-instance": Preset(
+        summary="AWS NLB in instance mode: node targets checked every 10 s, timeout 10 s, "
+        "healthy after 3 passes, unhealthy after 3 failures.",
+        cluster={
+            "proxy_delay": _KUBE_PROXY_DEFAULT,
+            "lb": {"targets": "nodes", **_AWS_NLB_HEALTH_CHECK},
+        },
+        source=_AWS_NLB_SOURCE + "; " + _KUBE_PROXY_SOURCE + ".",
+    ),
+    "aws-nlb-ip": Preset(
+        summary="AWS NLB in IP mode: Pods as targets with the NLB health check above, "
+        "(de)registered 30 s after the controller sees an endpoint change, 120 s draining "
+        "delay (used when `lb.draining` is on).",
+        cluster={
+            "proxy_delay": _KUBE_PROXY_DEFAULT,
+            "lb": {
+                "targets": "pods",
+                **_AWS_NLB_HEALTH_CHECK,
+                "registration_delay_s": 30,
+                "deregistration_delay_s": 120,
+            },
+        },
+        source=_AWS_NLB_SOURCE
+        + "; the 30 s (de)registration lag is an assumed figure (AWS documents no bound on how "
+        "long target registration takes) and the 120 s draining delay is shorter than the "
+        "target group's `deregistration_delay.timeout_seconds` default of 300 s "
+        "(https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
+        "load-balancer-target-groups.html), copy your own; " + _KUBE_PROXY_SOURCE + ".",
+    ),
+}
+
+# What `cluster.preset` merges under a scenario's own `cluster` section.
 PRESETS: dict[str, dict[str, Any]] = {
-    "kube-proxy-default": {
-        "proxy_delay": {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05},
-    },
-    "large-cluster": {
-        "proxy_delay": {"kind": "uniform", "low_s": 4.0, "high_s": 5.0},
-        "endpoint_batch_delay_s": 1.0,
-    },
-    "gke-l4": {
-        "proxy_delay": {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05},
-        "lb": {
-            "targets": "nodes",
-            "hc_interval_s": 8,
-            "hc_timeout_s": 1,
-            "healthy_threshold": 1,
-            "unhealthy_threshold": 3,
-        },
-    },
-    "aws-nlb-instance": {
-        "proxy_delay": {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05},
-        "lb": {
-            "targets": "nodes",
-            "hc_interval_s": 10,
-            "hc_timeout_s": 10,
-            "healthy_threshold": 3,
-            "unhealthy_threshold": 3,
-        },
-    },
-    "aws-nlb-ip": {
-        "proxy_delay": {"kind": "min-sync", "min_sync_period_s": 1.0, "value_s": 0.05},
-        "lb": {
-            "targets": "pods",
-            "hc_interval_s": 10,
-            "hc_timeout_s": 10,
-            "healthy_threshold": 3,
-            "unhealthy_threshold": 3,
-            "registration_delay_s": 30,
-            "deregistration_delay_s": 120,
-        },
-    },
+    name: preset.cluster for name, preset in PRESET_CATALOG.items()
 }
 
 
