@@ -207,23 +207,15 @@ def _nearest_match(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     """SNAT with a new port: only SYN time is left. A node connection is used once, by the
     nearest client SYN, and only by a client connection with the same handshake outcome: a
     client SYN that went unanswered cannot be a node connection whose Pod answered it."""
-    pieces = []
-    for answered in (True, False):
-        lhs = left.loc[left["answered"] == answered, ["idx", "t"]]
-        rhs = right.loc[right["answered"] == answered, ["t", "node_key"]]
-        if lhs.empty or rhs.empty:
-            continue
-        near = pd.merge_asof(
-            lhs,
-            rhs.assign(node_t=rhs["t"]),
-            on="t",
-            direction="nearest",
-            tolerance=SNAT_SYN_WINDOW_NS,
-        )
-        pieces.append(near[near["node_key"].notna()])
-    if not pieces:
-        return pd.DataFrame(columns=["idx", "node_key"])
-    near = pd.concat(pieces)
+    near = pd.merge_asof(
+        left[["idx", "t", "answered"]],
+        right[["t", "node_key", "answered"]].assign(node_t=right["t"]),
+        on="t",
+        by="answered",
+        direction="nearest",
+        tolerance=SNAT_SYN_WINDOW_NS,
+    )
+    near = near[near["node_key"].notna()]
     near = near.assign(gap=(near["node_t"] - near["t"]).abs()).sort_values("gap", kind="stable")
     return near.drop_duplicates("node_key")
 

@@ -398,9 +398,18 @@ def true_cause(state: TruthState, request: dict[str, Any], syn_ns: int) -> Verdi
 # -- scoring ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CauseScore:
-    precision: float
-    recall: float
-    support: int  # failures whose true cause this is
+    hits: int  # decided failures where analyzer and truth both say this cause
+    claimed: int  # decided failures the analyzer gave this cause
+    support: int  # decided failures whose true cause this is
+
+    @property
+    def precision(self) -> float:
+        """0 when the cause occurs but nobody predicted it."""
+        return self.hits / self.claimed if self.claimed else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.hits / self.support if self.support else 0.0
 
 
 @dataclass
@@ -431,7 +440,13 @@ class Score:
             "undecided": self.undecided,
             "agreement": self.agreement,
             "per_cause": {
-                cause: {"precision": s.precision, "recall": s.recall, "support": s.support}
+                cause: {
+                    "precision": s.precision,
+                    "recall": s.recall,
+                    "support": s.support,
+                    "hits": s.hits,
+                    "claimed": s.claimed,
+                }
                 for cause, s in self.per_cause.items()
             },
             "confusion": self.confusion,
@@ -447,11 +462,7 @@ def per_cause_scores(pairs: list[tuple[str, str]]) -> dict[str, CauseScore]:
     predicted = Counter(a for _, a in pairs)
     hits = Counter(t for t, a in pairs if t == a)
     return {
-        cause: CauseScore(
-            precision=hits[cause] / predicted[cause] if predicted[cause] else 0.0,
-            recall=hits[cause] / truth_counts[cause] if truth_counts[cause] else 0.0,
-            support=truth_counts[cause],
-        )
+        cause: CauseScore(hits=hits[cause], claimed=predicted[cause], support=truth_counts[cause])
         for cause in sorted(set(truth_counts) | set(predicted))
     }
 

@@ -27,18 +27,14 @@ def _per_cause(rows: list[dict[str, Any]]) -> str:
     true: Counter[str] = Counter()
     for row in rows:
         for cause, s in row.get("per_cause", {}).items():
-            hit = round(s["recall"] * s["support"])
+            hits[cause] += s["hits"]
+            claimed[cause] += s["claimed"]
             true[cause] += s["support"]
-            hits[cause] += hit
-            # precision 0 means claims and no hit: the run's claim count bounds them
-            claimed[cause] += (
-                round(hit / s["precision"]) if s["precision"] else row["causes"].get(cause, 0)
-            )
     parts = []
-    for cause in sorted(true, key=lambda c: -true[c]):
-        precision = hits[cause] / claimed[cause] if claimed[cause] else 1.0
-        recall = f"{hits[cause] / true[cause]:.2f}" if true[cause] else "—"  # never true
-        parts.append(f"{cause} {precision:.2f} / {recall}")
+    for cause in sorted(set(true) | set(claimed), key=lambda c: -true[c]):
+        precision = f"{hits[cause] / claimed[cause]:.2f}" if claimed[cause] else "—"
+        recall = f"{hits[cause] / true[cause]:.2f}" if true[cause] else "—"
+        parts.append(f"{cause} {precision} / {recall}")
     return ", ".join(parts) or "—"
 
 

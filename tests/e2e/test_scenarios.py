@@ -54,7 +54,7 @@ def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
             "undecided": score.undecided,
             "per_cause": {
                 cause: {"precision": round(c.precision, 4), "recall": round(c.recall, 4),
-                        "support": c.support}
+                        "support": c.support, "hits": c.hits, "claimed": c.claimed}
                 for cause, c in score.per_cause.items()
             },
             "wall_s": round(wall_s / len(outcomes), 1),
