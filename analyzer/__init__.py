@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analyzer.connections import tcp_connections
-    from analyzer.pcap import read_pcap
+    from analyzer.readers.pcap import read_pcap
     from analyzer.run import Run, load_run
     from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
 
@@ -27,7 +27,7 @@ _PUBLIC: dict[str, str] = {
     "ErrorKind": "analyzer.schema",
     "Run": "analyzer.run",
     "load_run": "analyzer.run",
-    "read_pcap": "analyzer.pcap",
+    "read_pcap": "analyzer.readers.pcap",
     "tcp_connections": "analyzer.connections",
 }
 

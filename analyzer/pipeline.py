@@ -34,8 +34,8 @@ from analyzer.events import (
     pod_state_intervals,
     scan_events,
 )
-from analyzer.pcap import read_pcap
-from analyzer.requests import load_requests
+from analyzer.readers.pcap import read_pcap
+from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
     RunMeta,
     RunPaths,

@@ -21,7 +21,7 @@ import pandas as pd
 
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import KINDS, scan_events, scan_truth
-from analyzer.requests import load_requests
+from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
     PHASES,
     RUNNER_PHASES,
@@ -267,7 +267,7 @@ def _check_packets(run: _Run) -> list[Problem]:
         message = "no packet capture: connection-level evidence is unavailable"
         return [Problem("packets/", "file", None, message, "warning")]
     try:
-        pcap = importlib.import_module("analyzer.pcap")
+        pcap = importlib.import_module("analyzer.readers.pcap")
     except ImportError as exc:
         message = f"captures not checked: the pcap reader is unavailable ({exc})"
         return [Problem("packets/", "file", None, message, "warning")]

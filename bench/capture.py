@@ -2,7 +2,7 @@
 
 Starts a local cluster (``rolltrace cluster up --name rtbcap --nodes 3``, real nodes), deploys
 6 demo-app replicas behind a LoadBalancer Service, and runs ``hey -n N -c C`` from the client
-namespace against the LB address while rolltrace's own capture (``rolltrace.capture``) records
+namespace against the LB address while rolltrace's own capture (``rolltrace.runner.capture``) records
 in the client namespace and in node-1's, with the runner's filters. Prints hey's rate and, per
 capture, the packets written and the kernel's drops. The cluster is torn down at the end; all
 traffic stays inside its namespaces.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from rolltrace.capture import CaptureProcess, CaptureResult
-from rolltrace.manifests import deployment, service
+from rolltrace.runner.capture import CaptureProcess, CaptureResult
+from rolltrace.runner.manifests import deployment, service
 from rolltrace.scenario import load_scenario
 
 CLUSTER = "rtbcap"

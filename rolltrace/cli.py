@@ -1,4 +1,4 @@
-"""The ``rolltrace`` command line. Each command lives in its own ``rolltrace/cmd_*.py`` module and
+"""The ``rolltrace`` command line. Each command lives in its own ``rolltrace/commands/*.py`` module and
 is listed here, so commands stay independent and this file stays a table of contents.
 
 A command's module is imported only when that command runs or its help is shown: ``rolltrace
@@ -29,42 +29,42 @@ if TYPE_CHECKING:
 class LazyCommand:
     """A command known by name and summary before its module is imported."""
 
-    modules: tuple[str, ...]  # rolltrace.cmd_* modules whose register(app) adds the command
+    modules: tuple[str, ...]  # rolltrace.commands.* modules whose register(app) adds the command
     summary: str  # the first paragraph of its help: its line in `rolltrace --help`
 
 
 # In the order `rolltrace --help` lists them (after `version`).
 LAZY_COMMANDS: dict[str, LazyCommand] = {
     "analyze": LazyCommand(
-        ("cmd_analyze",),
+        ("analyze",),
         "Analyze a run: attribute every failed request to a cause, write analysis/, gate on "
         "budgets.",
     ),
     "demo": LazyCommand(
-        ("cmd_demo",),
+        ("demo",),
         "Run a rollout with a preStop that is too short, then one long enough; compare.",
     ),
     "validate": LazyCommand(
-        ("cmd_validate",),
+        ("validate",),
         "Check a run directory: every file, line, row and field the analysis will read.",
     ),
-    "run": LazyCommand(("cmd_run",), "Run a rollout under load, record every trace, analyze it."),
+    "run": LazyCommand(("run",), "Run a rollout under load, record every trace, analyze it."),
     "report": LazyCommand(
-        ("cmd_report",),
+        ("report",),
         "Write the disruption report of a run: analysis/report.html, report.md, figures/*.png.",
     ),
     "compare": LazyCommand(
-        ("cmd_report",),
+        ("report",),
         "Compare runs side by side: failures by cause, overlaid timelines, and whether each "
         "difference is larger than the run-to-run spread.",
     ),
     "score": LazyCommand(
-        ("cmd_score",),
+        ("score",),
         "Score the analyzer's cause of each failed request against ground truth (truth.jsonl).",
     ),
-    "scenario": LazyCommand(("cmd_scenario",), "Work with scenario files."),
+    "scenario": LazyCommand(("scenario",), "Work with scenario files."),
     "cluster": LazyCommand(
-        ("cmd_cluster", "cmd_cluster_exec"), "Run the embedded local Kubernetes cluster."
+        ("cluster", "cluster_exec"), "Run the embedded local Kubernetes cluster."
     ),
 }
 
@@ -88,7 +88,7 @@ def commands_of(modules: tuple[str, ...]) -> dict[str, Command]:
     process, because a module may register onto a shared sub-app (``cluster exec``)."""
     holder = typer.Typer(**_APP_SETTINGS)
     for module in modules:
-        importlib.import_module(f"rolltrace.{module}").register(holder)
+        importlib.import_module(f"rolltrace.commands.{module}").register(holder)
     return dict(typer.main.get_group(holder).commands)
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from analyzer.generated_doc import GeneratedDocument, table_cell
-from rolltrace.manifests import rollout_patch
+from rolltrace.runner.manifests import rollout_patch
 from rolltrace.scenario import DEPRECATED_FIELDS, PRESET_CATALOG, Rollout, Scenario
 
 # Example `rollout` sections, one per trigger, with what each trigger does to the Deployment.

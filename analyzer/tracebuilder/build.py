@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.pcap_writer import write_pcap, write_pcapng
-from analyzer.requests import write_requests
+from analyzer.readers.requests import write_requests
 from analyzer.rundir import Capture, RunMeta, RunPaths, atomic_write_bytes, write_run_meta
 from analyzer.schema import REQUESTS, SCHEMA_VERSION, RunStatus, TruthEvent, check_frame
 from analyzer.tracebuilder.model import SERVICE_PORT, TARGET_PORT, Cluster, build_cluster

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from analyzer.requests import write_requests
+from analyzer.readers.requests import write_requests
 from analyzer.rundir import RunMeta, write_run_meta
 from analyzer.schema import REQUESTS
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from analyzer.errors import TraceError
 from analyzer.events import endpoint_membership, pod_lifecycle, read_events, read_truth
-from analyzer.requests import read_requests
+from analyzer.readers.requests import read_requests
 from analyzer.schema import ENDPOINTS, PODS, REQUESTS, check_frame
 from tests.analyzer.handmade import make_run
 from tests.conftest import IN_CI

@@ -13,7 +13,7 @@ import pytest
 from analyzer import load_run
 from analyzer.errors import UnusableRunError
 from analyzer.pipeline import TABLES, analyze, analyze_run
-from analyzer.requests import write_requests
+from analyzer.readers.requests import write_requests
 from analyzer.rundir import RunMeta, RunPaths, write_run_meta
 from analyzer.schema import (
     ALL_TABLES,

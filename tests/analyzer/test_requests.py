@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analyzer.errors import TraceError
-from analyzer.requests import load_requests, read_requests, write_requests
+from analyzer.readers.requests import load_requests, read_requests, write_requests
 from analyzer.schema import REQUESTS, check_frame
 from tests.analyzer.handmade import T0, sample_requests
 

@@ -17,8 +17,8 @@ from scapy.utils import PcapReader
 
 from analyzer import tcp_connections
 from analyzer.events import endpoint_membership, pod_lifecycle, read_events, read_truth
-from analyzer.pcap import read_pcap
-from analyzer.requests import read_requests
+from analyzer.readers.pcap import read_pcap
+from analyzer.readers.requests import read_requests
 from analyzer.rundir import read_run_meta
 from analyzer.schema import REQUESTS, Cause, ErrorKind, check_frame
 from analyzer.tracebuilder import BuiltRun, build_run, get_recipe, recipe_names

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.requests import read_requests
+from analyzer.readers.requests import read_requests
 from analyzer.rundir import Problem
 from analyzer.validate import MAX_PROBLEMS_PER_FILE, NotARunDirectory, validate_run
 from rolltrace.cli import app

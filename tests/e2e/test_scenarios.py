@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from rolltrace.cmd_run import run_scenario, unmet_expectations
+from rolltrace.commands.run import run_scenario, unmet_expectations
 from rolltrace.scenario import load_scenario
 from rolltrace.scoring import score_run
 from tests.conftest import require

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from analyzer import read_pcap
-from rolltrace.capture import (
+from rolltrace.runner.capture import (
     CaptureProcess,
     CaptureResult,
     CaptureUnavailable,
@@ -107,7 +107,7 @@ def test_ctrl_c_of_the_parent_stops_the_capture_with_its_statistics(tmp_path: Pa
     parent = textwrap.dedent(f"""
         import json, sys, time
         from pathlib import Path
-        from rolltrace.capture import CaptureProcess
+        from rolltrace.runner.capture import CaptureProcess
         capture = CaptureProcess(Path({str(output)!r}), "tcp port {port}")
         capture.start()
         print("started", flush=True)

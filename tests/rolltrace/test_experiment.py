@@ -13,9 +13,9 @@ from rich.console import Console
 from analyzer.rundir import RunPaths
 from analyzer.schema import RunStatus
 from analyzer.tracebuilder import build_run
-from rolltrace import backends
-from rolltrace.cmd_run import run_scenario
-from rolltrace.experiment import Experiment, Session
+from rolltrace.commands.run import run_scenario
+from rolltrace.runner import backends
+from rolltrace.runner.experiment import Experiment, Session
 from rolltrace.scenario import Scenario, load_scenario
 
 SCENARIO = "scenarios/prestop-too-short.yaml"

@@ -10,8 +10,8 @@ from kubernetes import config as k8s_config
 from kubewire import format_time
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
-from rolltrace.kube import Kube, KubeError, NotOurs, ServiceTraits, Workload
-from rolltrace.manifests import deployment, rollout_patch, service
+from rolltrace.runner.kube import Kube, KubeError, NotOurs, ServiceTraits, Workload
+from rolltrace.runner.manifests import deployment, rollout_patch, service
 from rolltrace.scenario import parse_scenario
 
 SCENARIO = parse_scenario("name: t\npod:\n  pre_stop: {sleep_s: 3}\nstrategy: {max_surge: 1}\n")

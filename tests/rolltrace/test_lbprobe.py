@@ -1,4 +1,4 @@
-"""``rolltrace.lbprobe``: served means several answers in a row, and the probe is bounded.
+"""``rolltrace.runner.lbprobe``: served means several answers in a row, and the probe is bounded.
 
 Every server here listens on loopback and stops at the end of its test.
 """
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rolltrace import lbprobe
+from rolltrace.runner import lbprobe
 
 
 @contextmanager
@@ -82,12 +82,12 @@ def test_runs_as_a_module_with_the_standard_library_only() -> None:
     nothing of ours or third-party beyond the module itself is imported."""
     with loopback_server([]) as (url, _):
         done = subprocess.run(
-            [sys.executable, "-m", "rolltrace.lbprobe", url], capture_output=True, timeout=30
+            [sys.executable, "-m", "rolltrace.runner.lbprobe", url], capture_output=True, timeout=30
         )
     assert done.returncode == 0, done.stderr
-    loaded = _modules_after("import rolltrace.lbprobe") - _modules_after("pass")
+    loaded = _modules_after("import rolltrace.runner.lbprobe") - _modules_after("pass")
     ours_or_third_party = {m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names}
-    assert ours_or_third_party == {"rolltrace", "rolltrace.lbprobe"}
+    assert ours_or_third_party == {"rolltrace", "rolltrace.runner", "rolltrace.runner.lbprobe"}
 
 
 def _modules_after(statement: str) -> set[str]:

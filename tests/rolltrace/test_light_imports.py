@@ -70,7 +70,12 @@ def test_the_public_api_loads_on_first_use() -> None:
         "from analyzer import *\n"
         "from analyzer import joins\n"
     )
-    assert {"analyzer.run", "analyzer.pcap", "analyzer.connections", "analyzer.joins"} <= modules
+    assert {
+        "analyzer.run",
+        "analyzer.readers.pcap",
+        "analyzer.connections",
+        "analyzer.joins",
+    } <= modules
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
@@ -91,7 +96,7 @@ def loaded_after_command(*argv: str) -> set[str]:
 
 
 def command_modules(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m.startswith("rolltrace.cmd_"))
+    return sorted(m for m in modules if m.startswith("rolltrace.commands."))
 
 
 def test_help_imports_no_command_module_nor_their_dependencies() -> None:
@@ -102,10 +107,12 @@ def test_help_imports_no_command_module_nor_their_dependencies() -> None:
 
 
 def test_a_commands_help_imports_that_command_only() -> None:
-    assert command_modules(loaded_after_command("validate", "--help")) == ["rolltrace.cmd_validate"]
+    assert command_modules(loaded_after_command("validate", "--help")) == [
+        "rolltrace.commands.validate"
+    ]
     assert command_modules(loaded_after_command("cluster", "--help")) == [
-        "rolltrace.cmd_cluster",
-        "rolltrace.cmd_cluster_exec",
+        "rolltrace.commands.cluster",
+        "rolltrace.commands.cluster_exec",
     ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localcluster.apiserver.patch import strategic_merge_patch
-from rolltrace.manifests import deployment, rollout_patch
+from rolltrace.runner.manifests import deployment, rollout_patch
 from rolltrace.scenario import (
     PRESETS,
     ScenarioDeprecation,

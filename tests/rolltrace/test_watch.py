@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
-from rolltrace.watch import ClusterWatcher, _list_function
+from rolltrace.runner.watch import ClusterWatcher, _list_function
 
 
 def _pod(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rolltrace.cmd_cluster import cluster_app
+from rolltrace.commands.cluster import cluster_app
 
 
 def exec_in_client(

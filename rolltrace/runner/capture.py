@@ -42,7 +42,7 @@ from typing import IO
 
 import numpy as np
 
-from analyzer.pcap_formats import scan_pcap
+from analyzer.readers.pcap_formats import scan_pcap
 
 TCPDUMP = "tcpdump"
 #: Kernel ring per capture, KiB. At the ~20,000 packets/s per capture point measured with hey

@@ -21,8 +21,8 @@ from analyzer.budget import parse_budget
 # aiohttp and the kubernetes client: they are imported where used, so that `rolltrace --help`
 # and the other commands start fast.
 if TYPE_CHECKING:
-    from rolltrace.experiment import RunOutcome
-    from rolltrace.kube import RolloutState
+    from rolltrace.runner.experiment import RunOutcome
+    from rolltrace.runner.kube import RolloutState
     from rolltrace.scenario import Scenario
 
 
@@ -80,8 +80,8 @@ def run_scenario(
     target_existing: str | None = None,
 ) -> list[RunOutcome]:
     """Run every repetition of a scenario; one run directory each, plus index.json."""
-    from rolltrace.backends import backend_for
-    from rolltrace.experiment import Experiment
+    from rolltrace.runner.backends import backend_for
+    from rolltrace.runner.experiment import Experiment
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     outcomes = []
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_plan(scenario: Scenario) -> None:
-    from rolltrace.manifests import deployment, service
+    from rolltrace.runner.manifests import deployment, service
 
     typer.echo("# rolltrace run --dry-run: nothing is changed")
     typer.echo(f"# cluster: {scenario.cluster.model_dump(mode='json')}")

@@ -4,7 +4,7 @@ Phases (each timestamped into run.json): cluster ready → manifests applied →
 available → captures started → load started → warm-up → rollout triggered → rollout complete
 (with a deadline) → cool-down → load stopped → captures stopped → run.json → analysis.
 
-The runner knows clusters only through ``Session`` (``rolltrace.backends``): a Kubernetes API
+The runner knows clusters only through ``Session`` (``rolltrace.runner.backends``): a Kubernetes API
 client, the argv prefix under which load and client capture run (the local cluster's client
 namespace, or nothing on a real cluster), where node-side captures run, and where ground truth
 goes. Everything else is the same code for local and real clusters.
@@ -29,19 +29,20 @@ from analyzer.rundir import Capture, RunMeta, RunPaths, write_run_meta
 from analyzer.schema import SCHEMA_VERSION, RunStatus
 from kubewire import format_time
 from loadgen.runner import LoadPlan, LoadRunner
-from rolltrace import __version__, lbprobe
-from rolltrace.capture import CaptureProcess, CaptureResult, CaptureUnavailable
-from rolltrace.kube import Kube, KubeError, RolloutState, Workload
-from rolltrace.manifests import deployment, rollout_patch, service
+from rolltrace import __version__
+from rolltrace.runner import lbprobe
+from rolltrace.runner.capture import CaptureProcess, CaptureResult, CaptureUnavailable
+from rolltrace.runner.kube import Kube, KubeError, RolloutState, Workload
+from rolltrace.runner.manifests import deployment, rollout_patch, service
+from rolltrace.runner.watch import ClusterWatcher
 from rolltrace.scenario import Scenario
-from rolltrace.watch import ClusterWatcher
 
 DEPLOYMENT_NAME = "demoapp"
 
 
 @dataclass
 class Session:
-    """A cluster ready for one experiment (see ``rolltrace.backends``)."""
+    """A cluster ready for one experiment (see ``rolltrace.runner.backends``)."""
 
     backend: Literal["local", "kube"]
     api_client: Any  # kubernetes.client.ApiClient
@@ -252,7 +253,7 @@ class Experiment:
         """Wait until the Service answers through its load balancer from where the load will
         come from: an address alone does not mean the LB has healthy targets yet (IP-mode LBs
         register Pods seconds later), and failures before the rollout are not its disruption."""
-        argv = [*session.client_exec_prefix, sys.executable, "-m", "rolltrace.lbprobe",
+        argv = [*session.client_exec_prefix, sys.executable, "-m", "rolltrace.runner.lbprobe",
                 f"http://{ip}:{port}/"]  # fmt: skip
         # margin over the probe's own deadline: the interpreter's start and its last request
         timeout_s = lbprobe.DEADLINE_S + 30

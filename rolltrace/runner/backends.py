@@ -30,8 +30,8 @@ from localcluster.config import (
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
 from localcluster.state import LOG_FILE, process_alive, read_state, state_dir
-from rolltrace.experiment import Backend, Session
-from rolltrace.localrun import start_cluster, stop_process
+from rolltrace.runner.experiment import Backend, Session
+from rolltrace.runner.localrun import start_cluster, stop_process
 from rolltrace.scenario import KubeCluster, LocalCluster, Scenario
 
 LOCAL_NAMESPACE = "rolltrace"

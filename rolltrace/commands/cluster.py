@@ -18,7 +18,7 @@ import yaml
 
 from localcluster.state import is_rolltrace_kubeconfig, process_alive, read_state, state_dir
 
-# rolltrace.localrun (the API client, aiohttp), the pydantic cluster config and asyncio (with the
+# rolltrace.runner.localrun (the API client, aiohttp), the pydantic cluster config and asyncio (with the
 # ssl module it loads) are imported in the commands that use them, so that `rolltrace --help`
 # does not pay for them.
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def up(
 ) -> None:
     """Start a local cluster in the background and print its kubeconfig."""
     from localcluster.config import ClusterConfig
-    from rolltrace.localrun import ClusterStartError, start_cluster
+    from rolltrace.runner.localrun import ClusterStartError, start_cluster
 
     raw: dict[str, Any] = (yaml.safe_load(config.read_text()) or {}) if config else {}
     raw["name"] = name
@@ -92,7 +92,7 @@ def down(
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0,
 ) -> None:
     """Stop the cluster and remove everything it made (idempotent)."""
-    from rolltrace.localrun import dataplane_cleanup, stop_process
+    from rolltrace.runner.localrun import dataplane_cleanup, stop_process
 
     directory = state_dir(name)
     state = read_state(directory)
@@ -112,7 +112,7 @@ def down(
 
 
 async def _summary(state: ClusterState) -> tuple[list[str], dict[str, int]]:
-    from rolltrace.localrun import api_client, node_is_ready
+    from rolltrace.runner.localrun import api_client, node_is_ready
 
     async with api_client(state) as client:
         nodes, _ = await client.list("nodes")

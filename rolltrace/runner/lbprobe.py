@@ -1,4 +1,4 @@
-"""``python -m rolltrace.lbprobe URL``: wait until a Service answers through its load balancer.
+"""``python -m rolltrace.runner.lbprobe URL``: wait until a Service answers through its LB.
 
 The runner starts this behind the client's exec prefix (the local cluster's client namespace,
 or nothing on a real cluster), so it asks from where the load will come from: an address alone
@@ -56,7 +56,7 @@ def wait_until_served(url: str, deadline_s: float = DEADLINE_S) -> bool:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m rolltrace.lbprobe URL", file=sys.stderr)
+        print("usage: python -m rolltrace.runner.lbprobe URL", file=sys.stderr)
         return 2
     return 0 if wait_until_served(argv[0]) else 1
 

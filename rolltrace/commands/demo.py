@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rolltrace.cmd_run import run_scenario
+from rolltrace.commands.run import run_scenario
 
 # The pipeline and the trace builder (pandas, pyarrow, scapy), the scenario model and the local
 # cluster's prerequisites check (pydantic) are imported where used: `rolltrace --help` must not

@@ -1,7 +1,7 @@
 """Read pcap / pcapng captures into the packets table, fast.
 
 Captures of a rollout hold millions of segments, so the reader never builds a Python object per
-packet: the file is one numpy buffer, the record walk (``analyzer.pcap_formats``) yields frame
+packet: the file is one numpy buffer, the record walk (``analyzer.readers.pcap_formats``) yields frame
 offsets, and every header field is a vectorized gather at computed offsets. Link layers, IPv6
 extension headers and VLAN tags only shift those offsets. Rows that are not TCP, are non-first
 fragments or whose headers were cut by the snapshot length are dropped; payload lengths come from
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import TraceError
-from analyzer.pcap_formats import Records, is_pcapng, scan_pcap, scan_pcapng
+from analyzer.readers.pcap_formats import Records, is_pcapng, scan_pcap, scan_pcapng
 from analyzer.schema import PACKETS, check_frame
 
 I64 = npt.NDArray[np.int64]

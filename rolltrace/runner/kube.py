@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from rolltrace.manifests import MANAGED_BY
+from rolltrace.runner.manifests import MANAGED_BY
 
 
 class KubeError(RuntimeError):
