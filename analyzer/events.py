@@ -145,6 +145,7 @@ def _check_pod(obj: dict[str, Any]) -> None:
     _opt(spec, "nodeName", str, "object.spec")
     status = _opt(obj, "status", dict, "object") or {}
     _opt(status, "podIP", str, "object.status")
+    _opt(status, "hostIP", str, "object.status")
     _opt(status, "phase", str, "object.status")
     for i, cond in enumerate(_check_list_of_dicts(status, "conditions", "object.status")):
         _opt(cond, "type", str, f"object.status.conditions[{i}]")
@@ -249,6 +250,17 @@ def event_row(value: dict[str, Any]) -> dict[str, Any]:
             object=obj,
         )
     return row
+
+
+def event_problem(value: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) saying why ``value`` is not a valid events.jsonl line, None when it is:
+    for writers of foreign watch records (``analyzer.readers.kubectl``) that locate the problem
+    in their own input."""
+    try:
+        event_row(value)
+    except _LineError as exc:
+        return exc.field, exc.message
+    return None
 
 
 @dataclass
@@ -364,6 +376,7 @@ class _Pod:
     created_ns: int
     node: str | None = None
     ip: str | None = None
+    host_ip: str | None = None
     replicaset: str | None = None
     template_hash: str | None = None
     scheduled_ns: int | None = None
@@ -395,6 +408,7 @@ def _observe_pod(pod: _Pod, etype: str, obj: dict[str, Any], t: int, late: bool)
     status = obj.get("status") or {}
     pod.node = pod.node or spec.get("nodeName") or None
     pod.ip = pod.ip or status.get("podIP") or None
+    pod.host_ip = pod.host_ip or status.get("hostIP") or None
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "ReplicaSet" and ref.get("name"):
             pod.replicaset = ref["name"]
@@ -515,6 +529,7 @@ def pod_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
                 "uid": pod.uid,
                 "node": pod.node,
                 "ip": pod.ip,
+                "host_ip": pod.host_ip,
                 "replicaset": replicaset,
                 "revision": _revision_at(history or [], pod.created_ns),
                 "created_ns": pod.created_ns,

@@ -11,6 +11,7 @@ were hurt, the counts say *how many*.
 from __future__ import annotations
 
 import json
+import math
 from typing import TypedDict
 
 import numpy as np
@@ -21,6 +22,11 @@ from analyzer.schema import WINDOWS, Cause, ErrorKind, check_frame
 
 DEFAULT_MERGE_GAP_NS = 1_000_000_000
 _SECOND_NS = 1_000_000_000
+#: How often the bound on the next run's longest timing may be too low: one rollout in twenty.
+BOUND_CONFIDENCE = 0.95
+#: Below three samples the bound is not worth quoting: with two, Student's t (1 degree of
+#: freedom) at 1 − 0.05/2 is 12.7 standard deviations, i.e. "anything".
+MIN_BOUND_SAMPLES = 3
 
 
 class TimingStats(TypedDict):
@@ -254,3 +260,120 @@ def drain_duration(
     last_seen = pd.concat(last).groupby(level=0).max().reindex(deleted.index)
     drain = (last_seen - deleted).dropna()
     return pd.Series(drain[drain >= 0].astype("float64") / 1e6)
+
+
+class UpperBound(TypedDict):
+    """An upper bound on the longest of a timing's values in the next run (ms): what a setting
+    sized from one run must cover. ``upper_ms`` is None when there are too few samples."""
+
+    statistic: str
+    confidence: float
+    n: int
+    future_n: int
+    mean_ms: float | None
+    sd_ms: float | None
+    max_ms: float | None
+    upper_ms: float | None
+
+
+def student_t_cdf(t: float, df: int) -> float:
+    """P(T ≤ t) for Student's t with an integer ``df`` ≥ 1, in closed form (Abramowitz & Stegun
+    26.7.3–4): the analyzer has no statistics library and needs only integer degrees of
+    freedom (n − 1)."""
+    theta = math.atan2(t, math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    term, total = 1.0, 1.0
+    if df % 2:
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        inside = (2 / math.pi) * (
+            theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0)
+        )
+    else:
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        inside = math.sin(theta) * total
+    return (1 + inside) / 2
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (0.5 < p < 1) of Student's t, by bisection on its CDF."""
+    low, high = 0.0, 1.0
+    while student_t_cdf(high, df) < p:
+        high *= 2
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if student_t_cdf(mid, df) < p else (low, mid)
+    return (low + high) / 2
+
+
+def upper_prediction_bound(
+    values_ms: pd.Series, confidence: float = BOUND_CONFIDENCE, future_n: int | None = None
+) -> UpperBound:
+    """One-sided normal-theory upper prediction bound on the largest of the next ``future_n``
+    values (default: as many as measured), Bonferroni-adjusted:
+    mean + t(1 − (1 − confidence)/future_n, n − 1) · sd · √(1 + 1/n), never below the maximum.
+
+    Why this and not max + a fixed margin: with 3–13 samples the maximum of the next run exceeds
+    this run's maximum about half the time; the t factor widens the bound exactly as far as few
+    samples and a wide spread leave it uncertain."""
+    values = pd.to_numeric(values_ms, errors="coerce").dropna().to_numpy(dtype="float64")
+    n = len(values)
+    future = max(future_n or n, 1)
+    bound: UpperBound = {
+        "statistic": "one-sided normal prediction bound on the maximum of the next "
+        f"{future} sample(s) (Student t, Bonferroni)",
+        "confidence": confidence,
+        "n": n,
+        "future_n": future,
+        "mean_ms": None,
+        "sd_ms": None,
+        "max_ms": None,
+        "upper_ms": None,
+    }
+    if n == 0:
+        return bound
+    mean, largest = float(values.mean()), float(values.max())
+    bound["mean_ms"], bound["max_ms"] = round(mean, 3), round(largest, 3)
+    if n < MIN_BOUND_SAMPLES:
+        return bound
+    sd = float(values.std(ddof=1))
+    factor = student_t_quantile(1 - (1 - confidence) / future, n - 1) * math.sqrt(1 + 1 / n)
+    bound["sd_ms"] = round(sd, 3)
+    bound["upper_ms"] = round(max(mean + factor * sd, largest), 3)
+    return bound
+
+
+def node_names_by_address(pods: pd.DataFrame) -> dict[str, str]:
+    """Node address → node name from the Pods' ``status.hostIP`` and ``spec.nodeName``: a
+    namespaced watch cannot read Node objects, but every Pod names its node and that node's
+    address."""
+    if "host_ip" not in pods.columns:
+        return {}
+    known = pods[pods["host_ip"].notna() & pods["node"].notna()]
+    pairs = known.drop_duplicates("host_ip")
+    return dict(zip(pairs["host_ip"].astype(str), pairs["node"].astype(str), strict=True))
+
+
+def name_forwarding_nodes(
+    propagation: pd.DataFrame, pods: pd.DataFrame, capture_nodes: set[str]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Propagation samples with the forwarding node *named*, and the addresses of the samples
+    left out because they name no node.
+
+    A masquerading source equal to a node's hostIP names that node; a forwarding node already
+    named (a node capture's node, or a Pod's node) stays; a sample without a node (seen through
+    responses, no node capture) stays without one. Any other address is no node's and its
+    samples are left out: on the local cluster it is a node's Pod-network gateway, whose
+    connections mix locally forwarded client traffic with the kubelet's probes, and probes go on
+    until the container stops, so the last of them measures no routing (in a preStop 5 s run
+    they set the maximum at 4.7 s while every node had dropped the Pod by 3 s)."""
+    names = node_names_by_address(pods)
+    known = {*names.values(), *capture_nodes, *pods["node"].dropna().astype(str)}
+    via = propagation["node"].astype("string")
+    named = via.map(lambda v: names.get(v, v if v in known else None), na_action="ignore")
+    left_out = via.notna() & named.isna()
+    kept = propagation[~left_out].assign(node=named[~left_out].astype("string"))
+    return kept.reset_index(drop=True), via[left_out].astype(str).reset_index(drop=True)

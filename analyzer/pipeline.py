@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
-from analyzer import attribution, joins, metrics
+from analyzer import advice, attribution, joins, metrics
 from analyzer.connections import tcp_connections
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import (
@@ -62,7 +62,7 @@ from analyzer.schema import (
 )
 
 #: Bumped whenever attribution or metrics change meaning, so cached analyses are recomputed.
-ANALYZER_VERSION = "2"
+ANALYZER_VERSION = "3"
 
 #: Tables written to analysis/tables/, with the schema each is checked against (None: not a
 #: canonical table, documented in docs/api.md).
@@ -108,6 +108,7 @@ class Summary(TypedDict):
     mean_confidence: float | None
     evidence_examples: dict[str, str]
     inputs: InputsReport
+    recommendations: list[dict[str, Any]]
 
 
 @dataclass
@@ -423,11 +424,15 @@ def _rules_lag_by_node(watched: _Watched, j: _Joined, fallback: bool) -> dict[st
 def _timings(
     meta: RunMeta, watched: _Watched, j: _Joined, propagation: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The timings table and summary section: readiness lead, propagation, drain."""
+    """The timings table and summary section: readiness lead, propagation (per node name, the
+    samples of no node left out and counted), drain, and the bounds the advice rests on."""
     first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
     lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
     drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
+    named, left_out = metrics.name_forwarding_nodes(
+        propagation, watched.pods, set(j.capture_nodes.values())
+    )
     parts = [
         pd.DataFrame(
             {"timing": "readiness_lead", "pod": lead.index, "node": pd.NA, "ms": lead.to_numpy()}
@@ -435,9 +440,9 @@ def _timings(
         pd.DataFrame(
             {
                 "timing": "propagation",
-                "pod": propagation["pod"],
-                "node": propagation["node"],
-                "ms": propagation["propagation_ms"],
+                "pod": named["pod"],
+                "node": named["node"],
+                "ms": named["propagation_ms"],
             }
         ),
         pd.DataFrame(
@@ -449,12 +454,15 @@ def _timings(
     )
     timings: dict[str, Any] = {
         "readiness_lead": metrics.timing_stats(lead),
-        "propagation": metrics.timing_stats(propagation["propagation_ms"]),
+        "propagation": metrics.timing_stats(named["propagation_ms"]),
+        "propagation_bound": metrics.upper_prediction_bound(named["propagation_ms"]),
         "propagation_by_node": {
             str(node): metrics.timing_stats(group["propagation_ms"])
-            for node, group in propagation.groupby("node")
+            for node, group in named.groupby("node")
         },
+        "propagation_left_out": {"samples": len(left_out), "addresses": sorted(set(left_out))},
         "drain": metrics.timing_stats(drain),
+        "drain_bound": metrics.upper_prediction_bound(pd.Series(drain, dtype="float64")),
     }
     if j.node_conns.empty:
         timings["note"] = (
@@ -524,6 +532,7 @@ def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | No
         windows = metrics.disruption_windows(failures)
         timings_table, timings = _timings(read.meta, read.watched, j, propagation)
         summary = _summary(read.meta, read.requests, failures, windows, timings, read.inputs, paths)
+        summary["recommendations"] = _recommendations(read, failures, summary)
         latency = metrics.latency_per_second(read.requests)
     tables = {
         "requests": j.requests,
@@ -538,6 +547,23 @@ def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | No
         "timings": timings_table,
     }
     return Analysis(meta=read.meta, tables=tables, summary=summary, cpu_s=clock.seconds)
+
+
+def _recommendations(read: _Read, failures: pd.DataFrame, summary: Summary) -> list[dict[str, Any]]:
+    """The advice as data (``analyzer.advice``): what to change, from what to what, and why."""
+    lag_ms, lag_n = advice.lag_after_deletion(failures)
+    facts = advice.AdviceInputs(
+        scenario_name=advice.scenario_name(read.meta.scenario, read.meta.run_id),
+        failed=len(failures),
+        failed_by_cause=summary["failed_by_cause"],
+        timings=summary["timings"],
+        settings=advice.rollout_settings(read.meta.scenario, read.meta.service),
+        inputs=dict(summary["inputs"]),
+        lag_after_deletion_ms=lag_ms,
+        lag_samples=lag_n,
+        container_exits=advice.container_exits(read.watched.pod_states),
+    )
+    return [r.as_json() for r in advice.recommend(facts)]
 
 
 def _summary(
@@ -575,6 +601,7 @@ def _summary(
             "damaged": inputs.damaged,
             "fingerprint": input_fingerprint(paths),
         },
+        "recommendations": [],
     }
 
 

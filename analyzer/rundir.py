@@ -126,6 +126,34 @@ class Capture(BaseModel):
     packets: int | None = None  # packets written to the file (capture stats); None = unknown
 
 
+class ComponentFault(BaseModel):
+    """A component that died during the run (run.json ``faults``): which, when, what was seen.
+    ``fatal``: the run stopped early because of it (API server, node agent, LB)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    component: str  # apiserver | node-agent | lb | capture | locust-worker
+    name: str
+    at_ns: int
+    detail: str = ""
+    fatal: bool = False
+
+
+class LoadDelivered(BaseModel):
+    """The load asked for and the load sent (run.json ``load``): requests per second from the
+    first request's start to the last's."""
+
+    model_config = ConfigDict(extra="allow")
+
+    asked_rate: float
+    delivered_rate: float
+    requests: int = 0
+    seconds: float = 0.0
+    #: how late, at the end, requests started that waited only for their slot: the load
+    #: generator's own shortfall (a server that holds users up does not count)
+    generator_lag_s: float | None = None
+
+
 class RunMeta(BaseModel):
     """run.json. Required: ``schema_version``, ``run_id``, ``status``, ``backend``; the rest has
     empty defaults so that a partial or imported run still loads. ``phases`` values are realtime
@@ -145,6 +173,8 @@ class RunMeta(BaseModel):
     service: dict[str, Any] = Field(default_factory=dict)
     captures: list[Capture] = Field(default_factory=list)
     namespace: str = ""
+    faults: list[ComponentFault] = Field(default_factory=list)
+    load: LoadDelivered | None = None
 
     def phase(self, name: str) -> int | None:
         """A phase time in ns, or None when the run did not reach that phase."""

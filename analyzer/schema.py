@@ -72,6 +72,10 @@ class ConnectionOutcome(StrEnum):
 class RunStatus(StrEnum):
     COMPLETE = "complete"  # every phase ran and every capture closed cleanly
     PARTIAL = "partial"  # stopped early (Ctrl-C, deadline) or a capture is missing; analyzable
+    #: every phase ran, but something was not recorded or not delivered (a capture or a load
+    #: worker died, the disk filled, the load fell short of its rate): analyzable, counts are
+    #: lower bounds
+    DEGRADED = "degraded"
     FAILED = "failed"  # the experiment itself failed; traces may be unusable
 
 
@@ -298,6 +302,13 @@ PODS = TableSchema(
         Column("uid", "string", ""),
         Column("node", "string", "spec.nodeName once bound.", nullable=True),
         Column("ip", "string", "status.podIP once assigned.", nullable=True),
+        Column(
+            "host_ip",
+            "string",
+            "status.hostIP once assigned: the node's address, which names the node a "
+            "masqueraded connection came through (NA in runs recorded without it).",
+            nullable=True,
+        ),
         Column("replicaset", "string", "Owning ReplicaSet.", nullable=True),
         Column(
             "revision", "Int64", "ReplicaSet's deployment.kubernetes.io/revision.", nullable=True

@@ -131,6 +131,15 @@ def _check_run_json(paths: RunPaths, problems: list[Problem]) -> RunMeta | None:
     return meta
 
 
+def _expected_phases(meta: RunMeta) -> tuple[str, ...]:
+    """The phases a complete run has: all of ``PHASES``, but only the load's in an observation
+    that ran for a duration and followed no rollout (``rolltrace observe --duration``)."""
+    observe = meta.extra_fields().get("observe")
+    if isinstance(observe, dict) and observe.get("until") == "duration":
+        return ("load_start", "load_stop")
+    return PHASES
+
+
 def _check_meta(paths: RunPaths, meta: RunMeta) -> list[Problem]:
     found: list[Problem] = []
 
@@ -150,7 +159,7 @@ def _check_meta(paths: RunPaths, meta: RunMeta) -> list[Problem]:
         if t2 < t1:
             add(f"phases.{second}", f"{second} is before {first}")
     if meta.status is RunStatus.COMPLETE:
-        for name in [n for n in PHASES if n not in meta.phases]:
+        for name in [n for n in _expected_phases(meta) if n not in meta.phases]:
             add(f"phases.{name}", "missing although the run is complete", "warning")
     for key in ("port", "target_port", "node_port"):
         port = meta.service.get(key)

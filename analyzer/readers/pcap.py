@@ -6,6 +6,10 @@ offsets, and every header field is a vectorized gather at computed offsets. Link
 extension headers and VLAN tags only shift those offsets. Rows that are not TCP, are non-first
 fragments or whose headers were cut by the snapshot length are dropped; payload lengths come from
 the IP length fields, because the snapshot length usually truncates the captured bytes.
+
+Payload bytes are not read by default. ``read_pcap_payloads`` also keeps the first bytes of each
+segment's payload (``PayloadPrefixes``), for readers of application lines such as
+``analyzer.readers.http1``: one more fixed-width gather over the segments that carry data.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ _COLUMNS = (
     *("ts_ns", "src", "dst", "sport", "dport", "flags", "seq", "ack"),
     *("payload_len", "ip_version"),
 )
+_PAYLOAD_COLUMNS = ("payload_at", "payload_captured")  # file offset, bytes present in the file
 _DECODE_CHUNK = 262_144  # records decoded at a time: bounds the temporary arrays' memory
 
 
@@ -234,14 +239,16 @@ class _Segments:
         return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
 
     @staticmethod
-    def decode_all(buf: U8, records: Records) -> _Segments:
+    def decode_all(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
         """Decode chunk by chunk into preallocated columns (no concatenation copy), renumbering
-        each chunk's address codes into one shared list of texts."""
-        columns = {name: np.empty(records.count, dtype=np.int64) for name in _COLUMNS}
+        each chunk's address codes into one shared list of texts. With ``payload``, each row
+        also says where its payload starts in the file and how much of it was captured."""
+        names = _COLUMNS + _PAYLOAD_COLUMNS if payload else _COLUMNS
+        columns = {name: np.empty(records.count, dtype=np.int64) for name in names}
         index: dict[str, int] = {}
         filled = 0
         for start in range(0, records.count, _DECODE_CHUNK):
-            part = _segments(buf, records.slice(start, start + _DECODE_CHUNK))
+            part = _segments(buf, records.slice(start, start + _DECODE_CHUNK), payload=payload)
             renumber = np.array([index.setdefault(t, len(index)) for t in part.texts] or [0])
             rows = slice(filled, filled + len(part))
             for name, column in part.columns.items():
@@ -280,7 +287,7 @@ def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
     return codes[:n], codes[n:], texts
 
 
-def _segments(buf: U8, records: Records) -> _Segments:
+def _segments(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
     """Decode every record's link, IP and TCP headers; keep the rows that are whole TCP headers."""
     caplen = records.caplen
     head = _Window(buf, records.data_start, _HEAD_WIDTH)
@@ -322,6 +329,11 @@ def _segments(buf: U8, records: Records) -> _Segments:
         },
         texts,
     )
+    if payload:
+        payload_rel = tcp_rel + header_len  # from the frame's start
+        segments.columns["payload_at"] = records.data_start[keep] + payload_rel
+        captured = np.clip(records.caplen[keep] - payload_rel, 0, np.maximum(payload_len, 0))
+        segments.columns["payload_captured"] = captured
     valid = (header_len >= 20) & (payload_len >= 0)
     return segments if valid.all() else segments.select(valid)
 
@@ -366,9 +378,12 @@ def _duplicates(segments: _Segments) -> Mask:
     return duplicate
 
 
-def _text_column(codes: I64, texts: list[str]) -> pd.Series:
+def text_column(codes: I64, texts: list[str]) -> pd.Series:
+    """``texts[codes]`` as a string Series (code -1: NA), built by Arrow without a Python loop
+    (as large strings: pandas' own string layout, so it takes them without a cast)."""
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
     decoded = pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int32)), pa.array(texts, type=pa.string())
+        indices, pa.array(texts, type=pa.large_string())
     ).dictionary_decode()
     return pd.Series(pd.array(decoded, dtype="str"))
 
@@ -376,12 +391,107 @@ def _text_column(codes: I64, texts: list[str]) -> pd.Series:
 def _frame(segments: _Segments, capture: str) -> pd.DataFrame:
     columns: dict[str, object] = {
         "ts_ns": segments.columns["ts_ns"],
-        "capture": _text_column(np.zeros(len(segments), dtype=np.int64), [capture]),
-        "src": _text_column(segments.columns["src"], segments.texts),
-        "dst": _text_column(segments.columns["dst"], segments.texts),
+        "capture": text_column(np.zeros(len(segments), dtype=np.int64), [capture]),
+        "src": text_column(segments.columns["src"], segments.texts),
+        "dst": text_column(segments.columns["dst"], segments.texts),
     }
     columns.update({c: segments.columns[c] for c in PACKETS.names if c not in columns})
     return pd.DataFrame(columns, copy=False)  # no copy into one 2-D block: it would double memory
+
+
+@dataclass(frozen=True)
+class PayloadPrefixes:
+    """The first ``width`` bytes of each TCP payload of a packets table, aligned with its rows.
+
+    Only segments that carry data have an entry. The bytes are not copied: they are read from
+    the capture's bytes (kept here, so the file's size stays in memory while this object lives)
+    when a reader asks for some columns of some entries, so that a parser reading a few bytes of
+    most segments does not pay for a copy of all of them. ``captured`` is how much of each
+    payload can be read (what the capture holds, up to ``width``; the snapshot length may cut it
+    to 0): a reader must tell "not captured" from "not there", e.g. a TLS record from a cut line.
+    """
+
+    rows: I64  # positions (iloc) in the packets table of the segments with payload_len > 0
+    captured: I64  # readable payload bytes per entry: 0 ≤ captured ≤ min(payload_len, width)
+    width: int
+    buffer: U8  # the capture's bytes
+    at: I64  # where each entry's payload starts in ``buffer``
+
+    @classmethod
+    def gather(cls, buf: U8, segments: _Segments, width: int) -> PayloadPrefixes:
+        """The payloads of every segment that carries data, readable up to ``width`` bytes."""
+        rows = np.flatnonzero(segments.columns["payload_len"] > 0)
+        captured = np.minimum(segments.columns["payload_captured"][rows], width)
+        return cls(rows, captured, width, buf, segments.columns["payload_at"][rows])
+
+    @classmethod
+    def from_matrix(cls, head: U8, captured: I64) -> PayloadPrefixes:
+        """Prefixes held in a (entries, width) matrix, e.g. built by hand."""
+        width = int(head.shape[1])
+        buffer = np.ascontiguousarray(head, dtype=np.uint8).reshape(-1)
+        entries = np.arange(len(head), dtype=np.int64)
+        return cls(entries, np.minimum(captured, width), width, buffer, entries * width)
+
+    def columns(self, entries: I64, first: int | I64, count: int) -> U8:
+        """Bytes ``[first, first + count)`` of the payloads of ``entries`` as a matrix (``first``
+        one column for all, or one per entry), zero past each one's readable bytes (whatever
+        follows in the file is not its payload)."""
+        start = self.at[entries] + first
+        last = len(self.buffer) - count  # the last start a window of ``count`` bytes fits at
+        if last >= 0:
+            windows = np.lib.stride_tricks.sliding_window_view(self.buffer, count)
+            out: U8 = windows[np.minimum(start, last)]  # one copy, straight into the result
+        else:
+            out = np.zeros((len(entries), count), dtype=np.uint8)
+        edge = np.flatnonzero(start > last)  # payloads in the file's last bytes
+        if len(edge) and len(self.buffer):
+            index = np.minimum(start[edge, None] + np.arange(count), len(self.buffer) - 1)
+            out[edge] = self.buffer[index]
+        readable = self.captured[entries] - first
+        short = np.flatnonzero(readable < count)
+        out[short] *= np.arange(count) < readable[short, None]
+        return out
+
+    @property
+    def head(self) -> U8:
+        """Every entry's readable bytes as one (entries, width) matrix (a copy)."""
+        return self.columns(np.arange(len(self.rows)), 0, self.width)
+
+    def select(self, keep: Mask) -> PayloadPrefixes:
+        """The entries of the rows ``keep`` retains, renumbered to the selected table."""
+        position = np.cumsum(keep) - 1
+        kept = keep[self.rows]
+        return PayloadPrefixes(
+            position[self.rows[kept]], self.captured[kept], self.width, self.buffer, self.at[kept]
+        )
+
+
+def _read(
+    path: Path, capture: str | None, dedupe_loopback: bool, payload_bytes: int
+) -> tuple[pd.DataFrame, PayloadPrefixes | None, str | None]:
+    """The packets table, the payload prefixes when asked for, and the damage found, if any."""
+    name = capture if capture is not None else path.stem
+    data = path.read_bytes()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
+    segments = _Segments.decode_all(buf, records, payload=payload_bytes > 0)
+    prefixes = PayloadPrefixes.gather(buf, segments, payload_bytes) if payload_bytes > 0 else None
+    del data, buf  # unless the prefixes read from them, free the file's bytes before the table
+    duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
+    if duplicate.any():
+        segments = segments.select(~duplicate)
+        prefixes = prefixes.select(~duplicate) if prefixes is not None else None
+    packets = check_frame(_frame(segments, name), PACKETS, "read_pcap")
+    packets.attrs["duplicates_dropped"] = int(duplicate.sum())
+    if records.damage is None:
+        return packets, prefixes, None
+    location, _, what = records.damage.partition(": ")
+    return packets, prefixes, f"{location}: {what}; kept {len(packets)} packets read before it"
+
+
+def _damaged(path: Path, damage: str, kept: object) -> TraceError:
+    location, _, message = damage.partition(": ")
+    return TraceError(str(path), location, message, kept=kept)
 
 
 def read_pcap(
@@ -398,22 +508,34 @@ def read_pcap(
     ``on_damage="keep"`` returns those packets with ``attrs["damage"]`` describing it.
     """
     path = Path(path)
-    name = capture if capture is not None else path.stem
-    data = path.read_bytes()
-    buf = np.frombuffer(data, dtype=np.uint8)
-    records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
-    segments = _Segments.decode_all(buf, records)
-    del data, buf  # the file's bytes are no longer needed: free them before building the table
-    duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
-    if duplicate.any():
-        segments = segments.select(~duplicate)
-    packets = check_frame(_frame(segments, name), PACKETS, "read_pcap")
-    packets.attrs["duplicates_dropped"] = int(duplicate.sum())
-    if records.damage is None:
-        return packets
-    location, _, what = records.damage.partition(": ")
-    message = f"{what}; kept {len(packets)} packets read before it"
-    if on_damage == "raise":
-        raise TraceError(str(path), location, message, kept=packets)
-    packets.attrs["damage"] = f"{path}: {location}: {message}"
+    packets, _, damage = _read(path, capture, dedupe_loopback, payload_bytes=0)
+    if damage is not None:
+        if on_damage == "raise":
+            raise _damaged(path, damage, packets)
+        packets.attrs["damage"] = f"{path}: {damage}"
     return packets
+
+
+def read_pcap_payloads(
+    path: str | Path,
+    payload_bytes: int,
+    *,
+    capture: str | None = None,
+    on_damage: Literal["raise", "keep"] = "raise",
+    dedupe_loopback: bool = True,
+) -> tuple[pd.DataFrame, PayloadPrefixes]:
+    """``read_pcap`` plus the first ``payload_bytes`` bytes of every segment's payload.
+
+    The packets table is the one ``read_pcap`` returns (same rows, same attrs); on damage the
+    ``TraceError``'s ``kept`` is the pair read before it.
+    """
+    if payload_bytes < 1:
+        raise ValueError(f"payload_bytes must be at least 1, not {payload_bytes}")
+    path = Path(path)
+    packets, prefixes, damage = _read(path, capture, dedupe_loopback, payload_bytes)
+    assert prefixes is not None  # payload_bytes > 0 always gathers them
+    if damage is not None:
+        if on_damage == "raise":
+            raise _damaged(path, damage, (packets, prefixes))
+        packets.attrs["damage"] = f"{path}: {damage}"
+    return packets, prefixes

@@ -1,7 +1,9 @@
 """Compare runs: before/after a fix, or repetitions of one scenario.
 
 Runs are grouped by scenario (run.json's scenario name or recipe); the first group is the
-baseline. A difference in failures is called real only when it is larger than the run-to-run
+baseline, and the report says which runs are repetitions of which scenario. A run directory
+named twice (two spellings of one path) counts once: a duplicate would fake a repetition and
+shrink the spread to zero. A difference in failures is called real only when it is larger than the run-to-run
 spread (the largest range of either group), which needs at least two runs per group: with fewer
 the comparison says it cannot tell instead of presenting noise as a finding.
 """
@@ -140,6 +142,33 @@ def _differences_section(diffs: Sequence[CauseDifference]) -> Section:
     )
 
 
+def unique_run_paths(run_paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """Run directories in first-seen order, each once (by resolved path), and the arguments
+    left out as duplicates."""
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    dropped: list[str] = []
+    for given in run_paths:
+        resolved = Path(given).resolve()
+        if resolved in seen:
+            dropped.append(str(given))
+            continue
+        seen.add(resolved)
+        kept.append(Path(given))
+    return kept, dropped
+
+
+def repetition_lines(groups: dict[str, list[RunFacts]]) -> list[str]:
+    """Which runs are repetitions of which scenario, one line per scenario."""
+    return [
+        f"scenario {name}: {len(runs)} run(s), repetitions of one scenario: "
+        + ", ".join(f.run_id for f in runs)
+        if len(runs) > 1
+        else f"scenario {name}: 1 run ({runs[0].run_id})"
+        for name, runs in groups.items()
+    ]
+
+
 def _spread_section(facts: Sequence[RunFacts]) -> Section:
     """Repetitions of one scenario have nothing to compare against: their range is the finding."""
     return Section(
@@ -192,16 +221,19 @@ def render_comparison(
     run_paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
 ) -> ReportPaths:
     """Write ``compare.html``, ``compare.md`` and ``figures/compare-timeline.png`` to ``out_dir``."""
-    runs = [load_run(p) for p in run_paths]
+    unique, duplicates = unique_run_paths(run_paths)
+    runs = [load_run(p) for p in unique]
     facts = [run_facts(r) for r in runs]
-    diffs = differences(group_runs(facts))
+    groups = group_runs(facts)
+    diffs = differences(groups)
     headline = compare_headline(diffs, facts)
+    notes = [f"named more than once, counted once: {', '.join(duplicates)}"] if duplicates else []
     return write_report(
         Path(out_dir),
         "compare",
         f"Comparison of {len(runs)} runs",
-        [headline],
-        [],
+        [headline, *repetition_lines(groups)],
+        notes,
         comparison_sections(facts, diffs),
         {"compare-timeline": compare_figure(runs, facts, headline)},
     )

@@ -12,9 +12,16 @@ from typing import Any
 import pandas as pd
 
 from analyzer import events, metrics
+from analyzer.advice import (
+    Recommendation,
+    RolloutSettings,
+    container_exits,
+    lag_after_deletion,
+    rollout_settings,
+    scenario_name,
+)
 from analyzer.report.style import cause_order
 from analyzer.run import Run
-from analyzer.rundir import traffic_policy
 from analyzer.schema import TruthEvent
 
 _NS_PER_S = 1_000_000_000
@@ -33,76 +40,6 @@ CAUSE_PHRASE: dict[str, str] = {
     "overload": "the ready Pods were too few or too slow to carry the load",
     "unexplained": "no known cause fits the evidence",
 }
-
-
-@dataclass(frozen=True)
-class RolloutSettings:
-    """The rollout settings the recommendations judge, from run.json's scenario; None = not
-    recorded (an imported run), which the recommendations say rather than guess."""
-
-    prestop_s: float | None = None
-    grace_s: float | None = None
-    readiness: str | None = None  # "http", "tcp", "none" or a probe description
-    probe_period_s: float | None = None
-    probe_initial_delay_s: float | None = None
-    replicas: int | None = None
-    max_surge: int | str | None = None
-    max_unavailable: int | str | None = None
-    traffic_policy: str | None = None
-    terminating_fallback: bool | None = None
-
-
-def _get(tree: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> RolloutSettings:
-    """Settings from either scenario shape: a trace-builder recipe (flat keys) or a resolved
-    rolltrace scenario (workload / pod / strategy / service / cluster sections)."""
-    if "recipe" in scenario:
-        return RolloutSettings(
-            prestop_s=_num(scenario.get("prestop_s")),
-            grace_s=_num(scenario.get("grace_s")),
-            readiness=scenario.get("readiness"),
-            probe_period_s=_num(scenario.get("probe_period_s")),
-            probe_initial_delay_s=0.0,
-            replicas=scenario.get("replicas"),
-            max_surge=scenario.get("max_surge"),
-            max_unavailable=scenario.get("max_unavailable"),
-            traffic_policy=scenario.get("traffic_policy"),
-            terminating_fallback=scenario.get("terminating_fallback"),
-        )
-    probe = _get(scenario, "pod", "readiness_probe")
-    pre_stop = _get(scenario, "pod", "pre_stop")
-    readiness: str | None
-    if isinstance(probe, dict):
-        readiness = f"http GET {probe['path']}" if probe.get("path") else "tcp"
-    else:
-        readiness = "none" if "pod" in scenario else None
-    prestop = _num(_get(pre_stop, "sleep_s"))
-    if prestop is None and "pod" in scenario:
-        prestop = 0.0 if pre_stop is None else None
-    policy = traffic_policy(service, scenario) or None
-    return RolloutSettings(
-        prestop_s=prestop,
-        grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
-        readiness=readiness,
-        probe_period_s=_num(_get(probe, "period_s")),
-        probe_initial_delay_s=_num(_get(probe, "initial_delay_s")),
-        replicas=_get(scenario, "workload", "replicas"),
-        max_surge=_get(scenario, "strategy", "max_surge"),
-        max_unavailable=_get(scenario, "strategy", "max_unavailable"),
-        traffic_policy=policy,
-        terminating_fallback=_get(scenario, "cluster", "terminating_fallback"),
-    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +104,17 @@ class RunFacts:
     #: Container exits without a deletion, by "exit <code> (<reason>)": what crashed or was
     #: killed by its liveness probe (from the pod_states table).
     container_exits: dict[str, int] = field(default_factory=dict)
+    #: What ``rolltrace import`` said of the traces it assembled (run.json ``import.notes``): how
+    #: requests were joined to the capture, traffic left out, coarse watch times.
+    import_notes: list[str] = field(default_factory=list)
+    #: What to change, as the analysis decided it (summary.json ``recommendations``).
+    recommendations: list[Recommendation] = field(default_factory=list)
+    #: Why the run is not ``complete`` (run.json ``status_reasons``): stopped early, a component
+    #: that died, a full disk, a load that fell short.
+    status_reasons: list[str] = field(default_factory=list)
+    #: The load asked for and sent (run.json ``load``), None for runs that do not record it.
+    delivered_rate: float | None = None
+    asked_rate: float | None = None
 
     @property
     def failed_by_cause(self) -> dict[str, int]:
@@ -261,25 +209,6 @@ def headline(total: int, failures: pd.DataFrame, causes: list[CauseRow]) -> str:
     return text
 
 
-def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
-    lag = failures[failures["cause"].astype(str) == "endpoint-lag"]
-    values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce")
-    stats = metrics.timing_stats(values[values >= 0])
-    return stats["p99_ms"], stats["n"]
-
-
-def container_exits(pod_states: pd.DataFrame) -> dict[str, int]:
-    """Each container exit the watch showed outside a deletion (one per Pod and restart count),
-    counted by exit code and reason."""
-    restarting = pod_states[pod_states["state"].astype(str) == "restarting"]
-    exits = restarting.drop_duplicates(["uid", "restart_count", "last_exit_code"])
-    labels = [
-        f"exit {'?' if pd.isna(code) else int(code)} ({'?' if pd.isna(reason) else reason})"
-        for code, reason in zip(exits["last_exit_code"], exits["last_exit_reason"], strict=True)
-    ]
-    return {str(k): int(v) for k, v in pd.Series(labels, dtype="object").value_counts().items()}
-
-
 def run_facts(run: Run) -> RunFacts:
     meta = run.meta
     first = int(run.requests["start_ns"].min()) if len(run.requests) else 0
@@ -292,7 +221,7 @@ def run_facts(run: Run) -> RunFacts:
         run_id=meta.run_id,
         status=meta.status.value,
         backend=meta.backend,
-        scenario_name=str(scenario.get("name") or scenario.get("recipe") or meta.run_id),
+        scenario_name=scenario_name(scenario, meta.run_id),
         t0_ns=int(t0),
         phases=dict(meta.phases),
         total=total,
@@ -308,6 +237,13 @@ def run_facts(run: Run) -> RunFacts:
         lag_after_deletion_ms=lag_ms,
         lag_samples=lag_n,
         container_exits=container_exits(run.pod_states),
+        import_notes=[str(n) for n in (meta.extra_fields().get("import") or {}).get("notes", [])],
+        recommendations=[
+            Recommendation.from_json(r) for r in run.summary.get("recommendations") or []
+        ],
+        status_reasons=list(meta.status_reasons),
+        delivered_rate=meta.load.delivered_rate if meta.load is not None else None,
+        asked_rate=meta.load.asked_rate if meta.load is not None else None,
     )
 
 

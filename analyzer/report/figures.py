@@ -15,12 +15,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from analyzer.report.facts import ConnectionRow, RolloutSettings
+from analyzer.advice import RolloutSettings
+from analyzer.report.facts import ConnectionRow
 from analyzer.report.style import (
     ENDPOINT_LOOK,
     LANE_LOOK,
@@ -58,14 +60,76 @@ def _seconds(ns: pd.Series | np.ndarray, t0_ns: int) -> np.ndarray:
     return (pd.to_numeric(pd.Series(ns)).to_numpy(dtype="float64") - t0_ns) / _NS
 
 
-def _shade_rollout(ax: Axes, phases: dict[str, int], t0_ns: int) -> None:
-    trigger, complete = phases.get("rollout_trigger"), phases.get("rollout_complete")
+#: Smallest text in any figure (points): readable in the HTML at its 100 dpi and when printed.
+MIN_FONT_PT = 8
+_TITLE_PT = 11
+_LINE_IN = 1.35 / 72  # one line of text per point of font size, with its leading (inches)
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """The time axis the timeline and the Pod lanes share: the same x range and the same
+    horizontal margins (inches) in figures of the same width, so that a moment sits at the same
+    x in both and a failure in the timeline lines up with the Pod lane it hit."""
+
+    start_s: float
+    end_s: float
+    left_in: float
+    width_in: float = 11.0
+    right_in: float = 0.3
+
+    @classmethod
+    def of(cls, start_s: float, end_s: float, lane_labels: Sequence[str]) -> TimeAxis:
+        """Left margin wide enough for the longest Pod name at the tick label size."""
+        longest = max((len(label) for label in lane_labels), default=0)
+        left = max(1.0, 0.35 + longest * MIN_FONT_PT * 0.62 / 72)
+        return cls(start_s, max(end_s, start_s + 1.0), left)
+
+    def apply(self, fig: Figure, axes: Sequence[Axes], top_in: float, bottom_in: float) -> None:
+        height = fig.get_figheight()
+        fig.subplots_adjust(
+            left=self.left_in / self.width_in,
+            right=1 - self.right_in / self.width_in,
+            top=1 - top_in / height,
+            bottom=bottom_in / height,
+        )
+        for ax in axes:
+            ax.set_xlim(self.start_s, self.end_s)
+
+
+def title_height_in(title: str, pt: float = _TITLE_PT) -> float:
+    return (title.count("\n") + 1) * pt * _LINE_IN + 0.2
+
+
+def rollout_band(
+    phases: dict[str, int], pods: pd.DataFrame, failures: pd.DataFrame
+) -> tuple[int, int] | None:
+    """The whole disruption a rollout caused, in ns: from its trigger to the latest of rollout
+    complete, the last old Pod gone, and the last failure that started after the trigger
+    (failures go on after the Deployment calls itself complete while old Pods drain and nodes
+    catch up)."""
+    trigger = phases.get("rollout_trigger")
     if trigger is None:
+        return None
+    old = pods[pods["deletion_ns"].notna() & (pods["deletion_ns"] >= trigger)]
+    gone = old["deleted_ns"].fillna(old["terminated_ns"]).dropna()
+    after = failures.loc[failures["start_ns"] >= trigger, "end_ns"]
+    ends = [
+        phases.get("rollout_complete"),
+        phases.get("old_pods_gone"),
+        int(gone.max()) if len(gone) else None,
+        int(after.max()) if len(after) else None,
+    ]
+    known = [int(e) for e in ends if e is not None]
+    return (int(trigger), max(known)) if known else (int(trigger), int(trigger))
+
+
+def _shade_rollout(ax: Axes, band: tuple[int, int] | None, t0_ns: int) -> None:
+    if band is None:
         return
-    start = (trigger - t0_ns) / _NS
+    start, end = ((t - t0_ns) / _NS for t in band)
     ax.axvline(start, color="black", linestyle=":", linewidth=1, gid="rollout-trigger")
-    if complete is not None:
-        end = (complete - t0_ns) / _NS
+    if end > start:
         ax.axvspan(start, end, color="#DDDDDD", zorder=0, linewidth=0, gid="rollout")
 
 
@@ -100,7 +164,7 @@ def _rate_panel(ax: Axes, requests: pd.DataFrame, failures: pd.DataFrame, t0_ns:
         _tag(bars, f"failed:{cause}")
         bottom = bottom.add(counts, fill_value=0.0)
     ax.set_ylabel("requests / s")
-    ax.legend(loc="upper left", fontsize=8, ncols=2)
+    ax.legend(loc="upper left", fontsize=MIN_FONT_PT, ncols=2)
 
 
 def _latency_panel(ax: Axes, latency: pd.DataFrame, t0_ns: int) -> None:
@@ -117,19 +181,21 @@ def _latency_panel(ax: Axes, latency: pd.DataFrame, t0_ns: int) -> None:
             label="p99",
             gid="p99",
         )
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylabel("latency of successes (ms)")
+        ax.legend(loc="upper left", fontsize=MIN_FONT_PT)
+    ax.set_ylabel("latency (ms)")
 
 
 def _pod_events_panel(ax: Axes, pods: pd.DataFrame, t0_ns: int) -> None:
     """Pod created / ready / deletion marks on one strip, to line failures up with the events
-    that caused them."""
+    that caused them (only the kinds that happened: the legend lists what is drawn)."""
     for column, marker, label in (
         ("created_ns", "^", "Pod created"),
         ("ready_ns", "o", "Pod ready"),
         ("deletion_ns", "v", "Pod deletion"),
     ):
         times = pods[column].dropna()
+        if times.empty:
+            continue
         ax.plot(
             _seconds(times, t0_ns),
             np.zeros(len(times)),
@@ -142,8 +208,9 @@ def _pod_events_panel(ax: Axes, pods: pd.DataFrame, t0_ns: int) -> None:
         )
     ax.set_yticks([])
     ax.set_ylim(-1.0, 1.5)
-    ax.legend(loc="upper right", fontsize=7, ncols=3)
-    ax.set_xlabel("seconds since load start (shaded: rollout, dotted: trigger)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=MIN_FONT_PT, ncols=3)
+    ax.set_xlabel("seconds since load start (shaded: the rollout's disruption, dotted: trigger)")
 
 
 def timeline_figure(
@@ -154,19 +221,23 @@ def timeline_figure(
     phases: dict[str, int],
     t0_ns: int,
     title: str,
+    time_axis: TimeAxis,
 ) -> Figure:
     """Requests/s (successes, failures stacked by cause), p50/p99 latency and Pod events on one
-    time axis, the rollout shaded from trigger to completion."""
-    fig = Figure(figsize=(11, 7), layout="constrained")
+    time axis, the rollout's disruption shaded (``rollout_band``)."""
+    fig = Figure(figsize=(time_axis.width_in, 7))
     ax_rate, ax_lat, ax_pods = fig.subplots(
-        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1], "hspace": 0.3}
     )
     _rate_panel(ax_rate, requests, failures, t0_ns)
     _latency_panel(ax_lat, latency, t0_ns)
     _pod_events_panel(ax_pods, pods, t0_ns)
+    band = rollout_band(phases, pods, failures)
     for ax in (ax_rate, ax_lat, ax_pods):
-        _shade_rollout(ax, phases, t0_ns)
-    ax_rate.set_title(wrap(title), fontsize=11, loc="left")
+        _shade_rollout(ax, band, t0_ns)
+    wrapped = wrap(title)
+    ax_rate.set_title(wrapped, fontsize=_TITLE_PT, loc="left")
+    time_axis.apply(fig, (ax_rate, ax_lat, ax_pods), title_height_in(wrapped), 0.6)
     return fig
 
 
@@ -233,12 +304,17 @@ class _Lanes:
         return cls(names, lanes, y, on_known)
 
 
-def _draw_lifecycles(ax: Axes, pods: pd.DataFrame, lanes: _Lanes, end_s: float, t0_ns: int) -> None:
-    """Each Pod's lifecycle as a bar of coloured states in the upper half of its lane."""
+def _draw_lifecycles(
+    ax: Axes, pods: pd.DataFrame, lanes: _Lanes, end_s: float, t0_ns: int
+) -> set[str]:
+    """Each Pod's lifecycle as a bar of coloured states in the upper half of its lane; returns
+    the states drawn (the legend lists only those)."""
+    drawn: set[str] = set()
     for _, pod in pods.iterrows():
         y = lanes.y[str(pod["pod"])]
         for state, start, stop in _lifecycle_segments(pod, end_s, t0_ns):
             look = LANE_LOOK[state]
+            drawn.add(state)
             ax.broken_barh(
                 [(start, stop - start)],
                 (y - 0.05, 0.35),
@@ -248,20 +324,24 @@ def _draw_lifecycles(ax: Axes, pods: pd.DataFrame, lanes: _Lanes, end_s: float, 
                 linewidth=0.4,
                 gid=f"lane:{pod['pod']}",
             )
+    return drawn
 
 
 def _draw_endpoints(
     ax: Axes, endpoints: pd.DataFrame, lanes: _Lanes, end_s: float, t0_ns: int
-) -> None:
+) -> set[str]:
     """Endpoint membership under each lifecycle bar: the gap between a Pod's state and what the
-    EndpointSlice said is where endpoint lag shows."""
+    EndpointSlice said is where endpoint lag shows. Returns the endpoint states drawn."""
+    drawn: set[str] = set()
     for _, interval in endpoints[
         endpoints["pod"].astype("string").isin(lanes.names).fillna(False)
     ].iterrows():
         y = lanes.y[str(interval["pod"])]
         start = (int(interval["from_ns"]) - t0_ns) / _NS
         stop = end_s if pd.isna(interval["to_ns"]) else (int(interval["to_ns"]) - t0_ns) / _NS
-        look = ENDPOINT_LOOK[_endpoint_state(interval)]
+        state = _endpoint_state(interval)
+        drawn.add(state)
+        look = ENDPOINT_LOOK[state]
         ax.broken_barh(
             [(start, max(stop - start, 0.0))],
             (y - 0.35, 0.2),
@@ -271,17 +351,23 @@ def _draw_endpoints(
             linewidth=0.3,
             gid=f"endpoint:{interval['pod']}",
         )
+    return drawn
 
 
-def _draw_truth_marks(ax: Axes, truth: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
-    """Ground-truth preStop start, SIGTERM and exit on the lanes, where the run recorded them."""
+def _draw_truth_marks(
+    ax: Axes, truth: pd.DataFrame, lanes: _Lanes, t0_ns: int, end_ns: int
+) -> None:
+    """Ground-truth preStop start, SIGTERM and exit on the lanes, where the run recorded them.
+    Marks after the load stopped are left out: they are the cluster being torn down, not Pods
+    exiting during the rollout, and no request could have met them."""
     truth_marks = (
         ("prestop-start", "|", "preStop starts (truth)"),
         ("sigterm", "4", "SIGTERM (truth)"),
         ("exited", "8", "process exited (truth)"),
     )
+    during = truth[truth["ts_ns"] <= end_ns]
     for event, marker, label in truth_marks:
-        rows = truth[(truth["event"] == event) & truth["pod"].isin(lanes.names)]
+        rows = during[(during["event"] == event) & during["pod"].isin(lanes.names)]
         if rows.empty:
             continue
         ax.plot(
@@ -296,9 +382,12 @@ def _draw_truth_marks(ax: Axes, truth: pd.DataFrame, lanes: _Lanes, t0_ns: int) 
         )
 
 
-def _draw_rule_drops(ax: Axes, rules_dropped: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
-    """When each node's rules stopped sending to a Pod (truth), with the node names where the
-    lanes leave room: the spread across nodes is the propagation delay."""
+def _draw_rule_drops(
+    ax: Axes, rules_dropped: pd.DataFrame, lanes: _Lanes, t0_ns: int, time_axis: TimeAxis
+) -> None:
+    """When each node's rules stopped sending to a Pod (truth), with the node names beside the
+    marks where the lanes leave room: the spread across nodes is the propagation delay. Drops
+    closer together than a label is wide share one label, so labels never overprint."""
     dropped = rules_dropped[rules_dropped["pod"].isin(lanes.names)]
     if dropped.empty:
         return
@@ -312,17 +401,23 @@ def _draw_rule_drops(ax: Axes, rules_dropped: pd.DataFrame, lanes: _Lanes, t0_ns
         label="a node's rules dropped the Pod (truth)",
         gid="truth:rules-dropped",
     )
-    if len(lanes.lanes) <= MAX_LABELLED_LANES:  # name the nodes where the lanes leave room
-        for dropped_pod, x, text in node_drop_labels(dropped, t0_ns):
-            ax.annotate(
-                text,
-                (x, lanes.y[dropped_pod] - 0.25),
-                xytext=(3, -7),
-                textcoords="offset points",
-                fontsize=6,
-                color="#0072B2",
-                gid="truth:node",
-            )
+    if len(lanes.lanes) > MAX_LABELLED_LANES:
+        return
+    plot_in = time_axis.width_in - time_axis.left_in - time_axis.right_in
+    seconds_per_in = (time_axis.end_s - time_axis.start_s) / plot_in
+    longest = max(len(n) for n in dropped["node"].astype(str)) * 3 + 2  # "a, b, c"
+    label_s = (longest * MIN_FONT_PT * 0.62 / 72 + 0.1) * seconds_per_in
+    for dropped_pod, x, text in node_drop_labels(dropped, t0_ns, together_s=label_s):
+        ax.annotate(
+            text,
+            (x, lanes.y[dropped_pod] - 0.25),
+            xytext=(5, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=MIN_FONT_PT,
+            color="#0072B2",
+            gid="truth:node",
+        )
 
 
 def _draw_failure_marks(ax: Axes, failures: pd.DataFrame, lanes: _Lanes, t0_ns: int) -> None:
@@ -348,17 +443,24 @@ def _draw_failure_marks(ax: Axes, failures: pd.DataFrame, lanes: _Lanes, t0_ns: 
         )
 
 
-def _lanes_legend(ax: Axes) -> None:
-    """The drawn marks plus every Pod and endpoint state, so the colours read without the text."""
+_LEGEND_COLUMNS = 4
+
+
+def _lanes_legend_handles(
+    ax: Axes, pod_states: set[str], endpoint_states: set[str]
+) -> list[Artist]:
+    """The drawn marks plus the Pod and endpoint states drawn, so colours read without text."""
     handles, _ = ax.get_legend_handles_labels()
     states = [
         Patch(facecolor=look.colour, hatch=look.hatch, edgecolor="black", label=f"Pod {state}")
         for state, look in LANE_LOOK.items()
+        if state in pod_states
     ] + [
         Patch(facecolor=look.colour, hatch=look.hatch, edgecolor="black", label=f"endpoint {state}")
         for state, look in ENDPOINT_LOOK.items()
+        if state in endpoint_states
     ]
-    ax.legend(handles=handles + states, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return [*handles, *states]
 
 
 def pod_lanes_figure(
@@ -368,16 +470,19 @@ def pod_lanes_figure(
     truth: pd.DataFrame,
     rules_dropped: pd.DataFrame,
     t0_ns: int,
-    end_ns: int,
+    time_axis: TimeAxis,
     title: str,
 ) -> Figure:
     """A Gantt chart, one lane per Pod: lifecycle bar, endpoint membership under it, ground-truth
-    preStop / SIGTERM / exit and per-node rule removal where known, failed requests as marks."""
+    preStop / SIGTERM / exit and per-node rule removal where known, failed requests as marks.
+    Its time axis is the timeline's (``time_axis``); the legend sits under the axes so that the
+    plot keeps the timeline's width."""
     pods = pods.sort_values(["created_ns", "pod"], kind="stable")
     lanes = _Lanes.of(pods, failures)
-    end_s = (end_ns - t0_ns) / _NS
-    # at least the legend's height: it lists every state even when there are few lanes
-    fig = Figure(figsize=(11, max(3.6, 1.2 + 0.55 * len(lanes.lanes))), layout="constrained")
+    end_s = time_axis.end_s
+    end_ns = int(t0_ns + end_s * _NS)
+    wrapped = wrap(title)
+    fig = Figure(figsize=(time_axis.width_in, 4))
     ax = fig.add_subplot()
     if not lanes.lanes:
         ax.text(
@@ -388,21 +493,36 @@ def pod_lanes_figure(
             va="center",
             transform=ax.transAxes,
         )
-    _draw_lifecycles(ax, pods, lanes, end_s, t0_ns)
-    _draw_endpoints(ax, endpoints, lanes, end_s, t0_ns)
-    _draw_truth_marks(ax, truth, lanes, t0_ns)
-    _draw_rule_drops(ax, rules_dropped, lanes, t0_ns)
+    pod_states = _draw_lifecycles(ax, pods, lanes, end_s, t0_ns)
+    endpoint_states = _draw_endpoints(ax, endpoints, lanes, end_s, t0_ns)
+    _draw_truth_marks(ax, truth, lanes, t0_ns, end_ns)
+    _draw_rule_drops(ax, rules_dropped, lanes, t0_ns, time_axis)
     _draw_failure_marks(ax, failures, lanes, t0_ns)
-    ax.set_yticks([lanes.y[name] for name in lanes.lanes], lanes.lanes, fontsize=8)
-    ax.set_ylim(-0.7, len(lanes.lanes) - 0.3)
+    ax.set_yticks([lanes.y[name] for name in lanes.lanes], lanes.lanes, fontsize=MIN_FONT_PT)
+    ax.set_ylim(-0.7, max(len(lanes.lanes), 1) - 0.3)
     ax.set_xlabel("seconds since load start")
-    _lanes_legend(ax)
-    ax.set_title(wrap(title), fontsize=11, loc="left")
+    ax.set_title(wrapped, fontsize=_TITLE_PT, loc="left")
+    handles = _lanes_legend_handles(ax, pod_states, endpoint_states)
+    legend_rows = -(-len(handles) // _LEGEND_COLUMNS)
+    legend_in = legend_rows * MIN_FONT_PT * 1.75 / 72 + 0.1
+    top_in, bottom_in = title_height_in(wrapped), 0.6 + legend_in
+    fig.set_figheight(top_in + bottom_in + 0.55 * max(len(lanes.lanes), 1))
+    if handles:
+        fig.legend(
+            handles=handles,
+            fontsize=MIN_FONT_PT,
+            ncols=_LEGEND_COLUMNS,
+            loc="lower left",
+            bbox_to_anchor=(time_axis.left_in / time_axis.width_in, 0.0),
+            frameon=False,
+        )
+    time_axis.apply(fig, [ax], top_in, bottom_in)
     return fig
 
 
 def causes_figure(failures: pd.DataFrame, title: str) -> Figure:
-    """Failures per cause, one hatched bar each, with count and share."""
+    """Failures per cause, one hatched bar each, with count and share (only drawn for a run
+    with failures: the report shows no empty chart)."""
     fig = Figure(
         figsize=(8, 1.5 + 0.45 * max(1, failures["cause"].nunique())), layout="constrained"
     )
@@ -414,10 +534,9 @@ def causes_figure(failures: pd.DataFrame, title: str) -> Figure:
         n = int(counts[cause])
         ax.barh(y, n, color=look.colour, hatch=look.hatch, edgecolor="black", gid=f"cause:{cause}")
         ax.text(n, y, f" {n} ({n / len(failures):.0%})", va="center", fontsize=9)
+    ax.set_xlim(0, counts.max() * 1.25)  # room for the count beside the longest bar
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel("failed requests")
-    if not order:
-        ax.text(0.5, 0.5, "no failed requests", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(wrap(title), fontsize=11, loc="left")
     return fig
 
@@ -442,19 +561,23 @@ def connections_figure(rows: Sequence[ConnectionRow], title: str) -> Figure:
                 gid=f"{label}:{kind}",
             )
             ax.text(x, value, str(value), ha="center", va="bottom")
+        ax.set_ylim(0, max([*values, 1]) * 1.2)  # the count above the tallest bar stays inside
         ax.set_xticks(range(len(kinds)), [f"{k} connections" for k in kinds])
         ax.set_ylabel(label)
-    fig.suptitle(wrap(title, 90), fontsize=11, x=0.01, ha="left")
+    fig.suptitle(wrap(title, 90), fontsize=_TITLE_PT, x=0.01, ha="left")
     return fig
 
 
 def timings_figure(timings: pd.DataFrame, settings: RolloutSettings, title: str) -> Figure:
     """Each measured timing's samples (dots), p50 and p99 (ticks), against the configured
-    preStop and grace period where run.json records them."""
+    preStop and grace period where run.json records them. The axis fits the samples and preStop;
+    a grace period far beyond them is named at the right edge instead of squeezing the data."""
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     ax = fig.add_subplot()
     kinds = list(TIMING_LABELS)
     rng = np.random.default_rng(0)  # fixed jitter: the same run draws the same figure
+    samples = timings["ms"].dropna().to_numpy(dtype="float64") / 1000
+    right = 1.12 * max([*samples, settings.prestop_s or 0.0, 0.5])
     for y, kind in enumerate(kinds):
         values = timings.loc[timings["timing"] == kind, "ms"].dropna().to_numpy(dtype="float64")
         if len(values) == 0:
@@ -478,21 +601,46 @@ def timings_figure(timings: pd.DataFrame, settings: RolloutSettings, title: str)
                 colors="#D55E00",
                 linestyles=style,
             )
+    _configured_marks(ax, settings, right)
+    ax.set_xlim(min(0.0, float(samples.min()) * 1.12 if len(samples) else 0.0), right)
+    ax.set_yticks(range(len(kinds)), [TIMING_LABELS[k] for k in kinds], fontsize=MIN_FONT_PT)
+    ax.set_ylim(-0.6, len(kinds) - 0.3)
+    ax.set_xlabel("seconds (solid tick: p50, dashed: p99)")
+    ax.set_title(wrap(title), fontsize=_TITLE_PT, loc="left")
+    return fig
+
+
+def _configured_marks(ax: Axes, settings: RolloutSettings, right: float) -> None:
+    """preStop and grace period as lines on their rows; one beyond the axis as a label at the
+    right edge with an arrow."""
     configured: tuple[tuple[str, float | None, int, LineStyle], ...] = (
         ("preStop", settings.prestop_s, 0, ":"),
         ("grace period", settings.grace_s, 2, "-."),
     )
     for label, value, y, style in configured:
-        if value is not None:
-            ax.vlines(value, y - 0.4, y + 0.4, colors="#0072B2", linestyles=style, linewidth=2)
+        if value is None:
+            continue
+        if value > right:
             ax.text(
-                value, y + 0.42, f"{label} {value:g} s", color="#0072B2", fontsize=8, ha="center"
+                right,
+                y + 0.42,
+                f"{label} {value:g} s →",
+                color="#0072B2",
+                fontsize=MIN_FONT_PT,
+                ha="right",
+                gid=f"configured:{label}",
             )
-    ax.set_yticks(range(len(kinds)), [TIMING_LABELS[k] for k in kinds], fontsize=8)
-    ax.set_ylim(-0.6, len(kinds) - 0.3)
-    ax.set_xlabel("seconds (solid tick: p50, dashed: p99)")
-    ax.set_title(wrap(title), fontsize=11, loc="left")
-    return fig
+            continue
+        ax.vlines(value, y - 0.4, y + 0.4, colors="#0072B2", linestyles=style, linewidth=2)
+        ax.text(
+            value,
+            y + 0.42,
+            f"{label} {value:g} s",
+            color="#0072B2",
+            fontsize=MIN_FONT_PT,
+            ha="center",
+            gid=f"configured:{label}",
+        )
 
 
 def compare_timeline_figure(
@@ -527,6 +675,6 @@ def compare_timeline_figure(
     ax.axvline(0, color="black", linestyle=":", linewidth=1)
     ax.set_xlabel("seconds since rollout trigger")
     ax.set_ylabel("failed requests / s")
-    ax.legend(fontsize=8)
-    ax.set_title(wrap(title), fontsize=11, loc="left")
+    ax.legend(fontsize=MIN_FONT_PT)
+    ax.set_title(wrap(title), fontsize=_TITLE_PT, loc="left")
     return fig

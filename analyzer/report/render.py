@@ -12,19 +12,20 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analyzer.advice import Recommendation
 from analyzer.pipeline import Analysis
 from analyzer.report import figures
 from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
-from analyzer.report.recommendations import Recommendation, recommend
+from analyzer.report.recommendations import fix_line, margins_held, to_change
 from analyzer.run import Run
 from analyzer.rundir import RunPaths, atomic_write_bytes
-from analyzer.schema import PodMatch
+from analyzer.schema import PodMatch, RunStatus
 
 DPI = 100
 
@@ -36,14 +37,45 @@ class ReportPaths:
     figures: list[Path]
 
 
+Table = tuple[list[str], list[list[str]]]
+
+
 @dataclass(frozen=True)
 class Section:
-    """One report section: a heading, an optional figure, tables and paragraphs."""
+    """One report section: a heading, an optional figure, tables and paragraphs; ``folded`` is
+    a table shown collapsed under its summary line (what held, for whoever wants to check)."""
 
     title: str
     figure: str | None  # figure name (figures/<name>.png)
     paragraphs: list[str]
-    table: tuple[list[str], list[list[str]]] | None = None
+    table: Table | None = None
+    folded: tuple[str, Table] | None = None
+
+
+@dataclass(frozen=True)
+class Lead:
+    """Right under the headline: what to change (what, detail) — or, when nothing needs
+    changing, the margins that held."""
+
+    title: str
+    items: list[tuple[str, str]]
+    #: Said before the advice: the analysis lost part of its input (``degraded_lines``).
+    caveats: list[str] = field(default_factory=list)
+
+
+def lead(facts: RunFacts) -> Lead:
+    """The fix first: every recommendation that is not ``ok``; a run that needs no change gets
+    a short positive lead instead."""
+    pending = to_change(facts.recommendations)
+    caveats = degraded_lines(facts)
+    if pending:
+        return Lead("What to change", [fix_line(r) for r in pending], caveats)
+    held = margins_held(facts.recommendations)
+    return Lead(
+        "Nothing to change: the margins that held",
+        [(line, "") for line in held] or [("Nothing failed and no setting was judged.", "")],
+        caveats,
+    )
 
 
 def _s(ms: float | None) -> str:
@@ -86,7 +118,12 @@ def build_figures(
         truth = read_truth(run.paths.truth)
     end_ns = int(run.requests["end_ns"].max()) if len(run.requests) else facts.t0_ns
     end_ns = max(end_ns, facts.phases.get("load_stop", end_ns))
-    return {
+    first_ns = int(run.requests["start_ns"].min()) if len(run.requests) else facts.t0_ns
+    lanes = [*run.pods["pod"].astype(str), figures.UNKNOWN_POD]
+    time_axis = figures.TimeAxis.of(
+        min(first_ns - facts.t0_ns, 0) / 1e9, (end_ns - facts.t0_ns) / 1e9, lanes
+    )
+    built = {
         "timeline": figures.timeline_figure(
             run.requests,
             run.failures,
@@ -95,6 +132,7 @@ def build_figures(
             facts.phases,
             facts.t0_ns,
             facts.headline,
+            time_axis,
         ),
         "pod-lanes": figures.pod_lanes_figure(
             run.pods,
@@ -103,13 +141,18 @@ def build_figures(
             truth,
             rules_dropped(truth),
             facts.t0_ns,
-            end_ns,
+            time_axis,
             lanes_title(facts, len(run.pods)),
         ),
-        "causes": figures.causes_figure(run.failures, causes_title(facts)),
-        "connections": figures.connections_figure(facts.connections, connections_title(facts)),
-        "timings": figures.timings_figure(run.timings, facts.settings, timings_title(facts)),
     }
+    if facts.failed:
+        built["causes"] = figures.causes_figure(run.failures, causes_title(facts))
+        built["connections"] = figures.connections_figure(
+            facts.connections, connections_title(facts)
+        )
+    if has_timings(facts):
+        built["timings"] = figures.timings_figure(run.timings, facts.settings, timings_title(facts))
+    return built
 
 
 def _timing_rows(facts: RunFacts) -> list[list[str]]:
@@ -218,45 +261,68 @@ def _pod_lanes_section(has_truth: bool) -> Section:
     )
 
 
-def sections(facts: RunFacts, recs: Sequence[Recommendation], has_truth: bool) -> list[Section]:
-    """The report's content, format-neutral (HTML and Markdown render the same list)."""
+def _recommendations_section(recs: Sequence[Recommendation]) -> Section:
+    """Every verdict with its numbers; the ``ok`` ones folded (they need no action)."""
+    header = ["setting", "verdict", "advice", "why (numbers from this run)"]
+
+    def rows(ok: bool) -> list[list[str]]:
+        return [
+            [r.topic, r.verdict, r.advice, r.reasoning] for r in recs if (r.verdict == "ok") == ok
+        ]
+
+    held = rows(ok=True)
+    return Section(
+        "All recommendations",
+        None,
+        [],
+        (header, rows(ok=False)) if rows(ok=False) else None,
+        (f"{len(held)} setting(s) that held", (header, held)) if held else None,
+    )
+
+
+def _connections_section(facts: RunFacts) -> Section:
+    return Section(
+        "New vs reused connections",
+        "connections" if facts.failed else None,
+        ["A disruption second is a second with at least one failed request of that kind."],
+        (
+            ["connections", "requests", "failed", "disruption seconds"],
+            [
+                [r.kind, str(r.requests), str(r.failed), str(r.disruption_s)]
+                for r in facts.connections
+            ],
+        ),
+    )
+
+
+def sections(facts: RunFacts, has_truth: bool) -> list[Section]:
+    """The evidence under the lead, format-neutral (HTML and Markdown render the same list).
+    A run without failures has no causes, examples or connection figure: nothing to draw."""
+    timeline = Section(
+        "Timeline",
+        "timeline",
+        ["Requests per second by outcome, latency of successful requests, and Pod events."],
+    )
+    failures = [_causes_section(facts), _examples_section(facts)] if facts.failed else []
     return [
-        Section(
-            "Timeline",
-            "timeline",
-            ["Requests per second by outcome, latency of successful requests, and Pod events."],
-        ),
-        _causes_section(facts),
-        _examples_section(facts),
+        timeline,
+        *failures,
         _pod_lanes_section(has_truth),
-        Section(
-            "New vs reused connections",
-            "connections",
-            ["A disruption second is a second with at least one failed request of that kind."],
-            (
-                ["connections", "requests", "failed", "disruption seconds"],
-                [
-                    [r.kind, str(r.requests), str(r.failed), str(r.disruption_s)]
-                    for r in facts.connections
-                ],
-            ),
-        ),
+        _connections_section(facts),
         Section(
             "Timings",
-            "timings",
+            "timings" if has_timings(facts) else None,
             [str(facts.timings["note"])] if facts.timings.get("note") else [],
             (["timing", "samples", "p50", "p99", "max"], _timing_rows(facts)),
         ),
-        Section(
-            "Recommendations",
-            None,
-            [],
-            (
-                ["setting", "verdict", "advice", "why (numbers from this run)"],
-                [[r.topic, r.verdict, r.advice, r.reasoning] for r in recs],
-            ),
-        ),
+        _recommendations_section(facts.recommendations),
     ]
+
+
+def has_timings(facts: RunFacts) -> bool:
+    return any(
+        (facts.timings.get(k) or {}).get("n") for k in ("propagation", "drain", "readiness_lead")
+    )
 
 
 def degraded_lines(facts: RunFacts) -> list[str]:
@@ -268,6 +334,21 @@ def degraded_lines(facts: RunFacts) -> list[str]:
         + "; ".join(facts.degraded_because)
         + ". Failure counts seen in packets, disruption windows and timings are lower bounds."
     ]
+
+
+def status_lines(facts: RunFacts) -> list[str]:
+    """Under the run line: the load actually sent, and why the run is not ``complete``
+    (docs/troubleshooting.md says what to do about each reason)."""
+    lines = []
+    if facts.delivered_rate is not None and facts.asked_rate:
+        share = 100 * facts.delivered_rate / facts.asked_rate
+        lines.append(
+            f"Load: {facts.delivered_rate:.0f} req/s delivered of {facts.asked_rate:g} asked "
+            f"({share:.0f} %)."
+        )
+    if facts.status != RunStatus.COMPLETE.value and facts.status_reasons:
+        lines.append(f"Run {facts.status}: " + "; ".join(facts.status_reasons) + ".")
+    return lines
 
 
 def identity_lines(facts: RunFacts) -> list[str]:
@@ -308,6 +389,8 @@ table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #bbb;paddin
 vertical-align:top;text-align:left;font-size:.9em} th{background:#eee}
 img{max-width:100%} .headline{font-size:1.15em;font-weight:600} .note{color:#7a4b00}
 .verdict-change{font-weight:700;color:#a33500} .verdict-ok{color:#006b4f}
+.lead{border:2px solid #a33500;border-radius:6px;padding:.2em 1em;margin:.8em 0;background:#fff8f2}
+.lead h2{border:none;margin-top:.4em} .lead li{margin:.35em 0} .lead span{color:#333}
 """
 
 
@@ -324,12 +407,43 @@ def _html_table(header: list[str], rows: list[list[str]], verdict_col: int | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _html_lead(lead: Lead) -> list[str]:
+    e = html.escape
+    items = "".join(
+        f"<li><b>{e(what)}</b>" + (f"<br><span>{e(detail)}</span>" if detail else "") + "</li>"
+        for what, detail in lead.items
+    )
+    caveats = "".join(f'<p class="note">{e(c)}</p>' for c in lead.caveats)
+    return [f'<section class="lead"><h2>{e(lead.title)}</h2>{caveats}<ul>{items}</ul></section>']
+
+
+def _html_section(part: Section, pngs: dict[str, bytes]) -> list[str]:
+    e = html.escape
+    out = [f"<h2>{e(part.title)}</h2>"]
+    if part.figure is not None and part.figure in pngs:
+        data = base64.b64encode(pngs[part.figure]).decode("ascii")
+        out.append(f'<img alt="{e(part.title)}" src="data:image/png;base64,{data}">')
+    out += [f"<p>{e(p)}</p>" for p in part.paragraphs]
+    for table in (part.table, part.folded[1] if part.folded else None):
+        if table is None:
+            continue
+        header, rows = table
+        rendered = _html_table(
+            header, rows, header.index("verdict") if "verdict" in header else None
+        )
+        if part.folded is not None and table is part.folded[1]:
+            rendered = f"<details><summary>{e(part.folded[0])}</summary>{rendered}</details>"
+        out.append(rendered)
+    return out
+
+
 def render_html(
     title: str,
     header_lines: Sequence[str],
     notes: Sequence[str],
     parts: Sequence[Section],
     pngs: dict[str, bytes],
+    lead: Lead | None = None,
 ) -> str:
     e = html.escape
     out = [
@@ -338,22 +452,12 @@ def render_html(
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
-    out += [
-        f'<p class="{"headline" if i == 0 else "meta"}">{e(line)}</p>'
-        for i, line in enumerate(header_lines)
-    ]
+    out += [f'<p class="headline">{e(line)}</p>' for line in header_lines[:1]]
+    out += _html_lead(lead) if lead is not None else []
+    out += [f'<p class="meta">{e(line)}</p>' for line in header_lines[1:]]
     out += [f'<p class="note">{e(note)}</p>' for note in notes]
     for part in parts:
-        out.append(f"<h2>{e(part.title)}</h2>")
-        if part.figure is not None and part.figure in pngs:
-            data = base64.b64encode(pngs[part.figure]).decode("ascii")
-            out.append(f'<img alt="{e(part.title)}" src="data:image/png;base64,{data}">')
-        out += [f"<p>{e(p)}</p>" for p in part.paragraphs]
-        if part.table is not None:
-            header, rows = part.table
-            out.append(
-                _html_table(header, rows, header.index("verdict") if "verdict" in header else None)
-            )
+        out += _html_section(part, pngs)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -363,15 +467,32 @@ def md_escape(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_table(table: Table) -> list[str]:
+    header, rows = table
+    out = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows] + [""]
+
+
+def _md_lead(lead: Lead) -> list[str]:
+    out = [f"## {md_escape(lead.title)}", ""]
+    for caveat in lead.caveats:
+        out += [md_escape(caveat), ""]
+    for what, detail in lead.items:
+        out.append(f"- **{md_escape(what)}**" + (f" {md_escape(detail)}" if detail else ""))
+    return [*out, ""]
+
+
 def render_markdown(
     title: str,
     header_lines: Sequence[str],
     notes: Sequence[str],
     parts: Sequence[Section],
     figure_dir: str,
+    lead: Lead | None = None,
 ) -> str:
     out = [f"# {md_escape(title)}", ""]
     out += [f"**{md_escape(header_lines[0])}**", ""] if header_lines else []
+    out += _md_lead(lead) if lead is not None else []
     out += [f"{md_escape(line)}  " for line in header_lines[1:]] + [""]
     out += [f"> {md_escape(note)}" for note in notes] + ([""] if notes else [])
     for part in parts:
@@ -380,12 +501,10 @@ def render_markdown(
             out += [f"![{md_escape(part.title)}]({figure_dir}/{part.figure}.png)", ""]
         for paragraph in part.paragraphs:
             out += [md_escape(paragraph), ""]
-        if part.table is not None:
-            header, rows = part.table
-            out.append("| " + " | ".join(md_escape(h) for h in header) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
-            out.append("")
+        out += _md_table(part.table) if part.table is not None else []
+        if part.folded is not None:
+            out += [f"<details><summary>{md_escape(part.folded[0])}</summary>", ""]
+            out += [*_md_table(part.folded[1]), "</details>", ""]
     return "\n".join(out)
 
 
@@ -404,6 +523,7 @@ def write_report(
     notes: Sequence[str],
     parts: Sequence[Section],
     figs: dict[str, Figure],
+    lead: Lead | None = None,
 ) -> ReportPaths:
     """Save the figures under ``out_dir/figures`` and the HTML and Markdown next to them."""
     figure_dir = out_dir / "figures"
@@ -411,10 +531,11 @@ def write_report(
     pngs = {name: png_bytes(fig) for name, fig in figs.items()}
     written = [_publish(figure_dir / f"{name}.png", data) for name, data in pngs.items()]
     html_path = _publish(
-        out_dir / f"{stem}.html", render_html(title, header, notes, parts, pngs).encode()
+        out_dir / f"{stem}.html", render_html(title, header, notes, parts, pngs, lead).encode()
     )
     md_path = _publish(
-        out_dir / f"{stem}.md", render_markdown(title, header, notes, parts, "figures").encode()
+        out_dir / f"{stem}.md",
+        render_markdown(title, header, notes, parts, "figures", lead).encode(),
     )
     return ReportPaths(html=html_path, markdown=md_path, figures=written)
 
@@ -426,12 +547,13 @@ def render_report(analysis: Analysis, paths: RunPaths) -> ReportPaths:
     facts = run_facts(run)
     header = [
         facts.headline,
-        *degraded_lines(facts),
         f"run {facts.run_id} · status {facts.status} · backend {facts.backend} · scenario {facts.scenario_name}",
+        *status_lines(facts),
         *identity_lines(facts),
+        *(f"Imported traces: {note}." for note in facts.import_notes),
     ]
     truth = read_truth(paths.truth)
-    parts = sections(facts, recommend(facts), has_truth=not truth.empty)
+    parts = sections(facts, has_truth=not truth.empty)
     return write_report(
         paths.analysis,
         "report",
@@ -440,4 +562,5 @@ def render_report(analysis: Analysis, paths: RunPaths) -> ReportPaths:
         _inputs_notes(facts),
         parts,
         build_figures(run, facts, truth),
+        lead(facts),
     )

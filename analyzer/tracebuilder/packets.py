@@ -5,6 +5,10 @@ handshakes) is one vectorized mask over the connection or request table, so ten 
 cost a few seconds. Sequence numbers are consistent per direction (SYN and FIN count one byte),
 which keeps tcpdump, tshark and scapy happy and lets readers be cross-checked on these files.
 
+Request and response segments carry real HTTP/1.1 messages (request line and headers; status
+line, headers and body) of the model's sizes, so that readers of payload bytes
+(``analyzer.readers.http1``) can be checked and benchmarked on these captures.
+
 The client capture sees the client ↔ LB address; a node capture sees the same segments on the
 Pod's node after the NAT (client or SNAT address ↔ Pod IP:target port), ``one_way`` later for
 client→server segments and earlier for server→client ones, unanswered SYNs to a gone Pod
@@ -14,6 +18,7 @@ included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +34,49 @@ I64 = npt.NDArray[np.int64]
 
 REQUEST_BYTES = {False: 78, True: 82}  # GET / and GET /slow with a few headers
 RESPONSE_BYTES = {200: 312, 503: 190}
+PATHS = {False: "/", True: "/slow"}
+NO_MESSAGE = -1
+
+
+def request_message(path: str, size: int) -> bytes:
+    """A GET of ``path`` as a client sends it, padded by a header to exactly ``size`` bytes."""
+    head = f"GET {path} HTTP/1.1\r\nHost: demo\r\nUser-Agent: rolltrace-loadgen\r\n"
+    pad = size - len(head) - len("X-Pad: \r\n\r\n")
+    if pad < 0:
+        raise ValueError(f"a request of {path} does not fit in {size} bytes")
+    return f"{head}X-Pad: {'x' * pad}\r\n\r\n".encode()
+
+
+def response_message(status: int, size: int) -> bytes:
+    """A response with ``status`` and a plain-text body filling it to exactly ``size`` bytes."""
+    line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain\r\n"
+    body_len = size - len(line) - len("Content-Length: \r\n\r\n")
+    body_len -= len(str(body_len))  # the length's own digits come out of the body
+    if body_len < 0:
+        raise ValueError(f"a {status} response does not fit in {size} bytes")
+    message = f"{line}Content-Length: {body_len}\r\n\r\n{'o' * body_len}".encode()
+    assert len(message) == size, (status, size)  # one digit fewer would shift the body
+    return message
+
+
+class _Messages:
+    """The distinct payloads of a capture: each segment carries a code into ``payloads``."""
+
+    def __init__(self, statuses: I64) -> None:
+        self.payloads = [
+            request_message(PATHS[slow], REQUEST_BYTES[slow]) for slow in (False, True)
+        ]
+        self.statuses = np.unique(statuses[statuses > 0])
+        for status in self.statuses:
+            size = RESPONSE_BYTES.get(int(status), RESPONSE_BYTES[200])
+            self.payloads.append(response_message(int(status), size))
+
+    def requests(self, slow: npt.NDArray[np.bool_]) -> I64:
+        return slow.astype(np.int64)
+
+    def responses(self, status: I64) -> I64:
+        codes: I64 = 2 + np.searchsorted(self.statuses, status)
+        return codes
 
 
 @dataclass
@@ -38,14 +86,24 @@ class _Segments:
     way: list[I64]
     flags: list[I64]
     payload: list[I64]
+    message: list[I64]
 
-    def add(self, conn: I64, ts: F64, way: int, flags: int, payload: I64 | int = 0) -> None:
+    def add(
+        self,
+        conn: I64,
+        ts: F64,
+        way: int,
+        flags: int,
+        payload: I64 | int = 0,
+        message: I64 | int = NO_MESSAGE,
+    ) -> None:
         n = len(conn)
         self.conn.append(conn)
         self.ts.append(ts)
         self.way.append(np.full(n, way))
         self.flags.append(np.full(n, flags))
         self.payload.append(np.broadcast_to(np.asarray(payload, dtype=np.int64), (n,)))
+        self.message.append(np.broadcast_to(np.asarray(message, dtype=np.int64), (n,)))
 
 
 def _handshake_segments(seg: _Segments, c: pd.DataFrame, rtt: float) -> None:
@@ -66,19 +124,21 @@ def _handshake_segments(seg: _Segments, c: pd.DataFrame, rtt: float) -> None:
     seg.add(row[m], syn[m] + rtt, S2C, RST | ACK)
 
 
-def _request_segments(seg: _Segments, c: pd.DataFrame, q: pd.DataFrame, rtt: float) -> None:
+def _request_segments(
+    seg: _Segments, c: pd.DataFrame, q: pd.DataFrame, rtt: float, messages: _Messages
+) -> None:
     """Each request sent, and its response with the client's ACK."""
     conn_row = pd.Index(c["conn_id"]).get_indexer(q["conn_id"])
     send = q["send"].to_numpy()
     m = ~np.isnan(send)
     slow = q["slow"].to_numpy(bool)
     request_bytes = np.where(slow[m], REQUEST_BYTES[True], REQUEST_BYTES[False])
-    seg.add(conn_row[m], send[m], C2S, PSH | ACK, request_bytes)
+    seg.add(conn_row[m], send[m], C2S, PSH | ACK, request_bytes, messages.requests(slow[m]))
     first_byte = q["first_byte"].to_numpy()
     m = ~np.isnan(first_byte)
     status = q["status"].to_numpy()
     resp = np.where(status[m] == 503, RESPONSE_BYTES[503], RESPONSE_BYTES[200])
-    seg.add(conn_row[m], first_byte[m], S2C, PSH | ACK, resp)
+    seg.add(conn_row[m], first_byte[m], S2C, PSH | ACK, resp, messages.responses(status[m]))
     seg.add(conn_row[m], first_byte[m] + rtt / 10, C2S, ACK)
 
 
@@ -103,12 +163,12 @@ def _close_segments(seg: _Segments, c: pd.DataFrame, rtt: float) -> None:
     seg.add(row[m], race_t[m], S2C, RST)
 
 
-def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
+def _segments(traffic: Traffic, rtt: float, messages: _Messages) -> pd.DataFrame:
     """All segments of every connection, client-side times, sorted by (connection, time)."""
     c = traffic.conns
-    seg = _Segments([], [], [], [], [])
+    seg = _Segments([], [], [], [], [], [])
     _handshake_segments(seg, c, rtt)
-    _request_segments(seg, c, traffic.requests, rtt)
+    _request_segments(seg, c, traffic.requests, rtt, messages)
     _close_segments(seg, c, rtt)
     frame = pd.DataFrame(
         {
@@ -117,6 +177,7 @@ def _segments(traffic: Traffic, rtt: float) -> pd.DataFrame:
             "way": np.concatenate(seg.way),
             "flags": np.concatenate(seg.flags),
             "payload": np.concatenate(seg.payload),
+            "message": np.concatenate(seg.message),
         }
     )
     frame = frame.sort_values(["conn", "ts"], kind="stable", ignore_index=True)
@@ -151,7 +212,7 @@ def _number(frame: pd.DataFrame, conns: pd.DataFrame, seed: int) -> None:
 
 
 def _captures(
-    cluster: Cluster, traffic: Traffic, seg: pd.DataFrame, t0_ns: int
+    cluster: Cluster, traffic: Traffic, seg: pd.DataFrame, t0_ns: int, payloads: list[bytes]
 ) -> dict[str, pd.DataFrame]:
     r = cluster.recipe
     c = traffic.conns
@@ -164,11 +225,14 @@ def _captures(
         "seq": seg["seq"].to_numpy(),
         "ack": seg["ack"].to_numpy(),
         "payload_len": seg["payload"].to_numpy(),
+        "message": seg["message"].to_numpy(),
     }
     ts = seg["ts"].to_numpy()
     addr = cluster.addresses
     common["ip_version"] = np.full(len(ts), addr.version)
-    out = {"client": _frame(ts, way, addr.client, addr.lb, port, SERVICE_PORT, common, t0_ns)}
+    out = {
+        "client": _frame(ts, way, addr.client, addr.lb, port, SERVICE_PORT, common, t0_ns, payloads)
+    }
     if not r.node_captures:
         return out
     pod = c["pod"].to_numpy()[conn]
@@ -190,7 +254,7 @@ def _captures(
             source = node_ips[lb_node[m]]
         sub = {k: v[m] for k, v in common.items()}
         out[f"node-{n + 1}"] = _frame(
-            shifted[m], way[m], source, pod_ips[pod[m]], port[m], TARGET_PORT, sub, t0_ns
+            shifted[m], way[m], source, pod_ips[pod[m]], port[m], TARGET_PORT, sub, t0_ns, payloads
         )
     return out
 
@@ -204,10 +268,12 @@ def _frame(
     server_port: int,
     common: dict[str, npt.NDArray[np.int64]],
     t0_ns: int,
+    payloads: list[bytes],
 ) -> pd.DataFrame:
     c2s = way == C2S
     client_ip = np.broadcast_to(np.asarray(client, dtype=object), c2s.shape)
     server_ip = np.broadcast_to(np.asarray(server, dtype=object), c2s.shape)
+    columns = {k: v for k, v in common.items() if k != "message"}
     frame = pd.DataFrame(
         {
             "ts_ns": t0_ns + np.round(ts * 1e9).astype(np.int64),
@@ -215,13 +281,18 @@ def _frame(
             "dst": pd.Categorical(np.where(c2s, server_ip, client_ip)),
             "sport": np.where(c2s, client_port, server_port),
             "dport": np.where(c2s, server_port, client_port),
-            **common,
+            **columns,
+            "payload": pd.Categorical.from_codes(
+                common["message"], categories=pd.Index(payloads, dtype=object)
+            ),
         }
     )
     return frame.sort_values("ts_ns", kind="stable", ignore_index=True)
 
 
 def capture_frames(cluster: Cluster, traffic: Traffic, t0_ns: int) -> dict[str, pd.DataFrame]:
-    """Capture name → packets (PACKETS columns except ``capture``), each sorted by time."""
-    seg = _segments(traffic, cluster.recipe.rtt_ms / 1000)
-    return _captures(cluster, traffic, seg, t0_ns)
+    """Capture name → packets (PACKETS columns except ``capture``, plus ``payload``: the HTTP
+    message bytes of request and response segments), each sorted by time."""
+    messages = _Messages(traffic.requests["status"].to_numpy())
+    seg = _segments(traffic, cluster.recipe.rtt_ms / 1000, messages)
+    return _captures(cluster, traffic, seg, t0_ns, messages.payloads)

@@ -172,10 +172,9 @@ def test_propagation_recovered_per_node(runs: dict[tuple[str, int], Scored], rec
     truth = _truth_timing(scored.built, "propagation")
     measured = scored.analysis.tables["timings"]
     measured = measured[measured["timing"] == "propagation"]
-    node_ip = {f"node-{n + 1}": f"10.1.0.{11 + n}" for n in range(scored.built.recipe.nodes)}
     assert len(truth) == scored.built.recipe.nodes
-    for row in truth.itertuples():
-        worst = measured[measured["node"] == node_ip[str(row.node)]]["ms"].max()
+    for row in truth.itertuples():  # the masquerading node's address is named by the Pods
+        worst = measured[measured["node"] == str(row.node)]["ms"].max()
         assert row.value_ms - 500.0 <= worst <= row.value_ms + 100.0, (row.node, worst)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analyzer import metrics
+from analyzer.pipeline import analyze_run
 from analyzer.schema import (
     CONNECTIONS,
     ENDPOINTS,
@@ -18,6 +20,7 @@ from analyzer.schema import (
     Cause,
     check_frame,
 )
+from analyzer.tracebuilder import build_run
 from tests.analyzer.test_joins import conn, make_frame, pod, request
 
 S = 1_000_000_000
@@ -177,3 +180,64 @@ def test_timing_stats_of_nothing_says_so() -> None:
     }
     stats = metrics.timing_stats(pd.Series([1.0, 2.0, 3.0]))
     assert stats["n"] == 3 and stats["p50_ms"] == 2.0 and stats["max_ms"] == 3.0
+
+
+def test_forwarding_addresses_are_named_by_the_pods_host_ip_and_others_left_out() -> None:
+    """A masquerading source equal to a node's hostIP names that node (Pods carry nodeName and
+    hostIP: no Node objects needed); a capture's node stays; any other address is no node."""
+    pods = pd.DataFrame(
+        {
+            "pod": ["a", "b", "c"],
+            "node": ["node-1", "node-2", "node-2"],
+            "host_ip": ["10.1.0.11", "10.1.0.12", "10.1.0.12"],
+        }
+    )
+    propagation = pd.DataFrame(
+        {
+            "pod": ["a", "a", "b", "b", "c"],
+            "node": ["10.1.0.11", "10.1.0.12", "node-3", "10.9.0.1", "10.9.0.1"],
+            "propagation_ms": [100.0, 300.0, 50.0, 900.0, 800.0],
+        }
+    )
+    named, left_out = metrics.name_forwarding_nodes(propagation, pods, {"node-3"})
+    assert dict(zip(named["node"], named["propagation_ms"], strict=True)) == {
+        "node-1": 100.0,
+        "node-2": 300.0,
+        "node-3": 50.0,
+    }
+    assert sorted(left_out) == ["10.9.0.1", "10.9.0.1"]
+
+
+def test_runs_recorded_without_host_ip_name_no_address() -> None:
+    pods = pd.DataFrame({"pod": ["a"], "node": ["node-1"]})
+    assert metrics.node_names_by_address(pods) == {}
+    propagation = pd.DataFrame({"pod": ["a"], "node": ["10.1.0.11"], "propagation_ms": [100.0]})
+    named, left_out = metrics.name_forwarding_nodes(propagation, pods, set())
+    assert named.empty and list(left_out) == ["10.1.0.11"]
+
+
+def test_student_t_quantiles_match_the_tables() -> None:
+    for df, p, table in (
+        (1, 0.975, 12.706),
+        (2, 0.95, 2.920),
+        (8, 0.975, 2.306),
+        (30, 0.99, 2.457),
+    ):
+        assert abs(metrics.student_t_quantile(p, df) - table) < 1e-3
+
+
+def test_the_upper_bound_of_a_built_run_is_named_and_per_node_figures_use_node_names(
+    tmp_path: Path,
+) -> None:
+    build_run(tmp_path / "run", "endpoint-lag", seed=3, rate=40, duration_s=15)
+    summary = analyze_run(tmp_path / "run")
+    timings = summary["timings"]
+    pods = pd.read_parquet(tmp_path / "run" / "analysis" / "tables" / "pods.parquet")
+    assert pods["host_ip"].notna().all()
+    assert set(timings["propagation_by_node"]) <= set(pods["node"])
+    per_node = sum(s["n"] for s in timings["propagation_by_node"].values())
+    assert per_node == timings["propagation"]["n"]  # every sample kept names its node
+    bound = timings["propagation_bound"]
+    assert bound["n"] == timings["propagation"]["n"] >= metrics.MIN_BOUND_SAMPLES
+    assert bound["upper_ms"] > bound["max_ms"] == timings["propagation"]["max_ms"]
+    assert "prediction bound" in bound["statistic"] and bound["confidence"] == 0.95

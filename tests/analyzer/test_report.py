@@ -7,6 +7,8 @@ Runs come from the trace builder, so what each figure must show is known.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 from pathlib import Path
 
@@ -14,26 +16,27 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
-from analyzer import Run, load_run
+from analyzer import Run, load_run, metrics
+from analyzer.advice import (
+    MARGIN_S,
+    RolloutSettings,
+    SettingChange,
+    container_exits,
+    recommend,
+    rollout_settings,
+)
+from analyzer.metrics import MIN_BOUND_SAMPLES
 from analyzer.report import figures as figs
 from analyzer.report import render_report
-from analyzer.report.facts import (
-    CauseRow,
-    RolloutSettings,
-    RunFacts,
-    container_exits,
-    read_truth,
-    rollout_settings,
-    rules_dropped,
-    run_facts,
-)
-from analyzer.report.recommendations import MARGIN_S, recommend
-from analyzer.report.render import build_figures, render_html, render_markdown, sections
-from analyzer.report.style import CAUSE_LOOK
+from analyzer.report.facts import CauseRow, RunFacts, read_truth, rules_dropped, run_facts
+from analyzer.report.render import build_figures, lead, render_html, render_markdown, sections
+from analyzer.report.style import CAUSE_LOOK, ENDPOINT_LOOK, LANE_LOOK
 from analyzer.rundir import RunMeta, read_run_meta, write_run_meta
 from analyzer.schema import ErrorKind
 from analyzer.tracebuilder import build_run, recipe_names
@@ -105,8 +108,13 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
     )
 
     rate_ax = timeline.axes[0]
-    shaded = [p for p in rate_ax.patches if p.get_gid() == "rollout"]
-    assert len(shaded) == ("rollout_complete" in facts.phases)
+    (shaded,) = [p for p in rate_ax.patches if p.get_gid() == "rollout"]
+    band_end = shaded.get_x() + shaded.get_width()  # type: ignore[attr-defined]
+    after = run.failures.loc[run.failures["start_ns"] >= facts.phases["rollout_trigger"]]
+    # the band covers the whole disruption: to the last failure after the trigger, at least
+    complete = [facts.phases["rollout_complete"]] if "rollout_complete" in facts.phases else []
+    for end_ns in [*complete, *after["end_ns"]]:
+        assert band_end >= (end_ns - facts.t0_ns) / 1e9 - 1e-9
     trigger = [line for line in rate_ax.lines if line.get_gid() == "rollout-trigger"]
     assert [line.get_xdata()[0] for line in trigger] == [
         (facts.phases["rollout_trigger"] - facts.t0_ns) / 1e9
@@ -123,31 +131,22 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
     assert {k: len(v) for k, v in marks.items()} == {f"failures:{c}": n for c, n in counts.items()}
     assert f"{len(run.pods)} Pods; {len(run.failures)} failed" in _title(lanes)
 
-    causes = built["causes"]
-    assert _bars(causes, "cause:") == {f"cause:{c}": float(n) for c, n in counts.items()}
-    for cause, n in counts.items():
-        assert f"{n} {cause}" in _title(causes)
+    if counts:  # a run without failures draws no empty causes or connections chart
+        _check_failure_figures(run, built, counts)
+    else:
+        assert "causes" not in built and "connections" not in built
 
-    conn = built["connections"]
-    seconds = run.summary["disruption_seconds"]
-    assert _bars(conn, "disruption seconds:") == {
-        "disruption seconds:new": float(seconds["new"]),
-        "disruption seconds:reused": float(seconds["reused"]),
-    }
-    reused = run.failures["conn_reused"].astype(bool)
-    assert _bars(conn, "failed requests:") == {
-        "failed requests:new": float((~reused).sum()),
-        "failed requests:reused": float(reused.sum()),
-    }
-
-    timings = built["timings"]
-    propagation = run.summary["timings"]["propagation"]
-    if propagation["n"]:
-        assert f"p99 {propagation['p99_ms'] / 1000:.2f} s" in _title(timings)
-    for kind in figs.TIMING_LABELS:
-        n = int((run.timings["timing"] == kind).sum())
-        got = _marks(timings, f"timing:{kind}")
-        assert (len(got[f"timing:{kind}"]) if got else 0) == n
+    measured = run.timings["ms"].notna().any()
+    assert ("timings" in built) == bool(measured)
+    if measured:
+        timings = built["timings"]
+        propagation = run.summary["timings"]["propagation"]
+        if propagation["n"]:
+            assert f"p99 {propagation['p99_ms'] / 1000:.2f} s" in _title(timings)
+        for kind in figs.TIMING_LABELS:
+            n = int((run.timings["timing"] == kind).sum())
+            got = _marks(timings, f"timing:{kind}")
+            assert (len(got[f"timing:{kind}"]) if got else 0) == n
 
     by_id = run.failures.set_index("request_id")
     for row in facts.causes:
@@ -167,7 +166,32 @@ def test_every_recipe_renders_a_report_whose_figures_match_the_tables(
     page = paths.html.read_text()
     html_sections = re.findall(r"<h2>(.*?)</h2>", page)
     assert html_sections == re.findall(r"^## (.*)$", md, flags=re.M)  # Markdown mirrors HTML
-    assert html_sections[:2] == ["Timeline", "Causes"] and "Recommendations" in html_sections
+    lead = (
+        "What to change"
+        if any(r.verdict != "ok" for r in facts.recommendations)
+        else ("Nothing to change: the margins that held")
+    )
+    assert html_sections[:2] == [lead, "Timeline"] and "All recommendations" in html_sections
+    assert ("Causes" in html_sections) == bool(counts)
+
+
+def _check_failure_figures(run: Run, built: dict[str, Figure], counts: dict[str, int]) -> None:
+    causes = built["causes"]
+    assert _bars(causes, "cause:") == {f"cause:{c}": float(n) for c, n in counts.items()}
+    for cause, n in counts.items():
+        assert f"{n} {cause}" in _title(causes)
+
+    conn = built["connections"]
+    seconds = run.summary["disruption_seconds"]
+    assert _bars(conn, "disruption seconds:") == {
+        "disruption seconds:new": float(seconds["new"]),
+        "disruption seconds:reused": float(seconds["reused"]),
+    }
+    reused = run.failures["conn_reused"].astype(bool)
+    assert _bars(conn, "failed requests:") == {
+        "failed requests:new": float((~reused).sum()),
+        "failed requests:reused": float(reused.sum()),
+    }
 
 
 def test_a_cause_has_one_colour_in_every_figure(runs: dict[str, Run]) -> None:
@@ -203,7 +227,7 @@ def test_failures_on_no_known_pod_go_to_the_unknown_pod_lane(runs: dict[str, Run
         read_truth(run.path / "nope"),
         rules_dropped(read_truth(run.path / "nope")),
         facts.t0_ns,
-        facts.t0_ns + 10**10,
+        figs.TimeAxis.of(0.0, 10.0, list(run.pods["pod"])),
         "t",
     )
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
@@ -267,8 +291,14 @@ def test_recommendations_follow_the_injected_fault(runs: dict[str, Run]) -> None
 def test_recommendations_say_when_evidence_is_thin_or_missing(
     runs: dict[str, Run], tmp_path: Path
 ) -> None:
-    lag = run_facts(runs["lb-lag"])  # 2 deleted Pods: a handful of samples
-    assert "Evidence is thin" in _rec(lag, "preStop")[2]
+    lag = run_facts(runs["lb-lag"])  # 2 deleted Pods: too few samples for a bound
+    n = lag.timings["propagation"]["n"]
+    assert 0 < n < MIN_BOUND_SAMPLES
+    (prestop,) = [r for r in recommend(lag) if r.topic == "preStop"]
+    assert prestop.verdict == "unknown" and not prestop.changes
+    assert prestop.tune_command is not None and prestop.tune_command in prestop.advice
+    assert prestop.tune_command.startswith("rolltrace tune scenarios/lb-lag.yaml --vary ")
+    assert f"only {n} propagation sample(s)" in prestop.advice
     blind_run = _build(tmp_path, "clean", node_captures=False)
     (blind_run.path / "events.jsonl").unlink()  # no Pods: nothing can show propagation
     blind = run_facts(load_run(blind_run.path))
@@ -290,7 +320,7 @@ def test_endpoint_lag_failures_size_prestop_when_node_captures_are_missing(
     target = float(re.search(r"≥ (\d+) s", advice).group(1))  # type: ignore[union-attr]
     assert verdict == "change"
     assert target >= float(np.percentile(lag[lag >= 0], 99)) / 1000 + MARGIN_S
-    assert "endpoint-lag failures started up to" in why
+    assert "Endpoint-lag failures started up to" in why
 
 
 def test_rollout_settings_of_a_local_cluster_scenario_are_read() -> None:
@@ -322,7 +352,7 @@ def test_html_escapes_trace_strings_and_fetches_nothing(runs: dict[str, Run]) ->
     facts = run_facts(run)
     causes = [dataclasses.replace(facts.causes[0], evidence=HOSTILE), *facts.causes[1:]]
     hostile = dataclasses.replace(facts, causes=causes, run_id=HOSTILE)
-    parts = sections(hostile, recommend(hostile), True)
+    parts = sections(dataclasses.replace(hostile, recommendations=recommend(hostile)), True)
     page = render_html(hostile.run_id, [hostile.run_id], [HOSTILE], parts, {"timeline": b"\x89PNG"})
     assert "<script" not in page and '<img src="http' not in page
     assert page.count("&lt;script&gt;") >= 3
@@ -353,29 +383,57 @@ def test_clean_run_needs_no_evidence_caveat(runs: dict[str, Run]) -> None:
     assert all(r.topic != "evidence" for r in recommend(run_facts(runs["clean"])))
 
 
+_PROPAGATION_MS = pd.Series([2000.0, 2500.0, 3000.0, 3500.0, 4000.0, 4600.0])
+
+
+def _propagation_timings() -> dict[str, object]:
+    return {
+        "propagation": metrics.timing_stats(_PROPAGATION_MS),
+        "propagation_bound": metrics.upper_prediction_bound(_PROPAGATION_MS),
+    }
+
+
 @pytest.mark.parametrize(
     ("configured", "lag", "verdict"),
     [
-        (6.0, 0, "ok"),  # ≥ p99 + margin
-        (5.0, 0, "ok"),  # held, thinner margin than recommended: said in the advice
-        (4.0, 0, "change"),  # shorter than the measured p99: lucky
-        (6.0, 3, "change"),  # failures decide, whatever the setting
+        ("bound", 0, "ok"),  # covers the bound: keep it
+        ("max", 0, "ok"),  # held (longer than every sample), thinner than the bound: said
+        (4.0, 0, "change"),  # shorter than the longest propagation seen: lucky
+        ("bound", 3, "change"),  # failures decide, whatever the setting
         (None, 0, "unknown"),
     ],
 )
-def test_prestop_verdict_against_measured_propagation(
-    runs: dict[str, Run], configured: float | None, lag: int, verdict: str
+def test_prestop_verdict_against_the_bound_of_measured_propagation(
+    runs: dict[str, Run], configured: float | str | None, lag: int, verdict: str
 ) -> None:
-    base = run_facts(runs["clean"])
+    timings = _propagation_timings()
+    upper_s = timings["propagation_bound"]["upper_ms"] / 1000  # type: ignore[index]
+    target = math.ceil(upper_s)
+    value = {"bound": float(target), "max": 4.6 + 0.1}.get(str(configured), configured)
     facts = dataclasses.replace(
-        base,
-        timings={"propagation": {"n": 9, "p50_ms": 3000.0, "p99_ms": 4600.0, "max_ms": 4600.0}},
-        settings=RolloutSettings(prestop_s=configured),
+        run_facts(runs["clean"]),
+        timings=timings,
+        settings=RolloutSettings(prestop_s=value),  # type: ignore[arg-type]
         causes=[CauseRow("endpoint-lag", lag, 1.0, 0.9, "e", [])] if lag else [],
     )
-    got, advice, _ = _rec(facts, "preStop")
-    assert got == verdict
-    assert "≥ 6 s" in advice  # ceil(4.6 s + 1 s margin)
+    (rec,) = [r for r in recommend(facts) if r.topic == "preStop"]
+    assert rec.verdict == verdict
+    assert str(target) in rec.advice
+    assert "95% upper prediction bound" in rec.how_sure and "6 samples" in rec.how_sure
+    wants_change = verdict != "ok"
+    assert bool(rec.changes) == wants_change
+    if wants_change:
+        assert rec.changes == (SettingChange("pod.pre_stop.sleep_s", value, target),)
+
+
+def test_the_bound_covers_the_longest_sample_and_widens_with_fewer_samples() -> None:
+    many = metrics.upper_prediction_bound(pd.concat([_PROPAGATION_MS] * 2, ignore_index=True))
+    few = metrics.upper_prediction_bound(_PROPAGATION_MS.iloc[[0, 3, 5]])
+    for bound in (many, few):
+        assert bound["upper_ms"] is not None and bound["max_ms"] is not None
+        assert bound["upper_ms"] > bound["max_ms"]
+    assert few["upper_ms"] - few["max_ms"] > many["upper_ms"] - many["max_ms"]  # type: ignore[operator]
+    assert metrics.upper_prediction_bound(_PROPAGATION_MS.iloc[:2])["upper_ms"] is None
 
 
 def test_an_imported_run_with_requests_only_still_renders(tmp_path: Path) -> None:
@@ -449,3 +507,160 @@ def test_container_exits_are_counted_once_per_restart() -> None:
         }
     )
     assert container_exits(states) == {"exit 137 (Error)": 1, "exit ? (?)": 1}
+
+
+def _texts(fig: Figure) -> list[Text]:
+    """The texts a reader sees: tick labels outside an axis' view are not drawn."""
+    FigureCanvasAgg(fig).draw()
+    hidden = set()
+    for ax in fig.axes:
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick in axis.get_major_ticks():
+                if not min(low, high) - 1e-9 <= tick.get_loc() <= max(low, high) + 1e-9:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    return [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and id(t) not in hidden
+    ]
+
+
+@pytest.mark.parametrize("recipe", ["mixed", "clean", "endpoint-lag"])
+def test_figure_text_is_readable_and_never_overprints(runs: dict[str, Run], recipe: str) -> None:
+    """Every label is at least 8 pt and no two texts of a figure overlap (judged on the
+    matplotlib artists' drawn extents, not on the PNG)."""
+    run = runs[recipe]
+    for name, fig in build_figures(run, run_facts(run)).items():
+        texts = _texts(fig)
+        small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 8]
+        assert not small, (name, small)
+        boxes = [(t.get_text(), t.get_window_extent()) for t in texts]
+        for i, (text_a, a) in enumerate(boxes):
+            for text_b, b in boxes[i + 1 :]:
+                assert not a.overlaps(b), (name, text_a, text_b)
+
+
+def test_legends_list_only_what_is_drawn(runs: dict[str, Run]) -> None:
+    run = runs["clean"]
+    built = build_figures(run, run_facts(run))
+    lanes = built["pod-lanes"]
+    (legend,) = lanes.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    drawn = {
+        tuple(np.round(c.get_facecolor()[0], 3))
+        for c in lanes.axes[0].collections
+        if str(c.get_gid()).startswith(("lane:", "endpoint:"))
+    }
+    for label in labels:
+        state = label.split(" ", 1)[1]
+        look = {f"Pod {k}": v for k, v in LANE_LOOK.items()} | {
+            f"endpoint {k}": v for k, v in ENDPOINT_LOOK.items()
+        }
+        if label in look:
+            assert tuple(np.round(mcolors.to_rgba(look[label].colour), 3)) in drawn, state
+    assert not any(label.startswith("failed:") for label in labels)  # nothing failed
+
+
+def test_timeline_and_pod_lanes_share_their_time_axis(runs: dict[str, Run]) -> None:
+    """Same x range and same horizontal position on the page: a failure in the timeline sits
+    above its mark in the Pod lanes."""
+    run = runs["endpoint-lag"]
+    built = build_figures(run, run_facts(run))
+    timeline, lanes = built["timeline"].axes[0], built["pod-lanes"].axes[0]
+    assert timeline.get_xlim() == lanes.get_xlim()
+    assert built["timeline"].get_figwidth() == built["pod-lanes"].get_figwidth()
+    a, b = timeline.get_position(), lanes.get_position()
+    assert (a.x0, a.x1) == pytest.approx((b.x0, b.x1))
+
+
+def test_exits_after_the_load_stopped_are_tear_down_not_drawn(runs: dict[str, Run]) -> None:
+    run = runs["clean"]
+    facts = run_facts(run)
+    truth = read_truth(run.path / "truth.jsonl")
+    new_pod = str(run.pods.loc[run.pods["deletion_ns"].isna(), "pod"].iloc[0])
+    teardown = pd.DataFrame(
+        {
+            "ts_ns": [facts.phases["load_stop"] + 2 * 10**9],
+            "event": ["exited"],
+            "pod": [new_pod],
+            "node": ["node-1"],
+            "endpoints": [None],
+        }
+    )
+    built = build_figures(run, facts, pd.concat([truth, teardown], ignore_index=True))
+    exits = [
+        line.get_xdata()
+        for line in built["pod-lanes"].axes[0].lines
+        if line.get_gid() == "truth:exited"
+    ]
+    end_s = built["pod-lanes"].axes[0].get_xlim()[1]
+    assert all(x <= end_s for xs in exits for x in xs)
+
+
+def test_timings_axis_fits_the_samples_not_the_grace_period(runs: dict[str, Run]) -> None:
+    run = runs["endpoint-lag"]
+    facts = run_facts(run)
+    settings = dataclasses.replace(facts.settings, grace_s=300.0)
+    fig = figs.timings_figure(run.timings, settings, "t")
+    ax = fig.axes[0]
+    longest = float(run.timings["ms"].max()) / 1000
+    assert longest <= ax.get_xlim()[1] < 2 * longest
+    (grace,) = [t for t in ax.texts if t.get_gid() == "configured:grace period"]
+    assert "300 s" in grace.get_text()
+
+
+def test_a_run_without_failures_gets_a_short_positive_report(runs: dict[str, Run]) -> None:
+    run = runs["clean"]
+    facts = run_facts(run)
+    first = lead(facts)
+    assert first.title.startswith("Nothing to change")
+    assert any(what.startswith("preStop 5 s covers") for what, _ in first.items)
+    assert [s.title for s in sections(facts, True)] == [
+        "Timeline",
+        "Pod lanes",
+        "New vs reused connections",
+        "Timings",
+        "All recommendations",
+    ]
+    (recs,) = [s for s in sections(facts, True) if s.title == "All recommendations"]
+    assert recs.table is None and recs.folded is not None  # every verdict ok: all folded
+
+
+def test_the_lead_names_setting_from_to_effect_and_certainty(runs: dict[str, Run]) -> None:
+    facts = run_facts(runs["endpoint-lag"])
+    first = lead(facts)
+    assert first.title == "What to change"
+    what, detail = first.items[0]
+    (prestop,) = [r for r in facts.recommendations if r.topic == "preStop"]
+    (change,) = prestop.changes
+    assert what == f"preStop: pod.pre_stop.sleep_s: {change.from_value:g} s → {change.to_value} s"
+    assert "Expected: the" in detail and "How sure: 95% upper prediction bound" in detail
+    summary = json.loads((runs["endpoint-lag"].path / "analysis" / "summary.json").read_text())
+    (data,) = [r for r in summary["recommendations"] if r["topic"] == "preStop"]
+    assert data["changes"] == [
+        {"setting": "pod.pre_stop.sleep_s", "from": change.from_value, "to": change.to_value}
+    ]
+    assert data["fix_in"] == "setting" and data["verdict"] == "change"
+
+
+def test_app_fixes_claim_no_setting(runs: dict[str, Run]) -> None:
+    for recipe, topic in (("inflight-cut", "terminationGracePeriodSeconds"),):
+        (rec,) = [r for r in run_facts(runs[recipe]).recommendations if r.topic == topic]
+        assert rec.fix_in == "app" and rec.changes == ()
+    keepalive = _with_failures(run_facts(runs["clean"]), "keepalive-race", 3)
+    (rec,) = [r for r in recommend(keepalive) if r.topic == "keep-alive draining"]
+    assert rec.fix_in == "app" and rec.changes == () and "No rollout setting" in rec.advice
+
+
+def test_grace_ok_row_quotes_the_configured_value(runs: dict[str, Run]) -> None:
+    facts = run_facts(runs["clean"])
+    settings = dataclasses.replace(facts.settings, grace_s=30.0)
+    (rec,) = [
+        r
+        for r in recommend(dataclasses.replace(facts, settings=settings))
+        if r.topic == "terminationGracePeriodSeconds"
+    ]
+    assert rec.verdict == "ok" and rec.advice.startswith(
+        "terminationGracePeriodSeconds 30 s covers"
+    )
+    assert "as configured" not in rec.advice

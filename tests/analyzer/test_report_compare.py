@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from analyzer import load_run
+from analyzer.advice import RolloutSettings
 from analyzer.report.compare import (
     ALL,
     compare_figure,
@@ -15,7 +16,7 @@ from analyzer.report.compare import (
     group_runs,
     render_comparison,
 )
-from analyzer.report.facts import RolloutSettings, RunFacts, run_facts
+from analyzer.report.facts import RunFacts, run_facts
 from analyzer.tracebuilder import build_run
 
 
@@ -107,3 +108,18 @@ def test_overlaid_timeline_has_one_line_per_run(built: dict[str, list[Path]]) ->
     assert set(lines) == {f"run:{f.run_id}" for f in facts}
     for run, f in zip(runs, facts, strict=True):
         assert sum(lines[f"run:{f.run_id}"].get_ydata()) == len(run.failures)
+
+
+def test_a_run_named_twice_counts_once_and_repetitions_are_named(
+    built: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    first, second = built["endpoint-lag"]
+    again = first.parent / "." / first.name  # another spelling of the same directory
+    paths = render_comparison([first, again, second, *built["clean"]], tmp_path / "cmp")
+    page = paths.html.read_text()
+    assert "Comparison of 4 runs" in page
+    assert f"named more than once, counted once: {again}" in page
+    ids = [load_run(p).meta.run_id for p in (first, second)]
+    assert f"2 run(s), repetitions of one scenario: {ids[0]}, {ids[1]}" in page
+    facts = _facts([first, second])
+    assert group_runs(facts) == {"endpoint-lag": facts}

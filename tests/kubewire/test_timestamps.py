@@ -62,4 +62,9 @@ def test_importing_the_kit_loads_the_standard_library_only() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert sorted(loaded) == ["kubewire", "kubewire.endpointslice", "kubewire.timestamps"]
+    assert sorted(loaded) == [
+        "kubewire",
+        "kubewire.deployment",
+        "kubewire.endpointslice",
+        "kubewire.timestamps",
+    ]
