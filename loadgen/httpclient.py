@@ -26,14 +26,14 @@ from dataclasses import dataclass
 
 from gevent.socket import wait_read, wait_write
 
-_CONNECT_ERRORS = {
+CONNECT_ERRORS = {
     errno.ECONNREFUSED: "refused",
     errno.ETIMEDOUT: "connect-timeout",
     errno.EHOSTUNREACH: "unreachable",
     errno.ENETUNREACH: "unreachable",
     errno.ECONNRESET: "reset",
 }
-_IO_ERRORS = {
+IO_ERRORS = {
     errno.ECONNRESET: "reset",
     errno.EPIPE: "reset",
     errno.ECONNABORTED: "reset",
@@ -114,7 +114,7 @@ class Connection:
         if code not in (0, errno.EINPROGRESS):
             self.close()
             raise RequestFailed(
-                _CONNECT_ERRORS.get(code, "other"), errno.errorcode.get(code, str(code))
+                CONNECT_ERRORS.get(code, "other"), errno.errorcode.get(code, str(code))
             )
         if code == errno.EINPROGRESS:
             try:
@@ -128,7 +128,7 @@ class Connection:
             if code:
                 self.close()
                 raise RequestFailed(
-                    _CONNECT_ERRORS.get(code, "other"), errno.errorcode.get(code, str(code))
+                    CONNECT_ERRORS.get(code, "other"), errno.errorcode.get(code, str(code))
                 )
         self.connect_ns = time.time_ns()
 
@@ -151,7 +151,7 @@ class Connection:
         outcome.pod_version = headers.get("x-pod-version")
         body_length = self._read_body(headers, deadline)
         outcome.response_length = body_length
-        if headers.get("connection", "").lower() == "close":
+        if not persistent(head.split(b" ", 1)[0].decode("latin-1"), headers):
             self.close()
 
     def _send_all(self, data: bytes, deadline: float) -> None:
@@ -164,7 +164,7 @@ class Connection:
                 continue
             except OSError as exc:
                 self.close()
-                raise RequestFailed(_IO_ERRORS.get(exc.errno or 0, "other"), str(exc)) from None
+                raise RequestFailed(IO_ERRORS.get(exc.errno or 0, "other"), str(exc)) from None
             view = view[sent:]
 
     def _recv(self, deadline: float, what: str) -> bytes:
@@ -176,7 +176,7 @@ class Connection:
                 continue
             except OSError as exc:
                 self.close()
-                raise RequestFailed(_IO_ERRORS.get(exc.errno or 0, "other"), str(exc)) from None
+                raise RequestFailed(IO_ERRORS.get(exc.errno or 0, "other"), str(exc)) from None
             if not chunk:
                 self.close()
                 raise RequestFailed("eof", f"server closed the connection during {what}")
@@ -251,6 +251,16 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         if sep:
             headers[name.strip().lower()] = value.strip()
     return int(parts[1]), headers
+
+
+def persistent(version: str, headers: dict[str, str]) -> bool:
+    """Whether the connection stays open after this response (RFC 9112 section 9.3): not after
+    ``Connection: close``; after an HTTP/1.0 response only with ``Connection: keep-alive``
+    (Python's http.server answers HTTP/1.0 and closes; reusing its connection would fail)."""
+    options = {option.strip().lower() for option in headers.get("connection", "").split(",")}
+    if "close" in options:
+        return False
+    return version != "HTTP/1.0" or "keep-alive" in options
 
 
 def classify_status(status: int) -> str:

@@ -7,6 +7,11 @@ local process or as one master plus N workers for load that outgrows one process
 polls ``progress()`` for a live display and ``wait()``s; ``stop()`` ends the load early and still
 keeps every row recorded so far (Locust fires ``quitting`` on SIGTERM, which closes the
 recorder's Parquet file).
+
+A worker that dies (OOM, a kill) leaves a part without its Parquet footer: its rows are lost,
+the merge goes on with the others and ``lost_parts`` names it, and ``exited()`` tells the
+caller which process ended before it was asked to. ``LoadPlan.preexec`` lets the caller tie
+the processes' lives to its own (the runner ends them with itself).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +50,8 @@ class LoadPlan:
     request_timeout_s: float = 5.0
     workers: int = 0  # 0: one local process; N: one master + N workers
     exec_prefix: list[str] = field(default_factory=list)
+    #: run in each Locust process before it starts (``subprocess.Popen``'s ``preexec_fn``)
+    preexec: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.users <= 0 or self.duration_s <= 0:
@@ -85,7 +93,11 @@ class LoadRunner:
         self.output = output
         self.log_dir = log_dir
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._names: list[str] = []
         self._logs: list[Path] = []
+        self._stopping = False
+        #: worker parts that could not be read (a killed worker's file has no footer)
+        self.lost_parts: list[str] = []
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -126,12 +138,31 @@ class LoadRunner:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.log_dir / f"{name}.log"
         self._logs.append(log)
+        self._names.append(name)
         with log.open("wb") as handle:
             self._processes.append(
                 subprocess.Popen(
-                    argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                    argv,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=self.plan.preexec,
                 )
             )
+
+    def pids(self) -> dict[str, int]:
+        """Each process by name: ``locust``, or ``locust-master`` and ``locust-worker-<i>``."""
+        return {name: p.pid for name, p in zip(self._names, self._processes, strict=True)}
+
+    def exited(self) -> dict[str, int]:
+        """Processes that ended before ``stop()`` was called, with their exit status."""
+        if self._stopping:
+            return {}
+        return {
+            name: code
+            for name, process in zip(self._names, self._processes, strict=True)
+            if (code := process.poll()) is not None
+        }
 
     def progress(self) -> dict[str, float]:
         """Totals across processes from the recorders' progress files (empty before the first)."""
@@ -162,6 +193,7 @@ class LoadRunner:
 
     def stop(self, grace_s: float = 10.0) -> int:
         """End the load early, keeping what was recorded."""
+        self._stopping = True
         for process in self._processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -185,9 +217,11 @@ class LoadRunner:
 
             return int(pq.read_metadata(self.output).num_rows)
         parts = sorted(self.output.parent.glob(f"{self.output.stem}.worker-*{self.output.suffix}"))
-        if not parts:
+        readable = [part for part in parts if _readable_parquet(part)]
+        self.lost_parts = [part.name for part in parts if part not in readable]
+        if not readable:
             raise LoadError(f"no worker wrote requests; {self._log_tail()}")
-        return merge_parts(parts, self.output)
+        return merge_parts(readable, self.output)
 
     def _budget(self) -> float:
         plan = self.plan
@@ -200,6 +234,16 @@ class LoadRunner:
                 text = log.read_text(errors="replace").strip().splitlines()[-8:]
                 tails.append(f"{log.name}: " + " | ".join(text))
         return "logs: " + ("; ".join(tails) or "none")
+
+
+def _readable_parquet(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):  # pyarrow raises ArrowInvalid (a ValueError) for no footer
+        return False
+    return True
 
 
 def _free_port() -> int:

@@ -128,3 +128,6 @@ class ClusterConfig(BaseModel):
     lb: LBConfig = LBConfig()
     virtual_node: VirtualNodeConfig = VirtualNodeConfig()
     seed: int = 0
+    # real nodes: also serve the API inside the emulated network, reachable from the client
+    # namespace (localcluster.dataplane.apiendpoint); costs one listening socket
+    api_in_network: bool = True

@@ -4,6 +4,13 @@
 `rolltrace cluster up` starts it in the background and waits for ``state.json`` to say
 ``running``; `rolltrace cluster down` sends SIGTERM. Everything started here is stopped here, in
 reverse order, and the state directory keeps only the log once the process has exited.
+``--owner`` records the run that started the cluster for itself (``state.json``'s ``owner``), so
+that a later run can tell a cluster in use from one whose run was killed.
+
+Test-only fault hook: with ``ROLLTRACE_FAULT=apiserver:<after_s>`` in the environment, SIGUSR1
+stops the API server while everything else keeps running (the runner sends it, timed from its
+load's first requests; docs/troubleshooting.md#fault-injection). Without that variable SIGUSR1 is not
+handled here.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ import yaml
 
 from localcluster.apiserver import ApiServer
 from localcluster.config import ClusterConfig
+from localcluster.dataplane.addressing import AddressPlan
+from localcluster.dataplane.apiendpoint import api_endpoint, listen_in_netns
 from localcluster.state import (
+    IN_NETWORK_KUBECONFIG_FILE,
     KUBECONFIG_FILE,
     SOCKET_FILE,
     STATE_FILE,
@@ -35,6 +45,7 @@ from localcluster.state import (
 )
 
 log = logging.getLogger("localcluster")
+FAULT_ENV = "ROLLTRACE_FAULT"
 
 
 class Stoppable(Protocol):
@@ -76,6 +87,27 @@ def _optional_entry_point(module: str, function: str) -> Callable[..., Awaitable
     return entry_point if callable(entry_point) else None
 
 
+def in_network_endpoint(config: ClusterConfig) -> tuple[str, int] | None:
+    """Where the API is published inside the emulated network (real nodes only: virtual
+    nodes have no network), or None."""
+    if config.virtual or not config.api_in_network:
+        return None
+    return api_endpoint(AddressPlan(config))
+
+
+async def _publish_in_network(
+    server: ApiServer, config: ClusterConfig, state: Path, context: str
+) -> Stoppable:
+    """Listen in the LB namespace (built with the nodes) and write the kubeconfig for it."""
+    host, port = in_network_endpoint(config) or ("", 0)
+    sock = await asyncio.to_thread(listen_in_netns, AddressPlan(config).lb_netns, host, port)
+    site = await server.add_listener(sock)
+    server.write_kubeconfig(
+        state / IN_NETWORK_KUBECONFIG_FILE, context=context, server=f"https://{host}:{port}"
+    )
+    return site
+
+
 def _starters(
     server: ApiServer, config: ClusterConfig, state: Path
 ) -> list[tuple[str, Callable[[], Awaitable[Stoppable]] | None]]:
@@ -98,17 +130,44 @@ def _starters(
         starters.append(
             ("NAT recorder", None if recorder is None else lambda: recorder(config, state))
         )
+    if in_network_endpoint(config) is not None:  # after the nodes, which build the network
+        context = f"rolltrace-{config.name}"
+        starters.append(
+            ("API endpoint in the network",
+             lambda: _publish_in_network(server, config, state, context)),
+        )  # fmt: skip
     return starters
 
 
+def _arm_apiserver_fault(server: ApiServer) -> None:
+    """The test-only fault hook (module docstring): SIGUSR1 stops the API server alone."""
+    if not os.environ.get(FAULT_ENV, "").startswith("apiserver:"):
+        return
+
+    stopping: list[asyncio.Task[None]] = []  # a reference keeps the task from being collected
+
+    def stop_server() -> None:
+        log.warning("fault injection (%s): stopping the API server", FAULT_ENV)
+        stopping.append(asyncio.ensure_future(server.stop()))
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_server)
+
+
 async def run_cluster(
-    config: ClusterConfig, state: Path, kubeconfig: Path, stop: asyncio.Event
+    config: ClusterConfig,
+    state: Path,
+    kubeconfig: Path,
+    stop: asyncio.Event,
+    owner: str = "",
 ) -> None:
     context = f"rolltrace-{config.name}"
     if kubeconfig.exists() and not is_rolltrace_kubeconfig(kubeconfig):
         raise SystemExit(f"refusing to overwrite {kubeconfig}: it is not a rolltrace kubeconfig")
+    in_network = in_network_endpoint(config)
     server = ApiServer(
-        unix_socket=str(state / SOCKET_FILE), service_cidr=service_cidr(config.address_range)
+        unix_socket=str(state / SOCKET_FILE),
+        service_cidr=service_cidr(config.address_range),
+        extra_addresses=(in_network[0],) if in_network else (),
     )
     record = ClusterState(
         name=config.name,
@@ -118,7 +177,11 @@ async def run_cluster(
         kubeconfig=str(kubeconfig),
         virtual=config.virtual,
         nodes=config.nodes,
+        owner=owner,
     )
+    if in_network is not None:  # published before the phase says running
+        record.api_in_network_url = f"https://{in_network[0]}:{in_network[1]}"
+        record.kubeconfig_in_network = str(state / IN_NETWORK_KUBECONFIG_FILE)
     started: list[tuple[str, Stoppable]] = []
     await server.start()
     try:
@@ -133,6 +196,7 @@ async def run_cluster(
                 log.info("%s started", what)
         record.phase = "running"
         write_state(state, record)
+        _arm_apiserver_fault(server)
         await stop.wait()
         log.info("stopping")
         record.phase = "stopping"
@@ -150,6 +214,7 @@ async def run_cluster(
         await server.stop()
         if is_rolltrace_kubeconfig(kubeconfig):
             kubeconfig.unlink(missing_ok=True)
+        (state / IN_NETWORK_KUBECONFIG_FILE).unlink(missing_ok=True)
         (state / STATE_FILE).unlink(missing_ok=True)
 
 
@@ -158,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="ClusterConfig as JSON or YAML")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--kubeconfig", type=Path, help=f"default: <state-dir>/{KUBECONFIG_FILE}")
+    parser.add_argument(
+        "--owner", default="", help="identity (pid:start time) of the run that owns this cluster"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -172,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_cluster(config, state, kubeconfig, stop)
+        await run_cluster(config, state, kubeconfig, stop, args.owner)
 
     try:
         asyncio.run(run())

@@ -22,6 +22,7 @@ STATE_FILE = "state.json"
 SOCKET_FILE = "api.sock"
 LOG_FILE = "cluster.log"
 KUBECONFIG_FILE = "kubeconfig"
+IN_NETWORK_KUBECONFIG_FILE = "kubeconfig-in-network"
 PROCESS_MARKER = "localcluster.main"  # in the cluster process's command line
 
 
@@ -51,6 +52,13 @@ class ClusterState:
     virtual: bool = True
     nodes: int = 0
     error: str = ""
+    #: the API endpoint inside the emulated network (reachable from the client namespace) and
+    #: the admin kubeconfig for it; "" when not published (virtual nodes, --no-api-in-network)
+    api_in_network_url: str = ""
+    kubeconfig_in_network: str = ""
+    #: the run that started this cluster for itself, as ``localcluster.lifeline.identity``;
+    #: "" when the cluster owns itself (`rolltrace cluster up`)
+    owner: str = ""
 
 
 def write_state(directory: Path, state: ClusterState) -> None:

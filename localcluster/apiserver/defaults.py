@@ -203,6 +203,19 @@ def _controllerrevision(obj: JsonObject) -> None:
     obj.setdefault("revision", 0)  # int64 without omitempty
 
 
+def _role(obj: JsonObject) -> None:
+    """Role/ClusterRole ``rules`` has no omitempty: a nil slice is written as null; each
+    PolicyRule's ``verbs`` likewise."""
+    obj.setdefault("rules", None)
+    for rule in _dicts(obj.get("rules")):
+        rule.setdefault("verbs", None)
+
+
+def _nothing_always_written(obj: JsonObject) -> None:
+    """ServiceAccount and the bindings: every optional field is omitempty (a binding's roleRef
+    is required, so validation, not defaulting, sees to it)."""
+
+
 DEFAULTERS: dict[str, Callable[[JsonObject], None]] = {
     "pods": _pod,
     "deployments": _deployment,
@@ -213,6 +226,11 @@ DEFAULTERS: dict[str, Callable[[JsonObject], None]] = {
     "events": _event,
     "endpointslices": _endpointslice,
     "controllerrevisions": _controllerrevision,
+    "serviceaccounts": _nothing_always_written,
+    "roles": _role,
+    "clusterroles": _role,
+    "rolebindings": _nothing_always_written,
+    "clusterrolebindings": _nothing_always_written,
 }
 
 

@@ -33,6 +33,8 @@ def openapi_group_version(group_version: str) -> JsonObject | None:
         return None
     paths: JsonObject = {}
     for rtype in types:
+        if rtype.virtual:  # created only, never patched
+            continue
         scope = "/namespaces/{namespace}" if rtype.namespaced else ""
         path = f"/{_path_prefix(group_version)}{scope}/{rtype.plural}/{{name}}"
         paths[path] = {

@@ -19,6 +19,8 @@ class ResourceType:
     # metadata.generation is set and bumped only by the strategies of these kinds upstream
     # (workloads, and Pods since 1.33: KEP-5067).
     tracks_generation: bool = False
+    # a review kind (SelfSubjectAccessReview): only ``create``, answered and never stored
+    virtual: bool = False
 
     @property
     def api_version(self) -> str:
@@ -29,6 +31,7 @@ class ResourceType:
         return "status" in self.subresources
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",), ("status",), (), "namespace"),
     ResourceType("nodes", "Node", "", "v1", False, ("no",), ("status",), (), "node"),
@@ -73,6 +76,35 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         "controllerrevision",
     ),
     ResourceType(
+        "serviceaccounts",
+        "ServiceAccount",
+        "",
+        "v1",
+        True,
+        ("sa",),
+        ("token",),
+        (),
+        "serviceaccount",
+    ),
+    *(
+        ResourceType(plural, kind, RBAC_GROUP, "v1", namespaced, singular=kind.lower())
+        for plural, kind, namespaced in (
+            ("roles", "Role", True),
+            ("rolebindings", "RoleBinding", True),
+            ("clusterroles", "ClusterRole", False),
+            ("clusterrolebindings", "ClusterRoleBinding", False),
+        )
+    ),
+    ResourceType(
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        "authorization.k8s.io",
+        "v1",
+        False,
+        singular="selfsubjectaccessreview",
+        virtual=True,
+    ),
+    ResourceType(
         "endpointslices",
         "EndpointSlice",
         "discovery.k8s.io",
@@ -95,6 +127,10 @@ GROUP_VERSIONS: dict[str, tuple[ResourceType, ...]] = {
     "apps/v1": tuple(r for r in RESOURCE_TYPES if r.group == "apps"),
     "discovery.k8s.io/v1": tuple(r for r in RESOURCE_TYPES if r.group == "discovery.k8s.io"),
     "events.k8s.io/v1": (EVENTS_V1,),
+    f"{RBAC_GROUP}/v1": tuple(r for r in RESOURCE_TYPES if r.group == RBAC_GROUP),
+    "authorization.k8s.io/v1": tuple(
+        r for r in RESOURCE_TYPES if r.group == "authorization.k8s.io"
+    ),
 }
 
 

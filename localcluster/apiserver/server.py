@@ -23,10 +23,17 @@ from aiohttp import web
 
 from kubewire import format_micro_time, parse_time
 from localcluster.apiclient import ApiError, JsonObject
-from localcluster.apiserver import errors
+from localcluster.apiserver import errors, protobuf
+from localcluster.apiserver.auth import Authenticator, UserInfo
 from localcluster.apiserver.client import InProcessClient
 from localcluster.apiserver.httpclient import HttpClient
 from localcluster.apiserver.openapi import openapi_group_version, openapi_root
+from localcluster.apiserver.rbac import (
+    Authorizer,
+    access_review,
+    bootstrap_policy,
+    request_attributes,
+)
 from localcluster.apiserver.resources import GROUP_VERSIONS, ResourceType
 from localcluster.apiserver.selectors import SelectorError, compile_selectors
 from localcluster.apiserver.store import Store
@@ -50,6 +57,8 @@ _PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
 }
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+_OPEN_PATHS = ("/healthz", "/readyz", "/livez")
+_USER = web.RequestKey("user", UserInfo)  # the request's authenticated caller
 
 
 @dataclass(frozen=True)
@@ -125,18 +134,32 @@ def _discovery_resources(types: tuple[ResourceType, ...]) -> list[JsonObject]:
     resources: list[JsonObject] = []
     for rtype in types:
         read_only = rtype.group == "events.k8s.io"
+        verbs = ["create"] if rtype.virtual else ["get", "list", "watch"] if read_only else _VERBS
         resources.append(
             {
                 "name": rtype.plural,
                 "singularName": rtype.singular,
                 "namespaced": rtype.namespaced,
                 "kind": rtype.kind,
-                "verbs": ["get", "list", "watch"] if read_only else _VERBS,
+                "verbs": verbs,
                 **({"shortNames": list(rtype.short_names)} if rtype.short_names else {}),
                 **({"categories": list(rtype.categories)} if rtype.categories else {}),
             }
         )
         for sub in rtype.subresources:
+            if sub == "token":  # TokenRequest (authentication.k8s.io/v1), create only
+                resources.append(
+                    {
+                        "name": f"{rtype.plural}/token",
+                        "singularName": "",
+                        "namespaced": True,
+                        "group": "authentication.k8s.io",
+                        "version": "v1",
+                        "kind": "TokenRequest",
+                        "verbs": ["create"],
+                    }
+                )
+                continue
             entry: JsonObject = {
                 "name": f"{rtype.plural}/{sub}",
                 "singularName": "",
@@ -148,6 +171,27 @@ def _discovery_resources(types: tuple[ResourceType, ...]) -> list[JsonObject]:
                 entry.update(group="autoscaling", version="v1")
             resources.append(entry)
     return resources
+
+
+async def _request_body(request: web.Request) -> Any:
+    """The request's JSON (or YAML) body, or the protobuf one of the few kinds kubectl's typed
+    commands send (``protobuf``); None without a body."""
+    if not request.can_read_body:
+        return None
+    content_type = request.headers.get("Content-Type", "")
+    if "protobuf" not in content_type:
+        return _body_json(await request.read())
+    try:
+        return protobuf.decode(await request.read())
+    except protobuf.UnsupportedKind as exc:
+        raise errors.api_error(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format: {content_type} ({exc} in "
+            "protobuf: send JSON)",
+        ) from exc
+    except protobuf.ProtobufError as exc:
+        raise errors.bad_request(f"the protobuf body cannot be decoded: {exc}") from exc
 
 
 def _body_json(raw: bytes) -> Any:
@@ -165,8 +209,12 @@ class ApiServer:
     """``async with ApiServer() as server:`` serves until the block exits. ``port=0`` picks a
     free port; ``unix_socket`` additionally listens there (node agents in network
     namespaces; plain HTTP, protected by file permissions and the token); TCP is HTTPS with a
-    per-start self-signed certificate; ``bookmark_interval_s`` is how long a watch idles before
-    a BOOKMARK."""
+    per-start self-signed certificate, valid also for ``extra_addresses`` (where
+    ``add_listener`` serves, e.g. inside an emulated network); ``bookmark_interval_s`` is how
+    long a watch idles before a BOOKMARK.
+
+    ``token`` is the admin's (``system:masters``); every other caller is a ServiceAccount with
+    a token from the TokenRequest subresource, authorized by RBAC (``rbac``)."""
 
     def __init__(
         self,
@@ -177,13 +225,19 @@ class ApiServer:
         history_size: int = 10_000,
         bookmark_interval_s: float = 60.0,
         service_cidr: str = "198.18.128.0/17",
+        extra_addresses: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.port = port
         self.unix_socket = unix_socket
         self.token = token or secrets.token_hex(16)
         self.bookmark_interval_s = bookmark_interval_s
+        self.extra_addresses = extra_addresses
         self.store = Store(history_size=history_size, service_cidr=service_cidr)
+        for resource, obj in bootstrap_policy():  # upstream's post-start hook does the same
+            self.store.create(resource, None, obj)
+        self.authenticator = Authenticator(self.store, self.token)
+        self.authorizer = Authorizer(self.store)
         self._runner: web.AppRunner | None = None
         self._certificate: ServerCertificate | None = None
 
@@ -205,7 +259,11 @@ class ApiServer:
             return HttpClient("http://localhost", self.token, unix_socket=self.unix_socket)
         return HttpClient(self.url, self.token, ca_pem=self.ca_pem)
 
-    def kubeconfig(self, context: str = "rolltrace") -> JsonObject:
+    def kubeconfig(
+        self, context: str = "rolltrace", server: str | None = None, token: str | None = None
+    ) -> JsonObject:
+        """The admin's kubeconfig, or another ``token``'s; ``server`` when the caller reaches
+        the server elsewhere than ``url`` (an ``add_listener`` address)."""
         return {
             "apiVersion": "v1",
             "kind": "Config",
@@ -213,12 +271,12 @@ class ApiServer:
                 {
                     "name": context,
                     "cluster": {
-                        "server": self.url,
+                        "server": server or self.url,
                         "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
                     },
                 }
             ],
-            "users": [{"name": context, "user": {"token": self.token}}],
+            "users": [{"name": context, "user": {"token": token or self.token}}],
             "contexts": [
                 {
                     "name": context,
@@ -229,13 +287,15 @@ class ApiServer:
             "preferences": {},
         }
 
-    def write_kubeconfig(self, path: str | Path, context: str = "rolltrace") -> Path:
+    def write_kubeconfig(
+        self, path: str | Path, context: str = "rolltrace", server: str | None = None
+    ) -> Path:
         """Written 0600: it holds the bearer token."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(self.kubeconfig(context), handle, sort_keys=False)
+            yaml.safe_dump(self.kubeconfig(context, server), handle, sort_keys=False)
         return target
 
     async def start(self) -> None:
@@ -249,12 +309,22 @@ class ApiServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self._certificate = self_signed_certificate()
+        self._certificate = self_signed_certificate(extra_addresses=self.extra_addresses)
         await web.SockSite(self._runner, sock, ssl_context=self._certificate.context).start()
         if self.unix_socket:
             Path(self.unix_socket).unlink(missing_ok=True)
             await web.UnixSite(self._runner, self.unix_socket).start()
             os.chmod(self.unix_socket, 0o600)
+
+    async def add_listener(self, sock: socket.socket) -> web.SockSite:
+        """Serve HTTPS on one more bound TCP socket (one made inside another network
+        namespace keeps living there: the way the API is published into the emulated network);
+        ``stop()`` the returned site to close it before the server stops."""
+        if self._runner is None or self._certificate is None:
+            raise RuntimeError("the server has not started")
+        site = web.SockSite(self._runner, sock, ssl_context=self._certificate.context)
+        await site.start()
+        return site
 
     async def stop(self) -> None:
         self.store.close_watchers()
@@ -274,11 +344,17 @@ class ApiServer:
     # ---- request handling ----------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in ("/healthz", "/readyz", "/livez"):
+        """401 for a missing or unknown token, 403 (upstream's message) outside the caller's
+        rules; health endpoints are open."""
+        if request.path in _OPEN_PATHS:
             return web.Response(text="ok")
-        if request.headers.get("Authorization", "") != f"Bearer {self.token}":
+        user = self.authenticator.authenticate(request.headers.get("Authorization", ""))
+        if user is None:
             return _status_response(errors.api_error(401, "Unauthorized", "Unauthorized"))
+        request[_USER] = user
         try:
+            attributes = request_attributes(request.method, request.path, request.query)
+            self.authorizer.check(user, attributes)
             response: web.StreamResponse = await handler(request)
             return response
         except ApiError as error:
@@ -298,9 +374,26 @@ class ApiServer:
             )
         if target.rtype.group == "events.k8s.io" and request.method != "GET":
             raise errors.method_not_allowed()
+        if target.rtype.virtual or target.subresource == "token":
+            return await self._create_only(request, target)
         if request.method == "GET":
             return await self._read(request, target)
         return await self._write(request, target)
+
+    async def _create_only(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """Kinds answered, never stored: a SelfSubjectAccessReview, a ServiceAccount's
+        TokenRequest (POST only, as upstream)."""
+        if request.method != "POST" or (target.rtype.virtual and target.name is not None):
+            raise errors.method_not_allowed()
+        body = await _request_body(request)
+        if target.subresource == "token":
+            namespace = target.namespace or "default"
+            token = self.authenticator.request_token(namespace, str(target.name), body)
+            return web.json_response(token, status=201)
+        if not isinstance(body, dict):
+            raise errors.bad_request("expected an object")
+        review = access_review(self.authorizer, request[_USER], body)
+        return web.json_response(review, status=201)
 
     async def _read(self, request: web.Request, target: Target) -> web.StreamResponse:
         """GET: a watch (by path or ``?watch``), a list, a scale subresource or one object."""
@@ -318,7 +411,7 @@ class ApiServer:
     async def _write(self, request: web.Request, target: Target) -> web.StreamResponse:
         """POST to a collection creates; PUT, PATCH and DELETE act on one named object. Every
         write honours ``?dryRun=All`` (validated and answered, not stored)."""
-        body = _body_json(await request.read()) if request.can_read_body else None
+        body = await _request_body(request)
         dry_run = "All" in request.query.getall("dryRun", [])
         if request.method == "POST" and target.name is None:
             if not isinstance(body, dict):

@@ -2,7 +2,7 @@
 
 kubectl (client-go) never sends a bearer token over plain HTTP (kubernetes/kubectl#744), so a
 token-protected server must speak TLS. The certificate is made per server start with the
-``openssl`` CLI (no Python crypto dependency), valid for 127.0.0.1/localhost only, and its
+``openssl`` CLI (no Python crypto dependency), valid for 127.0.0.1/localhost (and the addresses it is published at), and its
 PEM goes into the kubeconfig as the cluster's certificate authority.
 """
 
@@ -21,14 +21,19 @@ class ServerCertificate:
     context: ssl.SSLContext
 
 
-def self_signed_certificate(common_name: str = "rolltrace-apiserver") -> ServerCertificate:
+def self_signed_certificate(
+    common_name: str = "rolltrace-apiserver", extra_addresses: tuple[str, ...] = ()
+) -> ServerCertificate:
+    """``extra_addresses``: more IP addresses the server is reached at (its listeners inside
+    emulated networks)."""
+    alt_names = ",".join(["IP:127.0.0.1", "DNS:localhost", *(f"IP:{a}" for a in extra_addresses)])
     with tempfile.TemporaryDirectory(prefix="rolltrace-tls-") as tmp:
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         subprocess.run(
             [
                 "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                 "-nodes", "-days", "365", "-subj", f"/CN={common_name}",
-                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext", f"subjectAltName={alt_names}",
                 "-addext", "basicConstraints=critical,CA:TRUE",
                 "-keyout", str(key), "-out", str(cert),
             ],

@@ -15,6 +15,9 @@ from localcluster.apiserver.selectors import Requirement
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+# RBAC objects are named by path segment (upstream's ValidatePathSegmentName): "system:discovery"
+_PATH_SEGMENT_NAMED = ("roles", "rolebindings", "clusterroles", "clusterrolebindings")
+_ROLE_REF_KINDS = {"rolebindings": ("Role", "ClusterRole"), "clusterrolebindings": ("ClusterRole",)}
 
 
 def label_selector_requirements(selector: JsonObject) -> list[Requirement]:
@@ -70,6 +73,38 @@ def _service_problems(obj: JsonObject) -> list[str]:
     return problems
 
 
+def _name_problems(resource: str, name: str) -> list[str]:
+    if resource in _PATH_SEGMENT_NAMED:
+        if name and name not in (".", "..") and not any(c in name for c in "/%"):
+            return []
+        return [f"metadata.name: Invalid value: {name!r}: may not be '.', '..' or contain '/', '%'"]
+    if name and len(name) <= 253 and _NAME.match(name):
+        return []
+    return ["metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required"]
+
+
+def _binding_problems(resource: str, obj: JsonObject, previous: JsonObject | None) -> list[str]:
+    """roleRef is required and immutable; a ClusterRoleBinding's ServiceAccount subjects need
+    a namespace (a RoleBinding's default to its own)."""
+    role_ref = obj.get("roleRef") or {}
+    problems = []
+    if role_ref.get("kind") not in _ROLE_REF_KINDS[resource] or not role_ref.get("name"):
+        kinds = " or ".join(_ROLE_REF_KINDS[resource])
+        problems.append(f"roleRef: Invalid value: {role_ref!r}: a {kinds} name is required")
+    if previous is not None and previous.get("roleRef") != obj.get("roleRef"):
+        problems.append("roleRef: Invalid value: cannot change roleRef")
+    for index, subject in enumerate(obj.get("subjects") or []):
+        if subject.get("kind") not in ("User", "Group", "ServiceAccount"):
+            problems.append(f"subjects[{index}].kind: Unsupported value: {subject.get('kind')!r}")
+        elif (
+            resource == "clusterrolebindings"
+            and subject.get("kind") == "ServiceAccount"
+            and not subject.get("namespace")
+        ):
+            problems.append(f"subjects[{index}].namespace: Required value")
+    return problems
+
+
 def _required_problems(resource: str, obj: JsonObject) -> list[str]:
     """Fields without which upstream rejects the object (and typed clients could not read it)."""
     if resource == "endpointslices" and not obj.get("addressType"):
@@ -82,13 +117,13 @@ def _required_problems(resource: str, obj: JsonObject) -> list[str]:
 def validate(resource: str, kind: str, obj: JsonObject, previous: JsonObject | None = None) -> None:
     """Raises 422 Invalid listing every problem, as upstream reports a field.ErrorList."""
     name = str(obj.get("metadata", {}).get("name", ""))
-    problems = []
-    if not name or len(name) > 253 or not _NAME.match(name):
-        problems.append("metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required")
+    problems = _name_problems(resource, name)
     problems += _required_problems(resource, obj)
     if resource in ("deployments", "replicasets"):
         problems += _workload_problems(obj, previous)
     elif resource == "services":
         problems += _service_problems(obj)
+    elif resource in _ROLE_REF_KINDS:
+        problems += _binding_problems(resource, obj, previous)
     if problems:
         raise errors.invalid(kind, name, ", ".join(problems))

@@ -24,6 +24,7 @@ from localcluster.config import ClusterConfig
 from localcluster.dataplane import ip, topology
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.topology import Leftovers, list_leftovers
+from localcluster.lifeline import die_with_parent
 
 REQUIRED_TOOLS = ("ip", "nft", "nsenter", "conntrack")
 READY_TIMEOUT_S = 30.0
@@ -161,6 +162,8 @@ async def start_real_nodes(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C reaches the cluster process, which stops us
+                    # and a killed cluster process stops us too (we then remove our tables)
+                    preexec_fn=die_with_parent(),
                 )
         async with HttpClient(
             "http://localhost", token, unix_socket=str(api_socket_path)

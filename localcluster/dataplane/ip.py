@@ -36,9 +36,14 @@ def netns_delete(name: str) -> Argv:
     return ["ip", "netns", "delete", name]
 
 
+def netns_path(name: str) -> str:
+    """The bind mount that names a network namespace (as ``ip netns`` makes it)."""
+    return f"/run/netns/{name}"
+
+
 def netns_exec(name: str, *argv: str) -> Argv:
     """A command run in a namespace with the host's mount namespace kept (see module doc)."""
-    return ["nsenter", f"--net=/run/netns/{name}", "--", *argv]
+    return ["nsenter", f"--net={netns_path(name)}", "--", *argv]
 
 
 def sysctl(netns: str, key: str, value: str) -> Argv:

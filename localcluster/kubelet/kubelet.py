@@ -20,6 +20,7 @@ from pathlib import Path
 from kubewire import format_time
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.config import ClusterConfig
+from localcluster.dataplane.ip import netns_path
 from localcluster.dataplane.sandbox import Sandbox, SandboxProvider
 from localcluster.events import EventRecorder, EventType
 from localcluster.informer import Informer, cancel_tasks
@@ -153,6 +154,7 @@ class PodWorker:
             backoff=k.options.backoff,
             on_change=self._dirty.set,
             emit=self._emit,
+            netns_path=netns_path(self.sandbox.netns) if self.sandbox.netns else None,
         )
         context = PodContext(
             self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.node_ip

@@ -21,12 +21,17 @@ from typing import Any
 
 from kubewire import format_time
 from localcluster.apiclient import JsonObject
+from localcluster.kubelet import sockets
 from localcluster.kubelet.containers import Launch
 from localcluster.kubelet.probes import ProbeCounter, ProbeSpec, run_handler
 from localcluster.kubelet.status import ContainerRecord
 from localcluster.truth import TruthWriter
 
 MIN_GRACE_AFTER_PRESTOP_S = 2.0  # upstream's minimumGracePeriodInSeconds
+# How often the socket table is read: while starting or stopping, finely, since the judge
+# compares SYN times with these edges; while running, rarely, since nothing is expected then.
+LISTENER_POLL_FAST_S = 0.02
+LISTENER_POLL_SLOW_S = 0.5
 RESTART_RESET_AFTER_S = (
     600.0  # a container that ran this long restarts without backoff, as upstream
 )
@@ -78,6 +83,7 @@ class PodEnv:
     backoff: Backoff
     on_change: Callable[[], None]
     emit: Callable[[str, str, str], None]  # a Kubernetes Event: reason, message, Normal|Warning
+    netns_path: str | None = None  # the Pod's own network namespace; None: the kubelet's
 
 
 class ContainerRunner:
@@ -94,6 +100,7 @@ class ContainerRunner:
         self._deadline = float("inf")  # loop time at which a stop sends SIGKILL; may move earlier
         self._deadline_moved = asyncio.Event()
         self._forced = False  # removed from the API: SIGKILL at once, no minimum grace
+        self._listening_seen_ns: int | None = None  # the socket table's last listener sighting
 
     # -- public --------------------------------------------------------------------------
     def start(self) -> None:
@@ -199,13 +206,16 @@ class ContainerRunner:
         if self.terminating:  # the Pod was deleted while this container was being spawned
             self._truth("sigkill", pid=process.pid, cause="deletion")
             self._signal_group(signal.SIGKILL)
-        probes = asyncio.get_running_loop().create_task(self._probe(process))
+        loop = asyncio.get_running_loop()
+        watchers = [loop.create_task(self._probe(process)),
+                    loop.create_task(self._watch_listener(process))]  # fmt: skip
         try:
             returncode = await process.wait()
         finally:
-            probes.cancel()
+            for task in watchers:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await probes
+                await asyncio.gather(*watchers)
             self._signal_group(signal.SIGKILL)  # the container's other processes die with it
         exit_code, signum = (
             (128 - returncode, -returncode) if returncode < 0 else (returncode, None)
@@ -321,6 +331,36 @@ class ContainerRunner:
             await asyncio.sleep(max(0.0, spec.period_s - (time.monotonic() - began)))
         return False
 
+    async def _watch_listener(self, process: asyncio.subprocess.Process) -> None:
+        """Records, from the kernel's socket table, when the container starts and stops
+        listening: truth for any app, not only one that reports itself. ``listening`` is stamped
+        when first seen (no SYN before it found a listener) and ``stopped-accepting`` when last
+        seen (none after it did), so a refused SYN always falls outside the stamped interval.
+        ``_stop`` looks once more right before it signals, so the last sighting is that close."""
+        self._listening_seen_ns = None
+        try:
+            while process.returncode is None:
+                if not self._look_for_listener(process) and self._listening_seen_ns is not None:
+                    break
+                stopping = self.terminating or self._stopping is not None
+                fast = self._listening_seen_ns is None or stopping
+                await asyncio.sleep(LISTENER_POLL_FAST_S if fast else LISTENER_POLL_SLOW_S)
+        finally:  # also when the process exited: its sockets closed with it
+            if self._listening_seen_ns is not None:
+                self._truth_at(self._listening_seen_ns, "stopped-accepting", pid=process.pid,
+                               seen="socket-table")  # fmt: skip
+
+    def _look_for_listener(self, process: asyncio.subprocess.Process) -> bool:
+        now = time.time_ns()
+        declared = self.container.get("ports") or []
+        ports = frozenset(int(p["containerPort"]) for p in declared if p.get("containerPort"))
+        if not sockets.listening(process.pid, self.pod.pod_ip, ports, self.pod.netns_path):
+            return False
+        if self._listening_seen_ns is None:
+            self._truth_at(now, "listening", pid=process.pid, seen="socket-table")
+        self._listening_seen_ns = now
+        return True
+
     async def _restart_kill(self, cause: str) -> None:
         try:
             await self._stop(self.pod.grace_s, cause)
@@ -336,6 +376,8 @@ class ContainerRunner:
         loop = asyncio.get_running_loop()
         self._deadline = min(self._deadline, loop.time() + grace_s)
         prestop = (self.container.get("lifecycle") or {}).get("preStop")
+        if self._listening_seen_ns is not None and process.returncode is None:
+            self._look_for_listener(process)  # the last sighting before the stop's first step
         if prestop and process.returncode is None:
             self._truth("prestop-start", handler=next(iter(prestop), ""), cause=cause)
             hook = loop.create_task(self._run_hook(prestop, self._deadline - loop.time()))
@@ -348,6 +390,8 @@ class ContainerRunner:
             if not self._forced:
                 self._deadline = sigkill_deadline(self._deadline, loop.time())
         if process.returncode is None:
+            if self._listening_seen_ns is not None:
+                self._look_for_listener(process)
             self._truth("sigterm", pid=process.pid, cause=cause)
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -403,7 +447,11 @@ class ContainerRunner:
                 os.killpg(self.process.pid, signum)
 
     def _truth(self, event: str, **fields: Any) -> None:
-        self.pod.truth.record(
+        self._truth_at(time.time_ns(), event, **fields)
+
+    def _truth_at(self, ts_ns: int, event: str, **fields: Any) -> None:
+        self.pod.truth.record_at(
+            ts_ns,
             event,
             pod=self.pod.pod_name,
             node=self.pod.node_name,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from loadgen.httpclient import Connection, Outcome, RequestFailed
+from loadgen.httpclient import Connection, Outcome, RequestFailed, persistent
 from tests.loadgen.conftest import MisbehavingServer
 
 
@@ -60,3 +64,33 @@ def test_reused_connection_closed_by_server_is_eof_or_reset(server: MisbehavingS
     with pytest.raises(RequestFailed) as info:
         _request(conn, "/ok")
     assert info.value.kind in {"eof", "reset"}
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "kept"),
+    [
+        ("HTTP/1.1", "", True),
+        ("HTTP/1.1", "close", False),
+        ("HTTP/1.1", "Keep-Alive, Close", False),
+        ("HTTP/1.0", "", False),  # Python's http.server: answers, then closes
+        ("HTTP/1.0", "keep-alive", True),
+    ],
+)
+def test_persistence_follows_rfc_9112(version: str, connection: str, kept: bool) -> None:
+    headers = {"connection": connection} if connection else {}
+    assert persistent(version, headers) is kept
+
+
+def test_an_http_1_0_answer_is_not_reused(tmp_path: Path) -> None:
+    """A keep-alive user talking to an HTTP/1.0 server (Python's http.server) opens a new
+    connection for its next request instead of failing on the one the server closed."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = Connection("127.0.0.1", server.server_address[1], 1.0)
+        assert _request(conn, "/missing").status_code == 404
+        assert conn.closed
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -183,6 +183,27 @@ async def test_graceful_app_exits_on_sigterm_before_the_grace_period(cluster: Ha
     assert cluster.events("good")[-1]["exit_code"] == 0
 
 
+async def test_the_socket_table_tells_when_any_app_listens(cluster: Harness) -> None:
+    """An app that writes no truth of its own (here Python's http.server, which dies at
+    SIGTERM): the kubelet records its listener's first sighting after the start and its last
+    sighting right before the SIGTERM that killed it, before it reaps the process."""
+    code = ("import http.server as h, os; h.ThreadingHTTPServer((os.environ['POD_IP'], 8081), "
+            "h.BaseHTTPRequestHandler).serve_forever()")  # fmt: skip
+    probe = {"tcpSocket": {"port": 8081}, "periodSeconds": 1}
+    plain = python_container(code, ports=[{"containerPort": 8081}], readinessProbe=probe)
+    await cluster.create_pod("plain", [plain], terminationGracePeriodSeconds=10)
+    await cluster.wait_pod("plain", lambda p: condition(p, "Ready"))
+    await cluster.client.delete("pods", "plain", "default")
+    await cluster.wait_pod("plain", lambda p: p is None, timeout=5)
+    events = cluster.events("plain", socket_table=True)
+    at = {t["event"]: t["ts_ns"] for t in events}
+    seen = {t["event"]: t.get("seen") for t in events}
+    assert seen["listening"] == seen["stopped-accepting"] == "socket-table"
+    assert at["process-started"] < at["listening"] < at["stopped-accepting"] <= at["sigterm"]
+    assert at["sigterm"] - at["stopped-accepting"] < 100_000_000  # looked right before it
+    assert at["stopped-accepting"] < at["exited"]
+
+
 async def test_liveness_failure_restarts_the_container(cluster: Harness) -> None:
     liveness = {
         "tcpSocket": {"port": 9},

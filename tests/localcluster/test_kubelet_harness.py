@@ -34,8 +34,14 @@ class Harness:
         lines = [json.loads(line) for line in self.truth_path.read_text().splitlines()]
         return [line for line in lines if line["source"].startswith(source_prefix)]
 
-    def events(self, pod: str) -> list[dict[str, Any]]:
-        return [line for line in self.truth("kubelet/") if line.get("pod") == pod]
+    def events(self, pod: str, socket_table: bool = False) -> list[dict[str, Any]]:
+        """The kubelet's truth about a Pod: its containers' lifecycle, and with
+        ``socket_table`` also the listener sightings (stamped out of file order)."""
+        return [
+            line
+            for line in self.truth("kubelet/")
+            if line.get("pod") == pod and (socket_table or line.get("seen") != "socket-table")
+        ]
 
     async def create_pod(self, name: str, containers: list[JsonObject], **spec: Any) -> JsonObject:
         pod = {

@@ -37,14 +37,19 @@ def test_parse_event_keeps_dnat_flows_with_their_target_and_peer() -> None:
     assert parse_event("conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.") is None
 
 
-@pytest.mark.parametrize(("virtual", "expected"), [(False, ["controllers", "nodes", "NAT recorder"]),
-                                                   (True, ["controllers", "nodes"])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("virtual", "in_network", "expected"),
+    [(False, True, ["controllers", "nodes", "NAT recorder", "API endpoint in the network"]),
+     (False, False, ["controllers", "nodes", "NAT recorder"]),
+     (True, True, ["controllers", "nodes"])],
+)  # fmt: skip
 def test_the_cluster_process_starts_the_recorder_after_real_nodes_only(
-    tmp_path: Path, virtual: bool, expected: list[str]
+    tmp_path: Path, virtual: bool, in_network: bool, expected: list[str]
 ) -> None:
-    """Started after the nodes (it listens in their namespaces), so stopped before them."""
+    """Started after the nodes (they listen in the nodes' namespaces), so stopped before them."""
     server: Any = SimpleNamespace(unix_socket=tmp_path / "api.sock", token="t", client=lambda: None)
-    starters = _starters(server, ClusterConfig(virtual=virtual), tmp_path)
+    config = ClusterConfig(virtual=virtual, api_in_network=in_network)
+    starters = _starters(server, config, tmp_path)
     assert [what for what, _ in starters] == expected
     assert all(start is not None for _, start in starters)
 

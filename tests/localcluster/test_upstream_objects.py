@@ -36,7 +36,8 @@ from tests.localcluster.test_controllers_harness import (
     wait_rollout,
 )
 
-SERVED = (*RESOURCE_TYPES, EVENTS_V1)
+# review kinds (SelfSubjectAccessReview) are answered, never stored: nothing to get or watch
+SERVED = tuple(r for r in (*RESOURCE_TYPES, EVENTS_V1) if not r.virtual)
 ROLLOUT_TIMEOUT_S = 60.0  # a 3-replica rollout on the compressed clock takes well under a second
 WATCH_WINDOW_S = 1  # each watch request ends after this, so a stopped watcher exits promptly
 LABELS = {"app": "web"}
@@ -72,6 +73,21 @@ MANIFESTS: dict[str, dict[str, Any]] = {
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["198.19.0.2"]}],
         "ports": [{"port": 8080}],
+    },
+    "serviceaccounts": {"metadata": {"name": "sa-x"}},
+    "roles": {
+        "metadata": {"name": "role-x"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+    },
+    "clusterroles": {"metadata": {"name": "system:x"}},
+    "rolebindings": {
+        "metadata": {"name": "binding-x"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "role-x"},
+        "subjects": [{"kind": "ServiceAccount", "name": "sa-x"}],
+    },
+    "clusterrolebindings": {
+        "metadata": {"name": "system:x"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x"},
     },
 }
 # A status as a sparse writer might PUT it, leaving out (or nulling) what upstream would encode
