@@ -49,6 +49,15 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Check a run directory: every file, line, row and field the analysis will read.",
     ),
     "run": LazyCommand(("run",), "Run a rollout under load, record every trace, analyze it."),
+    "import": LazyCommand(
+        ("importing",),
+        "Build a run directory from your own traces: a capture, watch output, a load tool's log.",
+    ),
+    "observe": LazyCommand(
+        ("observe",),
+        "Load, capture and watch an existing Service while your own tooling rolls it out "
+        "(kubectl, Helm, Argo CD, Flagger); then analyze and report. Changes nothing.",
+    ),
     "report": LazyCommand(
         ("report",),
         "Write the disruption report of a run: analysis/report.html, report.md, figures/*.png.",
@@ -65,6 +74,12 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "scenario": LazyCommand(("scenario",), "Work with scenario files."),
     "cluster": LazyCommand(
         ("cluster", "cluster_exec"), "Run the embedded local Kubernetes cluster."
+    ),
+    "watch": LazyCommand(
+        ("watch",),
+        "Record Pods, EndpointSlices, Services, Deployments, ReplicaSets and Events with "
+        "receive times, until Ctrl-C or --duration: the precise watch for `rolltrace import "
+        "--watch`.",
     ),
 }
 

@@ -336,6 +336,32 @@ class Rollout(_Strict):
         return self
 
 
+class Manifests(_Strict):
+    """The user's own Deployment and LoadBalancer Service, applied instead of the demo app's."""
+
+    files: list[str] = Field(
+        default_factory=list,
+        description="YAML files (multi-document allowed) holding the Deployment and its "
+        "LoadBalancer Service; paths are relative to the scenario file.",
+    )
+    deployment: str | None = Field(
+        None, description="Which Deployment to use when the files hold several."
+    )
+    service: str | None = Field(
+        None, description="Which LoadBalancer Service to use when several select the Deployment."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list_is_the_files(cls, value: Any) -> Any:
+        """``manifests: [deploy.yaml, svc.yaml]`` is short for ``manifests: {files: [...]}``."""
+        return {"files": value} if isinstance(value, list) else value
+
+
+# The sections a user's own manifests describe instead (``manifests:`` / ``--manifest``).
+WORKLOAD_SECTIONS = ("workload", "pod", "strategy", "service")
+
+
 class Scenario(_Strict):
     name: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -353,6 +379,12 @@ class Scenario(_Strict):
     )
     load: Load = Field(Load(), description="The HTTP load driven through the LB.")
     rollout: Rollout = Field(Rollout(), description="How the rollout is triggered.")
+    manifests: Manifests = Field(
+        Manifests(),
+        description="Your own Deployment and LoadBalancer Service (docs/try-your-own-app.md): "
+        "this section, or just the list of files (`manifests: [deploy.yaml, svc.yaml]`); when "
+        "given, workload, pod, strategy and service are read from them instead.",
+    )
     repetitions: int = Field(1, ge=1, le=100, description="Runs of the same scenario.")
     # Conditions that must HOLD after the run (the opposite sense of `analyze --fail-on`, whose
     # expressions fail the gate when true); same grammar, e.g. "failed == 0".
@@ -374,6 +406,12 @@ class Scenario(_Strict):
         return self.workload.app.model_copy(
             update={name: getattr(change, name) for name in change.model_fields_set}
         )
+
+    def ignored_sections(self) -> list[str]:
+        """The workload sections this scenario sets that its manifests override."""
+        if not self.manifests.files:
+            return []
+        return [name for name in WORKLOAD_SECTIONS if name in self.model_fields_set]
 
     @field_validator("expect")
     @classmethod
@@ -522,6 +560,37 @@ def _drop_deprecated(document: dict[str, Any], text: str, source: str) -> None:
         warnings.warn(message, ScenarioDeprecation, stacklevel=3)
 
 
+class ClusterKindSwitch(UserWarning):
+    """``--set cluster.kind=…`` dropped the fields that only the other kind of cluster has."""
+
+
+def _switch_cluster_kind(document: dict[str, Any], overrides: list[str]) -> None:
+    """``--set cluster.kind=K`` switches the whole cluster block: the fields only the other kind
+    has (a local cluster's timing, a real cluster's context) describe a cluster the run will
+    not use, so they are dropped with one warning naming them, and the fields both kinds have
+    are kept. Dropping, not rejecting: the point of the override is to run a scenario file
+    written for one kind on the other without editing it."""
+    if not any(a.partition("=")[0] == "cluster.kind" for a in overrides):
+        return
+    cluster = document.get("cluster")
+    if not isinstance(cluster, dict):
+        return
+    models: dict[str, type[BaseModel]] = {"local": LocalCluster, "kube": KubeCluster}
+    target = models.get(str(cluster.get("kind")))
+    if target is None:
+        return  # an unknown kind: validation names it
+    foreign = [key for key in cluster if key not in target.model_fields]
+    if not foreign:
+        return
+    for key in foreign:
+        del cluster[key]
+    fields = ", ".join(f"cluster.{key}" for key in foreign)
+    message = f"--set cluster.kind={cluster['kind']}: dropped {fields} (not fields of that kind)"
+    if target is KubeCluster:
+        message += "; a real cluster needs --set cluster.context=CTX --set cluster.namespace=NS"
+    warnings.warn(message, ClusterKindSwitch, stacklevel=3)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -571,6 +640,13 @@ def _override_value(assignment: str, raw: str) -> Any:
         raise ScenarioError(f"--set {assignment!r}: not a YAML value{where}: {problem}") from None
 
 
+def yaml_error(source: str, exc: yaml.YAMLError) -> str:
+    """``source:line: not valid YAML: problem`` for a YAML file that does not parse."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    return f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """1-based line of the deepest YAML node on ``loc`` (pydantic's error path)."""
     line = node.start_mark.line + 1 if node is not None else None
@@ -590,19 +666,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def _covers(key: str, field: str) -> bool:
+    """Whether ``--set key=...`` wrote ``field`` (an error deeper in, or above, the value it
+    set: ``--set a.b.c=1`` makes an unknown section ``a``)."""
+    return key == field or key.startswith(f"{field}.") or field.startswith(f"{key}.")
+
+
 def parse_scenario(
     text: str, source: str = "<scenario>", overrides: list[str] | None = None
 ) -> Scenario:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ScenarioError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ScenarioError(yaml_error(source, exc)) from None
     if not isinstance(document, dict):
         raise ScenarioError(f"{source}: a scenario is a YAML mapping (name:, workload:, ...)")
     for assignment in overrides or []:
         document = apply_override(document, assignment)
+    _switch_cluster_kind(document, overrides or [])
     _drop_deprecated(document, text, source)
     cluster = document.get("cluster")
     if isinstance(cluster, dict) and cluster.get("preset") in PRESETS:
@@ -617,7 +698,7 @@ def parse_scenario(
             field = ".".join(
                 str(p) for p in loc if not (isinstance(p, str) and p in {"local", "kube"})
             )
-            overridden = any(a.partition("=")[0] == field for a in overrides or [])
+            overridden = any(_covers(a.partition("=")[0], field) for a in overrides or [])
             line = _line_of(root, loc)
             where = "--set" if overridden else (f"{source}:{line}" if line else source)
             lines.append(f"{where}: {field or '(top)'}: {error['msg']}")
@@ -630,4 +711,9 @@ def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scena
         text = path.read_text()
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_scenario(text, str(path), overrides)
+    scenario = parse_scenario(text, str(path), overrides)
+    if not scenario.manifests.files:
+        return scenario
+    files = [str((path.parent / f).resolve()) for f in scenario.manifests.files]
+    return scenario.model_copy(update={"manifests": scenario.manifests.model_copy(
+        update={"files": files})})  # fmt: skip

@@ -4,7 +4,9 @@ The analyzer decides causes from what a real cluster shows; the local cluster al
 really happened (truth.jsonl): every NAT choice the kernel took (LB and nodes, ``nat-new``),
 which Pod held which IP, each container run's start, listening, serving, stop and exit with its
 reason, the app's idle closes and warm-up resets per peer, each node's rules and the LB's
-targets. From those alone this module follows each failed request to the Pod (or node) its
+targets. Listening and serving come from the app's own lines when it writes them (the demo
+app); any other app is judged from the kubelet's reading of the socket table (listening from
+the listener's first sighting to its last, serving meanwhile). From those alone this module follows each failed request to the Pod (or node) its
 connection really reached and names exactly one cause by the error kind:
 
 - a connection that failed to open: what the SYN met — a Pod being deleted and no longer
@@ -72,6 +74,21 @@ class ContainerRun:
     sigkill_ns: int | None = None
     # (from, to) intervals in which the app served requests (to: None while it still did)
     serving: list[tuple[int, int | None]] = field(default_factory=list)
+    # the kubelet's reading of the socket table: the listener's first and last sightings
+    socket_listening_ns: int | None = None
+    socket_stopped_ns: int | None = None
+    app_reports: bool = False  # the app writes its own lifecycle lines (the demo app does)
+
+    def settle(self) -> None:
+        """An app that reports nothing of itself (any third-party server) is judged from the
+        socket table: listening from the listener's first sighting to its last, and serving
+        while listening, since nothing finer is known of it."""
+        if self.app_reports or self.socket_listening_ns is None:
+            return
+        self.listening_ns = self.socket_listening_ns
+        ends = [t for t in (self.socket_stopped_ns, self.stopped_ns) if t is not None]
+        self.stopped_ns = min(ends) if ends else None
+        self.serving = [(self.listening_ns, self.stopped_ns)]
 
     def listening_at(self, t: int) -> bool:
         return (
@@ -166,6 +183,10 @@ def _on_lifecycle(
         pod.deletion_ns = ts
     if run is None:
         return
+    if by_kubelet and event in (TruthEvent.LISTENING, TruthEvent.STOPPED_ACCEPTING):
+        _on_socket_table(run, event, ts)
+        return
+    run.app_reports = run.app_reports or not by_kubelet
     if event in (TruthEvent.PRESTOP_START, TruthEvent.SIGTERM, TruthEvent.SIGKILL):
         run.stop_cause = run.stop_cause or (str(cause) if cause else None)
     if event == TruthEvent.SIGKILL or (event == TruthEvent.EXITED and not by_kubelet):
@@ -182,6 +203,13 @@ def _on_lifecycle(
             run.stopped_ns = run.stopped_ns or ts
         if event == TruthEvent.EXITED:
             run.exited_ns = run.exited_ns or ts
+
+
+def _on_socket_table(run: ContainerRun, event: str, ts: int) -> None:
+    if event == TruthEvent.LISTENING:
+        run.socket_listening_ns = run.socket_listening_ns or ts
+    else:
+        run.socket_stopped_ns = run.socket_stopped_ns or ts
 
 
 def _on_nat(state: TruthState, ts: int, node: str | None, fields: dict[str, Any]) -> None:
@@ -229,6 +257,9 @@ def truth_state(path: Path) -> TruthState:
             if event == TruthEvent.PROCESS_STARTED and isinstance(fields.get("ip"), str):
                 state.ip_owner.setdefault(fields["ip"], []).append((ts, pod_name))
             _on_lifecycle(pod, event, ts, fields, by_kubelet)
+    for pod_truth in state.pods.values():
+        for run in pod_truth.runs:
+            run.settle()
     return state
 
 

@@ -10,7 +10,6 @@ demo says so and shows the analyzer on two runs built by ``analyzer.tracebuilder
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rolltrace.commands import not_a_directory
 from rolltrace.commands.run import run_scenario
 
 # The pipeline and the trace builder (pandas, pyarrow, scapy), the scenario model and the local
@@ -34,8 +34,6 @@ SYNTHETIC_NOTE = (
 )
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 DEMO_SCENARIOS = ("prestop-too-short", "prestop-enough")
-#: added to the measured propagation p99 before recommending a preStop sleep
-PRESTOP_MARGIN_S = 1.0
 
 #: (run name, what it shows, preStop sleep): the trace builder's ``endpoint-lag`` rollout
 #: (kube-proxy on the three nodes lags 1, 2 and 3 s), once as is and once with a preStop sleep
@@ -84,12 +82,14 @@ def _comparison(results: list[tuple[str, Path, Summary]]) -> Table:
     return table
 
 
-def recommended_prestop_s(summary: Summary) -> int | None:
-    """preStop ≥ measured propagation p99 + margin (whole seconds, as the sleep action takes)."""
-    propagation = summary["timings"]["propagation"]
-    if not propagation.get("n"):
-        return None
-    return math.ceil(float(propagation["p99_ms"]) / 1000 + PRESTOP_MARGIN_S)
+def prestop_recommendation(summary: Summary) -> dict[str, Any] | None:
+    """The analysis' own preStop recommendation (summary.json ``recommendations``), when it
+    names a value: the demo prints the advice the report gives, not a second rule."""
+    for rec in summary["recommendations"]:
+        for change in rec["changes"]:
+            if change["setting"] == "pod.pre_stop.sleep_s":
+                return {**change, "how_sure": rec["how_sure"]}
+    return None
 
 
 def _synthetic(runs_dir: Path, seed: int, console: Console) -> list[tuple[str, Path, Summary]]:
@@ -139,6 +139,10 @@ def demo(
     from localcluster.dataplane.cluster import missing_prerequisites
 
     console = Console(soft_wrap=True, log_path=False)
+    unusable = not_a_directory("--runs-dir", runs_dir)
+    if unusable:
+        console.print(f"[red]error:[/red] {unusable}")
+        raise typer.Exit(2)
     missing = [] if synthetic else missing_prerequisites()
     if missing:
         console.print(
@@ -153,12 +157,12 @@ def demo(
         results = _local(runs_dir, console)
     console.print(_comparison(results))
     too_short = results[0][2]
-    advice = recommended_prestop_s(too_short)
+    advice = prestop_recommendation(too_short)
     if advice is not None:
         console.print(
-            f"measured endpoint propagation p99: "
-            f"{too_short['timings']['propagation']['p99_ms'] / 1000:.1f} s → recommended "
-            f"[bold]preStop: sleep {advice}[/bold] (p99 + {PRESTOP_MARGIN_S:g} s margin), and "
+            f"measured endpoint propagation max: "
+            f"{too_short['timings']['propagation']['max_ms'] / 1000:.1f} s → recommended "
+            f"[bold]preStop: sleep {advice['to']}[/bold] ({advice['how_sure']}), and "
             f"terminationGracePeriodSeconds above preStop + drain"
         )
     for _, path, _ in results:

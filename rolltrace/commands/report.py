@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from analyzer.errors import AnalyzerError
+from rolltrace.commands import not_a_directory
 
 if TYPE_CHECKING:
     from analyzer.report import ReportPaths
@@ -65,8 +66,9 @@ def compare(
     if len(runs) < 2:
         err.print("[red]error:[/red] compare needs at least two runs")
         raise typer.Exit(EXIT_UNUSABLE)
-    if output.exists() and not output.is_dir():
-        err.print(f"[red]error:[/red] --output {output}: exists and is not a directory")
+    unusable = not_a_directory("--output", output)
+    if unusable:
+        err.print(f"[red]error:[/red] {unusable}")
         raise typer.Exit(EXIT_UNUSABLE)
     try:
         paths = render_comparison(runs, output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from analyzer.budget import parse_budget
+from rolltrace.commands import not_a_directory
 
 # The runner, the backends, the manifests and the scenario model pull in pydantic, pyarrow,
 # aiohttp and the kubernetes client: they are imported where used, so that `rolltrace --help`
 # and the other commands start fast.
 if TYPE_CHECKING:
+    from kubewire import RolloutState
     from rolltrace.runner.experiment import RunOutcome
-    from rolltrace.runner.kube import RolloutState
     from rolltrace.scenario import Scenario
 
 
@@ -100,7 +102,7 @@ def run_scenario(
                 target_existing=target_existing,
             ).run()
         outcomes.append(outcome)
-        _print_outcome(console, outcome)
+        print_outcome(console, outcome)
         if outcome.interrupted:  # Ctrl-C stops the repetitions too
             break
     if scenario.repetitions > 1:
@@ -113,11 +115,16 @@ def run_scenario(
     return outcomes
 
 
-def _print_outcome(console: Console, outcome: RunOutcome) -> None:
+def print_outcome(console: Console, outcome: RunOutcome) -> None:
     meta, summary = outcome.meta, outcome.summary or {}
     console.print(f"[bold]{escape(str(outcome.paths.root))}[/bold]: status {meta.status}")
     for reason in meta.status_reasons:
         console.print(f"  · {escape(reason)}")
+    if meta.load is not None:
+        console.print(
+            f"  load: {meta.load.delivered_rate:.0f} req/s delivered of "
+            f"{meta.load.asked_rate:g} asked"
+        )
     if summary:
         causes = {k: v for k, v in summary.get("failed_by_cause", {}).items() if v}
         console.print(
@@ -140,10 +147,22 @@ def unmet_expectations(scenario: Scenario, summary: dict[str, Any]) -> list[str]
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
-        scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+        scenario_file: Annotated[
+            Path | None,
+            typer.Argument(help="Scenario YAML file (optional with --manifest: the defaults)."),
+        ] = None,
         output: Annotated[Path, typer.Option("-o", "--output", help="Where runs go.")] = Path(
             "runs"
         ),
+        manifests: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--manifest",
+                help="Your own Deployment and LoadBalancer Service (YAML, multi-document "
+                "allowed; repeatable): applied instead of the demo app's, with their probes, "
+                "hooks, strategy and policy. See docs/try-your-own-app.md.",
+            ),
+        ] = None,
         overrides: Annotated[
             list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
         ] = None,
@@ -164,17 +183,28 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run a rollout under load, record every trace, analyze it."""
-        from rolltrace.scenario import ScenarioError, load_scenario
+        from rolltrace.scenario import ScenarioError
 
         console = Console(stderr=True, log_path=False)
         try:
-            scenario = load_scenario(scenario_file, overrides or [])
+            scenario, warnings = _load(scenario_file, manifests or [], overrides or [])
         except ScenarioError as exc:
             console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(2) from None
+        if target_existing is not None and scenario.manifests.files:
+            console.print("[red]--target-existing runs on a Deployment that is already "
+                          "there, --manifest (manifests:) applies your own: give one or the "
+                          "other[/red]")  # fmt: skip
+            raise typer.Exit(2)
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         if dry_run:
             _print_plan(scenario)
             return
+        unusable = not_a_directory("--output", output)
+        if unusable:
+            console.print(f"[red]{escape(unusable)}[/red]")
+            raise typer.Exit(2)
         outcomes = run_scenario(scenario, output, console, target_existing=target_existing)
         failures = []
         for outcome in outcomes:
@@ -191,8 +221,34 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def _load(
+    scenario_file: Path | None, manifests: list[Path], overrides: list[str]
+) -> tuple[Scenario, list[str]]:
+    """The scenario (the file, or the defaults named after the user's Deployment) with its
+    manifests read and checked, and the warnings to show; ScenarioError when unusable."""
+    from rolltrace.runner.manifests import prepare, read_documents
+    from rolltrace.scenario import ScenarioError, load_scenario, parse_scenario
+
+    if scenario_file is not None:
+        scenario = load_scenario(scenario_file, overrides)
+    elif manifests:
+        names = [d.name for f in manifests for d in read_documents(f) if d.kind == "Deployment"]
+        name = re.sub(r"[^a-z0-9-]", "-", (names or ["my-app"])[0].lower())[:63]
+        scenario = parse_scenario(yaml.safe_dump({"name": name}), "--manifest", overrides)
+    else:
+        raise ScenarioError("give a scenario file, or your own manifests with --manifest")
+    if manifests:
+        files = [*scenario.manifests.files, *(str(f.resolve()) for f in manifests)]
+        scenario = scenario.model_copy(
+            update={"manifests": scenario.manifests.model_copy(update={"files": files})}
+        )
+    scenario, warnings = prepare(scenario)
+    budgets = (parse_budget(text).warning for text in scenario.expect)
+    return scenario, [*warnings, *(f"expect: {w}" for w in budgets if w)]
+
+
 def _print_plan(scenario: Scenario) -> None:
-    from rolltrace.runner.manifests import deployment, service
+    from rolltrace.runner.manifests import workload_objects
 
     typer.echo("# rolltrace run --dry-run: nothing is changed")
     typer.echo(f"# cluster: {scenario.cluster.model_dump(mode='json')}")
@@ -201,4 +257,9 @@ def _print_plan(scenario: Scenario) -> None:
         f"# rollout: {scenario.rollout.model_dump(mode='json')}, "
         f"repetitions: {scenario.repetitions}"
     )
-    typer.echo(yaml.safe_dump_all([service(scenario), deployment(scenario)], sort_keys=False))
+    if scenario.manifests.files:
+        typer.echo(f"# manifests: {', '.join(scenario.manifests.files)}")
+        for section in ("workload", "pod", "strategy", "service"):
+            settings = getattr(scenario, section).model_dump(mode="json", exclude={"app"})
+            typer.echo(f"# {section}, as the manifests set it: {settings}")
+    typer.echo(yaml.safe_dump_all(workload_objects(scenario), sort_keys=False))

@@ -19,6 +19,14 @@ for a reason:
 * ``--immediate-mode`` and ``-U``: each packet is handed over and written as it arrives, so the
   file is complete up to the last packet when tcpdump stops. Without them libpcap hands packets
   over in blocks (up to 1 s late) and a stop discards the block still being filled.
+* ``-Z root``: tcpdump otherwise drops to user ``tcpdump`` after opening the device, and that
+  change of credentials clears the parent-death signal that ends the capture with the run
+  (``localcluster.lifeline``); a capture outliving a killed run would write until the disk fills.
+
+A full disk does not stop tcpdump: libpcap's writes fail silently and tcpdump still counts the
+packets as captured. So the runner stops a capture whose disk is full (``disk_full``), and
+``stop()`` then cuts the file after its last whole record, so the pcap stays readable, and
+reports how many packets it kept.
 
 On SIGTERM tcpdump prints "N packets captured / N packets received by filter / N packets dropped
 by kernel"; ``stop()`` parses them into ``<capture>.stats.json`` next to the pcap, which the
@@ -30,6 +38,7 @@ so.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -43,6 +52,7 @@ from typing import IO
 import numpy as np
 
 from analyzer.readers.pcap_formats import scan_pcap
+from localcluster.lifeline import die_with_parent
 
 TCPDUMP = "tcpdump"
 #: Kernel ring per capture, KiB. At the ~20,000 packets/s per capture point measured with hey
@@ -59,6 +69,10 @@ DRAIN_QUIET_S = 0.5
 #: A capture whose filter keeps matching (other clients of a real cluster's LB) never goes
 #: quiet: stop it anyway after this long.
 DRAIN_LIMIT_S = 5.0
+#: Free space, in filesystem blocks, under which the disk counts as full: tcpdump (as root)
+#: may use the blocks reserved for root, and one block may still hold a partial record.
+FULL_DISK_BLOCKS = 2
+_PCAP_HEADER_BYTES = 24
 _LISTENING = "listening on"
 _STATS = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)$")
 
@@ -83,6 +97,7 @@ class CaptureResult:
     kernel_drops: int | None
     error: str | None = None
     received_by_filter: int | None = None
+    disk_full: bool = False
 
     def status_reasons(self) -> list[str]:
         """What keeps this capture from being complete, in words for run.json's reasons."""
@@ -110,6 +125,8 @@ def tcpdump_argv(output: Path, bpf_filter: str) -> list[str]:
         "nano",
         "--immediate-mode",
         "-U",
+        "-Z",
+        "root",
         "-w",
         str(output),
         bpf_filter,
@@ -139,6 +156,28 @@ def count_pcap_records(path: Path) -> int:
     except OSError:
         return 0
     return len(scan_pcap(data, np.frombuffer(data, dtype=np.uint8)).data_start)
+
+
+def trim_to_whole_records(path: Path) -> int:
+    """Cut a pcap after its last whole record (a full disk leaves half a record at the end);
+    returns the number of records kept."""
+    data = path.read_bytes()
+    records = scan_pcap(data, np.frombuffer(data, dtype=np.uint8))
+    if len(records.data_start):
+        end = int(records.data_start[-1] + records.caplen[-1])
+    else:
+        end = min(len(data), _PCAP_HEADER_BYTES)
+    os.truncate(path, end)
+    return len(records.data_start)
+
+
+def disk_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` has no room left for another record."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bfree < FULL_DISK_BLOCKS
 
 
 def wait_until_quiet(path: Path, quiet_s: float, limit_s: float) -> bool:
@@ -183,6 +222,7 @@ class CaptureProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=die_with_parent(),  # ends with the run, even a SIGKILLed one
         )
         listening = threading.Event()
         assert self._process.stderr is not None
@@ -207,6 +247,16 @@ class CaptureProcess:
             if _LISTENING in line:
                 listening.set()
         listening.set()  # it exited: start() need not wait for its timeout
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def disk_full(self) -> bool:
+        return disk_full(self.output)
 
     def request_stop(self) -> None:
         """Let tcpdump write what the ring still holds, then signal it (in the background)."""
@@ -235,8 +285,23 @@ class CaptureProcess:
             process.wait()
         self._reader.join()
         result = self._result(process.returncode)
+        if self.disk_full():
+            result = self._after_full_disk(result)
         self._write_stats(result)
         return result
+
+    def _after_full_disk(self, result: CaptureResult) -> CaptureResult:
+        """The file cut after its last whole record; the packets it kept of those seen."""
+        kept = trim_to_whole_records(self.output)
+        return CaptureResult(
+            self.output,
+            kept,
+            result.kernel_drops,
+            f"the disk filled up: the capture was stopped and kept the first {kept} of "
+            f"{result.packets} packets (free space on {self.output.parent}, then run again)",
+            result.received_by_filter,
+            disk_full=True,
+        )
 
     def _result(self, returncode: int) -> CaptureResult:
         stderr = "".join(self._stderr)
@@ -260,5 +325,9 @@ class CaptureProcess:
             "kernel_drops": result.kernel_drops,
             "received_by_filter": result.received_by_filter,
             "error": result.error,
+            "disk_full": result.disk_full,
         }
-        self.stats_path.write_text(json.dumps(stats))
+        try:
+            self.stats_path.write_text(json.dumps(stats))
+        except OSError:  # a full disk: the same numbers reach run.json through the runner
+            self.stats_path.unlink(missing_ok=True)

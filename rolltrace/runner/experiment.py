@@ -4,6 +4,11 @@ Phases (each timestamped into run.json): cluster ready → manifests applied →
 available → captures started → load started → warm-up → rollout triggered → rollout complete
 (with a deadline) → cool-down → load stopped → captures stopped → run.json → analysis.
 
+Two steps change the cluster: ``Experiment._prepare`` (apply the manifests, wait until the
+Deployment is available) and ``Experiment._disrupt`` (trigger the rollout and wait it out).
+``rolltrace observe`` (``rolltrace.runner.observe``) replaces exactly these two with reads: the
+user's own tooling changes the cluster, every other phase is this module's.
+
 The runner knows clusters only through ``Session`` (``rolltrace.runner.backends``): a Kubernetes API
 client, the argv prefix under which load and client capture run (the local cluster's client
 namespace, or nothing on a real cluster), where node-side captures run, and where ground truth
@@ -19,6 +24,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,17 +33,40 @@ from typing import Any, Literal, Protocol
 
 from analyzer.rundir import Capture, RunMeta, RunPaths, write_run_meta
 from analyzer.schema import SCHEMA_VERSION, RunStatus
-from kubewire import format_time
+from kubewire import RolloutState, format_time
 from loadgen.runner import LoadPlan, LoadRunner
+from localcluster.lifeline import die_with_parent
 from rolltrace import __version__
 from rolltrace.runner import lbprobe
 from rolltrace.runner.capture import CaptureProcess, CaptureResult, CaptureUnavailable
-from rolltrace.runner.kube import Kube, KubeError, RolloutState, Workload
-from rolltrace.runner.manifests import deployment, rollout_patch, service
-from rolltrace.runner.watch import ClusterWatcher
+from rolltrace.runner.faults import (
+    ComponentFailed,
+    ComponentHandle,
+    FaultPlan,
+    Watchdog,
+    capture_handle,
+    worker_handles,
+)
+from rolltrace.runner.kube import Kube, KubeError, Workload
+from rolltrace.runner.losses import (
+    LoadDelivery,
+    disk_need_bytes,
+    disk_warning,
+    measure_delivery,
+    settle_status,
+)
+from rolltrace.runner.manifests import rollout_patch, workload_objects
+from rolltrace.runner.watch import AccessError, ClusterWatcher, check_access
 from rolltrace.scenario import Scenario
 
-DEPLOYMENT_NAME = "demoapp"
+# Old Pods get terminationGracePeriodSeconds to go once the rollout is complete; this margin
+# covers the kubelet's kill, its status update and the watch that reports the deletion.
+TERMINATION_MARGIN_S = 10.0
+
+
+def termination_wait_s(grace_period_s: float) -> float:
+    """How long to wait for old Pods to be gone after a rollout completed."""
+    return grace_period_s + TERMINATION_MARGIN_S
 
 
 @dataclass
@@ -58,11 +87,23 @@ class Session:
     #: it is read from the Service's traits
     lb_targets: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the cluster's parts the run depends on (API server, node agents, LB), for the watchdog
+    components: list[ComponentHandle] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
 
 
 class Backend(Protocol):
     def open(self, scenario: Scenario, run: RunPaths) -> Session: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the run watches and sends load to: the Deployment (None when an observation follows
+    no Deployment) and the LoadBalancer Service."""
+
+    deployment: str | None
+    service: str
+    workload: Workload | None
 
 
 class Progress(Protocol):
@@ -72,12 +113,17 @@ class Progress(Protocol):
 
     def tick(self, load: dict[str, float], rollout: RolloutState | None) -> None: ...
 
+    def note(self, message: str) -> None: ...
+
 
 class _Silent:
     def phase(self, name: str) -> None:
         pass
 
     def tick(self, load: dict[str, float], rollout: RolloutState | None) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
 
@@ -117,6 +163,10 @@ class Experiment:
         self.watcher: ClusterWatcher | None = None
         self.load: LoadRunner | None = None
         self.interrupted = False
+        self.watchdog = Watchdog()
+        self.fault_plan: FaultPlan | None = None
+        self.fault_timer: threading.Timer | None = None
+        self.delivery: LoadDelivery | None = None
 
     def _mark(self, phase: str) -> None:
         self.phases[phase] = time.time_ns()
@@ -125,7 +175,7 @@ class Experiment:
     def run(self) -> RunOutcome:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.logs.mkdir(exist_ok=True)
-        status = self._record()
+        status = self._settle(self._record())
         if not self.paths.requests.exists() and status is RunStatus.COMPLETE:
             status = RunStatus.FAILED
             self.reasons.append("the load generator wrote no requests.parquet")
@@ -147,38 +197,88 @@ class Experiment:
             self.interrupted = True
             self.reasons.append("interrupted by the user (Ctrl-C)")
             return RunStatus.PARTIAL
+        except ComponentFailed:  # the fault itself is a reason, written by _settle
+            return RunStatus.PARTIAL
         except KubeError as exc:
             self.reasons.append(str(exc))
-            return RunStatus.PARTIAL if "load_start" in self.phases else RunStatus.FAILED
+            stopped = "load_start" in self.phases or self._component_failed()
+            return RunStatus.PARTIAL if stopped else RunStatus.FAILED
         except Exception as exc:
             self.reasons.append(f"{type(exc).__name__}: {exc}")
-            return RunStatus.FAILED
+            return RunStatus.PARTIAL if self._component_failed() else RunStatus.FAILED
         finally:
             self._stop_all()
 
+    def _component_failed(self) -> bool:
+        """Whether a component the rollout needs died: then an error is its consequence and
+        the run stopped early (partial), not a failed experiment."""
+        self.watchdog.check()
+        return any(fault.fatal for fault in self.watchdog.faults)
+
+    def _settle(self, status: RunStatus) -> RunStatus:
+        """Name every fault, lost part and load shortfall; ``degraded`` when the run reached
+        every phase with something lost (``rolltrace.runner.losses``)."""
+        load_start = self.phases.get("load_start")
+        self.reasons.extend(fault.describe(load_start) for fault in self.watchdog.faults)
+        lost_parts = self.load.lost_parts if self.load is not None else []
+        self.reasons.extend(
+            f"{part}: unreadable (its worker died), its requests are lost" for part in lost_parts
+        )
+        self.delivery = measure_delivery(self.paths.requests, self.scenario.load.rate)
+        if self.delivery is not None and self.delivery.short:
+            self.reasons.append(self.delivery.reason(self.scenario.load.workers))
+        return settle_status(
+            status, self.watchdog.faults, self.capture_results, lost_parts, self.delivery
+        )
+
     def _phases(self) -> None:
+        self.fault_plan = FaultPlan.from_env()  # a malformed hook fails the run before it starts
+        self._warn_disk()
         session = self.session = self.backend.open(self.scenario, self.paths)
         self.reasons.extend(session.notes)
+        self.watchdog.watch(session.components)
         self._mark("cluster_ready")
         kube = Kube(session.api_client, session.namespace, self.target_existing)
+        target = self._prepare(session, kube)
+        ip, port = self._find_service(session, kube, target)
+        self._wait_until_served(session, ip, port)
+        self._mark("available")
+        self._check_watch_access(session)
+        self.watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
+        self.watcher.start()
+        self._start_captures(session, ip, port)
+        self.watchdog.watch([capture_handle(c.file, p) for c, p in self.captures])
+        self._mark("captures_started")
+        load = self.load = self._start_load(session, ip, port)
+        self._mark("load_start")
+        self.watchdog.watch(worker_handles(load))
+        self._disrupt(kube, target, load)
+        self._wait(self.scenario.load.after_s, load)
+        load.stop()
+        self._mark("load_stop")
+
+    @staticmethod
+    def _check_watch_access(session: Session) -> None:
+        """A Role that cannot list or watch a kind would leave that stream retrying the whole
+        run and ending as a GAP: refuse before recording starts, naming the verb and resource."""
+        try:
+            check_access(session.api_client, session.namespace)
+        except AccessError as exc:
+            raise KubeError(str(exc)) from None
+
+    def _prepare(self, session: Session, kube: Kube) -> Target:
+        """Apply the manifests (or take the user's own Deployment), wait until it is available."""
         name, service_name = self._apply(session, kube)
         workload = kube.workload(name)
         self._mark("manifests_applied")
         kube.wait_rollout(name, workload.replicas, self.scenario.rollout.deadline_s)
-        ip, port = self._find_service(session, kube, name, service_name, workload.replicas)
-        self._wait_until_served(session, ip, port)
-        self._mark("available")
-        self.watcher = ClusterWatcher(session.api_client, session.namespace, self.paths.events)
-        self.watcher.start()
-        self._start_captures(session, ip, port)
-        self._mark("captures_started")
-        load = self.load = self._start_load(session, ip, port)
-        self._mark("load_start")
+        return Target(name, service_name, workload)
+
+    def _disrupt(self, kube: Kube, target: Target, load: LoadRunner) -> None:
+        """Warm up under load, then trigger the rollout and wait it out."""
+        assert target.deployment is not None and target.workload is not None  # _prepare's
         self._wait(self.scenario.load.before_s, load)
-        self._roll_out(kube, name, workload, load)
-        self._wait(self.scenario.load.after_s, load)
-        load.stop()
-        self._mark("load_stop")
+        self._roll_out(kube, target.deployment, target.workload, load)
 
     def _apply(self, session: Session, kube: Kube) -> tuple[str, str]:
         """The Deployment's and the Service's names: ours, applied now, or the user's own."""
@@ -186,27 +286,30 @@ class Experiment:
             kube.ensure_namespace()
         if self.target_existing is not None:
             return self.target_existing, kube.service_for(self.target_existing)
-        kube.apply(service(self.scenario, DEPLOYMENT_NAME))
-        kube.apply(deployment(self.scenario, DEPLOYMENT_NAME))
-        return DEPLOYMENT_NAME, DEPLOYMENT_NAME
+        service_obj, deployment_obj = workload_objects(self.scenario)  # the user's, or ours
+        kube.apply(service_obj)
+        kube.apply(deployment_obj)
+        return deployment_obj["metadata"]["name"], service_obj["metadata"]["name"]
 
-    def _find_service(
-        self, session: Session, kube: Kube, name: str, service_name: str, replicas: int
-    ) -> tuple[str, int]:
+    def _find_service(self, session: Session, kube: Kube, target: Target) -> tuple[str, int]:
         """The LB's address of the Service; what run.json's ``service`` section says of it."""
-        ip, port = kube.load_balancer_address(service_name)
-        traits = kube.service_traits(service_name)
+        ip, port = self._lb_address(kube, target.service)
+        traits = kube.service_traits(target.service)
         self.service_info = {
-            "name": service_name,
-            "deployment": name,
+            "name": target.service,
+            "deployment": target.deployment,
             "external_ip": ip,
             "port": port,
             "target_port": self.scenario.workload.container_port,
             "external_traffic_policy": traits.traffic_policy,
-            "replicas": replicas,
+            "replicas": target.workload.replicas if target.workload is not None else None,
             "lb_targets": session.lb_targets or traits.lb_targets,
         }
         return ip, port
+
+    def _lb_address(self, kube: Kube, service_name: str) -> tuple[str, int]:
+        """Where the load goes: the address the Service's load balancer published."""
+        return kube.load_balancer_address(service_name)
 
     def _roll_out(self, kube: Kube, name: str, workload: Workload, load: LoadRunner) -> None:
         """Trigger the rollout, wait for it, then for the old Pods to be gone."""
@@ -216,18 +319,24 @@ class Experiment:
             name,
             workload.replicas,
             self.scenario.rollout.deadline_s,
-            on_poll=lambda state: self.progress.tick(load.progress(), state),
+            on_poll=lambda state: self._tick(load, state),
         )
         self._mark("rollout_complete")
-        grace = self.scenario.pod.termination_grace_period_s + 10
+        grace = termination_wait_s(self.scenario.pod.termination_grace_period_s)
         left = kube.wait_terminations(workload.pod_selector, grace)
         if left:
-            self.reasons.append(f"{left} old Pod(s) still terminating {grace} s after the rollout")
+            self.reasons.append(
+                f"{left} old Pod(s) still terminating {grace:g} s after the rollout"
+            )
         self._mark("old_pods_gone")
 
     def _stop_all(self) -> None:
         """Stop load, captures, watch and session, whichever were started; a step that fails
-        is a reason in run.json, never a reason to skip the next."""
+        is a reason in run.json, never a reason to skip the next. The watchdog stops first:
+        what the run stops itself is no fault."""
+        if self.fault_timer is not None:
+            self.fault_timer.cancel()
+        self.watchdog.stop()
         if self.load is not None and "load_stop" not in self.phases:
             _quietly(self.load.stop, self.reasons, "stopping load")
             self.phases["load_stop"] = time.time_ns()
@@ -290,13 +399,12 @@ class Experiment:
 
     def _start_load(self, session: Session, ip: str, port: int) -> LoadRunner:
         spec = self.scenario.load
-        rollout_budget = self.scenario.rollout.deadline_s
         plan = LoadPlan(
             host=f"http://{ip}:{port}",
             rate=spec.rate,
             # Locust needs a run time up front; the runner stops it earlier once the rollout
             # and cool-down are done, so this is only the upper bound.
-            duration_s=spec.before_s + rollout_budget + spec.after_s + 10,
+            duration_s=self._load_budget_s() + 10,
             users=spec.users,
             keepalive_weight=spec.keepalive_weight,
             new_connection_weight=spec.new_connection_weight,
@@ -305,18 +413,42 @@ class Experiment:
             request_timeout_s=spec.request_timeout_s,
             workers=spec.workers,
             exec_prefix=session.client_exec_prefix,
+            preexec=die_with_parent(),  # Locust ends with the run, even a SIGKILLed one
         )
         runner = LoadRunner(plan, self.paths.requests, self.paths.logs)
         runner.start()
         return runner
 
+    def _load_budget_s(self) -> float:
+        """The longest the load can have to run: warm-up, the rollout's deadline, cool-down."""
+        spec = self.scenario.load
+        return spec.before_s + self.scenario.rollout.deadline_s + spec.after_s
+
     def _wait(self, seconds: float, load: LoadRunner) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if not load.running():
-                raise RuntimeError("the load generator exited early (see logs/locust*.log)")
-            self.progress.tick(load.progress(), None)
+            self._tick(load, None)
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _tick(self, load: LoadRunner, rollout: RolloutState | None) -> None:
+        """Between two looks at the cluster: stop if a component the rollout needs died, or
+        if the load generator did."""
+        self.watchdog.raise_if_fatal()
+        if not load.running():
+            raise RuntimeError("the load generator exited early (see logs/locust*.log)")
+        sent = load.progress()
+        if self.fault_plan is not None and self.fault_timer is None and sent.get("requests"):
+            # the test-only hook counts from the first requests recorded: Locust's own start-up
+            # (seconds on a busy machine) is not the time the load runs
+            self.fault_timer = self.fault_plan.arm(lambda: self.watchdog.handles, self.reasons)
+        self.progress.tick(sent, rollout)
+
+    def _warn_disk(self) -> None:
+        """Say before the run starts when its disk may not hold what it will write."""
+        need = disk_need_bytes(self.scenario.load.rate, self._load_budget_s(), captures=True)
+        warning = disk_warning(self.paths.root, need)
+        if warning:
+            self.progress.note(f"warning: {warning}")
 
     def _write_meta(self, status: RunStatus, session: Session | None) -> RunMeta:
         captures = []
@@ -329,7 +461,7 @@ class Experiment:
             status=status,
             status_reasons=list(self.reasons),
             backend=session.backend if session is not None else "local",
-            scenario=self.scenario.model_dump(mode="json"),
+            scenario=self._scenario_record(),
             tool_versions=_tool_versions(),
             clock={
                 "source": "CLOCK_REALTIME",
@@ -342,9 +474,20 @@ class Experiment:
             service=self.service_info,
             captures=captures,
             namespace=session.namespace if session is not None else "",
+            faults=[fault.as_json() for fault in self.watchdog.faults],
+            load=self.delivery.as_json() if self.delivery is not None else None,
+            **self._meta_extra(),
         )
         write_run_meta(self.paths.run_json, meta)
         return meta
+
+    def _scenario_record(self) -> dict[str, Any]:
+        """run.json's ``scenario``: the settings the run had."""
+        return self.scenario.model_dump(mode="json")
+
+    def _meta_extra(self) -> dict[str, Any]:
+        """Sections of run.json beyond RunMeta's own fields (none for an experiment)."""
+        return {}
 
     def _analyze(self) -> dict[str, Any] | None:
         """Analyze the run, then report on that same analysis (nothing is read back)."""

@@ -9,6 +9,8 @@ surprise patch of someone's production Deployment is the worst bug it could have
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from kubewire import RolloutState
 from rolltrace.runner.manifests import MANAGED_BY
 
 
@@ -28,23 +31,50 @@ class NotOurs(KubeError):
     """The object exists but rolltrace did not create it (and was not told to target it)."""
 
 
-@dataclass(frozen=True)
-class RolloutState:
-    generation: int
-    observed_generation: int
-    replicas: int
-    updated: int
-    ready: int
-    available: int
+class Forbidden(KubeError):
+    """The cluster's RBAC refused a call (403): one line naming what and where, and the fix."""
 
-    def complete(self, desired: int) -> bool:
-        """What `kubectl rollout status` waits for (deployment_status.go)."""
-        return (
-            self.observed_generation >= self.generation
-            and self.updated == desired
-            and self.replicas == desired
-            and self.available == desired
-        )
+
+RBAC_MANIFEST = "scenarios/manifests/rbac.yaml"
+# upstream's 403 message: `<resource> ["<name>"] is forbidden: User "<u>" cannot <verb> ...`
+_FORBIDDEN_REASON = re.compile(r"is forbidden: (User .*)$")
+
+
+def forbidden_message(exc: ApiException, namespace: str) -> str:
+    """A 403 as one line: who cannot do what where (the API server's own words), and which
+    manifest grants what rolltrace needs."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message", ""))
+    except ValueError:
+        message = ""
+    match = _FORBIDDEN_REASON.search(message)
+    refused = match.group(1) if match else (message or f"403 {exc.reason}")
+    return (
+        f"the cluster refused: {refused}; rolltrace needs the Role in {RBAC_MANIFEST} bound to "
+        f"its identity (kubectl -n {namespace} apply -f {RBAC_MANIFEST})"
+    )
+
+
+class _RbacChecked:
+    """An API object of the official client whose 403s become ``Forbidden`` (every other
+    error passes through unchanged)."""
+
+    def __init__(self, api: Any, namespace: str) -> None:
+        self._api = api
+        self._namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._api, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status == 403:
+                    raise Forbidden(forbidden_message(exc, self._namespace)) from None
+                raise
+
+        return call
 
 
 @dataclass(frozen=True)
@@ -73,8 +103,8 @@ class Kube:
         self.target_existing = target_existing
         # The generated models mark every field Optional; this adapter reads fields the API
         # server always sets for these objects, so the typed surface stops here (tests cover it).
-        self.core: Any = k8s.CoreV1Api(api_client)
-        self.apps: Any = k8s.AppsV1Api(api_client)
+        self.core: Any = _RbacChecked(k8s.CoreV1Api(api_client), namespace)
+        self.apps: Any = _RbacChecked(k8s.AppsV1Api(api_client), namespace)
 
     def ensure_namespace(self) -> None:
         try:

@@ -13,12 +13,15 @@ shared with the local cluster's informer; the relist diff is not used here, the 
 the ``LIST`` lines after a ``RELIST`` marker itself). When the server answers 410 Gone (history compacted), events may have been
 missed: the stream writes a ``GAP`` marker (since the last event it had), a ``RELIST`` marker and
 the relisted objects as ``LIST`` lines, so that the analyzer can mark transitions first seen
-after the gap as detected late instead of inventing times. Line format: docs/trace-format.md.
+after the gap as detected late instead of inventing times. A stream still broken when the run
+stops (the API server died) writes a ``GAP`` too, since its last event: what happened after it
+was not seen. Line format: docs/trace-format.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -32,8 +35,23 @@ from kubernetes.client.exceptions import ApiException
 
 from kubewire.listwatch import WatchExpired, raise_for_watch_error
 from kubewire.listwatch import resource_version as object_resource_version
+from rolltrace.runner.kube import forbidden_message
 
 WATCHED_KINDS = ("Pod", "EndpointSlice", "Service", "Deployment", "ReplicaSet", "Event")
+#: Kinds a label selector narrows: the workload's own objects. EndpointSlices carry the
+#: Service's name (the analyzer scopes by it) and Events no labels of what they describe, so
+#: both are recorded for the whole namespace.
+SELECTABLE_KINDS = frozenset({"Pod", "Service", "Deployment", "ReplicaSet"})
+#: What RBAC calls each kind (resource.group), for messages naming a refused call.
+RESOURCES = {
+    "Pod": "pods",
+    "EndpointSlice": "endpointslices.discovery.k8s.io",
+    "Service": "services",
+    "Deployment": "deployments.apps",
+    "ReplicaSet": "replicasets.apps",
+    "Event": "events",
+    "Namespace": "namespaces",
+}
 _RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -133,7 +151,23 @@ class _StreamWatcher(threading.Thread):
                 self.stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
                 self._stopping.wait(_RETRY_BACKOFF_S[min(failures, len(_RETRY_BACKOFF_S) - 1)])
                 failures += 1
+        if failures:
+            self._write_open_gap()
         self.ready.set()
+
+    def _write_open_gap(self) -> None:
+        """The stream was broken when the run stopped: nothing after its last event was seen."""
+        self.stats.gaps += 1
+        last_error = self.stats.errors[-1] if self.stats.errors else "unknown error"
+        self._log.write(
+            {
+                "type": "GAP",
+                "recv_ns": time.time_ns(),
+                "kind": self.kind,
+                "since_ns": self._last_recv_ns,
+                "reason": f"watch broken until the run stopped: {last_error}",
+            }
+        )
 
     def _relist(self, initial: bool) -> str:
         if not initial:
@@ -211,15 +245,17 @@ class ClusterWatcher:
         kinds: tuple[str, ...] = WATCHED_KINDS,
         watch_timeout_s: int = 300,
         list_function: Callable[[k8s.ApiClient, str], Callable[..., Any]] = _list_function,
+        label_selector: str | None = None,
     ) -> None:
         """``list_function`` maps (client, kind) to the list/watch call; tests wrap it to
-        inject API failures (a 410 on resume) that a real server produces only under load."""
+        inject API failures (a 410 on resume) that a real server produces only under load.
+        ``label_selector`` narrows the ``SELECTABLE_KINDS``."""
         self._log = EventLog(events_path)
         self._stopping = threading.Event()
         self._threads = [
             _StreamWatcher(
                 kind,
-                list_function(api_client, kind),
+                _selected(list_function(api_client, kind), kind, label_selector),
                 namespace,
                 self._log,
                 self._stopping,
@@ -248,3 +284,68 @@ class ClusterWatcher:
     @property
     def lines(self) -> int:
         return self._log.lines
+
+    @property
+    def stream_stats(self) -> dict[str, StreamStats]:
+        """Each stream's counts so far (for progress lines while it runs)."""
+        return {t.kind: t.stats for t in self._threads}
+
+
+def _selected(list_fn: Callable[..., Any], kind: str, selector: str | None) -> Callable[..., Any]:
+    if selector and kind in SELECTABLE_KINDS:
+        return functools.partial(list_fn, label_selector=selector)
+    return list_fn
+
+
+def check_access(
+    api_client: k8s.ApiClient,
+    namespace: str,
+    kinds: tuple[str, ...] = WATCHED_KINDS,
+    list_function: Callable[[k8s.ApiClient, str], Callable[..., Any]] = _list_function,
+) -> None:
+    """List and open a watch of every kind once, so that a refused verb is reported before
+    recording starts (a stream refused later would only retry) naming the verb and resource.
+
+    Raises ``AccessError`` (403, 401, a missing namespace, a kind not served, an unreachable
+    server). Listing in a namespace that does not exist succeeds (empty), so the namespace is
+    read first; a Role without ``get`` on namespaces (rbac.yaml has none) skips that check."""
+    try:
+        k8s.CoreV1Api(api_client).read_namespace(namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise AccessError(f"namespace {namespace!r} does not exist") from None
+        if exc.status != 403:
+            raise AccessError(_refusal(exc, "get", "Namespace", namespace)) from None
+    except Exception as exc:  # urllib3: no connection, TLS, DNS
+        raise AccessError(f"cannot reach the API server: {exc}"[:300]) from None
+    for kind in kinds:
+        call = list_function(api_client, kind)
+        for verb, options in (
+            ("list", {"limit": 1}),
+            ("watch", {"watch": True, "timeout_seconds": 1, "_preload_content": False}),
+        ):
+            try:
+                response = call(namespace, **options)
+            except ApiException as exc:
+                raise AccessError(_refusal(exc, verb, kind, namespace)) from None
+            except Exception as exc:  # urllib3: no connection, TLS, DNS
+                raise AccessError(f"cannot reach the API server: {exc}"[:300]) from None
+            if verb == "watch":  # the stream is open: close it, never reuse its connection
+                response.close()
+                response.release_conn()
+
+
+class AccessError(RuntimeError):
+    """The API server refused or could not serve a call the watcher needs: says which."""
+
+
+def _refusal(exc: ApiException, verb: str, kind: str, namespace: str) -> str:
+    resource = RESOURCES.get(kind, kind)
+    where = f"{verb} {resource} in namespace {namespace!r}"
+    if exc.status == 403:
+        return f"cannot {where}: {forbidden_message(exc, namespace)}"
+    if exc.status == 401:
+        return f"cannot {where}: the API server rejected the kubeconfig's credentials (401)"
+    if exc.status == 404:
+        return f"cannot {where}: the API server does not serve {resource} (404)"
+    return f"cannot {where}: {exc.status} {exc.reason}"

@@ -25,7 +25,12 @@ from rolltrace.scoring import score_run
 from tests.conftest import require
 
 MIN_AGREEMENT = 0.95  # the analyzer's cause must be the true one for 95 % of decided failures
-SCENARIOS = sorted(Path(__file__).parents[2].glob("scenarios/*.yaml"))
+# the library's local scenarios; `kind: kube` ones run in tests/e2e/test_real_cluster_path.py
+SCENARIOS = sorted(
+    path
+    for path in Path(__file__).parents[2].glob("scenarios/*.yaml")
+    if load_scenario(path).cluster.kind == "local"
+)
 
 
 @pytest.mark.slow

@@ -349,3 +349,44 @@ def test_score_analyzes_writes_score_json_and_gates_on_min(tmp_path: Path) -> No
     strict = runner.invoke(app, ["score", str(run), "--min", "1.01"])
     assert strict.exit_code == 1
     assert "below --min" in strict.output
+
+
+# -- a third-party app: no lines of its own, the kubelet's socket table instead ----------------
+def third_party_cluster() -> Truth:
+    """web-a and web-b run an app that writes no truth; the kubelet sees each listener appear
+    0.3 s after the start. web-a is deleted at 10 s and dies at its SIGTERM (no preStop): the
+    listener's last sighting is at 10 s, the kubelet reaps the process at 10.2 s."""
+    truth = Truth()
+    for pod, ip in (("web-a", POD_A), ("web-b", POD_B)):
+        truth.kubelet(1, pod, "process-started", ip, restart_count=0)
+        truth.kubelet(1.3, pod, "listening", ip, seen="socket-table")
+    truth.rules(2, "node-1", "web-a", "web-b").rules(2, "node-2", "web-a", "web-b")
+    truth.kubelet(10, "web-a", "sigterm", POD_A, cause="deletion")
+    truth.kubelet(10, "web-a", "stopped-accepting", POD_A, seen="socket-table")
+    return truth.kubelet(10.2, "web-a", "exited", POD_A, exit_code=None, signal=15)
+
+
+def test_a_third_party_app_is_judged_from_the_socket_table(tmp_path: Path) -> None:
+    state = third_party_cluster().nat(0.5, 40101, NODE1, POD_A).nat(1.1, 40102, NODE1, POD_A)
+    state = state.nat(10.1, 40103, NODE2, POD_A).nat(5, 40104, NODE2, POD_B).state(tmp_path)
+    run = state.pods["web-a"].runs[0]
+    assert (run.listening_ns, run.stopped_ns) == (int(1.3 * S), 10 * S)
+    assert run.serving == [(int(1.3 * S), 10 * S)]  # serving while listening: nothing finer
+    assert truth_of(
+        state,
+        request(1, "refused", 1.1, 40102),  # before the listener's first sighting
+        request(2, "refused", 10.1, 40103),  # after its last, the Pod being deleted
+        request(3, "connect-timeout", 5, 40104),  # web-b listening but not accepting
+        request(4, "read-timeout", 5, 40104, end=7),  # web-b serving but too slow
+    ) == ["not-ready", "endpoint-lag", "overload", "overload"]
+
+
+def test_the_apps_own_lines_win_over_the_socket_table(tmp_path: Path) -> None:
+    """The demo app reports listening and warm-up itself: the kubelet's coarser sighting of the
+    listener must not open a serving interval during the warm-up."""
+    truth = Truth().kubelet(1, "web-b", "process-started", POD_B, restart_count=0)
+    truth.app(1.1, "web-b", "listening").kubelet(1.15, "web-b", "listening", POD_B)
+    state = truth.app(3, "web-b", "ready-to-serve").state(tmp_path)
+    run = state.pods["web-b"].runs[0]
+    assert run.listening_ns == int(1.1 * S) and run.serving == [(3 * S, None)]
+    assert truth_of(state, request(1, "http-5xx", 2, 40201, pod="web-b")) == ["not-ready"]
