@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from analyzer.events import read_truth
+from analyzer.events import scan_truth
 from analyzer.rundir import RunPaths, read_run_meta, traffic_policy
 from analyzer.schema import Cause, ErrorKind, TruthEvent
 
@@ -145,6 +145,9 @@ class TruthState:
     # from run.json: the LB chose Pods itself (IP target mode); externalTrafficPolicy Local
     pod_targets: bool = False
     local_policy: bool = False
+    #: truth.jsonl lines the reader left out, located ("truth.jsonl: line 103: not valid
+    #: JSON"): verdicts that needed them may be wrong, so the score says how many and which
+    damage: list[str] = field(default_factory=list)
 
     def pod_with_ip(self, ip: str, t: int) -> str | None:
         history = self.ip_owner.get(ip, [])
@@ -230,9 +233,10 @@ def _on_app_peer_event(pod: PodTruth, event: str, ts: int, fields: dict[str, Any
 
 def truth_state(path: Path) -> TruthState:
     """The ground-truth state from truth.jsonl, read and checked by the analyzer's reader
-    (which sorts by time)."""
-    state = TruthState()
-    for row in read_truth(path).to_dict("records"):
+    (which sorts by time). Damaged lines are left out and listed in ``damage``."""
+    scan = scan_truth(path)
+    state = TruthState(damage=[str(problem) for problem in scan.problems])
+    for row in scan.frame.to_dict("records"):
         event, ts, fields = str(row["event"]), int(row["ts_ns"]), row["fields"]
         pod_name = row["pod"] if isinstance(row["pod"], str) else None
         node = row["node"] if isinstance(row["node"], str) else None
@@ -453,6 +457,7 @@ class Score:
     confusion: dict[str, dict[str, int]]  # truth -> analyzer -> count (undecided included)
     disagreements: list[dict[str, Any]]  # decided failures the analyzer got wrong
     undecided_examples: list[dict[str, Any]]
+    truth_damage: list[str] = field(default_factory=list)  # truth lines left out (located)
 
     @property
     def decided(self) -> int:
@@ -483,6 +488,8 @@ class Score:
             "confusion": self.confusion,
             "disagreements": self.disagreements[:50],
             "undecided_examples": self.undecided_examples[:20],
+            "truth_damaged_lines": len(self.truth_damage),
+            "truth_damage": self.truth_damage[:20],
         }
 
 
@@ -525,7 +532,9 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def score_verdicts(run: str, verdicts: pd.DataFrame) -> Score:
+def score_verdicts(
+    run: str, verdicts: pd.DataFrame, truth_damage: list[str] | None = None
+) -> Score:
     decided = verdicts[verdicts["truth"] != UNDECIDED]
     confusion: dict[str, dict[str, int]] = {}
     for truth, analyzer in zip(verdicts["truth"], verdicts["analyzer"], strict=True):
@@ -541,6 +550,7 @@ def score_verdicts(run: str, verdicts: pd.DataFrame) -> Score:
         confusion=confusion,
         disagreements=_records(wrong),
         undecided_examples=_records(verdicts[verdicts["truth"] == UNDECIDED]),
+        truth_damage=list(truth_damage or []),
     )
 
 
@@ -563,4 +573,4 @@ def score_run(run_dir: Path | str, failures: pd.DataFrame | None = None) -> Scor
     if failures is None:
         failures = pd.read_parquet(paths.table("failures"))
     requests = pd.read_parquet(paths.requests)
-    return score_verdicts(str(paths.root), judge(failures, requests, state))
+    return score_verdicts(str(paths.root), judge(failures, requests, state), state.damage)

@@ -78,6 +78,10 @@ def score(
     out = paths.analysis / "score.json"
     atomic_write_bytes(out, json.dumps(result.to_json(), indent=2, default=str).encode())
     print_score(Console(soft_wrap=True), result)
+    if result.truth_damage:
+        err.print(f"[yellow]truth.jsonl is damaged: {len(result.truth_damage)} line(s) left "
+                  f"out, verdicts that needed them may be wrong[/yellow] (first: "
+                  f"{result.truth_damage[0]})")  # fmt: skip
     typer.echo(f"score: {out}")
     if result.agreement < minimum:
         err.print(f"[red]agreement {result.agreement:.2%} is below --min {minimum:.2%}[/red]")

@@ -351,6 +351,19 @@ def test_score_analyzes_writes_score_json_and_gates_on_min(tmp_path: Path) -> No
     assert "below --min" in strict.output
 
 
+def test_damaged_truth_is_scored_on_the_good_lines_and_reported(tmp_path: Path) -> None:
+    run = injected_run(tmp_path / "run")
+    with (run / "truth.jsonl").open("a") as truth:
+        truth.write("{garbled\n")
+    result = runner.invoke(app, ["score", str(run), "--min", "0"])
+    assert result.exit_code == 0, result.output
+    assert "truth.jsonl is damaged: 1 line(s) left out" in result.output
+    written = json.loads((run / "analysis" / "score.json").read_text())
+    assert written["truth_damaged_lines"] == 1
+    assert "line 3" in written["truth_damage"][0]
+    assert sum(written["confusion"]["overload"].values()) == 2  # the good lines still count
+
+
 # -- a third-party app: no lines of its own, the kubelet's socket table instead ----------------
 def third_party_cluster() -> Truth:
     """web-a and web-b run an app that writes no truth; the kubelet sees each listener appear
