@@ -413,6 +413,16 @@ class Scenario(_Strict):
             return []
         return [name for name in WORKLOAD_SECTIONS if name in self.model_fields_set]
 
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _cluster_kind_defaults_to_local(cls, value: Any) -> Any:
+        """A cluster section without ``kind`` (``cluster: {nodes: 5}``, or ``--set
+        cluster.nodes=5`` on a scenario that has none) is the local cluster, as the default
+        section is."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "local", **value}
+        return value
+
     @field_validator("expect")
     @classmethod
     def _expressions_parse(cls, value: list[str]) -> list[str]:

@@ -48,3 +48,14 @@ def test_kube_scenario_switches_back_to_local(tmp_path: Path) -> None:
 def test_no_switch_no_warning(recwarn: pytest.WarningsRecorder) -> None:
     load_scenario(SCENARIOS / "graceful-drain.yaml", ["cluster.nodes=2"])
     assert not [w for w in recwarn if issubclass(w.category, ClusterKindSwitch)]
+
+
+def test_a_cluster_section_without_kind_is_the_local_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ncluster: {nodes: 5}\n")
+    assert load_scenario(path).cluster == LocalCluster(nodes=5)
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("name: bare\n")
+    overridden = load_scenario(bare, ["cluster.proxy_delay.kind=fixed"])
+    assert isinstance(overridden.cluster, LocalCluster)
+    assert overridden.cluster.proxy_delay.kind == "fixed"
