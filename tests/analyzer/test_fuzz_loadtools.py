@@ -12,18 +12,18 @@ Derandomized: CI sees the same 10,000 inputs every time (marked slow).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from analyzer.errors import TraceError
 from analyzer.readers.loadtools import RequestFormat, read_request_log
 from analyzer.readers.requests import check_requests
 from analyzer.schema import REQUESTS, check_frame
+from tests.analyzer.test_fuzz_jsonl_parquet import _fuzz
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "loadtools"
 EXAMPLES = 2500  # per test; four tests: 10,000 mutated inputs
@@ -39,16 +39,6 @@ pytestmark = [
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One directory for every example (a new one per example would cost more than a read)."""
     return tmp_path_factory.mktemp("fuzz")
-
-
-def _fuzz(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 _byte_edit = st.one_of(

@@ -7,10 +7,9 @@ import http.client
 import socket
 import struct
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +28,7 @@ from analyzer.schema import REQUESTS, check_frame
 from analyzer.tracebuilder.build import build_run
 from tests.analyzer.test_pcap_tcpdump import _closed_port, _wait_until_capturing
 from tests.conftest import require
+from tests.servers import serving
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 CLIENT, SERVER, PORT = "10.0.0.2", "203.0.113.10", 80
@@ -440,15 +440,8 @@ class _Outcomes(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def outcome_server() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Outcomes)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_Outcomes) as port:
+        yield port
 
 
 def _send(port: int, paths: list[str]) -> list[str]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import http.client
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from analyzer import read_pcap
 from tests.analyzer.test_pcap import assert_same, scapy_packets
 from tests.conftest import require
+from tests.servers import serving
 
 REQUESTS_PER_KIND = 5
 CAPTURE_READY_TIMEOUT_S = 10.0
@@ -43,15 +43,8 @@ class _Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_Hello) as port:
+        yield port
 
 
 def _closed_port() -> int:

@@ -21,6 +21,7 @@ from rolltrace.runner.backends import RUN_CLUSTER_NAME, backend_for
 from rolltrace.runner.experiment import Experiment
 from rolltrace.scenario import load_scenario
 from tests.conftest import require
+from tests.processes import read_until
 
 SCENARIO = "scenarios/prestop-enough.yaml"
 #: A short run: two nodes, two replicas, a fault a second after the first requests.
@@ -99,12 +100,7 @@ def test_a_killed_runner_leaves_nothing_and_the_next_run_succeeds(tmp_path: Path
     argv = [sys.executable, "-m", "rolltrace", "run", SCENARIO, "-o", str(tmp_path / "first"),
             *[a for o in [*SHORT, "load.before_s=60"] for a in ("--set", o)]]  # fmt: skip
     runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert runner.stdout is not None
-    deadline = time.monotonic() + 180
-    for line in runner.stdout:
-        if "load start" in line:
-            break
-        assert time.monotonic() < deadline, "the run never started its load"
+    read_until(runner, "load start", 180)
     time.sleep(2)
     runner.kill()
     killed = time.monotonic()

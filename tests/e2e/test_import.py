@@ -18,7 +18,6 @@ began there. Run under ``flock /tmp/rolltrace-cluster.lock``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from localcluster.dataplane.addressing import AddressPlan
 from rolltrace.cli import app
 from rolltrace.scoring import score_run
 from tests.conftest import require
+from tests.e2e.clusters import cluster_up
 
 CLUSTER = "rtimport"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -153,34 +153,10 @@ def _hey_rows(path: Path, started_ns: int) -> pd.DataFrame:
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     require("ip", "nft", "nsenter", "conntrack", "tcpdump", "hey", root=True)
     root = tmp_path_factory.mktemp("import-e2e")
-    previous = os.environ.get("ROLLTRACE_STATE_DIR")
-    os.environ["ROLLTRACE_STATE_DIR"] = str(root / "state")
     config = root / "cluster.yaml"
     config.write_text(yaml.safe_dump(CLUSTER_CONFIG))
-    kubeconfig = root / "kubeconfig"
-    runner = CliRunner()
-    up = runner.invoke(
-        app,
-        [
-            "cluster",
-            "up",
-            "--name",
-            CLUSTER,
-            "--config",
-            str(config),
-            "--kubeconfig",
-            str(kubeconfig),
-        ],
-    )
-    try:
-        assert up.exit_code == 0, up.output
+    with cluster_up(root, CLUSTER, "--config", str(config)) as kubeconfig:
         yield _record(root, kubeconfig)
-    finally:
-        runner.invoke(app, ["cluster", "down", "--name", CLUSTER])
-        if previous is None:
-            os.environ.pop("ROLLTRACE_STATE_DIR", None)
-        else:
-            os.environ["ROLLTRACE_STATE_DIR"] = previous
 
 
 def _record(root: Path, kubeconfig: Path) -> Recording:

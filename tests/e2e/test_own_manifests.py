@@ -21,10 +21,12 @@ from tests.conftest import require
 
 EXAMPLE = Path(__file__).parents[2] / "scenarios/manifests/examples/http-server"
 MIN_SHARE = 0.95  # of the rollout's failures attributed to endpoint-lag, and judge agreement
-# Endpoint-lag failures grow with the rate, while a request caught in flight by the SIGTERM (a
-# real inflight-cut) stays a rare event per Pod: at 200 req/s the share is measured over ~100
-# failures, so one such event cannot decide it.
+# Endpoint-lag failures grow with the rate and with the time the nodes' rules lag, while a
+# request caught in flight by the SIGTERM (a real inflight-cut, about one per old Pod) does not:
+# at 200 req/s with proxies that take 2 s (the default is up to 1 s), the share is measured over
+# a few hundred failures, so those few cuts cannot decide it.
 RATE = 200
+PROXY_DELAY_S = 2
 
 
 @pytest.mark.slow
@@ -36,7 +38,8 @@ def test_http_server_without_prestop_fails_by_endpoint_lag(tmp_path: Path) -> No
             "--manifest", str(EXAMPLE / "deployment.yaml"),
             "--manifest", str(EXAMPLE / "service.yaml"),
             "--set", "load.before_s=3", "--set", "load.after_s=3",
-            "--set", f"load.rate={RATE}"]  # fmt: skip
+            "--set", f"load.rate={RATE}", "--set", "cluster.proxy_delay.kind=fixed",
+            "--set", f"cluster.proxy_delay.value_s={PROXY_DELAY_S}"]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

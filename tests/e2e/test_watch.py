@@ -11,7 +11,6 @@ its receive time inside the bounds derived from kubectl's copy. Run under
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from analyzer.events import pod_lifecycle, read_events
 from analyzer.readers.kubectl import read_kubectl_streams
-from rolltrace.cli import app
 from tests.conftest import require
+from tests.e2e.clusters import cluster_up
 
 CLUSTER = "rtwatch"
 BIN = Path(sys.executable).parent
@@ -75,22 +73,8 @@ def _wait_for_lists(path: Path, kinds: set[str], timeout_s: float = 60) -> None:
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     require("ip", "nft", "nsenter", root=True)
     root = tmp_path_factory.mktemp("watch-e2e")
-    previous = os.environ.get("ROLLTRACE_STATE_DIR")
-    os.environ["ROLLTRACE_STATE_DIR"] = str(root / "state")
-    kubeconfig = root / "kubeconfig"
-    runner = CliRunner()
-    up = runner.invoke(
-        app, ["cluster", "up", "--nodes", "2", "--name", CLUSTER, "--kubeconfig", str(kubeconfig)]
-    )
-    try:
-        assert up.exit_code == 0, up.output
+    with cluster_up(root, CLUSTER, "--nodes", "2") as kubeconfig:
         yield _record(root, kubeconfig)
-    finally:
-        runner.invoke(app, ["cluster", "down", "--name", CLUSTER])
-        if previous is None:
-            os.environ.pop("ROLLTRACE_STATE_DIR", None)
-        else:
-            os.environ["ROLLTRACE_STATE_DIR"] = previous
 
 
 def _record(root: Path, kubeconfig: Path) -> Recording:

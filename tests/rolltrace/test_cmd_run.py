@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from rolltrace.cli import app
 from tests.conftest import require
+from tests.processes import read_until
 
 
 def test_dry_run_prints_manifests_and_plan_and_touches_nothing(tmp_path: Path) -> None:
@@ -44,12 +45,7 @@ def test_ctrl_c_keeps_a_partial_run_and_leaves_nothing_behind(tmp_path: Path) ->
     # its own session, like a terminal's foreground job: Ctrl-C reaches the whole group
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)  # fmt: skip
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        if "load start" in line:
-            break
-        assert time.monotonic() < deadline, "the run never started its load"
+    read_until(process, "load start", 120)
     time.sleep(3)  # some requests recorded
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)
