@@ -85,6 +85,21 @@ class ServiceContext:
     # Per node, how long its rules were seen to trail the slices (measured propagation through
     # that node, under Local policy the capture's node); rules_lag_ms where not measured
     rules_lag_by_node_ms: dict[str, float] = field(default_factory=dict)
+    # How far a watch event's recorded time may be from when it happened: 0 for receive times;
+    # for coarse times (kubectl imports, run.json ``event_times``) a typical bounds width
+    # (``event_time_uncertainty_ms``). Endpoint changes then only surely or possibly happened.
+    event_uncertainty_ms: float = 0.0
+
+
+def event_time_uncertainty_ms(event_times: object) -> float:
+    """How far a coarse event time may be off, from run.json ``event_times`` (written by the
+    kubectl import): the median width of the events' [earliest, latest] bounds — each estimate
+    lies inside its bounds, so it is off by at most that much. 0 when the times are receive
+    times (no entry) or the import found no two-sided bounds."""
+    if not isinstance(event_times, dict) or not event_times.get("coarse"):
+        return 0.0
+    width = event_times.get("median_uncertainty_ms")
+    return float(width) if isinstance(width, int | float) and width > 0 else 0.0
 
 
 def _step_count(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -96,10 +111,17 @@ def _step_count(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     return (opened - closed).astype("int64")
 
 
-def _interval_bounds(endpoints: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    starts = endpoints["from_ns"].to_numpy(dtype="float64")
-    ends = pd.to_numeric(endpoints["to_ns"]).to_numpy(dtype="float64", na_value=np.inf)
-    return starts, ends
+def _interval_bounds(
+    endpoints: pd.DataFrame, widen_ns: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (+inf: still open) of each interval, each moved ``widen_ns`` outwards:
+    positive covers every moment the interval may have covered given its events' time
+    uncertainty, negative only the moments it surely covered (intervals then shorter than the
+    uncertainty vanish)."""
+    starts = endpoints["from_ns"].to_numpy(dtype="float64") - widen_ns
+    ends = pd.to_numeric(endpoints["to_ns"]).to_numpy(dtype="float64", na_value=np.inf) + widen_ns
+    kept = ends >= starts  # an empty interval still marks when a state ended
+    return starts[kept], ends[kept]
 
 
 def _recently_below(
@@ -121,7 +143,7 @@ def _recently_below(
 
 
 def _nodes_lacking_local(
-    t: np.ndarray, endpoints: pd.DataFrame, context: ServiceContext
+    t: np.ndarray, endpoints: pd.DataFrame, context: ServiceContext, widen_ns: float = 0.0
 ) -> np.ndarray:
     """How many nodes had lost their last usable local endpoint (ready, or serving while
     terminating where the fallback applies) recently enough that the LB may still send to them.
@@ -129,7 +151,9 @@ def _nodes_lacking_local(
     until its rules catch up with the loss, and it drops traffic until they catch up with the
     next local endpoint. So each node's endpoint intervals are shifted by its rules lag: none at
     t, one before, and — when the LB's health check timing is known — lost less than that long
-    ago. A node that never had a Pod was never healthy to the LB: never counted."""
+    ago. A node that never had a Pod was never healthy to the LB: never counted. ``widen_ns``
+    as in ``_interval_bounds``: positive counts the nodes that surely lacked one, negative
+    those that possibly did."""
     lacking = np.zeros(len(t), dtype="int64")
     if not context.local_policy:
         return lacking
@@ -139,16 +163,18 @@ def _nodes_lacking_local(
     horizon = np.inf if context.lb_unhealthy_after_ms is None else context.lb_unhealthy_after_ms
     for node in context.nodes:
         on_node = endpoints[usable & (endpoints["node"].astype("string") == node)]
-        starts, ends = _interval_bounds(on_node)
-        if len(starts) == 0:
+        if on_node.empty:
             continue
         lag_ns = context.rules_lag_by_node_ms.get(node, context.rules_lag_ms) * 1e6
-        starts, ends = starts + lag_ns, ends + lag_ns
-        ends_sorted = np.sort(ends)
-        last = np.searchsorted(ends_sorted, t, side="right") - 1
-        since_lost = t - np.where(last >= 0, ends_sorted[np.maximum(last, 0)], np.nan)
-        recent = (since_lost >= 0) & (since_lost <= horizon * 1e6)
-        lacking += ((_step_count(t, starts, ends) == 0) & recent).astype("int64")
+        starts, ends = _interval_bounds(on_node, widen_ns)
+        # lost recently: a loss (an interval's end, seen through the rules lag) within
+        # [t − horizon, t], for every (surely) or some (possibly) moment within its uncertainty
+        losses = np.sort(_interval_bounds(on_node)[1] + lag_ns)
+        recent = np.searchsorted(losses, t - widen_ns, side="right") > np.searchsorted(
+            losses, t - horizon * 1e6 + widen_ns, side="left"
+        )
+        uncovered = _step_count(t, starts + lag_ns, ends + lag_ns) == 0
+        lacking += (uncovered & recent).astype("int64")
     return lacking
 
 
@@ -158,13 +184,18 @@ def cluster_state_at(
     """Per time: ready endpoints; whether the Service had no ready endpoint recently enough that
     a node's rules may still have shown none (within the run's rules lag);
     whether ready endpoints were below the desired replicas; how many nodes had recently lost
-    their last local ready endpoint (``_nodes_lacking_local``)."""
+    their last local ready endpoint (``_nodes_lacking_local``). With coarse event times the
+    no-endpoint and lacking-node facts come twice: surely (whatever moment within its
+    uncertainty each endpoint change happened at) and possibly (for some such moment)."""
     t = times.to_numpy(dtype="float64")
     ready = endpoints[endpoints["ready"].astype(bool)]
     starts, ends = _interval_bounds(ready)
+    uncertainty_ns = context.event_uncertainty_ms * 1e6
+    lag_ns = context.rules_lag_ms * 1e6
     # ready only: serving-while-terminating endpoints are a fallback some proxies lack (KEP-1669),
     # and where the fallback works a refusal shows on the Pod's node instead
-    no_endpoints = _recently_below(t, starts, ends, 1, context.rules_lag_ms * 1e6)
+    no_endpoints = _recently_below(t, *_interval_bounds(ready, uncertainty_ns), 1, lag_ns)
+    maybe_none = _recently_below(t, *_interval_bounds(ready, -uncertainty_ns), 1, lag_ns)
     short = np.zeros(len(t), dtype=bool)
     if context.desired_replicas:
         short = _recently_below(t, starts, ends, context.desired_replicas, 0.0)
@@ -173,7 +204,12 @@ def cluster_state_at(
             "ready_endpoints": _step_count(t, starts, ends),
             "no_endpoints_recently": no_endpoints,
             "capacity_short": short,
-            "nodes_lacking_local": _nodes_lacking_local(t, endpoints, context),
+            "nodes_lacking_local": _nodes_lacking_local(t, endpoints, context, uncertainty_ns),
+            # narrowing may drop every interval, leaving nothing to count from: keep the sure
+            "no_endpoints_possibly": maybe_none | no_endpoints,
+            "nodes_possibly_lacking_local": _nodes_lacking_local(
+                t, endpoints, context, -uncertainty_ns
+            ),
         },
         index=times.index,
     )
@@ -638,10 +674,12 @@ def _close_terms(f: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _lb_gap(f: pd.DataFrame, kind: np.ndarray, context: ServiceContext) -> np.ndarray:
+def _lb_gap(
+    f: pd.DataFrame, kind: np.ndarray, context: ServiceContext, column: str = "nodes_lacking_local"
+) -> np.ndarray:
     """An unanswered SYN under Local policy while some node the LB still sent to had no local
-    endpoint in its rules."""
-    lacking = f["nodes_lacking_local"].to_numpy(dtype="int64") > 0
+    endpoint in its rules (``column``: surely, or only possibly with coarse event times)."""
+    lacking = f[column].to_numpy(dtype="int64") > 0
     timeout = kind == ErrorKind.CONNECT_TIMEOUT.value
     return np.asarray(timeout & lacking & bool(context.local_policy), dtype=bool)
 
@@ -661,7 +699,9 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
     pod, close = _pod_terms(f), _close_terms(f)
     pod_leaving, pod_new, cannot_serve = pod["leaving"], pod["new"], pod["cannot_serve"]
     lb_gap = _lb_gap(f, kind, context)
+    maybe_lb_gap = _lb_gap(f, kind, context, "nodes_possibly_lacking_local")
     no_endpoints = _flag(f, "no_endpoints_recently")
+    maybe_none = _flag(f, "no_endpoints_possibly")
     capacity_short = _flag(f, "capacity_short_recently")
     # an unanswered SYN while too few Pods queue may be a dropped SYN rather than rules lagging
     # behind a deletion long past (a recent one, within the inference horizon, still wins)
@@ -681,6 +721,12 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
         Rule(connect_failure & direct_pod & cannot_serve, Cause.NOT_READY, 0.9, "not-ready"),
         Rule(connect_failure & ~direct_pod & no_endpoints, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
         Rule(connect_failure & ~direct_pod & lb_gap, Cause.LB_LAG, 0.75, "lb-lag"),
+        # coarse event times: the answer depends on where in its bounds an endpoint change was
+        # (lower confidence); a node the LB may still send to outranks a possibly empty Service:
+        # the LB keeps sending for its health-check time, and a gap that surely left the
+        # Service empty was already claimed by the sure rule above
+        Rule(connect_failure & ~direct_pod & maybe_lb_gap, Cause.LB_LAG, 0.5, "lb-lag-coarse"),
+        Rule(connect_failure & ~direct_pod & maybe_none, Cause.NO_ENDPOINTS, 0.5, "none-coarse"),
         Rule(restart & inferred_pod, Cause.CONTAINER_RESTART, 0.6, "restart"),
         Rule(
             connect_failure & inferred_pod & pod_leaving & ~queued,
@@ -736,7 +782,9 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
             "error_kind": pd.array(f["error_kind"].astype(str).to_numpy(), dtype="string"),
             "cause": pd.array(cause, dtype="string"),
             "confidence": confidence.astype("float64"),
-            "evidence": pd.array(_evidence(f, template), dtype="string"),
+            "evidence": pd.array(
+                _evidence(f, template, context.event_uncertainty_ms), dtype="string"
+            ),
             "pod": f["pod"].astype("string").to_numpy(),
             "pod_method": pd.array(f["pod_method"].astype(str).to_numpy(), dtype="string"),
             "pod_state": f["pod_state"].astype("string").to_numpy(),
@@ -814,6 +862,17 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "no-endpoints": lambda r: (
         f"{r['kind']} while the Service had no usable endpoint (now or within the rules lag)"
     ),
+    "lb-lag-coarse": lambda r: (
+        f"SYN unanswered while {r['possibly_lacking']} node(s) may have lost their last usable "
+        f"local endpoint under externalTrafficPolicy Local: whether they had depends on when, "
+        f"within the watch's ±{_fmt_ms(r['uncertainty'])} time uncertainty (coarse event "
+        f"times), the endpoint change happened, hence the lower confidence"
+    ),
+    "none-coarse": lambda r: (
+        f"{r['kind']} while the Service may have had no usable endpoint: whether it had depends "
+        f"on when, within the watch's ±{_fmt_ms(r['uncertainty'])} time uncertainty (coarse "
+        f"event times), the endpoint changes happened, hence the lower confidence"
+    ),
     "lag-direct": lambda r: (
         f"new connection {r['kind']} at {r['pod']} {r['via']}, {_fmt_ms(r['since_del'])} after "
         f"its deletion was observed: rules still sent new connections to it"
@@ -848,7 +907,7 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
 _SENTENCES["lag-inferred"] = _SENTENCES["lag-5xx"] = _SENTENCES["lag-direct"]
 
 
-def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
+def _evidence(f: pd.DataFrame, template: np.ndarray, uncertainty_ms: float) -> list[str]:
     """One sentence per failure naming the decisive signal (for people, so not vectorized)."""
     columns = {
         "tpl": template,
@@ -862,6 +921,8 @@ def _evidence(f: pd.DataFrame, template: np.ndarray) -> list[str]:
         "idle": _ms(f, "idle_ms"),
         "ready": f["ready_endpoints"].to_numpy(dtype="int64"),
         "lacking": f["nodes_lacking_local"].to_numpy(dtype="int64"),
+        "possibly_lacking": f["nodes_possibly_lacking_local"].to_numpy(dtype="int64"),
+        "uncertainty": uncertainty_ms,
         "unable": _flag(f, "pod_unable"),
         "exit": f["last_exit_code"].astype("string").fillna("unknown"),
     }

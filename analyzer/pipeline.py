@@ -34,6 +34,7 @@ from analyzer.events import (
     pod_state_intervals,
     scan_events,
 )
+from analyzer.readers.kubectl import EVENT_TIMES_KEY
 from analyzer.readers.pcap import read_pcap
 from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
@@ -313,6 +314,9 @@ def _service_context(
         terminating_fallback=fallback,
         # a failed SYN after a node's last forward seen is itself proof it was not forwarded
         rules_lag_by_node_ms=lag_by_node or {},
+        event_uncertainty_ms=attribution.event_time_uncertainty_ms(
+            meta.extra_fields().get(EVENT_TIMES_KEY)
+        ),
     )
 
 

@@ -63,6 +63,8 @@ def evidence(**kw: Any) -> dict[str, Any]:
         "aborted_busy": False,
         "server_idle_close_ms": np.nan,
         "nodes_lacking_local": 0,
+        "no_endpoints_possibly": False,  # receive times: possibly = surely
+        "nodes_possibly_lacking_local": 0,
         "pod_served_after": False,
         "warmup_limit_ms": np.nan,
         "in_restart": False,
