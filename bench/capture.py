@@ -72,6 +72,11 @@ def _hey(url: str, requests: int, concurrency: int, new_connections: bool) -> st
     return subprocess.run([*argv, url], capture_output=True, text=True, timeout=600).stdout
 
 
+def responses(report: str) -> int:
+    """Responses hey counted, every status code together (its "[200]\t40000 responses")."""
+    return sum(int(n) for n in re.findall(r"^\s*\[\d+\]\s+(\d+) responses", report, re.M))
+
+
 def _measure(args: argparse.Namespace, out: Path) -> tuple[str, list[CaptureResult]]:
     ip, port, target_port = _deploy()
     url = f"http://{ip}:{port}/"
@@ -109,6 +114,13 @@ def main() -> None:
     for line in report.splitlines():
         if re.search(r"Total:|Requests/sec|responses$|Error", line):
             print(line.strip())
+    answered = responses(report)
+    if answered != args.requests:
+        print(
+            f"FAIL: hey got {answered:,} responses, not the {args.requests:,} asked",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     for result in results:
         print(
             f"{result.file.name}: {result.packets} packets written, "

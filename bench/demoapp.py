@@ -70,7 +70,7 @@ def _pinned(argv: Sequence[str], cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if (os.cpu_count() or 1) > 1 else list(argv)
 
 
-def measure(server_argv: Sequence[str], args: argparse.Namespace) -> float:
+def measure(name: str, server_argv: Sequence[str], args: argparse.Namespace) -> float:
     """Requests/s of one server process against the bounded client load."""
     process = subprocess.Popen(_pinned(server_argv, 0), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -83,6 +83,13 @@ def measure(server_argv: Sequence[str], args: argparse.Namespace) -> float:
         done, elapsed = asyncio.run(
             _load(int(match.group(1)), args.requests, args.connections, args.seconds)
         )
+        if done != args.requests:  # the wall-clock limit cut the load short: not the named size
+            print(
+                f"FAIL: {name} answered {done:,} of {args.requests:,} requests "
+                f"within {args.seconds:g} s",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         return done / elapsed
     finally:
         process.terminate()
@@ -97,8 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     demoapp = [sys.executable, "-m", "demoapp", "--port", "0", "--pod-name", "bench"]
     baseline = [sys.executable, "-c", BASELINE_SERVER]
-    app_rps = measure(demoapp, args)
-    base_rps = measure(baseline, args)
+    app_rps = measure("demoapp", demoapp, args)
+    base_rps = measure("http.server", baseline, args)
     print(f"demoapp      {app_rps:9.0f} req/s  (1 core, {args.connections} keep-alive connections)")
     print(f"http.server  {base_rps:9.0f} req/s  (baseline)")
     print(f"ratio        {app_rps / base_rps:9.2f}x")

@@ -362,7 +362,16 @@ def _write_doc(table: str, packets: int, command: str) -> None:
     DOC.write_text(text)
 
 
-def main() -> None:
+def read_problems(results: list[Result], expected: dict[str, int]) -> list[str]:
+    """Readers that read another number of packets than the bench names for them."""
+    return [
+        f"{r.reader} read {r.packets:,} packets, not {expected[r.reader]:,}"
+        for r in results
+        if r.packets != expected[r.reader]
+    ]
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -383,10 +392,26 @@ def main() -> None:
         print(
             f"wrote {written:,} packets ({file_size / 1e6:,.1f} MB) in {time.perf_counter() - start:.1f} s"
         )
+        if written != args.packets:
+            print(
+                f"FAIL: the capture holds {written:,} packets, not {args.packets:,}",
+                file=sys.stderr,
+            )
+            return 2
         ours, memory = bench_ours(path, args.runs)
         others = [bench_scapy(path, args.scapy_packets), bench_dpkt(path, args.dpkt_packets)]
         tshark = bench_tshark(path, args.tshark_packets)
         others += [tshark] if tshark else []
+    expected = {
+        ours.reader: written,
+        "scapy PcapReader": min(args.scapy_packets, written),
+        "dpkt": min(args.dpkt_packets, written),
+        "tshark -T fields": min(args.tshark_packets, written),
+    }
+    problems = read_problems([ours, *others], expected)
+    if problems:
+        print(f"FAIL: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     table = _table(ours, others, memory, file_size)
     print(table)
     if not args.no_doc:
@@ -395,7 +420,8 @@ def main() -> None:
         )
         _write_doc(table, written, command)
         print(f"updated {DOC.relative_to(ROOT)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,13 +6,10 @@ more. The run is built once with the trace builder (the ``mixed`` recipe of benc
 four causes at once, 100 replicas on 10 nodes) and cached under /tmp; its request and response
 segments carry real HTTP/1.1 request and status lines, so the bench measures parsing them.
 
-The trace builder hands client ports out in turn, 7,232 for keep-alive users and 21,000 for new
-connections; a port handed out again while its connection is open would merge two connections
-into one. The run is therefore 100 s long at 10,000 requests/s: 2,000 keep-alive users (about
-three connections each over the run) sending 2 requests/s, which they keep up with, and 6,000
-new connections/s, so that a port comes back after 3.5 s, later than the 3 s connect timeout.
-The build is checked to hold the named number of requests (±1 %) and at least three client
-segments per request (request, response, ACK), and the bench fails otherwise.
+The run is 100 s long at 10,000 requests/s, 40 % of them from keep-alive users sending 2
+requests/s each (``builtruns``). The build is checked to hold the named number of requests
+(±1 %) and at least three client segments per request (request, response, ACK), and the bench
+fails otherwise.
 
 In one process, the steps take turns ``--repeat`` times and each keeps its fastest run, in CPU
 seconds (user + system: a shared machine skews them less) and wall seconds:
@@ -31,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -39,50 +35,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import pyarrow.parquet as pq
+from builtruns import CACHE, build_mixed, requests_problem
 
-CACHE = Path("/tmp/rolltrace-bench")
 GOAL = 0.30
-DURATION_S = 100.0  # long enough that no client port is reused while in use (see above)
+DURATION_S = 100.0
 KEEPALIVE_SHARE = 0.4
-# a keep-alive user sends one request at a time and rollout latencies reach hundreds of ms: at
-# 2 requests/s each, the users keep up with their schedule
-KEEPALIVE_RATE_PER_USER = 2.0
-SIZE_TOLERANCE = 0.01  # arrival times are rounded per user: the count lands within 1 %
 SEGMENTS_PER_REQUEST = 3  # at least the request, its response and the client's ACK
 
 T = TypeVar("T")
 
 
-def build(path: Path, requests: int) -> None:
-    from analyzer.tracebuilder.build import build_run
-
-    shutil.rmtree(path, ignore_errors=True)
-    started = time.monotonic()
-    rate = requests / DURATION_S
-    build_run(
-        path,
-        "mixed",
-        seed=7,
-        rate=rate,
-        duration_s=DURATION_S,
-        replicas=100,
-        max_surge=10,
-        nodes=10,
-        keepalive_users=max(1, round(rate * KEEPALIVE_SHARE / KEEPALIVE_RATE_PER_USER)),
-        keepalive_share=KEEPALIVE_SHARE,
-    )
-    print(f"built {path} in {time.monotonic() - started:.1f} s", flush=True)
-
-
 def check_size(run: Path, requests: int, packets: int) -> str | None:
     """Why the run is not the size the bench names, or None."""
-    built = pq.ParquetFile(run / "requests.parquet").metadata.num_rows
-    if abs(built - requests) > SIZE_TOLERANCE * requests:
-        return f"the run holds {built:,} requests, not {requests:,} (±{SIZE_TOLERANCE:.0%})"
-    if packets < SEGMENTS_PER_REQUEST * built:
+    problem = requests_problem(run, requests)
+    if problem is None and packets < SEGMENTS_PER_REQUEST * requests:
         return f"the client capture holds {packets:,} packets, fewer than 3 per request"
-    return None
+    return problem
 
 
 @dataclass
@@ -113,7 +81,7 @@ def main() -> int:
 
     run = CACHE / f"http-requests-{args.requests}"
     if args.rebuild or not (run / "run.json").exists():
-        build(run, args.requests)
+        build_mixed(run, args.requests, duration_s=DURATION_S, keepalive_share=KEEPALIVE_SHARE)
     capture = run / "packets" / "client.pcap"
     server_ports = {80}
     problem = check_size(run, args.requests, len(read_pcap(capture)))  # also warms the cache

@@ -32,6 +32,13 @@ are walked in Python. (Keep-alive users send one request at a time, so give them
 users / (rate × keepalive_share) — longer than the slow requests, or they fall behind and send
 fewer requests than scheduled, as real ones would.)
 
+Client ports: the client hands each connection a local port from the Linux ephemeral range
+(32768–60999), never one an open connection holds, and a port comes back only 1 s after its
+connection's last segment (as ``net.ipv4.tcp_tw_reuse`` allows for a TIME_WAIT port), least
+recently freed first. A build that needs more ports at once fails with ValueError, as connect()
+would with EADDRNOTAVAIL, rather than hand one port to two open connections: at ~28k ports this
+caps short new connections near 28,000 per second.
+
 Recipe catalogue (``recipe_names()``) and the signature each one produces:
 
 ``clean``

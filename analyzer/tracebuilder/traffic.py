@@ -10,6 +10,7 @@ cut) is handled on its own.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -25,8 +26,11 @@ I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 
 SYN_RETRIES_S = np.array([1.0, 3.0, 7.0, 15.0, 31.0])  # Linux: 1 s initial RTO, doubling
-KEEPALIVE_PORTS = (32768, 39999)
-NEW_CONNECTION_PORTS = (40000, 60999)
+EPHEMERAL_PORTS = (32768, 60999)  # Linux net.ipv4.ip_local_port_range default
+# a client port comes back this long after its connection's last segment: Linux reuses a
+# TIME_WAIT port for a new connection once its last timestamp is over 1 s old (tcp_tw_reuse);
+# the full 60 s TIME_WAIT would cap a client at ~470 new connections/s
+PORT_REUSE_GAP_S = 1.0
 ERRORS: list[ErrorKind] = list(ErrorKind)
 CAUSES: list[Cause] = list(Cause)
 NO_CAUSE = -1
@@ -319,13 +323,10 @@ def _new_connection_users(load: _Load, tables: _Tables) -> None:
     close_t = np.full(n, np.nan)
     close[idx] = np.where(served.close >= 0, served.close, Close.CLIENT_FIN)
     close_t[idx] = np.where(served.close >= 0, served.close_t, served.end + 0.0001)
-    lo, hi = NEW_CONNECTION_PORTS
-    ports = lo + np.arange(n) % (hi - lo + 1)
     ids = tables.conn_ids(n)
     tables.conns(
         conn_id=ids,
         user_kind="new-connection",
-        port=ports,
         node=con.node,
         pod=con.pod,
         syn=start,
@@ -370,7 +371,6 @@ def _relax(sched: F64, duration: F64, free_at: float) -> F64:
 @dataclass
 class _OpenConn:
     conn_id: int
-    port: int
     node: int
     pod: int
     run: int
@@ -382,19 +382,12 @@ class _OpenConn:
 class _KeepaliveUser:
     """One keep-alive user's walk over its schedule (see the module docstring)."""
 
-    def __init__(self, load: _Load, tables: _Tables, sched: F64, port_counter: list[int]) -> None:
+    def __init__(self, load: _Load, tables: _Tables, sched: F64) -> None:
         self.load, self.tables, self.sched = load, tables, sched
         self.slow = load.paths(len(sched))
         self.lat = load.latency(sched, self.slow)
-        self.port_counter = port_counter
         self.free_at = -np.inf
         self.conn: _OpenConn | None = None
-
-    def _port(self) -> int:
-        lo, hi = KEEPALIVE_PORTS
-        port = lo + self.port_counter[0] % (hi - lo + 1)
-        self.port_counter[0] += 1
-        return port
 
     def _record(
         self, i: int, start: F64, send: F64, served: _Served, connect: float, *, new: bool = False
@@ -431,7 +424,6 @@ class _KeepaliveUser:
         self.tables.conns(
             conn_id=conn.conn_id,
             user_kind="keepalive",
-            port=conn.port,
             node=conn.node,
             pod=conn.pod,
             syn=conn.syn,
@@ -556,7 +548,6 @@ class _KeepaliveUser:
         conn_id = int(self.tables.conn_ids(1)[0])
         self.conn = _OpenConn(
             conn_id,
-            self._port(),
             int(con.node[0]),
             int(con.pod[0]),
             int(con.run[0]),
@@ -572,7 +563,6 @@ class _KeepaliveUser:
             self.tables.conns(
                 conn_id=conn_id,
                 user_kind="keepalive",
-                port=self.conn.port,
                 node=self.conn.node,
                 pod=self.conn.pod,
                 syn=start,
@@ -602,11 +592,45 @@ def _keepalive_users(load: _Load, tables: _Tables) -> None:
     if rate <= 0 or users <= 0:
         return
     period = users / rate
-    port_counter = [0]
     for u in range(users):
         offset = (u + load.rng.random() * 0.5) / users * period
         sched = np.arange(offset, r.duration_s, period)
-        _KeepaliveUser(load, tables, sched, port_counter).walk(r.duration_s)
+        _KeepaliveUser(load, tables, sched).walk(r.duration_s)
+
+
+def _last_segment(load: _Load, traffic: Traffic) -> F64:
+    """When each connection's last segment is on the wire: the end of its close handshake, of
+    its last request or of its unanswered SYNs."""
+    c, q = traffic.conns, traffic.requests
+    request_end: F64 = np.full(len(c), -np.inf)
+    np.maximum.at(request_end, c["conn_id"].searchsorted(q["conn_id"]), q["end"].to_numpy())
+    closed = np.fmax(c["close_t"].to_numpy(), c["race_t"].to_numpy())
+    dropped = c["answer"].to_numpy() == Answer.NONE
+    syn = c["syn"].to_numpy(np.float64)
+    unanswered: F64 = np.where(dropped, syn + load.r.connect_timeout_s, syn)
+    last: F64 = np.fmax(np.fmax(closed, request_end), unanswered) + load.rtt
+    return last
+
+
+def client_ports(syn: F64, last: F64) -> I64:
+    """A local port per connection, as the client's kernel hands them out: from the ephemeral
+    range, never one that an open connection holds, and back in use only
+    ``PORT_REUSE_GAP_S`` after its connection's last segment (the least recently freed port
+    first). Raises ValueError when the range runs out, as connect() fails with EADDRNOTAVAIL."""
+    lo, hi = EPHEMERAL_PORTS
+    free = [(-np.inf, port) for port in range(lo, hi + 1)]  # sorted, so already a heap
+    ports = np.empty(len(syn), dtype=np.int64)
+    syn_list, last_list = syn.tolist(), last.tolist()
+    for i in np.argsort(syn, kind="stable").tolist():
+        free_at, port = free[0]
+        if free_at > syn_list[i]:
+            raise ValueError(
+                f"the client needs more than {hi - lo + 1:,} ports (the Linux ephemeral range) "
+                f"at {syn_list[i]:.3f} s: lower the rate of new connections or the users"
+            )
+        heapq.heapreplace(free, (last_list[i] + PORT_REUSE_GAP_S, port))
+        ports[i] = port
+    return ports
 
 
 def generate(cluster: Cluster, rng: np.random.Generator) -> Traffic:
@@ -615,6 +639,8 @@ def generate(cluster: Cluster, rng: np.random.Generator) -> Traffic:
     _new_connection_users(load, tables)
     _keepalive_users(load, tables)
     traffic = tables.frames()
+    last = _last_segment(load, traffic)
+    traffic.conns["port"] = client_ports(traffic.conns["syn"].to_numpy(), last)
     traffic.requests = traffic.requests.sort_values(["start", "conn_id"], kind="stable")
     traffic.requests = traffic.requests.reset_index(drop=True)
     return traffic

@@ -25,7 +25,13 @@ from analyzer.tracebuilder import BuiltRun, build_run, get_recipe, recipe_names
 from analyzer.tracebuilder.model import build_cluster
 from analyzer.tracebuilder.packets import capture_frames
 from analyzer.tracebuilder.recipes import Incident
-from analyzer.tracebuilder.traffic import ERRORS, generate
+from analyzer.tracebuilder.traffic import (
+    EPHEMERAL_PORTS,
+    ERRORS,
+    PORT_REUSE_GAP_S,
+    client_ports,
+    generate,
+)
 from analyzer.validate import validate_run
 
 
@@ -334,6 +340,41 @@ def test_any_settings_give_consistent_traces(settings_: dict[str, object], seed:
     client = capture_frames(cluster, traffic, 0)["client"].assign(capture="client")
     client = client.astype({"capture": "string", "src": "string", "dst": "string"})
     assert len(tcp_connections(client, {80})) == traffic.conns["conn_id"].nunique()
+
+
+def test_concurrent_connections_of_the_client_never_share_a_port() -> None:
+    """More keep-alive users than the old keep-alive port pool (7,232) plus new connections at
+    once: every connection open at the same time has its own port from the Linux ephemeral
+    range, and a port comes back only after its connection's last segment plus the gap."""
+    recipe = get_recipe("clean").with_overrides(
+        rate=2500.0, duration_s=4.0, rollout_at_s=1.0, keepalive_users=7500, keepalive_share=0.6
+    )
+    rng = np.random.default_rng(5)
+    traffic = generate(build_cluster(recipe, rng), rng)
+    c, q = traffic.conns, traffic.requests
+    assert c["port"].between(*EPHEMERAL_PORTS).all()
+    request_end = q.groupby("conn_id")["end"].max().reindex(c["conn_id"]).to_numpy()
+    ends = [c["close_t"], c["race_t"], c["syn"] + recipe.connect_timeout_s, request_end]
+    last = np.fmax.reduce(np.vstack([np.asarray(e, dtype=float) for e in ends]), axis=0)
+    c = c.assign(last=last).sort_values(["port", "syn"])
+    same = c["port"].to_numpy()[1:] == c["port"].to_numpy()[:-1]
+    free_again = c["last"].to_numpy()[:-1][same] + PORT_REUSE_GAP_S
+    assert (c["syn"].to_numpy()[1:][same] >= free_again).all()
+    assert c["port"].nunique() > 7232  # the keep-alive users alone hold more ports than that
+
+
+def test_a_client_out_of_ports_fails_naming_the_range() -> None:
+    """connect() fails with EADDRNOTAVAIL when every ephemeral port is held: so does the
+    builder, rather than hand out a port twice."""
+    lo, hi = EPHEMERAL_PORTS
+    size = hi - lo + 1
+    syn = np.linspace(0.0, 1.0, size)
+    ports = client_ports(syn, syn + 10.0)
+    assert np.array_equal(np.sort(ports), np.arange(lo, hi + 1))
+    with pytest.raises(ValueError, match="ephemeral range"):
+        client_ports(np.r_[syn, 2.0], np.r_[syn + 10.0, 3.0])
+    later = np.r_[syn, 11.0 + PORT_REUSE_GAP_S]  # the first port is free again by then
+    assert client_ports(later, np.r_[syn + 10.0, 12.0])[-1] == lo
 
 
 # --------------------------------------------------------------------------------------------
