@@ -31,6 +31,7 @@ How a request finds its Pod (the ``pod_method`` column, ``PodMatch``), best evid
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -235,7 +236,9 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
     if node_conns["client_ip"].isin(set(client_conns["client_ip"].dropna())).mean() < 0.9:
         # masquerade rewrites the address but keeps the port when it can (iptables/nft
         # MASQUERADE); when it rewrote the port too, only the SYN time is left
-        for stage in (lambda lhs, rhs: _forward_match(lhs, rhs, ["port"]), _nearest_match):
+        # (a client SYN that went unanswered is never a node connection whose Pod answered it:
+        # the Pod that did not answer may have left no node-side trace, its netns gone)
+        for stage in (partial(_forward_match, by=["port", "answered"]), _nearest_match):
             taken = pd.concat(matched)
             left = left[~left["idx"].isin(taken["idx"])]
             right = right[~right["node_key"].isin(taken["node_key"])]

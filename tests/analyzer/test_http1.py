@@ -26,7 +26,7 @@ from analyzer.readers.pcap import PayloadPrefixes, read_pcap, read_pcap_payloads
 from analyzer.readers.requests import check_requests, read_requests
 from analyzer.schema import REQUESTS, check_frame
 from analyzer.tracebuilder.build import build_run
-from tests.analyzer.test_pcap_tcpdump import _closed_port, _wait_until_capturing
+from tests.analyzer.test_pcap_tcpdump import _closed_port, wait_until_capturing, wait_until_flushed
 from tests.conftest import require
 from tests.servers import serving
 
@@ -472,12 +472,13 @@ def test_a_real_tcpdump_capture_is_rebuilt(tmp_path: Path, outcome_server: int) 
     command = ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w", str(path), bpf]
     capture = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until_capturing(path, probe)
+        wait_until_capturing(path, probe)
         seen = _send(outcome_server, ["/ok", "/missing", "/fail", "/ok"])
         seen += _send(outcome_server, ["/reset"]) + _send(outcome_server, ["/eof"])
         with socket.socket() as refused, pytest.raises(ConnectionRefusedError):
             refused.connect(("127.0.0.1", closed))
         subprocess.run(["sleep", "0.3"], check=True)
+        wait_until_flushed(path, probe)
     finally:
         capture.terminate()
         capture.wait(timeout=10)

@@ -74,7 +74,7 @@ def _refused(port: int) -> None:
         refused.connect(("127.0.0.1", port))
 
 
-def _wait_until_capturing(path: Path, probe_port: int) -> None:
+def wait_until_capturing(path: Path, probe_port: int) -> None:
     """Knock on a closed port until the capture has written a packet: then it is surely live
     (a capture tool announces itself a little before the kernel delivers to it)."""
     deadline = time.monotonic() + CAPTURE_READY_TIMEOUT_S
@@ -86,14 +86,29 @@ def _wait_until_capturing(path: Path, probe_port: int) -> None:
     raise AssertionError(f"capture {path.name} wrote no packet within {CAPTURE_READY_TIMEOUT_S} s")
 
 
+def wait_until_flushed(path: Path, probe_port: int) -> None:
+    """Knock on a closed port again until the file grows: the capture writes in order, so every
+    packet before the knock is then in the file (a busy machine may hold them in the kernel's
+    ring for a while, and a capture stopped then loses them)."""
+    written = path.stat().st_size
+    deadline = time.monotonic() + CAPTURE_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _refused(probe_port)
+        time.sleep(0.1)
+        if path.stat().st_size > written:
+            return
+    raise AssertionError(f"capture {path.name} wrote nothing more in {CAPTURE_READY_TIMEOUT_S} s")
+
+
 def _capture(command: list[str], path: Path, ports: tuple[int, int, int]) -> None:
     """Run a capture around one burst of traffic; stop it and wait until the file is complete."""
     server_port, closed_port, probe_port = ports
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until_capturing(path, probe_port)
+        wait_until_capturing(path, probe_port)
         _make_traffic(server_port, closed_port)
         time.sleep(0.3)  # let the last segments (FIN/ACK, RST) reach the capture
+        wait_until_flushed(path, probe_port)
     finally:
         process.terminate()
         try:

@@ -215,6 +215,18 @@ def test_run_of_a_kube_scenario(lab: Lab, local_agreement: float, tmp_path: Path
     _, score = _scored(lab, tmp_path)
     _assert_close(score, local_agreement)
     lab.admin("delete", "deployment,service", "demoapp")
+    _wait_until_gone(lab, "app.kubernetes.io/name=demoapp")
+
+
+def _wait_until_gone(lab: Lab, selector: str, timeout_s: float = 120) -> None:
+    """Until no Pod of a deleted workload is left. The next case's Service may get the same LB
+    address, and the nodes' rules of a Service being deleted would send its first connections
+    to these Pods while they terminate: real, but another Service's disruption, which that
+    case's analysis (scoped to its own Service) rightly does not see."""
+    deadline = time.monotonic() + timeout_s
+    while lab.admin("get", "pods", "-l", selector, "-o", "name").strip():
+        assert time.monotonic() < deadline, f"pods {selector} still there after {timeout_s} s"
+        time.sleep(1)
 
 
 @pytest.mark.slow
