@@ -345,6 +345,21 @@ def test_a_reply_only_view_and_an_answered_handshake_never_claim_an_unanswered_s
     assert joins.node_connections_for(client, node).tolist() == [pd.NA, 10]
 
 
+def test_an_unanswered_syn_is_not_matched_by_port_to_a_connection_a_pod_answered() -> None:
+    """Masquerade keeping the port: the client's SYN went to a Pod that had exited (no node-side
+    trace: its netns is gone) and timed out; a later connection of another client on the same
+    port, answered by the new Pod, must not be taken for it."""
+    client = make_frame(CONNECTIONS, [conn(1, 41000, 10.0, 11.0, outcome="syn-timeout")])
+    served = {"client_ip": "10.1.0.1", "server_ip": "10.244.1.9", "server_port": 8080}
+    node = make_frame(
+        CONNECTIONS,
+        [conn(10, 41000, 11.2, 11.3, capture="node-1", synack_ns=int(11.2001 * S), **served)],
+    )
+    assert joins.node_connections_for(client, node).tolist() == [pd.NA]
+    answered = make_frame(CONNECTIONS, [conn(1, 41000, 10.0, 11.0, synack_ns=int(10.0002 * S))])
+    assert joins.node_connections_for(answered, node).tolist() == [10]  # same outcome: matched
+
+
 def test_a_refused_syn_long_after_a_deletion_still_points_at_the_deleted_pod() -> None:
     """A node's rules may lag far beyond 30 s: a refused or unanswered SYN has no inference
     horizon, but a recent deletion and a new Pod not listening yet come first, and a cut (from
