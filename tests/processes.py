@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
+
+from rolltrace.runner.backends import RUN_CLUSTER_NAME
 
 
 def read_until(process: subprocess.Popen[str], text: str, timeout_s: float) -> None:
@@ -16,3 +19,15 @@ def read_until(process: subprocess.Popen[str], text: str, timeout_s: float) -> N
             return
         assert time.monotonic() < deadline, f"no {text!r} line within {timeout_s:g} s"
     raise AssertionError(f"the process ended before printing {text!r}")
+
+
+def of_run(pid: int, run_root: Path) -> bool:
+    """Whether a process belongs to a run: its arguments or environment name the run directory
+    or the run cluster's state (demo-app Pods carry the cluster's name in their environment)."""
+    try:
+        proc = Path(f"/proc/{pid}")
+        text = (proc / "cmdline").read_bytes() + b" " + (proc / "environ").read_bytes()
+    except OSError:
+        return False
+    words = text.replace(b"\0", b" ").decode(errors="replace")
+    return str(run_root) in words or RUN_CLUSTER_NAME in words

@@ -21,7 +21,7 @@ from rolltrace.runner.backends import RUN_CLUSTER_NAME, backend_for
 from rolltrace.runner.experiment import Experiment
 from rolltrace.scenario import load_scenario
 from tests.conftest import require
-from tests.processes import read_until
+from tests.processes import of_run, read_until
 
 SCENARIO = "scenarios/prestop-enough.yaml"
 #: A short run: two nodes, two replicas, a fault a second after the first requests.
@@ -145,22 +145,10 @@ def leftovers(run_root: Path) -> list[str]:
     ]
     found += [f"nft {t}" for t in _lines(["nft", "list", "tables"]) if RUN_CLUSTER_NAME in t]
     pids = _lines(["pgrep", "-f", "localcluster|locust|demoapp|tcpdump"])
-    found += [f"pid {p}" for p in pids if _mine(int(p), run_root)]
+    found += [f"pid {p}" for p in pids if of_run(int(p), run_root)]
     return found
 
 
 def _lines(argv: list[str]) -> list[str]:
     output = subprocess.run(argv, capture_output=True, text=True).stdout
     return [line.split()[0] if argv[0] == "ip" else line for line in output.splitlines() if line]
-
-
-def _mine(pid: int, run_root: Path) -> bool:
-    """A process of these runs: its arguments or environment name the run directory or the
-    run cluster's state (demo-app Pods carry the cluster's name in their environment)."""
-    try:
-        proc = Path(f"/proc/{pid}")
-        text = (proc / "cmdline").read_bytes() + b" " + (proc / "environ").read_bytes()
-    except OSError:
-        return False
-    words = text.replace(b"\0", b" ").decode(errors="replace")
-    return str(run_root) in words or RUN_CLUSTER_NAME in words

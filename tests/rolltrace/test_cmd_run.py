@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from rolltrace.cli import app
 from tests.conftest import require
-from tests.processes import read_until
+from tests.processes import of_run, read_until
 
 
 def test_dry_run_prints_manifests_and_plan_and_touches_nothing(tmp_path: Path) -> None:
@@ -59,24 +59,12 @@ def test_ctrl_c_keeps_a_partial_run_and_leaves_nothing_behind(tmp_path: Path) ->
     assert not [n for n in _netns() if n.startswith("rtrun")], "namespaces left behind"
     leftovers = subprocess.run(["pgrep", "-f", "localcluster|locust|demoapp|tcpdump"],
                                capture_output=True, text=True).stdout.split()  # fmt: skip
-    assert [pid for pid in leftovers if _mine(int(pid), tmp_path)] == []
+    assert [pid for pid in leftovers if of_run(int(pid), tmp_path)] == []
 
 
 def _netns() -> list[str]:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in listing.splitlines() if line.strip()]
-
-
-def _mine(pid: int, run_root: Path) -> bool:
-    """A process of this run: its arguments or environment name the run directory or the run
-    cluster's state (demo-app Pods are recognised by DEMOAPP_TRUTH, not by their arguments)."""
-    try:
-        proc = Path(f"/proc/{pid}")
-        text = (proc / "cmdline").read_bytes() + b" " + (proc / "environ").read_bytes()
-    except OSError:
-        return False
-    words = text.replace(b"\0", b" ").decode(errors="replace")
-    return str(run_root) in words or "rtrun" in words
 
 
 def test_an_unparsable_override_is_a_located_error_not_a_traceback(tmp_path: Path) -> None:
