@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,3 +32,11 @@ def of_run(pid: int, run_root: Path) -> bool:
         return False
     words = text.replace(b"\0", b" ").decode(errors="replace")
     return str(run_root) in words or RUN_CLUSTER_NAME in words
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test stops with Ctrl-C (SIGINT): as in a terminal's
+    foreground job, SIGINT has its default action. A test suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so the child would not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -25,6 +25,7 @@ from analyzer.events import pod_lifecycle, read_events
 from analyzer.readers.kubectl import read_kubectl_streams
 from tests.conftest import require
 from tests.e2e.clusters import cluster_up
+from tests.processes import interruptible
 
 CLUSTER = "rtwatch"
 BIN = Path(sys.executable).parent
@@ -89,7 +90,7 @@ def _record(root: Path, kubeconfig: Path) -> Recording:
     recorder = subprocess.Popen(
         [str(BIN / "rolltrace"), "watch", "--kubeconfig", str(kubeconfig), "-n", "default",
          "-l", "app=demoapp", "-o", str(watch), "--duration", "300"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     try:
         _wait_for_lists(watch, {"Pod", "EndpointSlice", "Deployment", "ReplicaSet"})

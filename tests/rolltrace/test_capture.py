@@ -25,6 +25,7 @@ from rolltrace.runner.capture import (
 )
 from tests.analyzer.test_pcap import assert_same, scapy_packets
 from tests.conftest import require
+from tests.processes import interruptible
 
 CONNECTIONS = 5
 REQUEST = b"GET /capture-check HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -120,7 +121,7 @@ def test_ctrl_c_of_the_parent_stops_the_capture_with_its_statistics(tmp_path: Pa
     """)
     process = subprocess.Popen(
         [sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
-        start_new_session=True, cwd=Path(__file__).parents[2],
+        start_new_session=True, cwd=Path(__file__).parents[2], preexec_fn=interruptible,
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "started"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from rolltrace.cli import app
 from tests.conftest import require
-from tests.processes import of_run, read_until
+from tests.processes import interruptible, of_run, read_until
 
 
 def test_dry_run_prints_manifests_and_plan_and_touches_nothing(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_ctrl_c_keeps_a_partial_run_and_leaves_nothing_behind(tmp_path: Path) ->
             "-o", str(tmp_path), "--set", "repetitions=1", "--set", "load.before_s=30"]  # fmt: skip
     # its own session, like a terminal's foreground job: Ctrl-C reaches the whole group
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+                               start_new_session=True, preexec_fn=interruptible)  # fmt: skip
     read_until(process, "load start", 120)
     time.sleep(3)  # some requests recorded
     os.killpg(process.pid, signal.SIGINT)

@@ -25,6 +25,7 @@ from localcluster.apiserver.thread import ServerThread
 from rolltrace.cli import app
 from rolltrace.commands import watch as watch_command
 from rolltrace.runner.watch import WATCHED_KINDS, AccessError, _list_function, check_access
+from tests.processes import interruptible
 
 
 def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -154,7 +155,11 @@ def test_ctrl_c_stops_cleanly_with_a_summary(kubeconfig: Path, tmp_path: Path) -
     output = tmp_path / "watch.jsonl"
     command = [sys.executable, "-m", "rolltrace", "watch", "--kubeconfig", str(kubeconfig)]
     process = subprocess.Popen(
-        [*command, "-o", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "-o", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
     try:
 
