@@ -620,25 +620,16 @@ def _configured_marks(ax: Axes, settings: RolloutSettings, right: float) -> None
     for label, value, y, style in configured:
         if value is None:
             continue
-        if value > right:
-            ax.text(
-                right,
-                y + 0.42,
-                f"{label} {value:g} s →",
-                color="#0072B2",
-                fontsize=MIN_FONT_PT,
-                ha="right",
-                gid=f"configured:{label}",
-            )
-            continue
-        ax.vlines(value, y - 0.4, y + 0.4, colors="#0072B2", linestyles=style, linewidth=2)
+        beyond = value > right
+        if not beyond:
+            ax.vlines(value, y - 0.4, y + 0.4, colors="#0072B2", linestyles=style, linewidth=2)
         ax.text(
-            value,
+            right if beyond else value,
             y + 0.42,
-            f"{label} {value:g} s",
+            f"{label} {value:g} s" + (" →" if beyond else ""),
             color="#0072B2",
             fontsize=MIN_FONT_PT,
-            ha="center",
+            ha="right" if beyond else "center",
             gid=f"configured:{label}",
         )
 

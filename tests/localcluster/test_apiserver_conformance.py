@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
@@ -31,13 +30,6 @@ def cluster(tmp_path: Path) -> Iterator[ServerThread]:
     )
     with ServerThread(server, tmp_path / "kubeconfig") as thread:
         yield thread
-
-
-@pytest.fixture
-def api(cluster: ServerThread) -> Iterator[k8s.ApiClient]:
-    api_client = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    yield api_client
-    api_client.close()
 
 
 def make_pod(name: str, labels: dict[str, str] | None = None, node: str | None = "n1") -> dict:

@@ -156,13 +156,6 @@ def cluster(tmp_path: Path) -> Iterator[ServerThread]:
         yield thread
 
 
-@pytest.fixture
-def api(cluster: ServerThread) -> Iterator[k8s.ApiClient]:
-    api_client = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    yield api_client
-    api_client.close()
-
-
 def test_every_served_kind_has_a_defaulter_and_a_manifest() -> None:
     plurals = {rtype.plural for rtype in SERVED}
     assert plurals == set(DEFAULTERS) == set(MANIFESTS)
