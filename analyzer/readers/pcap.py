@@ -1,21 +1,46 @@
-"""Read pcap / pcapng captures into the packets table, fast.
+"""Read pcap / pcapng captures into the packets table, fast, whole or in bounded chunks.
 
 Captures of a rollout hold millions of segments, so the reader never builds a Python object per
-packet: the file is one numpy buffer, the record walk (``analyzer.readers.pcap_formats``) yields frame
-offsets, and every header field is a vectorized gather at computed offsets. Link layers, IPv6
-extension headers and VLAN tags only shift those offsets. Rows that are not TCP, are non-first
-fragments or whose headers were cut by the snapshot length are dropped; payload lengths come from
-the IP length fields, because the snapshot length usually truncates the captured bytes.
+packet: the file is mapped as one numpy buffer, the compiled record walk
+(``analyzer.readers.pcap_formats``) yields frame offsets, and every header field is a vectorized
+gather at computed offsets. Link layers, IPv6 extension headers and VLAN tags only shift those
+offsets. Rows that are not TCP, are non-first fragments or whose headers were cut by the snapshot
+length are dropped; payload lengths come from the IP length fields, because the snapshot length
+usually truncates the captured bytes.
 
-Payload bytes are not read by default. ``read_pcap_payloads`` also keeps the first bytes of each
-segment's payload (``PayloadPrefixes``), for readers of application lines such as
-``analyzer.readers.http1``: one more fixed-width gather over the segments that carry data.
+Two ways to read, with identical rows:
+
+- ``read_pcap(path)`` → one ``PACKETS`` table of the whole file.
+- ``iter_pcap(path, *, capture=None, chunk_packets=CHUNK_PACKETS, on_damage="raise",
+  dedupe_loopback=True) -> Iterator[pd.DataFrame]`` → the same rows as consecutive ``PACKETS``
+  tables, in file order, each decoded from ``chunk_packets`` captured records (fewer rows when
+  some records are not TCP or are loopback copies; the last chunk may be short). Each table has
+  its own ``RangeIndex`` from 0 and ``attrs["duplicates_dropped"]`` for its rows;
+  ``pd.concat(chunks, ignore_index=True)`` equals ``read_pcap``. Memory is per chunk: the
+  record walk, the decoding temporaries and the table of one chunk, plus the mapped file's
+  pages (released behind the walk). A file without packets still yields one empty table.
+  Damage: with ``on_damage="keep"`` the last table (possibly empty) carries ``attrs["damage"]``;
+  with ``"raise"`` every table before the damage is yielded, then ``TraceError`` is raised with
+  ``kept`` = the number of packets yielded.
+
+Loopback copies (``dedupe_loopback``) are judged against the segments before them in the file,
+carried across chunk boundaries (``_SeenSegments``), so the rows kept do not depend on the
+chunk size.
+
+Payload bytes are not read by default. ``read_pcap_payloads`` / ``iter_pcap_payloads`` (same
+arguments plus ``payload_bytes``; the iterator yields ``(packets, PayloadPrefixes)`` pairs whose
+``rows`` index that chunk's table) also keep the first bytes of each segment's payload
+(``PayloadPrefixes``), for readers of application lines such as ``analyzer.readers.http1``: one
+more fixed-width gather over the segments that carry data.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +51,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import TraceError
-from analyzer.readers.pcap_formats import Records, is_pcapng, scan_pcap, scan_pcapng
+from analyzer.readers import _kernels as k
+from analyzer.readers.pcap_formats import Records, iter_records
 from analyzer.schema import PACKETS, check_frame
 
 I64 = npt.NDArray[np.int64]
@@ -36,201 +62,18 @@ Mask = npt.NDArray[np.bool_]
 DUPLICATE_WINDOW_NS = 1_000_000
 """Two identical segments closer than this are one segment captured twice (loopback, ``-i any``)."""
 
-_VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)
-_AF_INET6 = (10, 24, 28, 30)  # Linux, NetBSD/OpenBSD, FreeBSD, Darwin
-_RAW_IP = (12, 14, 101)
-_IPV6_EXTENSIONS = (0, 43, 44, 51, 60)  # hop-by-hop, routing, fragment, AH, destination options
-_MAX_EXTENSIONS = 8
-_TCP = 6
-
-
-class _Window:
-    """A fixed-width copy of the bytes at one offset per row: each frame's first 64 bytes.
-
-    Copying the headers once into a compact matrix makes every later field read a column
-    slice (or a small per-row gather) instead of a cache-missing gather over the whole file.
-    ``shift`` moves the origin of field offsets (to the IP or TCP header) without copying; an
-    int when it is the same on every row, so that reads stay column slices. Bytes past the end of
-    the file read as zero and offsets past the width are clipped: callers check lengths.
-    """
-
-    def __init__(self, buf: U8, origin: I64, width: int) -> None:
-        self.origin = origin
-        self.shift: int | I64 = 0
-        self.rows = np.zeros((len(origin), width), dtype=np.uint8)
-        inside = origin <= len(buf) - width
-        if inside.any():
-            sliding = np.lib.stride_tricks.sliding_window_view(buf, width)
-            self.rows[inside] = sliding[origin[inside]]
-        edge = np.flatnonzero(~inside & (origin < len(buf)))
-        if len(edge):
-            index = origin[edge, None] + np.arange(width)
-            within = index < len(buf)
-            self.rows[edge] = np.where(within, buf[np.minimum(index, len(buf) - 1)], 0)
-
-    def _view(self, origin: I64, rows: npt.NDArray[np.uint8], shift: int | I64) -> _Window:
-        window = _Window.__new__(_Window)
-        window.origin, window.rows, window.shift = origin, rows, _uniform(shift)
-        return window
-
-    @property
-    def width(self) -> int:
-        return int(self.rows.shape[1])
-
-    @property
-    def base(self) -> I64:
-        """Each row's field origin as a file offset."""
-        base: I64 = np.add(self.origin, self.shift, dtype=np.int64)
-        return base
-
-    def at(self, shift: int | I64) -> _Window:
-        return self._view(self.origin, self.rows, self.shift + shift)
-
-    def subset(self, rows: Mask) -> _Window:
-        if rows.all():
-            return self
-        shift = self.shift if isinstance(self.shift, int) else self.shift[rows]
-        return self._view(self.origin[rows], self.rows[rows], shift)
-
-    def u8(self, rel: int | I64) -> I64:
-        pos = self.shift + rel
-        if isinstance(pos, int):
-            return self.rows[:, min(pos, self.width - 1)].astype(np.int64)
-        clipped: I64 = np.clip(pos, 0, self.width - 1)
-        values: I64 = self.rows[np.arange(len(clipped)), clipped].astype(np.int64)
-        return values
-
-    def be16(self, rel: int | I64) -> I64:
-        return self._big_endian(rel, 2)
-
-    def be32(self, rel: int | I64) -> I64:
-        return self._big_endian(rel, 4)
-
-    def _big_endian(self, rel: int | I64, width: int) -> I64:
-        pos = self.shift + rel
-        if isinstance(pos, int) and pos + width <= self.width and len(self.rows):
-            # the same bytes on every row: read them as one big-endian integer per row, through
-            # a strided view of the matrix (no copy before the conversion)
-            field = np.ndarray(
-                (len(self.rows),),
-                dtype=f">u{width}",
-                buffer=np.ascontiguousarray(self.rows),
-                offset=pos,
-                strides=(self.width,),
-            )
-            values: I64 = field.astype(np.int64)
-            return values
-        result = self.u8(rel)
-        for i in range(1, width):
-            result = (result << 8) | self.u8(rel + i)
-        return result
-
-
-def _uniform(offsets: int | I64) -> int | I64:
-    """Per-row offsets that are the same on every row, as an int (reads become column slices)."""
-    if isinstance(offsets, int):
-        return offsets
-    if len(offsets) == 0:
-        return 0
-    first = int(offsets[0])
-    return first if bool((offsets == first).all()) else offsets
-
-
-# Ethernet with two VLAN tags (22) + the fixed IPv6 header (40) fit; so do Ethernet + IPv4 +
-# the TCP fields read (14), the common case, which then needs no second copy.
-_HEAD_WIDTH = 64
-_TCP_FIELDS = 14  # ports, seq, ack, data offset, flags
-_COLUMNS = (
-    *("ts_ns", "src", "dst", "sport", "dport", "flags", "seq", "ack"),
-    *("payload_len", "ip_version"),
-)
-_PAYLOAD_COLUMNS = ("payload_at", "payload_captured")  # file offset, bytes present in the file
-_DECODE_CHUNK = 262_144  # records decoded at a time: bounds the temporary arrays' memory
-
-
-def _network_layer(head: _Window, linktype: I64) -> tuple[I64, I64]:
-    """Per row: offset of the IP header in the frame and the IP version the link layer gives."""
-    n = len(linktype)
-    ip_rel = np.zeros(n, dtype=np.int64)
-    version = np.zeros(n, dtype=np.int64)
-    ethertype = np.zeros(n, dtype=np.int64)
-    ether = linktype == 1
-    if ether.any():
-        ethertype = np.where(ether, head.be16(12), ethertype)
-        ip_rel[ether] = 14
-        for _tag in range(2):  # 802.1Q, and QinQ's outer tag
-            tagged = ether & np.isin(ethertype, _VLAN_ETHERTYPES)
-            ethertype = np.where(tagged, head.be16(ip_rel + 2), ethertype)
-            ip_rel += np.where(tagged, 4, 0)
-    for number, field, header_len in ((113, 14, 16), (276, 0, 20)):  # Linux cooked v1, v2
-        cooked = linktype == number
-        if cooked.any():
-            ethertype = np.where(cooked, head.be16(field), ethertype)
-            ip_rel[cooked] = header_len
-    version[ethertype == 0x0800] = 4
-    version[ethertype == 0x86DD] = 6
-    raw = np.isin(linktype, _RAW_IP)
-    version[raw] = head.u8(0)[raw] >> 4
-    version[linktype == 228] = 4
-    version[linktype == 229] = 6
-    null = (linktype == 0) | (linktype == 108)
-    if null.any():
-        # the address family is a 4-byte int in either byte order: the non-zero end holds it
-        first, last = head.u8(0), head.u8(3)
-        family = np.where(first != 0, first, last)
-        ip_rel[null] = 4
-        version[null & (family == 2)] = 4
-        version[null & np.isin(family, _AF_INET6)] = 6
-    return ip_rel, version
-
-
-@dataclass
-class _Transport:
-    """Where each row's TCP header is and how many IP payload bytes follow the IP header(s)."""
-
-    tcp_rel: I64  # from the start of the IP header
-    ip_payload: I64  # bytes after the IPv4 header / IPv6 header chain
-    ok: Mask
-
-
-def _ipv4(ip: _Window, buf: U8) -> _Transport:
-    ihl = (ip.u8(0) & 0x0F) * 4
-    total = ip.be16(2)
-    fragment_offset = ip.be16(6) & 0x1FFF
-    ok = (ihl >= 20) & (total >= ihl) & (ip.u8(9) == _TCP) & (fragment_offset == 0)
-    return _Transport(ihl, total - ihl, ok)
-
-
-def _ipv6(ip: _Window, buf: U8) -> _Transport:
-    next_header = ip.u8(6)
-    remaining = ip.be16(4)
-    rel = np.full(len(next_header), 40, dtype=np.int64)
-    ok = np.ones(len(next_header), dtype=bool)
-    for _hop in range(_MAX_EXTENSIONS):
-        extension = np.isin(next_header, _IPV6_EXTENSIONS) & ok
-        if not extension.any():
-            break
-        # extension headers lie beyond the IP window: read them from the file itself
-        rows = np.flatnonzero(extension)
-        ext = _Window(buf, ip.base[rows] + rel[rows], 4)
-        kind = next_header[rows]
-        ok[rows] &= ~((kind == 44) & ((ext.be16(2) >> 3) != 0))  # TCP only in first fragments
-        length = np.where(
-            kind == 44, 8, np.where(kind == 51, (ext.u8(1) + 2) * 4, (ext.u8(1) + 1) * 8)
-        )
-        next_header[rows] = ext.u8(0)
-        rel[rows] += length
-        remaining[rows] -= length
-    ok &= (next_header == _TCP) & (remaining >= 0)
-    return _Transport(rel, remaining, ok)
+CHUNK_PACKETS = 262_144
+"""Captured records decoded at a time by default: bounds the temporaries (some 200 bytes a
+record) to about 50 MB, while the per-chunk overhead stays small against the decoding."""
 
 
 @dataclass
 class _Segments:
-    """TCP segments as integer columns; addresses are codes into ``texts``."""
+    """TCP segments as integer columns; addresses are codes into ``texts`` (an Arrow string
+    array: built, joined and decoded by Arrow, never as Python strings)."""
 
     columns: dict[str, I64]
-    texts: list[str]
+    texts: pa.Array
 
     def __len__(self) -> int:
         return len(self.columns["ts_ns"])
@@ -239,159 +82,221 @@ class _Segments:
         return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
 
     @staticmethod
-    def decode_all(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
-        """Decode chunk by chunk into preallocated columns (no concatenation copy), renumbering
-        each chunk's address codes into one shared list of texts. With ``payload``, each row
-        also says where its payload starts in the file and how much of it was captured."""
-        names = _COLUMNS + _PAYLOAD_COLUMNS if payload else _COLUMNS
-        columns = {name: np.empty(records.count, dtype=np.int64) for name in names}
-        index: dict[str, int] = {}
-        filled = 0
-        for start in range(0, records.count, _DECODE_CHUNK):
-            part = _segments(buf, records.slice(start, start + _DECODE_CHUNK), payload=payload)
-            renumber = np.array([index.setdefault(t, len(index)) for t in part.texts] or [0])
-            rows = slice(filled, filled + len(part))
-            for name, column in part.columns.items():
-                columns[name][rows] = renumber[column] if name in ("src", "dst") else column
-            filled += len(part)
-        return _Segments({name: column[:filled] for name, column in columns.items()}, list(index))
+    def merge(parts: list[_Segments]) -> _Segments:
+        """One table of the parts, renumbering each part's address codes into one shared list
+        of texts. It empties the parts' columns as it goes: at the peak one column is held
+        twice, not the table."""
+        if len(parts) == 1:
+            return parts[0]
+        encoded = pa.concat_arrays([part.texts for part in parts]).dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ends = np.cumsum([len(part.texts) for part in parts])
+        renumbers = [
+            code if len(code) else np.zeros(1, np.int64) for code in np.split(codes, ends[:-1])
+        ]
+        columns = {}
+        for name in list(parts[0].columns):
+            pieces = [part.columns.pop(name) for part in parts]
+            if name in ("src", "dst"):
+                pieces = [
+                    renumber[piece] for renumber, piece in zip(renumbers, pieces, strict=True)
+                ]
+            columns[name] = np.concatenate(pieces)
+        return _Segments(columns, encoded.dictionary)
 
 
-def _dotted_quads(addresses: I64) -> list[str]:
+def _dotted_quads(addresses: I64) -> pa.Array:
     """IPv4 addresses as text, vectorized (a client capture can hold many thousand hosts)."""
     octets = [pa.array((addresses >> shift) & 0xFF).cast(pa.string()) for shift in (24, 16, 8, 0)]
-    texts: list[str] = pc.binary_join_element_wise(*octets, ".").to_pylist()
+    texts: pa.Array = pc.binary_join_element_wise(*octets, ".").cast(pa.large_string())
     return texts
 
 
-def _addresses(ip: _Window, is_v6: Mask) -> tuple[I64, I64, list[str]]:
-    """Source and destination as codes into a list of address texts (each formatted once)."""
-    n = len(is_v6)
+def _addresses(fields: I64, ipv6_addresses: U8, records: I64) -> tuple[I64, I64, pa.Array]:
+    """Source and destination as codes into an array of address texts (each formatted once);
+    ``records`` are the rows' positions in ``ipv6_addresses``."""
+    n = fields.shape[1]
     codes = np.zeros(2 * n, dtype=np.int64)
-    texts: list[str] = []
-    v4 = ~is_v6
-    if v4.any():
-        window = ip.subset(v4)
-        v4_codes, uniques = pd.factorize(np.concatenate([window.be32(12), window.be32(16)]))
-        rows = np.flatnonzero(v4)
+    texts = [pa.array([], type=pa.large_string())]
+    is_v6 = fields[k.VERSION] == 6
+    if not is_v6.all():
+        rows = np.flatnonzero(~is_v6)
+        both = np.concatenate([fields[k.SRC4, rows], fields[k.DST4, rows]])
+        v4_codes, uniques = pd.factorize(both)
         codes[np.concatenate([rows, rows + n])] = v4_codes
-        texts += _dotted_quads(uniques)
+        texts.append(_dotted_quads(uniques))
     if is_v6.any():
-        window = ip.subset(is_v6)
-        matrix = np.stack([window.u8(8 + i) for i in range(32)], axis=1).astype(np.uint8)
-        matrix = np.concatenate([matrix[:, :16], matrix[:, 16:]])
-        unique_rows, v6_codes = np.unique(matrix, axis=0, return_inverse=True)
         rows = np.flatnonzero(is_v6)
-        codes[np.concatenate([rows, rows + n])] = v6_codes.reshape(-1) + len(texts)
-        texts += [str(ipaddress.IPv6Address(bytes(row))) for row in unique_rows]
-    return codes[:n], codes[n:], texts
+        addresses = ipv6_addresses[records[rows]]
+        matrix = np.concatenate([addresses[:, :16], addresses[:, 16:]])
+        unique_rows, v6_codes = np.unique(matrix, axis=0, return_inverse=True)
+        codes[np.concatenate([rows, rows + n])] = v6_codes.reshape(-1) + len(texts[-1])
+        v6_texts = [str(ipaddress.IPv6Address(bytes(row))) for row in unique_rows]
+        texts.append(pa.array(v6_texts, type=pa.large_string()))
+    return codes[:n], codes[n:], pa.concat_arrays(texts)
 
 
 def _segments(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
-    """Decode every record's link, IP and TCP headers; keep the rows that are whole TCP headers."""
-    caplen = records.caplen
-    head = _Window(buf, records.data_start, _HEAD_WIDTH)
-    ip_rel, version = _network_layer(head, records.linktype)
-    ip = head.at(ip_rel)
-    version = np.where(ip.u8(0) >> 4 == version, version, 0)  # the IP header must agree
-    tcp_rel = np.zeros(len(caplen), dtype=np.int64)  # from the frame's start
-    ip_payload = np.zeros(len(caplen), dtype=np.int64)
-    ok = np.zeros(len(caplen), dtype=bool)
-    for number, parse, min_header in ((4, _ipv4, 20), (6, _ipv6, 40)):
-        rows = (version == number) & (ip_rel + min_header <= caplen)
-        if rows.any():
-            transport = parse(ip.subset(rows), buf)
-            tcp_rel[rows] = ip_rel[rows] + transport.tcp_rel
-            ip_payload[rows] = transport.ip_payload
-            ok[rows] = transport.ok
-    ok &= tcp_rel + 20 <= caplen
-    keep = np.flatnonzero(ok)
-    src, dst, texts = _addresses(ip.subset(ok), version[keep] == 6)
-    tcp_rel = tcp_rel[keep]
-    if bool((tcp_rel + _TCP_FIELDS <= _HEAD_WIDTH).all()):
-        tcp = head.subset(ok).at(tcp_rel)
-    else:  # IPv6 or IP options: the TCP header lies beyond the head copy
-        tcp = _Window(buf, records.data_start[keep] + tcp_rel, _TCP_FIELDS)
-    header_len = (tcp.u8(12) >> 4) * 4
-    payload_len = ip_payload[keep] - header_len
-    segments = _Segments(
-        {
-            "ts_ns": records.ts_ns[keep],
-            "src": src,
-            "dst": dst,
-            "sport": tcp.be16(0),
-            "dport": tcp.be16(2),
-            "flags": tcp.u8(13),
-            "seq": tcp.be32(4),
-            "ack": tcp.be32(8),
-            "payload_len": payload_len,
-            "ip_version": version[keep],
-        },
-        texts,
-    )
+    """Decode every record's link, IP and TCP headers (compiled, ``decode_tcp``); keep the rows
+    that are whole TCP headers."""
+    fields = np.zeros((k.DECODED_FIELDS, records.count), dtype=np.int64)
+    ipv6_addresses = np.zeros((records.count, 32), dtype=np.uint8)
+    k.decode_tcp(buf, records.data_start, records.caplen, records.linktype, fields, ipv6_addresses)
+    kept = fields[k.KEEP] == 1
+    keep: slice | I64 = slice(None) if kept.all() else np.flatnonzero(kept)
+    fields = fields[:, keep]
+    records_kept = np.arange(records.count)[keep]
+    src, dst, texts = _addresses(fields, ipv6_addresses, records_kept)
+    src_key, dst_key = _address_keys(fields, ipv6_addresses, records_kept)
+    columns = {
+        "ts_ns": records.ts_ns[keep],
+        "src": src,
+        "dst": dst,
+        "sport": fields[k.SPORT],
+        "dport": fields[k.DPORT],
+        "flags": fields[k.FLAGS],
+        "seq": fields[k.SEQ],
+        "ack": fields[k.ACK],
+        "payload_len": fields[k.PAYLOAD_LEN],
+        "ip_version": fields[k.VERSION],
+        "src_key": src_key,  # for finding loopback copies across chunks (_SeenSegments)
+        "dst_key": dst_key,
+    }
     if payload:
-        payload_rel = tcp_rel + header_len  # from the frame's start
-        segments.columns["payload_at"] = records.data_start[keep] + payload_rel
-        captured = np.clip(records.caplen[keep] - payload_rel, 0, np.maximum(payload_len, 0))
-        segments.columns["payload_captured"] = captured
-    valid = (header_len >= 20) & (payload_len >= 0)
-    return segments if valid.all() else segments.select(valid)
+        payload_rel = fields[k.PAYLOAD_REL]  # from the frame's start
+        columns["payload_at"] = records.data_start[keep] + payload_rel
+        room = np.maximum(fields[k.PAYLOAD_LEN], 0)
+        columns["payload_captured"] = np.clip(records.caplen[keep] - payload_rel, 0, room)
+    return _Segments(columns, texts)
 
 
-_SEGMENT_KEY = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "payload_len")
+_SEGMENT_KEY = ("src_key", "dst_key", "sport", "dport", "seq", "ack", "flags", "payload_len")
+_KEY_AND_TIME = (*_SEGMENT_KEY, "ts_ns")
+DUPLICATE_LOOKBACK = 16_384
+"""Segments before a row in the file that may hold its earlier copy. Copies lie within
+DUPLICATE_WINDOW_NS of each other; 16,384 segments in 1 ms is 16M packets/s, far above what one
+capture point writes (tcpdump keeps up to about 1-2M packets/s)."""
 
 
-def _duplicates(segments: _Segments) -> Mask:
-    """Later copies of a segment seen again within DUPLICATE_WINDOW_NS of the previous copy.
+def _address_keys(fields: I64, ipv6_addresses: U8, records: I64) -> tuple[I64, I64]:
+    """Source and destination as integers that mean the same address in every chunk: an IPv4
+    address's value, an IPv6 address's 64-bit hash with the top bit set (never an IPv4 value;
+    two IPv6 addresses share a key with odds of 2^-63)."""
+    src, dst = fields[k.SRC4].copy(), fields[k.DST4].copy()
+    v6 = np.flatnonzero(fields[k.VERSION] == 6)
+    if len(v6):
+        words = np.ascontiguousarray(ipv6_addresses[records[v6]]).view("<u8")  # 4 per row
+        top = np.uint64(1 << 63)
+        src[v6] = (_mix(words[:, 0], words[:, 1]) | top).view(np.int64)
+        dst[v6] = (_mix(words[:, 2], words[:, 3]) | top).view(np.int64)
+    return src, dst
 
-    On loopback and ``-i any`` captures the same segment is captured on the way out and on the
-    way in (or on two interfaces); counting it twice would double bytes and fake retransmissions.
-    A 64-bit hash of the segment's fields finds the rows that repeat (one fast sort of the hash
-    with the row number packed into its low bits); only those are ordered by time and compared
-    exactly.
+
+def _mix(*words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of the words, row by row (FNV-style multiply and xor-shift)."""
+    digest = np.zeros(len(words[0]), dtype=np.uint64)
+    for word in words:
+        digest = (digest ^ word) * np.uint64(0x100000001B3)
+        digest ^= digest >> np.uint64(29)
+    return digest
+
+
+@dataclass
+class _SeenSegments:
+    """The last DUPLICATE_LOOKBACK segments' keys, times and hashes, carried from chunk to
+    chunk, so that a copy is found whether its earlier copy is in its own chunk or in a previous
+    one.
+
+    A segment is a duplicate (a loopback or ``-i any`` copy) when the previous segment with the
+    same fields in the file, if it is at most DUPLICATE_LOOKBACK segments back, was captured
+    within DUPLICATE_WINDOW_NS of it: counting it twice would double bytes and fake
+    retransmissions. The rule looks only backwards and only a fixed number of segments back,
+    so it gives the same rows for any chunking of the file.
     """
-    columns = segments.columns
-    n = len(segments)
-    duplicate = np.zeros(n, dtype=bool)
+
+    columns: dict[str, I64] = field(
+        default_factory=lambda: {name: np.zeros(0, np.int64) for name in _KEY_AND_TIME}
+    )
+    digest: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+
+    def duplicates(self, segments: _Segments) -> Mask:
+        """Which of ``segments`` (the file's next rows) are copies; remembers the last ones."""
+        fresh = {name: segments.columns[name] for name in _KEY_AND_TIME}
+        digest = np.concatenate(
+            [self.digest, _mix(*(fresh[n].view(np.uint64) for n in _SEGMENT_KEY))]
+        )
+        duplicate = _copies(self.columns, fresh, digest)
+        kept = min(len(digest), DUPLICATE_LOOKBACK)
+        self.digest = digest[len(digest) - kept :]
+        self.columns = {
+            name: np.concatenate([self.columns[name], fresh[name][-kept:]])[-kept:]
+            if kept
+            else self.columns[name]
+            for name in _KEY_AND_TIME
+        }
+        return duplicate
+
+
+def _copies(seen: dict[str, I64], fresh: dict[str, I64], digest: npt.NDArray[np.uint64]) -> Mask:
+    """Which ``fresh`` rows have a previous same-key row (in ``seen`` then ``fresh``, whose
+    hashes ``digest`` holds in that order) at most DUPLICATE_LOOKBACK rows back and within
+    DUPLICATE_WINDOW_NS. One fast sort of the hash with the row number packed into its low bits
+    puts each row right after its previous same-hash row; only those pairs are compared exactly.
+    """
+    n, before = len(digest), len(seen["ts_ns"])
+    duplicate = np.zeros(n - before, dtype=bool)
     if n < 2:
         return duplicate
-    digest = np.zeros(n, dtype=np.uint64)
-    for name in _SEGMENT_KEY:
-        digest = (digest ^ columns[name].astype(np.uint64)) * np.uint64(0x100000001B3)
-        digest ^= digest >> np.uint64(29)
     bits = np.uint64((n - 1).bit_length())
     keyed = np.sort((digest >> bits << bits) | np.arange(n, dtype=np.uint64))
-    hashes = keyed >> bits
-    same_hash = hashes[1:] == hashes[:-1]
-    repeats = np.zeros(n, dtype=bool)
-    repeats[1:] |= same_hash
-    repeats[:-1] |= same_hash
-    if not repeats.any():
-        return duplicate
-    rows = (keyed[repeats] & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
-    order = rows[np.lexsort((columns["ts_ns"][rows], hashes[repeats]))]
-    same = np.diff(columns["ts_ns"][order]) <= DUPLICATE_WINDOW_NS
+    pair = np.flatnonzero((keyed[1:] >> bits) == (keyed[:-1] >> bits))
+    low = (np.uint64(1) << bits) - np.uint64(1)
+    earlier = (keyed[pair] & low).astype(np.int64)
+    later = (keyed[pair + 1] & low).astype(np.int64)
+    new = later >= before  # pairs within ``seen`` were judged with its own chunk
+    earlier, later = earlier[new], later[new]
+
+    def values(name: str, rows: I64) -> I64:
+        out = np.empty(len(rows), dtype=np.int64)
+        old = rows < before
+        out[old] = seen[name][rows[old]]
+        out[~old] = fresh[name][rows[~old] - before]
+        return out
+
+    same = (later - earlier <= DUPLICATE_LOOKBACK) & (
+        np.abs(values("ts_ns", later) - values("ts_ns", earlier)) <= DUPLICATE_WINDOW_NS
+    )
     for name in _SEGMENT_KEY:
-        column = columns[name][order]
-        same &= column[1:] == column[:-1]
-    duplicate[order[1:]] = same
+        same &= values(name, later) == values(name, earlier)
+    duplicate[later[same] - before] = True
     return duplicate
 
 
-def text_column(codes: I64, texts: list[str]) -> pd.Series:
+def text_column(codes: I64, texts: list[str] | pa.Array) -> pd.Series:
     """``texts[codes]`` as a string Series (code -1: NA), built by Arrow without a Python loop
     (as large strings: pandas' own string layout, so it takes them without a cast)."""
     indices = pa.array(codes.astype(np.int32), mask=codes < 0)
     decoded = pa.DictionaryArray.from_arrays(
-        indices, pa.array(texts, type=pa.large_string())
+        indices, pa.array(texts, type=pa.large_string()) if isinstance(texts, list) else texts
     ).dictionary_decode()
     return pd.Series(pd.array(decoded, dtype="str"))
+
+
+def _repeated(text: str, count: int) -> pd.Series:
+    """``text`` ``count`` times as a string Series, laid out directly as Arrow large strings
+    (decoding a one-entry dictionary costs a gather per row)."""
+    data = text.encode()
+    offsets = np.arange(count + 1, dtype=np.int64) * len(data)
+    strings = pa.LargeStringArray.from_buffers(
+        count, pa.py_buffer(offsets), pa.py_buffer(data * count)
+    )
+    return pd.Series(pd.array(strings, dtype="str"))
 
 
 def _frame(segments: _Segments, capture: str) -> pd.DataFrame:
     columns: dict[str, object] = {
         "ts_ns": segments.columns["ts_ns"],
-        "capture": text_column(np.zeros(len(segments), dtype=np.int64), [capture]),
+        "capture": _repeated(capture, len(segments)),
         "src": text_column(segments.columns["src"], segments.texts),
         "dst": text_column(segments.columns["dst"], segments.texts),
     }
@@ -403,10 +308,11 @@ def _frame(segments: _Segments, capture: str) -> pd.DataFrame:
 class PayloadPrefixes:
     """The first ``width`` bytes of each TCP payload of a packets table, aligned with its rows.
 
-    Only segments that carry data have an entry. The bytes are not copied: they are read from
-    the capture's bytes (kept here, so the file's size stays in memory while this object lives)
-    when a reader asks for some columns of some entries, so that a parser reading a few bytes of
-    most segments does not pay for a copy of all of them. ``captured`` is how much of each
+    Only segments that carry data have an entry. The bytes are not gathered per entry: they are
+    read from a copy of the capture's bytes that holds them (the span of the file from the
+    first payload to the end of the last, one copy per chunk read) when a reader asks for some
+    columns of some entries, so that a parser reading a few bytes of most segments does not pay
+    for a gather of all of them. ``captured`` is how much of each
     payload can be read (what the capture holds, up to ``width``; the snapshot length may cut it
     to 0): a reader must tell "not captured" from "not there", e.g. a TLS record from a cut line.
     """
@@ -414,15 +320,36 @@ class PayloadPrefixes:
     rows: I64  # positions (iloc) in the packets table of the segments with payload_len > 0
     captured: I64  # readable payload bytes per entry: 0 ≤ captured ≤ min(payload_len, width)
     width: int
-    buffer: U8  # the capture's bytes
+    buffer: U8  # a copy of the capture's bytes that holds the payloads
     at: I64  # where each entry's payload starts in ``buffer``
 
     @classmethod
     def gather(cls, buf: U8, segments: _Segments, width: int) -> PayloadPrefixes:
-        """The payloads of every segment that carries data, readable up to ``width`` bytes."""
+        """The payloads of every segment that carries data, readable up to ``width`` bytes
+        (copied out of ``buf``: the file's mapping is released as the reader moves on)."""
         rows = np.flatnonzero(segments.columns["payload_len"] > 0)
         captured = np.minimum(segments.columns["payload_captured"][rows], width)
-        return cls(rows, captured, width, buf, segments.columns["payload_at"][rows])
+        at = segments.columns["payload_at"][rows]
+        first = int(at.min()) if len(at) else 0
+        last = int((at + captured).max()) if len(at) else 0
+        return cls(rows, captured, width, buf[first:last].copy(), at - first)
+
+    @classmethod
+    def concat(cls, parts: list[PayloadPrefixes], table_rows: list[int]) -> PayloadPrefixes:
+        """The prefixes of consecutive tables of ``table_rows`` rows each, as one (the rows of
+        each part move down by the rows of the tables before it)."""
+        row_shift = np.cumsum([0, *table_rows[:-1]])
+        buffer_shift = np.cumsum([0, *(len(p.buffer) for p in parts[:-1])])
+        width = parts[0].width
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            np.concatenate([p.rows + shift for p, shift in zip(parts, row_shift, strict=True)]),
+            np.concatenate([p.captured for p in parts]),
+            width,
+            np.concatenate([p.buffer for p in parts]),
+            np.concatenate([p.at + shift for p, shift in zip(parts, buffer_shift, strict=True)]),
+        )
 
     @classmethod
     def from_matrix(cls, head: U8, captured: I64) -> PayloadPrefixes:
@@ -466,32 +393,153 @@ class PayloadPrefixes:
         )
 
 
-def _read(
-    path: Path, capture: str | None, dedupe_loopback: bool, payload_bytes: int
-) -> tuple[pd.DataFrame, PayloadPrefixes | None, str | None]:
-    """The packets table, the payload prefixes when asked for, and the damage found, if any."""
-    name = capture if capture is not None else path.stem
-    data = path.read_bytes()
-    buf = np.frombuffer(data, dtype=np.uint8)
-    records = scan_pcapng(data, buf) if is_pcapng(data) else scan_pcap(data, buf)
-    segments = _Segments.decode_all(buf, records, payload=payload_bytes > 0)
-    prefixes = PayloadPrefixes.gather(buf, segments, payload_bytes) if payload_bytes > 0 else None
-    del data, buf  # unless the prefixes read from them, free the file's bytes before the table
-    duplicate = _duplicates(segments) if dedupe_loopback else np.zeros(0, dtype=bool)
-    if duplicate.any():
-        segments = segments.select(~duplicate)
-        prefixes = prefixes.select(~duplicate) if prefixes is not None else None
-    packets = check_frame(_frame(segments, name), PACKETS, "read_pcap")
-    packets.attrs["duplicates_dropped"] = int(duplicate.sum())
-    if records.damage is None:
-        return packets, prefixes, None
-    location, _, what = records.damage.partition(": ")
-    return packets, prefixes, f"{location}: {what}; kept {len(packets)} packets read before it"
+class _MappedFile:
+    """A capture mapped read-only. The pages behind the reader are handed back to the kernel as
+    it moves on: they are file pages, and the process's RSS would otherwise grow to the file's
+    size (they are read again from the page cache if anything touches them later)."""
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.buf: U8 = (
+            np.frombuffer(self._map, dtype=np.uint8) if self._map else np.zeros(0, np.uint8)
+        )
+        self._released = 0
+
+    def release_before(self, offset: int) -> None:
+        end = offset - offset % mmap.PAGESIZE
+        if self._map is not None and end > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    segments: _Segments
+    prefixes: PayloadPrefixes | None
+    duplicates_dropped: int
+    damage: str | None  # "byte N: what is wrong", on the file's last chunk when it is damaged
+
+
+def _chunks(
+    path: Path, dedupe_loopback: bool, payload_bytes: int, chunk_packets: int
+) -> Iterator[_Chunk]:
+    """The file's TCP segments, decoded ``chunk_packets`` captured records at a time."""
+    mapped = _MappedFile(path)
+    seen = _SeenSegments() if dedupe_loopback else None
+    for records in iter_records(mapped.buf, chunk_packets):
+        segments = _segments(mapped.buf, records, payload=payload_bytes > 0)
+        prefixes = (
+            PayloadPrefixes.gather(mapped.buf, segments, payload_bytes) if payload_bytes else None
+        )
+        duplicate = (
+            seen.duplicates(segments) if seen is not None else np.zeros(len(segments), dtype=bool)
+        )
+        if duplicate.any():
+            segments = segments.select(~duplicate)
+            prefixes = prefixes.select(~duplicate) if prefixes is not None else None
+        del segments.columns["src_key"], segments.columns["dst_key"]  # only the copies need them
+        mapped.release_before(records.walked_to)
+        yield _Chunk(segments, prefixes, int(duplicate.sum()), records.damage)
+
+
+def _table(segments: _Segments, capture: str, duplicates_dropped: int) -> pd.DataFrame:
+    packets = check_frame(_frame(segments, capture), PACKETS, "read_pcap")
+    packets.attrs["duplicates_dropped"] = duplicates_dropped
+    return packets
+
+
+def _damage_text(damage: str, kept: int) -> str:
+    location, _, what = damage.partition(": ")
+    return f"{location}: {what}; kept {kept} packets read before it"
 
 
 def _damaged(path: Path, damage: str, kept: object) -> TraceError:
     location, _, message = damage.partition(": ")
     return TraceError(str(path), location, message, kept=kept)
+
+
+def _read(
+    path: Path, capture: str | None, dedupe_loopback: bool, payload_bytes: int
+) -> tuple[pd.DataFrame, PayloadPrefixes | None, str | None]:
+    """The packets table of the whole file, the payload prefixes when asked for, and the damage
+    found, if any: the chunks of ``_chunks``, joined."""
+    chunks = list(_chunks(path, dedupe_loopback, payload_bytes, CHUNK_PACKETS))
+    rows = [len(chunk.segments) for chunk in chunks]
+    prefixes = [chunk.prefixes for chunk in chunks if chunk.prefixes is not None]
+    joined = PayloadPrefixes.concat(prefixes, rows) if prefixes else None
+    dropped = sum(chunk.duplicates_dropped for chunk in chunks)
+    damage = chunks[-1].damage
+    segments = _Segments.merge([chunk.segments for chunk in chunks])
+    del chunks
+    packets = _table(segments, capture if capture is not None else path.stem, dropped)
+    return packets, joined, _damage_text(damage, len(packets)) if damage else None
+
+
+def _iter_tables(
+    path: Path,
+    capture: str | None,
+    on_damage: Literal["raise", "keep"],
+    dedupe_loopback: bool,
+    payload_bytes: int,
+    chunk_packets: int,
+) -> Iterator[tuple[pd.DataFrame, PayloadPrefixes | None]]:
+    """One packets table (and its prefixes) per chunk; damage as ``iter_pcap`` says."""
+    name = capture if capture is not None else path.stem
+    yielded = 0
+    for chunk in _chunks(path, dedupe_loopback, payload_bytes, chunk_packets):
+        packets = _table(chunk.segments, name, chunk.duplicates_dropped)
+        yielded += len(packets)
+        if chunk.damage is None:
+            yield packets, chunk.prefixes
+            continue
+        damage = _damage_text(chunk.damage, yielded)
+        if on_damage == "raise":
+            if len(packets):
+                yield packets, chunk.prefixes
+            raise _damaged(path, damage, yielded)
+        packets.attrs["damage"] = f"{path}: {damage}"
+        yield packets, chunk.prefixes
+
+
+def iter_pcap(
+    path: str | Path,
+    *,
+    capture: str | None = None,
+    chunk_packets: int = CHUNK_PACKETS,
+    on_damage: Literal["raise", "keep"] = "raise",
+    dedupe_loopback: bool = True,
+) -> Iterator[pd.DataFrame]:
+    """``read_pcap``'s rows as consecutive ``PACKETS`` tables of ``chunk_packets`` captured
+    records each, with memory bounded by the chunk (see the module docstring)."""
+    for packets, _ in _iter_tables(
+        Path(path), capture, on_damage, dedupe_loopback, 0, chunk_packets
+    ):
+        yield packets
+
+
+def iter_pcap_payloads(
+    path: str | Path,
+    payload_bytes: int,
+    *,
+    capture: str | None = None,
+    chunk_packets: int = CHUNK_PACKETS,
+    on_damage: Literal["raise", "keep"] = "raise",
+    dedupe_loopback: bool = True,
+) -> Iterator[tuple[pd.DataFrame, PayloadPrefixes]]:
+    """``iter_pcap`` with each chunk's payload prefixes (their ``rows`` index its table)."""
+    _check_payload_bytes(payload_bytes)
+    for packets, prefixes in _iter_tables(
+        Path(path), capture, on_damage, dedupe_loopback, payload_bytes, chunk_packets
+    ):
+        assert prefixes is not None  # payload_bytes > 0 always gathers them
+        yield packets, prefixes
+
+
+def _check_payload_bytes(payload_bytes: int) -> None:
+    if payload_bytes < 1:
+        raise ValueError(f"payload_bytes must be at least 1, not {payload_bytes}")
 
 
 def read_pcap(
@@ -529,8 +577,7 @@ def read_pcap_payloads(
     The packets table is the one ``read_pcap`` returns (same rows, same attrs); on damage the
     ``TraceError``'s ``kept`` is the pair read before it.
     """
-    if payload_bytes < 1:
-        raise ValueError(f"payload_bytes must be at least 1, not {payload_bytes}")
+    _check_payload_bytes(payload_bytes)
     path = Path(path)
     packets, prefixes, damage = _read(path, capture, dedupe_loopback, payload_bytes)
     assert prefixes is not None  # payload_bytes > 0 always gathers them

@@ -1,25 +1,34 @@
 """Walk the record structure of classic pcap and pcapng files, without decoding packets.
 
-The walk is the only per-record Python loop of the reader: it computes where each captured
-frame starts (record lengths chain one record to the next, so this part is sequential), keeping
-only integers. Everything a record says about itself (timestamps, lengths, interface) is gathered
-afterwards with vectorized reads at those offsets. Damage stops the walk and is reported with its
-byte offset, so a truncated capture still yields every packet before the damage.
+The walk computes where each captured frame starts: record lengths chain one record to the
+next, so this part is sequential and runs compiled (``analyzer.readers._kernels``), keeping only
+integers. What a pcapng block says about itself (lengths, interface, timestamp) is gathered
+afterwards with vectorized reads at those offsets; pcapng's rare other blocks (section headers,
+interface descriptions, simple packet blocks) are checked one at a time in Python.
+
+``iter_records`` walks ``chunk`` records at a time, carrying what crosses a chunk boundary (the
+offset, pcapng's byte order, interfaces and last timestamp), so that a reader's tables and
+temporaries are per chunk. Damage stops the walk and is reported with its byte offset on the
+last chunk, so a truncated capture still yields every packet before the damage, whatever the
+chunk size.
 """
 
 from __future__ import annotations
 
 import struct
-from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from analyzer.readers._kernels import Stop, walk_enhanced_blocks, walk_pcap
+
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 
 MAX_CAPLEN = 262_144  # libpcap's largest snapshot length; anything above is a corrupt record
+_MAX_CHUNK = 1 << 62  # "no limit": a chunk's arrays are sized by what the file can still hold
 _PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),
     b"\x4d\x3c\xb2\xa1": ("<", 1),
@@ -42,19 +51,22 @@ class Records:
     linktype: I64
     ts_ns: I64
     damage: str | None  # "byte N: what is wrong" when the walk stopped early
+    walked_to: int = 0  # byte offset where the walk stopped: the next chunk begins there
 
     @property
     def count(self) -> int:
         return len(self.data_start)
 
-    def slice(self, start: int, stop: int) -> Records:
-        part = slice(start, stop)
+    @staticmethod
+    def concat(chunks: list[Records]) -> Records:
+        """One table of the chunks' records; the last chunk's damage and end."""
         return Records(
-            self.data_start[part],
-            self.caplen[part],
-            self.linktype[part],
-            self.ts_ns[part],
-            self.damage,
+            data_start=np.concatenate([c.data_start for c in chunks]),
+            caplen=np.concatenate([c.caplen for c in chunks]),
+            linktype=np.concatenate([c.linktype for c in chunks]),
+            ts_ns=np.concatenate([c.ts_ns for c in chunks]),
+            damage=chunks[-1].damage,
+            walked_to=chunks[-1].walked_to,
         )
 
 
@@ -100,45 +112,63 @@ def _first_bad(bad: npt.NDArray[np.bool_]) -> int:
     return int(hits[0]) if len(hits) else len(bad)
 
 
+def iter_records(buf: U8, chunk: int) -> Iterator[Records]:
+    """The records of a classic pcap or pcapng file, ``chunk`` at a time, in file order.
+
+    Every chunk but the last holds exactly ``chunk`` records; the last one says where the file
+    is damaged, if it is. A file without a record still gives one (empty) chunk.
+    """
+    if chunk < 1:
+        raise ValueError(f"a chunk holds at least one record, not {chunk}")
+    if is_pcapng(buf[:4].tobytes()):
+        yield from _pcapng_chunks(buf, chunk)
+    else:
+        yield from _pcap_chunks(buf, chunk)
+
+
 def scan_pcap(data: bytes, buf: U8) -> Records:
+    """Every record of a classic pcap file (``buf`` is ``data`` as uint8), in one table."""
+    return Records.concat(list(_pcap_chunks(buf, _MAX_CHUNK)))
+
+
+def _pcap_chunks(buf: U8, chunk: int) -> Iterator[Records]:
     """Classic pcap: a 24-byte file header, then (16-byte header, frame) records."""
-    if len(data) < 24 or data[:4] not in _PCAP_MAGIC:
-        return _nothing("byte 0: not a pcap or pcapng file (bad magic or shorter than a header)")
-    order, ticks_to_ns = _PCAP_MAGIC[data[:4]]
-    snaplen, network = struct.unpack_from(order + "II", data, 16)
-    linktype = network & 0xFFFF  # the upper bits carry FCS information
-    caplen_at = struct.Struct(order + "I").unpack_from
-    offsets = array("q")  # 8 bytes per record, where a list of ints would take ~40
-    append = offsets.append
-    end = len(data)
-    off = 24
-    while off + 16 <= end:
-        append(off)
-        off += 16 + caplen_at(data, off + 8)[0]
-    damage = None
-    if off > end:  # the last record's frame runs past the end of the file
-        off = offsets.pop()
-        damage = f"byte {off}: record truncated (its frame runs past the end of the file)"
-    elif off < end:
-        damage = f"byte {off}: truncated record header ({end - off} of 16 bytes)"
-    starts = np.frombuffer(offsets, dtype=np.int64) if offsets else np.zeros(0, np.int64)
+    head = buf[:4].tobytes()
+    if len(buf) < 24 or head not in _PCAP_MAGIC:
+        yield _nothing("byte 0: not a pcap or pcapng file (bad magic or shorter than a header)")
+        return
+    order, ticks_to_ns = _PCAP_MAGIC[head]
     big = order == ">"
-    caplen = read_u32(buf, starts + 8, big)
-    too_long = caplen > max(snaplen, MAX_CAPLEN)
-    first = _first_bad(too_long)
-    if first < len(starts):
-        damage = f"byte {starts[first]}: implausible captured length {caplen[first]}"
-        starts, caplen = starts[:first], caplen[:first]
-    ts_ns = (
-        read_u32(buf, starts, big) * 1_000_000_000 + read_u32(buf, starts + 4, big) * ticks_to_ns
-    )
-    return Records(
-        data_start=starts + 16,
-        caplen=caplen,
-        linktype=np.full(len(starts), linktype, dtype=np.int64),
-        ts_ns=ts_ns,
-        damage=damage,
-    )
+    snaplen, network = (int(v) for v in read_u32(buf, np.array([16, 20]), big))
+    linktype = network & 0xFFFF  # the upper bits carry FCS information
+    offset = 24
+    while True:
+        room = np.empty((3, min(chunk, (len(buf) - offset) // 16 + 1)), dtype=np.int64)
+        found, offset, stop = walk_pcap(
+            buf, offset, big, max(snaplen, MAX_CAPLEN), ticks_to_ns, room
+        )
+        yield Records(
+            data_start=room[0, :found],
+            caplen=room[1, :found],
+            linktype=np.full(found, linktype, dtype=np.int64),
+            ts_ns=room[2, :found],
+            damage=_pcap_damage(buf, offset, stop, big),
+            walked_to=offset,
+        )
+        if stop != Stop.LIMIT:
+            return
+
+
+def _pcap_damage(buf: U8, offset: int, stop: int, big: bool) -> str | None:
+    """What stopped a classic pcap walk at ``offset``, if it was damage."""
+    if stop == Stop.SHORT_HEADER:
+        return f"byte {offset}: truncated record header ({len(buf) - offset} of 16 bytes)"
+    if stop == Stop.FRAME_PAST_END:
+        return f"byte {offset}: record truncated (its frame runs past the end of the file)"
+    if stop == Stop.IMPLAUSIBLE_CAPLEN:
+        caplen = int(read_u32(buf, np.array([offset + 8]), big)[0])
+        return f"byte {offset}: implausible captured length {caplen}"
+    return None
 
 
 def _nothing(damage: str) -> Records:
@@ -146,7 +176,7 @@ def _nothing(damage: str) -> Records:
     return Records(empty, empty, empty, empty, damage)
 
 
-def _parse_idb(data: bytes, off: int, length: int, order: str) -> _Interface:
+def _parse_idb(data: memoryview, off: int, length: int, order: str) -> _Interface:
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", data, off + 8)
     tsresol, tsoffset = 6, 0
     pos, stop = off + 16, off + length - 4
@@ -184,74 +214,102 @@ class _Run:
 
 
 @dataclass
-class _PcapngWalk:
-    """What the block walk collected: packet block offsets, in runs, and the interfaces."""
+class _PcapngChunk:
+    """What one chunk of the block walk collected: packet block offsets, in runs."""
 
-    starts: array[int] = field(default_factory=lambda: array("q"))
+    starts: I64
     runs: list[_Run] = field(default_factory=list)
-    interfaces: list[_Interface] = field(default_factory=list)
     damage: str | None = None
+    finished: bool = False  # the walk reached the end of the file or damage
 
 
-def _walk_pcapng(data: bytes) -> _PcapngWalk:
-    """Walk the blocks. Runs of enhanced packet blocks take a tight loop that only records
-    offsets (their lengths and interfaces are validated vectorized afterwards); every other block
-    is checked here, one at a time."""
-    walk = _PcapngWalk()
-    end = len(data)
-    off = 0
-    order = "<"
-    section_base = -1  # global index of the current section's first interface
-    header = {"<": struct.Struct("<II").unpack_from, ">": struct.Struct(">II").unpack_from}
-    append = walk.starts.append
-    try:
-        while off < end:
-            if section_base >= 0:
-                first, unpack = len(walk.starts), header[order]
-                while off + 12 <= end:
-                    kind, length = unpack(data, off)
-                    if kind != _PCAPNG_EPB or length < 32:
+@dataclass
+class _PcapngWalker:
+    """The block walk's position and what it learned so far, carried from chunk to chunk:
+    byte order, the current section's interfaces, the last packet's time."""
+
+    buf: U8
+    offset: int = 0
+    big_endian: bool = False
+    section_base: int = -1  # global index of the current section's first interface
+    interfaces: list[_Interface] = field(default_factory=list)
+    last_ts_ns: int = 0  # simple packet blocks carry no time: they inherit this one
+
+    def header(self, offset: int) -> tuple[int, int]:
+        """(block type, block length) at ``offset`` in the current byte order."""
+        kind, length = read_u32(self.buf, np.array([offset, offset + 4]), self.big_endian)
+        return int(kind), int(length)
+
+    def walk(self, limit: int) -> _PcapngChunk:
+        """Up to ``limit`` packet blocks. Runs of enhanced packet blocks take the compiled walk
+        (their lengths and interfaces are validated vectorized afterwards); every other block is
+        checked here, one at a time."""
+        end = len(self.buf)
+        chunk = _PcapngChunk(np.empty(min(limit, (end - self.offset) // 12 + 1), np.int64))
+        found = 0
+        try:
+            while self.offset < end:
+                if self.section_base >= 0:
+                    run_first = found
+                    found, self.offset, stop = self._enhanced_run(chunk.starts, found)
+                    if found > run_first:
+                        chunk.runs.append(self._run(run_first, simple=False))
+                    if stop == Stop.LIMIT or self.offset >= end:
                         break
-                    append(off)
-                    off += length
-                if len(walk.starts) > first:
-                    declared = len(walk.interfaces) - section_base
-                    walk.runs.append(_Run(first, section_base, declared, order == ">", False))
-                if off >= end:
+                if found == len(chunk.starts) and self._next_is_simple_block():
                     break
-            if off + 12 > end:
-                raise _Damage(f"byte {off}: truncated block header ({end - off} bytes left)")
-            kind, length = header[order](data, off)
-            if kind == _PCAPNG_SHB:
-                bom = data[off + 8 : off + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    order = ">"
-                else:
-                    raise _Damage(f"byte {off}: section header with an invalid byte-order magic")
-                kind, length = header[order](data, off)
-                section_base = len(walk.interfaces)
-            elif section_base < 0:
-                raise _Damage(f"byte {off}: a pcapng file must begin with a section header")
-            if length < 12 or length % 4 or off + length > end:
-                raise _Damage(f"byte {off}: block length {length} does not fit the file")
-            if header[order](data, off + length - 8)[1] != length:
-                raise _Damage(f"byte {off}: block's trailing length differs from its header")
-            if kind == _PCAPNG_EPB:
-                raise _Damage(f"byte {off}: enhanced packet block too short ({length} bytes)")
-            if kind == _PCAPNG_SPB:
-                declared = len(walk.interfaces) - section_base
-                walk.runs.append(_Run(len(walk.starts), section_base, declared, order == ">", True))
-                append(off)
-            elif kind == _PCAPNG_IDB:
-                if length < 20:
-                    raise _Damage(f"byte {off}: interface description block too short")
-                walk.interfaces.append(_parse_idb(data, off, length, order))
-            off += length
-    except _Damage as damage:
-        walk.damage = str(damage)
-    return walk
+                found = self._block(chunk, found)
+            chunk.finished = self.offset >= end
+        except _Damage as damage:
+            chunk.damage, chunk.finished = str(damage), True
+        chunk.starts = chunk.starts[:found]
+        return chunk
+
+    def _enhanced_run(self, starts: I64, found: int) -> tuple[int, int, int]:
+        more, offset, stop = walk_enhanced_blocks(
+            self.buf, self.offset, self.big_endian, starts[found:]
+        )
+        return found + more, offset, stop
+
+    def _run(self, first: int, *, simple: bool) -> _Run:
+        declared = len(self.interfaces) - self.section_base
+        return _Run(first, self.section_base, declared, self.big_endian, simple)
+
+    def _next_is_simple_block(self) -> bool:
+        return self.offset + 12 <= len(self.buf) and self.header(self.offset)[0] == _PCAPNG_SPB
+
+    def _block(self, chunk: _PcapngChunk, found: int) -> int:
+        """Check the block at the walk's offset and step over it; returns packet blocks found."""
+        buf, off, end = self.buf, self.offset, len(self.buf)
+        if off + 12 > end:
+            raise _Damage(f"byte {off}: truncated block header ({end - off} bytes left)")
+        kind, length = self.header(off)
+        if kind == _PCAPNG_SHB:
+            bom = buf[off + 8 : off + 12].tobytes()
+            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise _Damage(f"byte {off}: section header with an invalid byte-order magic")
+            self.big_endian = bom == b"\x1a\x2b\x3c\x4d"
+            kind, length = self.header(off)
+            self.section_base = len(self.interfaces)
+        elif self.section_base < 0:
+            raise _Damage(f"byte {off}: a pcapng file must begin with a section header")
+        if length < 12 or length % 4 or off + length > end:
+            raise _Damage(f"byte {off}: block length {length} does not fit the file")
+        if self.header(off + length - 8)[1] != length:
+            raise _Damage(f"byte {off}: block's trailing length differs from its header")
+        if kind == _PCAPNG_EPB:
+            raise _Damage(f"byte {off}: enhanced packet block too short ({length} bytes)")
+        if kind == _PCAPNG_SPB:
+            chunk.runs.append(self._run(found, simple=True))
+            chunk.starts[found] = off
+            found += 1
+        elif kind == _PCAPNG_IDB:
+            if length < 20:
+                raise _Damage(f"byte {off}: interface description block too short")
+            order = ">" if self.big_endian else "<"
+            self.interfaces.append(_parse_idb(buf.data, off, length, order))
+        self.offset = off + length
+        return found
 
 
 def _ticks_to_ns(ticks: npt.NDArray[np.uint64], tsresol: int) -> I64:
@@ -299,10 +357,10 @@ class _PacketBlocks:
         )
 
 
-def _packet_blocks(walk: _PcapngWalk, buf: U8) -> _PacketBlocks:
+def _packet_blocks(walk: _PcapngChunk, buf: U8) -> _PacketBlocks:
     """Read each block's length, trailer, captured length and interface id with the byte order
     and block type of the run it belongs to."""
-    starts = np.frombuffer(walk.starts, dtype=np.int64) if walk.starts else np.zeros(0, np.int64)
+    starts = walk.starts
     run_first = np.array([run.first for run in walk.runs] + [len(starts)], dtype=np.int64)
     per_run = np.diff(run_first)
 
@@ -329,8 +387,11 @@ def _packet_blocks(walk: _PcapngWalk, buf: U8) -> _PacketBlocks:
     )
 
 
-def _block_times(blocks: _PacketBlocks, interfaces: list[_Interface], buf: U8) -> tuple[I64, I64]:
-    """(ts_ns, linktype) per block, each in its interface's timestamp resolution and offset."""
+def _block_times(
+    blocks: _PacketBlocks, interfaces: list[_Interface], buf: U8, previous_ts_ns: int
+) -> tuple[I64, I64]:
+    """(ts_ns, linktype) per block, each in its interface's timestamp resolution and offset;
+    ``previous_ts_ns`` is the time of the packet before the first block."""
     starts, big = blocks.starts, blocks.big
     ticks = (read_u32(buf, starts + 12, big).astype(np.uint64) << np.uint64(32)) | read_u32(
         buf, starts + 16, big
@@ -345,28 +406,34 @@ def _block_times(blocks: _PacketBlocks, interfaces: list[_Interface], buf: U8) -
         ts_ns[rows] = _ticks_to_ns(ticks[rows], interface.tsresol) + (
             interface.tsoffset_s * 1_000_000_000
         )
-    # simple packet blocks carry no time: they inherit the previous timed packet's (or 0)
+    # simple packet blocks carry no time: they inherit the previous timed packet's
     last_timed = np.maximum.accumulate(np.where(blocks.simple, -1, np.arange(len(starts))))
-    ts_ns = np.where(last_timed >= 0, ts_ns[np.maximum(last_timed, 0)], 0)
+    ts_ns = np.where(last_timed >= 0, ts_ns[np.maximum(last_timed, 0)], previous_ts_ns)
     return ts_ns, linktype
 
 
-def scan_pcapng(data: bytes, buf: U8) -> Records:
+def _pcapng_chunks(buf: U8, chunk: int) -> Iterator[Records]:
     """pcapng: sections (each with its byte order) of interfaces and packet blocks."""
-    walk = _walk_pcapng(data)
-    damage = walk.damage
-    blocks = _packet_blocks(walk, buf)
-    first = _first_bad(blocks.bad)
-    if first < len(blocks.starts):
-        undeclared = blocks.undeclared[first]
-        problem = "names an undeclared interface" if undeclared else "has inconsistent lengths"
-        damage = f"byte {blocks.starts[first]}: packet block {problem}"
-    kept = blocks.head(first)
-    ts_ns, linktype = _block_times(kept, walk.interfaces, buf)
-    return Records(
-        data_start=kept.starts + kept.header_len,
-        caplen=kept.caplen,
-        linktype=linktype,
-        ts_ns=ts_ns,
-        damage=damage,
-    )
+    walker = _PcapngWalker(buf)
+    while True:
+        walk = walker.walk(chunk)
+        damage = walk.damage
+        blocks = _packet_blocks(walk, buf)
+        first = _first_bad(blocks.bad)
+        if first < len(blocks.starts):
+            undeclared = blocks.undeclared[first]
+            problem = "names an undeclared interface" if undeclared else "has inconsistent lengths"
+            damage = f"byte {blocks.starts[first]}: packet block {problem}"
+        kept = blocks.head(first)
+        ts_ns, linktype = _block_times(kept, walker.interfaces, buf, walker.last_ts_ns)
+        walker.last_ts_ns = int(ts_ns[-1]) if len(ts_ns) else walker.last_ts_ns
+        yield Records(
+            data_start=kept.starts + kept.header_len,
+            caplen=kept.caplen,
+            linktype=linktype,
+            ts_ns=ts_ns,
+            damage=damage,
+            walked_to=walker.offset,
+        )
+        if walk.finished or damage is not None:
+            return

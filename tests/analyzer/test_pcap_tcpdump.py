@@ -4,6 +4,7 @@ A tiny HTTP server on 127.0.0.1 (random port) answers a bounded number of reques
 and Connection: close, plus one connection to a closed port (refused: SYN answered by RST).
 tcpdump captures them on ``lo`` (Ethernet framing, µs and ns) and on ``any`` (Linux cooked v1
 and v2), dumpcap writes a pcapng; scapy parses each file too, and both must agree field by field.
+Read in chunks of any size, each file gives the same table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from analyzer import read_pcap
 from tests.analyzer.test_pcap import assert_same, scapy_packets
+from tests.analyzer.test_pcap_chunks import assert_chunked_equals_whole
 from tests.conftest import require
 from tests.servers import serving
 
@@ -155,3 +157,6 @@ def test_real_capture_agrees_with_scapy(tmp_path: Path, http_server: int, name: 
     # on Linux each segment is captured once on lo: nothing is a loopback copy
     deduped = read_pcap(path)
     assert deduped.attrs["duplicates_dropped"] == len(ours) - len(deduped) == 0
+    # chunked reading: one record, sizes that split the file unevenly, the whole file
+    for chunk in (1, 7, len(ours) // 3 + 1, len(ours) + 1):
+        assert_chunked_equals_whole(path, chunk)
