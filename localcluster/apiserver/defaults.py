@@ -211,8 +211,13 @@ def _role(obj: JsonObject) -> None:
         rule.setdefault("verbs", None)
 
 
+def _ingress(obj: JsonObject) -> None:
+    """IngressStatus.loadBalancer is a struct: always written, like a Service's."""
+    _section(_section(obj, "status"), "loadBalancer")
+
+
 def _nothing_always_written(obj: JsonObject) -> None:
-    """ServiceAccount and the bindings: every optional field is omitempty (a binding's roleRef
+    """ServiceAccount, the bindings and IngressClass: every optional field is omitempty (a binding's roleRef
     is required, so validation, not defaulting, sees to it)."""
 
 
@@ -231,6 +236,8 @@ DEFAULTERS: dict[str, Callable[[JsonObject], None]] = {
     "clusterroles": _role,
     "rolebindings": _nothing_always_written,
     "clusterrolebindings": _nothing_always_written,
+    "ingresses": _ingress,
+    "ingressclasses": _nothing_always_written,
 }
 
 

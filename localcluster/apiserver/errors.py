@@ -61,10 +61,31 @@ def conflict(resource: str, name: str, group: str = "") -> ApiError:
     return api_error(409, "Conflict", message, _details(resource, name, group))
 
 
-def invalid(kind: str, name: str, message: str) -> ApiError:
-    return api_error(
-        422, "Invalid", f'{kind} "{name}" is invalid: {message}', {"name": name, "kind": kind}
-    )
+# field.ErrorType → the StatusCause reason upstream reports it with
+_CAUSE_REASONS = {
+    "Invalid value": "FieldValueInvalid",
+    "Required value": "FieldValueRequired",
+    "Unsupported value": "FieldValueNotSupported",
+    "Forbidden": "FieldValueForbidden",
+    "Duplicate value": "FieldValueDuplicate",
+}
+
+
+def field_cause(problem: str) -> JsonObject:
+    """A ``field.Error`` line (``<field>: <Type>[: <detail>]``) as upstream's StatusCause, which
+    kubectl prints one per line (``* <field>: <message>``) under "is invalid"."""
+    field, _, body = problem.partition(": ")
+    kind = body.split(": ", 1)[0]
+    return {"reason": _CAUSE_REASONS.get(kind, "FieldValueInvalid"), "message": body,
+            "field": field}  # fmt: skip
+
+
+def invalid(kind: str, name: str, message: str, problems: list[str] | None = None) -> ApiError:
+    """422 Invalid; ``problems`` (field.Error lines) also become ``details.causes``."""
+    details: JsonObject = {"name": name, "kind": kind}
+    if problems:
+        details["causes"] = [field_cause(problem) for problem in problems]
+    return api_error(422, "Invalid", f'{kind} "{name}" is invalid: {message}', details)
 
 
 def bad_request(message: str) -> ApiError:

@@ -5,12 +5,15 @@ over the wire."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import yaml
 
 from localcluster.apiclient import ApiError, JsonObject, PatchType, WatchEvent
 from localcluster.apiserver.resources import lookup
@@ -52,6 +55,15 @@ async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield pending
 
 
+def _named(config: JsonObject, section: str, name: object) -> JsonObject:
+    """The ``section`` entry (context, cluster, user) called ``name`` of a kubeconfig."""
+    for entry in config.get(section) or []:
+        if entry.get("name") == name:
+            found: JsonObject = entry.get(section.removesuffix("s")) or {}
+            return found
+    raise ValueError(f"kubeconfig: no {section.removesuffix('s')} named {name!r}")
+
+
 async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     if response.status < 400:
         return
@@ -82,6 +94,23 @@ class HttpClient:
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._unix_socket = unix_socket
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path) -> HttpClient:
+        """A client for the current context of a kubeconfig with a bearer token and an inline
+        CA (what this cluster writes): how a component running in a Pod is pointed at the
+        API server (ingress-nginx's ``--kubeconfig``)."""
+        config = yaml.safe_load(Path(path).read_text()) or {}
+        context_name = config.get("current-context")
+        context = _named(config, "contexts", context_name)
+        cluster = _named(config, "clusters", context.get("cluster"))
+        user = _named(config, "users", context.get("user"))
+        ca_data = cluster.get("certificate-authority-data")
+        return cls(
+            str(cluster["server"]),
+            str(user.get("token", "")),
+            ca_pem=base64.b64decode(ca_data) if ca_data else None,
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

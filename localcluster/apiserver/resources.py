@@ -32,6 +32,14 @@ class ResourceType:
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
+NETWORKING_GROUP = "networking.k8s.io"
+INGRESS_TYPES: tuple[ResourceType, ...] = (
+    ResourceType(
+        "ingresses", "Ingress", NETWORKING_GROUP, "v1", True, ("ing",), ("status",), (), "ingress"
+    ),
+    ResourceType("ingressclasses", "IngressClass", NETWORKING_GROUP, "v1", False,
+                 singular="ingressclass"),
+)  # fmt: skip
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",), ("status",), (), "namespace"),
     ResourceType("nodes", "Node", "", "v1", False, ("no",), ("status",), (), "node"),
@@ -115,7 +123,9 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         (),
         "endpointslice",
     ),
+    *INGRESS_TYPES,
 )
+
 
 BY_PLURAL: dict[str, ResourceType] = {r.plural: r for r in RESOURCE_TYPES}
 
@@ -127,6 +137,7 @@ GROUP_VERSIONS: dict[str, tuple[ResourceType, ...]] = {
     "apps/v1": tuple(r for r in RESOURCE_TYPES if r.group == "apps"),
     "discovery.k8s.io/v1": tuple(r for r in RESOURCE_TYPES if r.group == "discovery.k8s.io"),
     "events.k8s.io/v1": (EVENTS_V1,),
+    f"{NETWORKING_GROUP}/v1": INGRESS_TYPES,
     f"{RBAC_GROUP}/v1": tuple(r for r in RESOURCE_TYPES if r.group == RBAC_GROUP),
     "authorization.k8s.io/v1": tuple(
         r for r in RESOURCE_TYPES if r.group == "authorization.k8s.io"

@@ -155,6 +155,34 @@ def _service_row(obj: JsonObject) -> Row:
     ]
 
 
+def _ingress_row(obj: JsonObject) -> Row:
+    """printIngress: hosts ("*" for none, three then "+ N more..."), the LB address, 80 or
+    80, 443 with TLS."""
+    spec = obj.get("spec", {})
+    hosts = [str(r["host"]) for r in spec.get("rules") or [] if r.get("host")]
+    shown = ",".join(hosts[:3]) + (f" + {len(hosts) - 3} more..." if len(hosts) > 3 else "")
+    ingress = obj.get("status", {}).get("loadBalancer", {}).get("ingress") or []
+    address = ",".join(i.get("ip") or i.get("hostname", "") for i in ingress)
+    return [
+        _name(obj),
+        spec.get("ingressClassName") or "<none>",
+        shown or "*",
+        address,
+        "80, 443" if spec.get("tls") else "80",
+        _age(obj),
+    ]
+
+
+def _ingressclass_row(obj: JsonObject) -> Row:
+    spec = obj.get("spec", {})
+    parameters = spec.get("parameters")
+    shown = "<none>"
+    if parameters:
+        group = f".{parameters['apiGroup']}" if parameters.get("apiGroup") else ""
+        shown = f"{parameters.get('kind', '')}{group}/{parameters.get('name', '')}"
+    return [_name(obj), spec.get("controller", ""), shown, _age(obj)]
+
+
 def _node_row(obj: JsonObject) -> Row:
     conditions = obj.get("status", {}).get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
@@ -263,6 +291,21 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[JsonObject], Row]]] = {
             ("Internal-IP", "string", 1),
         ],
         _node_row,
+    ),
+    "ingresses": (
+        [
+            _NAME_COL,
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            _AGE_COL,
+        ],
+        _ingress_row,
+    ),
+    "ingressclasses": (
+        [_NAME_COL, ("Controller", "string", 0), ("Parameters", "string", 0), _AGE_COL],
+        _ingressclass_row,
     ),
     "namespaces": ([_NAME_COL, ("Status", "string", 0), _AGE_COL], _namespace_row),
     "events": (

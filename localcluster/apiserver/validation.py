@@ -2,7 +2,8 @@
 real cluster would reject and that would otherwise make controllers misbehave silently: names,
 workload selectors that do not select their own template, negative replicas, immutable
 selectors, impossible Service ports, missing required fields (an EndpointSlice's
-addressType, a ControllerRevision's data). Everything else is accepted as written."""
+addressType, a ControllerRevision's data), and the Ingress fields the local ingress controller
+reads (``networking``). Everything else is accepted as written."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 
 from localcluster.apiclient import JsonObject
 from localcluster.apiserver import errors
+from localcluster.apiserver.networking import ingress_class_problems, ingress_problems
 from localcluster.apiserver.selectors import Requirement
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -125,5 +127,9 @@ def validate(resource: str, kind: str, obj: JsonObject, previous: JsonObject | N
         problems += _service_problems(obj)
     elif resource in _ROLE_REF_KINDS:
         problems += _binding_problems(resource, obj, previous)
+    elif resource == "ingresses":
+        problems += ingress_problems(obj)
+    elif resource == "ingressclasses":
+        problems += ingress_class_problems(obj, previous)
     if problems:
-        raise errors.invalid(kind, name, ", ".join(problems))
+        raise errors.invalid(kind, name, ", ".join(problems), problems)

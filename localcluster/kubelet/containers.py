@@ -1,8 +1,10 @@
 """What process a container spec becomes: the local cluster's stand-in for images.
 
 There is no container runtime here, so an image name selects a command: ``rolltrace/demoapp``
-(any tag) runs this machine's demo app bound to the Pod's address, ``local/NAME`` runs the
-container's own ``command``/``args`` (so users can try their own server), and anything else
+(any tag) runs this machine's demo app bound to the Pod's address,
+``registry.k8s.io/ingress-nginx/controller`` the local ingress controller
+(``localcluster.ingress``, which runs nginx in the Pod), ``local/NAME`` runs the container's own
+``command``/``args`` (so users can try their own server), and anything else
 fails the way a real kubelet fails an image it cannot pull. Pure functions: easy to test.
 """
 
@@ -18,9 +20,11 @@ from typing import Any
 from localcluster.apiclient import JsonObject
 
 DEMOAPP_IMAGE = re.compile(r"^(?:docker\.io/)?rolltrace/demoapp(?:[:@].+)?$")
+INGRESS_NGINX_IMAGE = re.compile(r"^registry\.k8s\.io/ingress-nginx/controller(?:[:@].+)?$")
 LOCAL_IMAGE = re.compile(r"^local/([A-Za-z0-9._/-]+)(?::[\w.-]+)?$")
 VALID_IMAGE = re.compile(r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9]+)*$")
-SUPPORTED = "supported images: rolltrace/demoapp[:TAG] (the demo app) and local/NAME (runs the container's command and args)"
+SUPPORTED = "supported images: rolltrace/demoapp[:TAG] (the demo app), registry.k8s.io/ingress-nginx/controller[:TAG] (the local ingress controller over nginx) and local/NAME (runs the container's command and args)"
+POD_DIR_ENV = "ROLLTRACE_POD_DIR"  # the Pod's own directory, for the ingress controller's nginx
 DEFAULT_DEMOAPP_PORT = 8080
 # What a process inherits from the kubelet: enough to find executables and the Python env.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
@@ -48,6 +52,7 @@ class PodContext:
     node_name: str
     pod_ip: str
     host_ip: str
+    directory: str = ""  # the Pod's own directory (nginx's files, the access log)
 
     def field(self, path: str) -> str | None:
         return {
@@ -103,6 +108,11 @@ def resolve_launch(
             **env,
         }
         return Launch([sys.executable, "-m", "demoapp", *args], env)
+    if INGRESS_NGINX_IMAGE.match(image):
+        # the image's entry point (/nginx-ingress-controller) and its args; the controller
+        # starts nginx itself, in this Pod's network namespace
+        argv = [sys.executable, "-m", "localcluster.ingress", *command, *args]
+        return Launch(argv, {**env, POD_DIR_ENV: pod.directory})
     local = LOCAL_IMAGE.match(image)
     if local:
         return Launch([*(command or [local.group(1)]), *args], env)

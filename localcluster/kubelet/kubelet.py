@@ -13,7 +13,9 @@ import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,7 @@ class PodWorker:
         self.namespace: str = meta.get("namespace", "default")
         self.uid: str = meta["uid"]
         self.sandbox: Sandbox | None = None
+        self.directory: Path | None = None
         self.runners: list[ContainerRunner] = []
         self.records: list[ContainerRecord] = []
         self.book = ConditionBook()
@@ -156,8 +159,15 @@ class PodWorker:
             emit=self._emit,
             netns_path=netns_path(self.sandbox.netns) if self.sandbox.netns else None,
         )
+        self.directory = k.pod_directory(self.namespace, self.name, self.uid)
         context = PodContext(
-            self.name, self.namespace, self.uid, k.node_name, self.sandbox.ip, k.node_ip
+            self.name,
+            self.namespace,
+            self.uid,
+            k.node_name,
+            self.sandbox.ip,
+            k.node_ip,
+            str(self.directory),
         )
         launches = [
             (c, resolve_launch(c, context, k.base_env, k.demoapp_env))
@@ -197,6 +207,8 @@ class PodWorker:
         await asyncio.gather(*self._cut_short)
         if self.sandbox is not None:
             await self.kubelet.sandboxes.destroy(self.sandbox)
+        if self.directory is not None and self.kubelet.options.logs_dir is None:
+            shutil.rmtree(self.directory, ignore_errors=True)  # a temporary one: nothing to keep
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,6 +288,15 @@ class Kubelet:
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
         self.pods.add_handler(self._on_pod)
         self._stopped = asyncio.Event()
+
+    def pod_directory(self, namespace: str, name: str, uid: str) -> Path:
+        """Where the Pod's containers may keep files of their own (the ingress controller's
+        nginx keeps its configuration, pid, temp files and access log there; a container that
+        needs it creates it): under the logs directory, kept after the Pod as its container
+        logs are; without one, in the temporary directory, removed with the Pod."""
+        if self.options.logs_dir is None:
+            return Path(tempfile.gettempdir()) / f"rolltrace-pod-{uid}"
+        return self.options.logs_dir / "pods" / f"{namespace}_{name}_{uid}"
 
     async def run(self) -> None:
         await self._register_with_retries()

@@ -89,6 +89,11 @@ MANIFESTS: dict[str, dict[str, Any]] = {
         "metadata": {"name": "system:x"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x"},
     },
+    "ingresses": {
+        "metadata": {"name": "ing-x"},
+        "spec": {"defaultBackend": {"service": {"name": "svc-x", "port": {"number": 80}}}},
+    },
+    "ingressclasses": {"metadata": {"name": "class-x"}, "spec": {"controller": "example.com/x"}},
 }
 # A status as a sparse writer might PUT it, leaving out (or nulling) what upstream would encode
 # anyway; the other kinds write an empty status.
