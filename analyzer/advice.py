@@ -9,7 +9,9 @@ setting.
 
 A setting sized from timings rests on an upper bound that accounts for the number of samples
 (``metrics.upper_prediction_bound``); where the run had too few samples for one, the advice says to
-run ``rolltrace tune`` and prints the command.
+run ``rolltrace tune`` and prints the command. One run never lowers a setting whose cost falls
+with it (preStop, grace period): a value that covers the bound is kept, and the advice names the
+experiment that may find a cheaper one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 
 from analyzer import metrics
-from analyzer.rundir import traffic_policy
+from analyzer.rundir import lb_unhealthy_after_ms, traffic_policy
 
 Verdict = Literal["ok", "change", "unknown"]
 #: Where the fix lives: a scenario setting with a value, the Pod's probe definition (needs the
@@ -40,6 +42,16 @@ PRESTOP_PATH = "pod.pre_stop.sleep_s"
 GRACE_PATH = "pod.termination_grace_period_s"
 MAX_SURGE_PATH = "strategy.max_surge"
 MAX_UNAVAILABLE_PATH = "strategy.max_unavailable"
+FALLBACK_PATH = "cluster.terminating_fallback"
+#: Kubernetes' default terminationGracePeriodSeconds (PodSpec): the grace period most apps'
+#: shutdown is written for.
+DEFAULT_GRACE_S = 30.0
+#: The kubelet gives a container at least this long after its preStop hook before SIGKILL,
+#: whatever the grace period (kubelet ``minimumGracePeriodInSeconds``).
+MIN_GRACE_AFTER_PRESTOP_S = 2.0
+#: A drain cut by SIGKILL lasted longer than the kill by an unknown amount: the advice doubles
+#: the kill's time, the first step of an exponential search.
+DRAIN_CUT_GROWTH = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,9 @@ class RolloutSettings:
     max_unavailable: int | str | None = None
     traffic_policy: str | None = None
     terminating_fallback: bool | None = None
+    #: How long the LB keeps sending to a node after its health check starts failing (interval ×
+    #: unhealthy threshold + timeout), where the run records the LB's settings.
+    lb_unhealthy_after_s: float | None = None
 
 
 def _get(tree: Any, *keys: str) -> Any:
@@ -86,6 +101,7 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
             max_unavailable=scenario.get("max_unavailable"),
             traffic_policy=scenario.get("traffic_policy"),
             terminating_fallback=scenario.get("terminating_fallback"),
+            lb_unhealthy_after_s=_recipe_lb_window(scenario),
         )
     probe = _get(scenario, "pod", "readiness_probe")
     pre_stop = _get(scenario, "pod", "pre_stop")
@@ -98,6 +114,7 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
     if prestop is None and "pod" in scenario:
         prestop = 0.0 if pre_stop is None else None
     policy = traffic_policy(service, scenario) or None
+    window_ms = lb_unhealthy_after_ms(scenario)
     return RolloutSettings(
         prestop_s=prestop,
         grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
@@ -109,7 +126,18 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
         max_unavailable=_get(scenario, "strategy", "max_unavailable"),
         traffic_policy=policy,
         terminating_fallback=_get(scenario, "cluster", "terminating_fallback"),
+        lb_unhealthy_after_s=None if window_ms is None else window_ms / 1000,
     )
+
+
+def _recipe_lb_window(recipe: dict[str, Any]) -> float | None:
+    """A trace-builder recipe's LB: it marks a node unhealthy after ``lb_unhealthy_threshold``
+    failed checks, ``lb_interval_s`` apart."""
+    interval, threshold = (
+        _num(recipe.get("lb_interval_s")),
+        _num(recipe.get("lb_unhealthy_threshold")),
+    )
+    return None if interval is None or threshold is None else interval * threshold
 
 
 class AdviceFacts(Protocol):
@@ -267,10 +295,15 @@ def _bound_basis(facts: AdviceFacts) -> _Basis | None:
     if upper is None or largest is None:
         return None
     upper_s, max_s = float(upper) / 1000, float(largest) / 1000
+    spread = (
+        f"{bound['node']}'s mean {bound['mean_ms'] / 1000:.2f} s, spread within nodes "
+        f"{bound['sd_ms'] / 1000:.2f} s"
+        if bound.get("node")
+        else f"mean {bound['mean_ms'] / 1000:.2f} s, sd {bound['sd_ms'] / 1000:.2f} s"
+    )
     why = (
         f"New connections still reached deleted Pods up to {max_s:.2f} s after their endpoint "
-        f"left (max of {n} samples; mean {bound['mean_ms'] / 1000:.2f} s, sd "
-        f"{bound['sd_ms'] / 1000:.2f} s).{_by_node(facts)}"
+        f"left (max of {n} samples; {spread}).{_by_node(facts)}"
     )
     how_sure = (
         f"{bound['confidence']:.0%} upper prediction bound on the longest of the next "
@@ -286,23 +319,63 @@ def _lag_basis(facts: AdviceFacts) -> _Basis | None:
     lag_s = facts.lag_after_deletion_ms / 1000
     return _Basis(
         lag_s + MARGIN_S,
-        f"Endpoint-lag failures started up to {lag_s:.2f} s (p99 of {facts.lag_samples}) after "
-        "their Pod's deletion.",
+        f"Requests still routed to a leaving Pod (endpoint-lag, lb-lag) started up to "
+        f"{lag_s:.2f} s (p99 of {facts.lag_samples}) after its deletion.",
         f"a lower bound (routing lasted at least that long) + {MARGIN_S:g} s margin",
         facts.lag_samples,
     )
 
 
+def _is_local(settings: RolloutSettings) -> bool:
+    """externalTrafficPolicy Local: the LB's health checks decide which node gets traffic."""
+    return str(settings.traffic_policy or "").lower() == "local"
+
+
+def _lb_basis(facts: AdviceFacts) -> _Basis | None:
+    """Under Local policy with lb-lag failures: the LB keeps sending to a node for its
+    health-check window after the node's last ready endpoint left, and only a Pod that still
+    accepts (behind the terminating-endpoint fallback) can serve it: preStop must outlast the
+    window plus the node's own propagation."""
+    window = facts.settings.lb_unhealthy_after_s
+    if not _is_local(facts.settings) or window is None or not facts.failed_by_cause.get("lb-lag"):
+        return None
+    n, _ = _stats(facts, "propagation")
+    bound = _bound_basis(facts)
+    propagation = bound.needed_s if bound is not None else _max_s(facts)
+    return _Basis(
+        window + propagation,
+        f"Under externalTrafficPolicy Local the LB keeps sending to a node for up to its "
+        f"health-check window ({window:g} s: interval × unhealthy threshold + timeout) after the "
+        f"node's last ready endpoint left, which itself takes up to {propagation:.2f} s.",
+        f"the LB's configured health-check window + the propagation bound ({n} samples)",
+        n,
+    )
+
+
 def _prestop_basis(facts: AdviceFacts) -> _Basis | None:
     """The longest time after deletion traffic may still reach a Pod in the next run: the upper
-    prediction bound of the measured propagation, or the endpoint-lag failures' time since
-    deletion (+ margin) when that is longer (they prove routing lasted at least that long)."""
-    found = [b for b in (_bound_basis(facts), _lag_basis(facts)) if b is not None]
+    prediction bound of the measured propagation, the endpoint-lag failures' time since
+    deletion (+ margin) when that is longer (they prove routing lasted at least that long), or,
+    under Local policy, the LB's health-check window on top of propagation."""
+    found = [b for b in (_bound_basis(facts), _lag_basis(facts), _lb_basis(facts)) if b]
     return max(found, key=lambda b: b.needed_s) if found else None
 
 
-def _prestop_unsized(facts: AdviceFacts, lag: int) -> Recommendation:
-    """Too few samples for a bound and no endpoint-lag failure: one run cannot size preStop."""
+def _routed_late(facts: AdviceFacts) -> dict[str, int]:
+    """Failures a longer preStop prevents, by cause: endpoint-lag, and lb-lag unless it is the
+    Local policy's dropped node with no LB window to outlast (then the fallback comes first)."""
+    local = _is_local(facts.settings)
+    causes = ["endpoint-lag"] + (["lb-lag"] if not local or _lb_basis(facts) else [])
+    return {cause: facts.failed_by_cause.get(cause, 0) for cause in causes}
+
+
+def _failed_with(counts: dict[str, int]) -> str:
+    found = [f"{n} request(s) failed with {cause}" for cause, n in counts.items() if n]
+    return " and ".join(found) or "no request failed with endpoint-lag"
+
+
+def _prestop_unsized(facts: AdviceFacts, routed: dict[str, int]) -> Recommendation:
+    """Too few samples for a bound and no failure routed late: one run cannot size preStop."""
     n, _ = _stats(facts, "propagation")
     largest = (facts.timings.get("propagation") or {}).get("max_ms")
     seen = (
@@ -318,7 +391,7 @@ def _prestop_unsized(facts: AdviceFacts, lag: int) -> Recommendation:
         f"Cannot size preStop from this run ({seen}): find it by experiment with `{command}`.",
         f"An upper bound needs at least {metrics.MIN_BOUND_SAMPLES} samples"
         + (f" ({facts.timings['note']})" if facts.timings.get("note") else "")
-        + f"; {lag} endpoint-lag failure(s). "
+        + f"; {_failed_with(routed)}. "
         f"Configured preStop: {_configured(facts.settings.prestop_s)}.",
         fix_in="setting",
         how_sure="not enough samples for a bound",
@@ -332,49 +405,80 @@ def _max_s(facts: AdviceFacts) -> float:
 
 
 def prestop(facts: AdviceFacts) -> Recommendation:
-    lag = facts.failed_by_cause.get("endpoint-lag", 0)
+    routed = _routed_late(facts)
+    lag = sum(routed.values())
     configured = facts.settings.prestop_s
     basis = _prestop_basis(facts)
     if basis is None:
-        return _prestop_unsized(facts, lag)
+        return _prestop_unsized(facts, routed)
     target = math.ceil(basis.needed_s)
     n, _ = _stats(facts, "propagation")
     note = facts.timings.get("note")
     why = (
         f"{basis.why} Needed: {basis.needed_s:.2f} s → {target} s. Configured: "
-        f"{_configured(configured)}; {lag} request(s) failed with endpoint-lag."
+        f"{_configured(configured)}; {_failed_with(routed)}."
         + (f" Note: {note}." if note else "")
         + _thin(max(n, basis.n))
     )
+    covered = configured is not None and configured >= basis.needed_s
     lucky = not lag and configured is not None and configured < _max_s(facts)
-    if configured is None or lag or lucky:
-        effect = "new connections that nodes still route to a leaving Pod are served, not refused"
-        if lucky:
-            why += " No request failed only because the app still accepted after preStop ended."
-        return Recommendation(
-            "preStop",
-            "unknown" if configured is None and not lag else "change",
-            f"preStop sleep ≥ {target} s"
-            + (" (the run does not record it)." if configured is None else "."),
-            why,
-            (SettingChange(PRESTOP_PATH, configured, target),),
-            fix_in="setting",
-            expected_effect=f"the {lag} endpoint-lag failure(s) go away: {effect}"
-            if lag
-            else effect,
-            how_sure=basis.how_sure,
-        )
-    if configured is not None and configured >= basis.needed_s:
-        advice = (
-            f"preStop {configured:g} s covers the {target} s needed "
-            f"({configured - basis.needed_s:.1f} s above the bound): keep it."
-        )
-    else:
-        advice = (
-            f"preStop {configured:g} s held (longer than every propagation seen), but the bound "
-            f"for the next run is {basis.needed_s:.2f} s: ≥ {target} s is safer."
-        )
+    if configured is None or (lag and not covered) or lucky:
+        return _prestop_change(facts, target, why, basis, lag, lucky)
+    if covered:
+        return _prestop_kept(facts, basis, why, lag)
+    advice = (
+        f"preStop {configured:g} s held (longer than every propagation seen), but the bound "
+        f"for the next run is {basis.needed_s:.2f} s: ≥ {target} s is safer."
+    )
     return Recommendation("preStop", "ok", advice, why, how_sure=basis.how_sure)
+
+
+def _prestop_change(
+    facts: AdviceFacts, target: int, why: str, basis: _Basis, lag: int, lucky: bool
+) -> Recommendation:
+    """preStop must grow to ``target`` (only ever up: ``target`` exceeds what is configured)."""
+    configured = facts.settings.prestop_s
+    effect = "new connections that are still routed to a leaving Pod are served, not refused"
+    if _lb_basis(facts) is not None and facts.settings.terminating_fallback is False:
+        effect += ", once nodes fall back to their terminating Pods (see externalTrafficPolicy)"
+    if lucky:
+        why += " No request failed only because the app still accepted after preStop ended."
+    return Recommendation(
+        "preStop",
+        "unknown" if configured is None and not lag else "change",
+        f"preStop sleep ≥ {target} s"
+        + (" (the run does not record it)." if configured is None else "."),
+        why,
+        (SettingChange(PRESTOP_PATH, configured, target),),
+        fix_in="setting",
+        expected_effect=f"the {lag} failure(s) routed to a leaving Pod go away: {effect}"
+        if lag
+        else effect,
+        how_sure=basis.how_sure,
+    )
+
+
+def _prestop_kept(facts: AdviceFacts, basis: _Basis, why: str, lag: int) -> Recommendation:
+    """preStop already covers the bound: keep it. One run never lowers a setting; where there
+    is room, an experiment may find a cheaper value. Failures routed late despite it were not
+    caused by its length, and the reasoning says so."""
+    configured = facts.settings.prestop_s or 0.0
+    target = math.ceil(basis.needed_s)
+    advice = (
+        f"preStop {configured:g} s covers the {target} s needed "
+        f"({configured - basis.needed_s:.1f} s above the bound): keep it."
+    )
+    command = None
+    if target < configured:
+        command = tune_command(facts, PRESTOP_PATH, target, configured)
+        advice += f" A shorter value may hold too: `{command}` finds it by experiment."
+    if lag:
+        why += (
+            f" Those {lag} failure(s) came while preStop still ran: its length did not cause them."
+        )
+    return Recommendation(
+        "preStop", "ok", advice, why, how_sure=basis.how_sure, tune_command=command
+    )
 
 
 def _prestop_target(facts: AdviceFacts) -> float | None:
@@ -461,28 +565,34 @@ def grace_period(facts: AdviceFacts) -> Recommendation:
 
 
 def _killed_at_grace(facts: AdviceFacts, killed: int, target: int, measured: str) -> Recommendation:
-    """SIGKILL cut the drain short, so its real length is unknown (longer than measured): the
-    grace period must grow at least past the one that cut it, and an experiment finds by how
-    much."""
-    grace = facts.settings.grace_s or 0.0
-    at_least = max(target, math.ceil(grace + MARGIN_S))
-    command = tune_command(facts, GRACE_PATH, at_least, max(at_least * 3, 30))
+    """SIGKILL cut the drain short, so its real length is unknown: only that it outlasted the
+    kill. A grace period is a ceiling, not a wait (a Pod that exits by itself never waits for
+    it), so overshooting costs no rollout time while undershooting cuts requests again: the
+    advice doubles the time of the kill (an exponential search's first step), and never goes
+    below Kubernetes' default that apps' shutdown is written for; ``rolltrace tune`` narrows it."""
+    grace = facts.settings.grace_s
+    prestop_ran = facts.settings.prestop_s or 0.0
+    killed_at = max(grace or 0.0, prestop_ran + MIN_GRACE_AFTER_PRESTOP_S)
+    to = max(target, math.ceil(DRAIN_CUT_GROWTH * killed_at), math.ceil(DEFAULT_GRACE_S))
+    command = tune_command(facts, GRACE_PATH, math.ceil(killed_at + MARGIN_S), to)
     return Recommendation(
         "terminationGracePeriodSeconds",
         "change",
-        f"terminationGracePeriodSeconds ≥ {at_least} s at the very least — longer than preStop "
-        "+ the app's whole drain — or shorten preStop / the drain so the app exits by itself "
-        f"before the grace period ends. The drain was cut, so its length is unknown: `{command}` "
-        "finds the value.",
-        f"{killed} request(s) were still in flight when SIGKILL ended the grace period "
-        f"({_configured(facts.settings.grace_s)} after deletion, preStop "
-        f"{facts.settings.prestop_s or 0.0:g} s): the drain was cut short, so it needs longer "
-        f"than measured. {measured}",
-        (SettingChange(GRACE_PATH, facts.settings.grace_s, at_least),),
+        f"terminationGracePeriodSeconds ≥ {to} s — longer than preStop + the app's whole drain "
+        "— or shorten preStop / the drain so the app exits by itself before the grace period "
+        f"ends. The drain was cut, so its length is unknown: `{command}` finds a tighter value.",
+        f"{killed} request(s) were still in flight when SIGKILL came, {killed_at:g} s after "
+        f"deletion (grace {_configured(grace)}, preStop {prestop_ran:g} s, and the kubelet's "
+        f"{MIN_GRACE_AFTER_PRESTOP_S:g} s minimum after preStop): the drain needs longer than "
+        f"that, by an unknown amount. A grace period only caps a drain that does not end by "
+        f"itself, so {to} s (twice the kill, at least the Kubernetes default "
+        f"{DEFAULT_GRACE_S:g} s) costs nothing where the app exits sooner. {measured}",
+        (SettingChange(GRACE_PATH, grace, to),),
         fix_in="setting",
-        expected_effect=f"fewer of the {killed} killed-at-grace failure(s); none once the grace "
-        "period exceeds preStop + the whole drain",
-        how_sure="a lower bound: the measured drain ended at SIGKILL",
+        expected_effect=f"the {killed} killed-at-grace failure(s) go away once the grace period "
+        "exceeds preStop + the whole drain",
+        how_sure=f"the drain outlasted {killed_at:g} s; {to} s is a generous ceiling, not a "
+        "measurement",
         tune_command=command,
     )
 
@@ -500,16 +610,15 @@ def readiness(facts: AdviceFacts) -> Recommendation:
         else "The readiness lead was not measured (no new Pod served during the load)."
     )
     if not_ready:
+        advice, fix_in = _readiness_fix(probe)
         return Recommendation(
             "readiness probe",
             "change",
-            "Add an HTTP readiness probe that succeeds only when the app can serve."
-            if probe in (None, "none")
-            else "Make the readiness probe succeed only when the app can serve: it passed early.",
-            f"{not_ready} request(s) reached new Pods before they could serve (not-ready). "
-            f"Configured probe: {probe or 'not recorded'}"
+            advice,
+            f"{not_ready} request(s) reached Pods that could not serve yet or for a while "
+            f"(not-ready). Configured probe: {probe or 'not recorded'}"
             f"{'' if period is None or probe == 'none' else f', every {period:g} s'}. {measured}",
-            fix_in="probe" if probe in (None, "none") else "app",
+            fix_in=fix_in,
             expected_effect=f"the {not_ready} not-ready failure(s) go away",
         )
     if probe == "none":
@@ -528,6 +637,27 @@ def readiness(facts: AdviceFacts) -> Recommendation:
         "Keep the readiness probe: no request reached a Pod before it could serve.",
         f"Configured probe: {probe or 'not recorded'}"
         f"{'' if period is None else f', every {period:g} s'}. {measured}{_thin(n)}",
+    )
+
+
+def _readiness_fix(probe: str | None) -> tuple[str, FixIn]:
+    """What fixes not-ready failures, by the probe that let them through: without a probe or
+    with a TCP one, a probe on an endpoint the app must provide (its path is the app's: no
+    setting value is claimed); with an HTTP probe that passed, the endpoint itself."""
+    if probe in (None, "none", "tcp"):
+        what = "Add" if probe in (None, "none") else "Replace the TCP readiness probe with"
+        return (
+            f"{what} an HTTP readiness probe on an endpoint of the app that answers 200 only "
+            "when it can serve (a TCP probe covers only the time before the app listens).",
+            "probe",
+        )
+    return (
+        "Make the app's readiness endpoint fail whenever the app cannot serve (warming up, a "
+        "dependency down): the probe passed while requests failed. Probe timing cannot fix an "
+        "endpoint that says ready too early; a Pod that stops serving mid-life still gets "
+        "traffic for periodSeconds × failureThreshold + propagation, and on its open keep-alive "
+        "connections.",
+        "app",
     )
 
 
@@ -585,23 +715,35 @@ def capacity(facts: AdviceFacts) -> Recommendation:
 
 def local_policy(facts: AdviceFacts) -> Recommendation | None:
     """Only for externalTrafficPolicy Local: the options of
-    docs/architecture.md#externaltrafficpolicy-local."""
-    if str(facts.settings.traffic_policy or "").lower() != "local":
+    docs/architecture.md#externaltrafficpolicy-local. A node whose last ready Pod leaves drops
+    new connections until the LB's health check steers away, unless kube-proxy falls back to
+    its serving-terminating Pods (KEP-1669, on by default since Kubernetes 1.26): the fallback
+    is the cluster's to turn on, and the preStop recommendation then sizes how long the
+    terminating Pod must keep accepting (the LB's window, ``_lb_basis``)."""
+    if not _is_local(facts.settings):
         return None
     lag = facts.failed_by_cause.get("lb-lag", 0)
     fallback = facts.settings.terminating_fallback
+    changes = (SettingChange(FALLBACK_PATH, False, True),) if lag and fallback is False else ()
+    window = facts.settings.lb_unhealthy_after_s
     return Recommendation(
         "externalTrafficPolicy: Local",
         "change" if lag else "ok",
         "Keep a serving endpoint on every node the LB sends to until its health check steers "
-        "away: maxSurge so the new Pod lands before the old one leaves (or topology spread), "
-        "terminating-endpoint fallback (KEP-1669), a preStop longer than health-check interval × "
-        "unhealthy threshold, or Cluster policy when the client source IP is not needed.",
+        "away: turn on kube-proxy's terminating-endpoint fallback (KEP-1669; on by default "
+        "since Kubernetes 1.26) with a preStop longer than the LB's health-check window (see "
+        "preStop); or Cluster policy when the client source IP is not needed. maxSurge or "
+        "topology spread help only where the new Pod lands on the node the old one leaves.",
         f"{lag} request(s) failed with lb-lag: the LB sent them to a node whose last local "
         f"endpoint was gone. Terminating-endpoint fallback: "
-        f"{'not recorded' if fallback is None else ('on' if fallback else 'off')}.",
+        f"{'not recorded' if fallback is None else ('on' if fallback else 'off')}; the LB's "
+        f"health-check window: {_configured(window)}.",
+        changes,
         fix_in="cluster" if lag else "none",
-        expected_effect=f"the {lag} lb-lag failure(s) go away" if lag else "",
+        expected_effect=f"the {lag} lb-lag failure(s) go away: the leaving node forwards to its "
+        "terminating Pod until the LB has steered away"
+        if lag
+        else "",
     )
 
 
@@ -688,10 +830,11 @@ def _ranked(found: list[Recommendation]) -> list[Recommendation]:
 
 
 def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
-    """p99 of (request start − Pod deletion) over endpoint-lag failures, in ms, and how many:
-    traffic routed to a Pod that long after its deletion shows propagation lasted at least that
-    long, even where node captures could not measure it."""
-    lag = failures[failures["cause"].astype(str) == "endpoint-lag"]
+    """p99 of (request start − Pod deletion) over failures routed to a leaving Pod (endpoint-lag
+    by a node's rules, lb-lag by the LB), in ms, and how many: traffic routed to a Pod that long
+    after its deletion shows routing to it lasted at least that long, even where node captures
+    could not measure it."""
+    lag = failures[failures["cause"].astype(str).isin(["endpoint-lag", "lb-lag"])]
     values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce")
     stats = metrics.timing_stats(values[values >= 0])
     return stats["p99_ms"], stats["n"]

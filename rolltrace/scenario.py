@@ -36,6 +36,8 @@ from analyzer.schema import Cause
 from localcluster.config import DelayModel, LBConfig
 
 Percent = int | str  # an integer count or "NN%"
+#: Where a broken scenario's fix lives (``analyzer.advice`` names the same places ``fix_in``).
+FixedBy = Literal["setting", "cluster", "probe", "app"]
 
 
 class ScenarioError(ValueError):
@@ -395,6 +397,16 @@ class Scenario(_Strict):
     )
     dominant_cause: Cause | None = Field(
         None, description="The cause a broken scenario must show most often."
+    )
+    # Declared, not read from the report: a wrong verdict of the advice must fail the e2e, not
+    # silently skip the rerun that checks it.
+    fixed_by: FixedBy | None = Field(
+        None,
+        description="Where a broken scenario's fix lives, which its report's recommendations "
+        "must agree with: `setting` (a Deployment / Pod setting: the recommended changes, "
+        "applied, leave no failure), `cluster` (the Service or cluster: the same, where the "
+        "scenario can set it), `probe` (a readiness probe on an endpoint the app must provide) "
+        "or `app` (no setting is claimed).",
     )
 
     def new_app(self) -> App:

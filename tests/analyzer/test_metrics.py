@@ -161,14 +161,27 @@ def test_timings_readiness_lead_propagation_and_drain() -> None:
                 4, 5003, 23.1, 23.2, capture="node-2", server_ip="10.244.1.5", client_ip="10.1.0.13"
             ),
         ],
-    ).assign(pod="old")
+    ).assign(pod="old", synack_ns=lambda f: f["syn_ns"] + 1000, server_fin_ns=lambda f: f["end_ns"])
+    # the Pod's FIN at 26 s ends that connection; the client's last ACK comes 7 s later
+    node_conns.loc[node_conns["conn_key"] == 3, "end_ns"] = 33 * S
+    # node-1 still routes to the Pod at 27 s, after it stopped accepting: refused, no SYN-ACK
+    refused = conn(5, 5004, 27.0, 27.001, capture="node-1", server_ip="10.244.1.5")
+    node_conns = pd.concat(
+        [
+            node_conns,
+            make_frame(CONNECTIONS, [{**refused, "outcome": "refused"}]).assign(pod="old"),
+        ],
+        ignore_index=True,
+    )
     captures = {"node-1": "n1", "node-2": "n2"}
     prop = metrics.endpoint_propagation(leaving, node_conns, captures, {"10.0.0.2"})
     by_node = dict(zip(prop["node"], prop["propagation_ms"].round(3), strict=True))
-    assert by_node == {"n1": 2000.0, "n2": 400.0, "10.1.0.13": 3000.0}
+    assert by_node == {"n1": 6900.0, "n2": 400.0, "10.1.0.13": 3000.0}
 
     drain = metrics.drain_duration(pods, reqs, node_conns)
-    assert drain.to_dict() == {"old": 6000.0}  # the node-2 connection closed at 26 s
+    # the Pod's last packet is its FIN at 26 s: neither the client's late ACK nor the refused
+    # SYN is the Pod draining
+    assert drain.to_dict() == {"old": 6000.0}
 
 
 def test_timing_stats_of_nothing_says_so() -> None:

@@ -4,9 +4,16 @@ Each scenario runs for real (namespaces, nftables, processes, Locust), is analyz
 meet its own expectations; show its intended cause as the dominant one (broken scenarios);
 agree with the strict judge (``rolltrace.scoring``: one true cause per failed request, from
 truth.jsonl alone) on ≥ 95% of the failed requests truth decides, leaving at most 5% undecided;
-and end with its rendered report. Fixed scenarios run their repetitions (≥ 3) and must show zero
-failures in every one. Results go to $ROLLTRACE_E2E_RESULTS (JSON lines, with per-cause
-precision and recall) when set, which is where docs/scenarios.md's table comes from.
+and end with its rendered report, whose fix (the lead section) a reader sees above the fold in
+headless Chromium, with no overlapping text. Fixed scenarios run their repetitions (≥ 3) and
+must show zero failures in every one.
+
+Broken scenarios close the loop broken → advice → fixed: each declares where its fix lives
+(``fixed_by``), its report's recommendations must agree, and where the fix is a setting (or a
+cluster setting the scenario can set) the report's own ``recommendations[].changes`` are applied
+as overrides and the scenario is rerun once, right after the broken run: it must complete with
+zero failures. Results go to $ROLLTRACE_E2E_RESULTS (JSON lines, with per-cause precision and
+recall, and the rerun's outcome) when set, which is where docs/scenarios.md's table comes from.
 """
 
 from __future__ import annotations
@@ -15,13 +22,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from rolltrace.commands.run import run_scenario, unmet_expectations
-from rolltrace.scenario import load_scenario
+from rolltrace.runner.experiment import RunOutcome
+from rolltrace.scenario import Scenario, load_scenario
 from rolltrace.scoring import score_run
+from tests.browser import layout
 from tests.conftest import require
 
 MIN_AGREEMENT = 0.95  # the analyzer's cause must be the true one for 95 % of decided failures
@@ -31,17 +41,34 @@ SCENARIOS = sorted(
     for path in Path(__file__).parents[2].glob("scenarios/*.yaml")
     if load_scenario(path).cluster.kind == "local"
 )
+#: Where a fix lives that the recommendations state as scenario settings: applied and rerun.
+RERUN_FIXES = ("setting", "cluster")
 
 
-@pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
-    require("ip", "nft", "nsenter", root=True)
-    scenario = load_scenario(path)
+def test_every_broken_library_scenario_says_where_its_fix_lives() -> None:
+    """A broken scenario without ``fixed_by`` would skip the rerun that checks its advice."""
+    scenarios = [load_scenario(path) for path in SCENARIOS]
+    undeclared = [s.name for s in scenarios if s.dominant_cause and not s.fixed_by]
+    assert undeclared == []
+
+
+def _check_report(outcome: RunOutcome, workdir: Path) -> None:
+    """The rendered report quotes the run and shows its fix above the fold."""
+    summary = outcome.summary
+    assert summary is not None
+    assert outcome.paths.report_html.exists(), "no report"
+    assert str(summary["requests_total"]) in outcome.paths.report_md.read_text()
+    problems = layout(outcome.paths.report_html, workdir).fold_problems()
+    assert problems == [], (outcome.paths.root.name, problems)
+
+
+def _checked_run(
+    scenario: Scenario, output: Path, console: Console, workdir: Path
+) -> list[dict[str, Any]]:
+    """Run every repetition, check each against its expectations, the judge and its report;
+    one results row per run."""
     started = time.monotonic()
-    outcomes = run_scenario(scenario, tmp_path, Console(stderr=True, force_terminal=False))
+    outcomes = run_scenario(scenario, output, console)
     wall_s = time.monotonic() - started
     assert len(outcomes) == scenario.repetitions
     rows = []
@@ -63,6 +90,7 @@ def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
                 for cause, c in score.per_cause.items()
             },
             "wall_s": round(wall_s / len(outcomes), 1),
+            "summary": summary,
         })  # fmt: skip
         assert not unmet_expectations(scenario, summary), (scenario.name, failed_by_cause)
         if scenario.dominant_cause is not None:
@@ -71,11 +99,49 @@ def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
         assert score.agreement >= MIN_AGREEMENT, (score.confusion, score.disagreements[:5])
         # the judge must decide the failures it scores: its own gaps count against the run
         assert score.undecided <= (1 - MIN_AGREEMENT) * score.failed, score.undecided_examples[:5]
-        report = outcome.paths.report_html
-        assert report.exists(), f"no report: {reasons}"
-        assert str(summary["requests_total"]) in outcome.paths.report_md.read_text()
+        _check_report(outcome, workdir)
+    return rows
+
+
+def recommended_overrides(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
+    """The report's own recommendation as ``--set`` overrides, after checking that it agrees
+    with where the scenario says its fix lives: a rerun fix must claim settings, an app or probe
+    fix must claim none."""
+    recs = summary["recommendations"]
+    verdicts = [(r["topic"], r["verdict"], r["fix_in"], r["changes"]) for r in recs]
+    agreeing = [r for r in recs if r["verdict"] == "change" and r["fix_in"] == scenario.fixed_by]
+    assert agreeing, (scenario.fixed_by, verdicts)
+    changes = [c for r in recs for c in r["changes"]]
+    if scenario.fixed_by not in RERUN_FIXES:
+        assert changes == [], verdicts  # no setting claimed where none helps
+        return []
+    assert all(r["changes"] for r in agreeing), verdicts
+    settings = [c["setting"] for c in changes]
+    assert len(set(settings)) == len(settings), changes  # one value per setting
+    return [f"{c['setting']}={json.dumps(c['to'])}" for c in changes]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.browser
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
+    require("ip", "nft", "nsenter", "chromium", root=True)
+    scenario = load_scenario(path)
+    console = Console(stderr=True, force_terminal=False)
+    rows = _checked_run(scenario, tmp_path / "runs", console, tmp_path)
+    if scenario.fixed_by is not None:
+        overrides = recommended_overrides(scenario, rows[0]["summary"])
+        if overrides:
+            rerun = load_scenario(path, overrides=overrides).model_copy(
+                update={"expect": ["failed == 0"], "dominant_cause": None, "repetitions": 1}
+            )
+            (fixed,) = _checked_run(rerun, tmp_path / "rerun", console, tmp_path)
+            rows[0]["rerun"] = {"overrides": overrides, **{k: fixed[k] for k in (
+                "run", "requests", "failed", "causes", "wall_s")}}  # fmt: skip
     results = os.environ.get("ROLLTRACE_E2E_RESULTS")
     if results:
         with open(results, "a") as handle:
             for row in rows:
-                handle.write(json.dumps(row) + "\n")
+                handle.write(json.dumps({k: v for k, v in row.items() if k != "summary"}) + "\n")
