@@ -23,6 +23,7 @@ lines into run.json ``status_reasons`` (status ``partial``) instead.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from analyzer.connections import tcp_connections
 from analyzer.errors import TraceError
 from analyzer.events import iter_jsonl, scan_events
 from analyzer.joins import shared_codes
+from analyzer.readers.accesslog import HOP_TIMES_KEY, read_access_log
 from analyzer.readers.kubectl import (
     EVENT_TIMES_KEY,
     looks_like_kubectl_stream,
@@ -94,6 +96,7 @@ class ImportSpec:
     lb: Endpoint | None = None
     keep_going: bool = False
     tool_versions: dict[str, str] = field(default_factory=dict)
+    access_logs: dict[str, Path] = field(default_factory=dict)  # hop name → its access log
 
 
 @dataclass
@@ -110,6 +113,7 @@ class _Collected:
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)  # run.json "import"
     event_times: dict[str, Any] | None = None  # run.json EVENT_TIMES_KEY: coarse watch times
+    hop_times: dict[str, Any] = field(default_factory=dict)  # run.json HOP_TIMES_KEY, by hop
 
 
 def import_run(spec: ImportSpec, progress: Progress = lambda _: None) -> ImportResult:
@@ -130,9 +134,11 @@ def import_run(spec: ImportSpec, progress: Progress = lambda _: None) -> ImportR
         progress(f"reading {capture} (node {node})")
         _check_capture(capture, found)
     requests = _requests(spec, client, lb, found, progress)
+    _read_hop_logs(spec, found, progress)
     _check_problems(spec, found)
     paths.root.mkdir(parents=True, exist_ok=True)
     captures = _copy_captures(spec, paths)
+    _copy_hop_logs(spec, paths)
     _write_events(paths, events)
     write_requests(paths.requests, requests)
     meta = _run_meta(spec, requests, events, service, captures, found)
@@ -368,6 +374,59 @@ def _copy_captures(spec: ImportSpec, paths: RunPaths) -> list[Capture]:
 
 
 # ---------------------------------------------------------------------------------------------
+# L7 hop access logs
+
+_HOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def hop_names(files: list[Path], names: list[str]) -> dict[str, Path]:
+    """Each ``--access-log`` file's hop name: the ``--hop`` given in the same position, else
+    the file's stem. A name becomes ``hops/<name>.log``, so it must be a plain file name and
+    unique: a TraceError names the argument otherwise."""
+    if len(names) > len(files):
+        raise TraceError("--hop", "argument", f"{len(names)} --hop for {len(files)} --access-log")
+    chosen = names + [file.stem for file in files[len(names) :]]
+    for name in chosen:
+        if not _HOP_NAME.fullmatch(name):
+            raise TraceError(
+                "--hop", "argument", f"{name!r} is not a hop name (letters, digits, . _ -)"
+            )
+    if len(set(chosen)) < len(chosen):
+        raise TraceError(
+            "--hop", "argument", f"two access logs would be the same hop ({', '.join(chosen)})"
+        )
+    return dict(zip(chosen, files, strict=True))
+
+
+def _read_hop_logs(spec: ImportSpec, found: _Collected, progress: Progress) -> None:
+    """Read each hop's access log (its format detected) to check it, count its lines and record
+    how precise its times are; the file itself is copied as it is."""
+    for hop, file in spec.access_logs.items():
+        progress(f"reading {file} (hop {hop})")
+        log = read_access_log(file, hop)
+        found.problems += log.problems
+        found.hop_times[hop] = log.times()
+        found.record.setdefault("access_logs", {})[hop] = {
+            "file": str(file),
+            "format": log.format.value,
+            "requests": len(log.requests),
+        }
+        if found.hop_times[hop]["coarse"]:
+            found.notes.append(
+                f"hop {hop}: {log.format.value}'s default log has one-second times and no client "
+                "port: it tells which upstream each attempt reached, with what status, and the "
+                "retries, but cannot order a request against endpoint changes within a second "
+                "nor pair it with a client request by port"
+            )
+
+
+def _copy_hop_logs(spec: ImportSpec, paths: RunPaths) -> None:
+    for hop, file in spec.access_logs.items():
+        paths.hops_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, paths.hop_log(hop))
+
+
+# ---------------------------------------------------------------------------------------------
 # requests
 
 
@@ -516,6 +575,7 @@ def _run_meta(
         namespace=namespace,
         **{"import": found.record},
         **({EVENT_TIMES_KEY: found.event_times} if found.event_times else {}),
+        **({HOP_TIMES_KEY: found.hop_times} if found.hop_times else {}),
     )
 
 

@@ -73,6 +73,9 @@ class Run:
     windows = _Table()
     latency = _Table()
     timings = _Table()
+    hop_requests = _Table()
+    hop_attempts = _Table()
+    masked_retries = _Table()
 
     def __init__(self, paths: RunPaths, analysis: Analysis) -> None:
         self.paths = paths

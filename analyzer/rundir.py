@@ -76,6 +76,20 @@ class RunPaths:
         return self.root / "logs"
 
     @property
+    def hops_dir(self) -> Path:
+        return self.root / "hops"
+
+    def hop_log(self, hop: str) -> Path:
+        """``hops/<hop>.log``: the access log of the L7 hop named ``hop``."""
+        return self.hops_dir / f"{hop}.log"
+
+    def hop_logs(self) -> list[Path]:
+        """Access logs of L7 hops present in ``hops/`` (``*.log``), sorted by name."""
+        if not self.hops_dir.is_dir():
+            return []
+        return sorted(p for p in self.hops_dir.iterdir() if p.is_file() and p.suffix == ".log")
+
+    @property
     def analysis(self) -> Path:
         return self.root / "analysis"
 

@@ -477,9 +477,133 @@ WINDOWS = TableSchema(
     ),
 )
 
+
+class AttemptOutcome(StrEnum):
+    """How one upstream attempt of an L7 hop ended (hop_attempts ``outcome``), read from the
+    hop's access log as nginx records it (ngx_http_upstream_module's variables)."""
+
+    OK = "ok"  # the upstream answered below 500
+    HTTP_5XX = "http-5xx"  # the upstream answered 5xx (its response header arrived)
+    CONNECT_ERROR = "connect-error"  # no connection: refused, reset or unreachable (502)
+    CONNECT_TIMEOUT = "connect-timeout"  # no connection within the connect timeout (504)
+    NO_RESPONSE = "no-response"  # connected, then the connection failed before a header (502)
+    RESPONSE_TIMEOUT = "response-timeout"  # connected, no header within the read timeout (504)
+    NO_SERVER = "no-server"  # no server could be selected: the group's name stands for it (502)
+    #: a 5xx the log cannot place: it records no connect or header time (ingress-nginx's default)
+    FAILED_5XX = "failed-5xx"
+    UNKNOWN = "unknown"  # no status recorded (``-``): the attempt did not end with one
+
+    @property
+    def failed(self) -> bool:
+        return self not in {AttemptOutcome.OK, AttemptOutcome.UNKNOWN}
+
+
+HOP_REQUESTS = TableSchema(
+    "hop_requests",
+    "One row per request an L7 hop (an ingress proxy, an L7 load balancer) logged in its access "
+    "log (hops/<hop>.log). Times are the hop's clock; its log writes the end, with the "
+    "resolution time_resolution_ms gives.",
+    (
+        Column("hop", "string", "Hop name: the log's file stem (hops/<hop>.log) or --hop."),
+        Column("line", "int64", "Line of the access log, from 1."),
+        Column("request_key", "string", "The hop's id of the request.", nullable=True),
+        _t("start_ns", "end_ns − the request time the hop logged."),
+        _t("end_ns", "When the hop logged the request (its end), truncated to the resolution."),
+        Column(
+            "time_resolution_ms",
+            "float64",
+            "Resolution of the log's time: the true end lies in [end_ns, end_ns + this).",
+            unit="ms",
+        ),
+        Column("client_ip", "string", "Address of the hop's client.", nullable=True),
+        Column("client_port", "Int64", "Port of the hop's client (JSON format).", nullable=True),
+        Column("method", "string", "From the request line.", nullable=True),
+        Column("path", "string", "From the request line.", nullable=True),
+        Column("host", "string", "Host the request named (JSON format).", nullable=True),
+        Column("status", "int64", "Status the hop answered its client with."),
+        Column("request_ms", "float64", "The request's duration at the hop.", unit="ms"),
+        Column("connection", "Int64", "The hop's client connection serial (JSON).", nullable=True),
+        Column(
+            "connection_requests",
+            "Int64",
+            "Position of the request on that connection (JSON format).",
+            nullable=True,
+        ),
+        Column("upstream", "string", "Upstream group name the hop logged.", nullable=True),
+        Column("attempts", "int64", "Upstream attempts (rows of hop_attempts), 0 when none."),
+        Column("failed_attempts", "int64", "Of which failed (AttemptOutcome.failed)."),
+    ),
+)
+
+HOP_ATTEMPTS = TableSchema(
+    "hop_attempts",
+    "One row per upstream attempt of a hop request: nginx lists one value per attempt, "
+    "comma-separated, and separates the groups of an internal redirect with a colon.",
+    (
+        Column("hop", "string", ""),
+        Column("line", "int64", "The request's line (joins to hop_requests on hop, line)."),
+        Column("attempt", "int64", "1-based position among the request's attempts."),
+        Column("group", "int64", "0-based internal-redirect group the attempt belongs to."),
+        Column(
+            "upstream_addr",
+            "string",
+            "ADDRESS:PORT (or a socket path) tried; the group's name when none could be chosen.",
+        ),
+        Column("upstream_ip", "string", "Address part of upstream_addr.", nullable=True),
+        Column("upstream_port", "Int64", "Port part of upstream_addr.", nullable=True),
+        Column("status", "Int64", "Status of the attempt; NA for '-'.", nullable=True),
+        Column("connect_ms", "float64", "Connect time; NA: none.", unit="ms", nullable=True),
+        Column("header_ms", "float64", "Time to the header; NA: none.", unit="ms", nullable=True),
+        Column("response_ms", "float64", "Attempt's time.", unit="ms", nullable=True),
+        Column("outcome", "string", "How it ended.", enum=AttemptOutcome),
+    ),
+)
+
+MASKED_RETRIES = TableSchema(
+    "masked_retries",
+    "One row per hop request that succeeded (status below 500, not 499) only after failed "
+    "upstream attempts: a failure a retry hid. Not a failure, not a cause.",
+    (
+        Column("hop", "string", ""),
+        Column("line", "int64", "The request's line in the hop's log."),
+        Column("request_key", "string", "", nullable=True),
+        _t("start_ns", ""),
+        _t("end_ns", ""),
+        Column("status", "int64", "Final status to the hop's client."),
+        Column("client_ip", "string", "", nullable=True),
+        Column("client_port", "Int64", "", nullable=True),
+        Column("attempts", "int64", ""),
+        Column("failed_attempts", "int64", ""),
+        Column(
+            "failed_upstreams",
+            "string",
+            "The failed attempts in order: 'ADDRESS STATUS OUTCOME', comma-separated.",
+        ),
+        Column(
+            "cost_ms",
+            "float64",
+            "Latency cost: the failed attempts' upstream times added up; NA when none logged one.",
+            unit="ms",
+            nullable=True,
+        ),
+    ),
+)
+
 ALL_TABLES: dict[str, TableSchema] = {
     t.name: t
-    for t in (REQUESTS, PACKETS, CONNECTIONS, PODS, POD_STATES, ENDPOINTS, FAILURES, WINDOWS)
+    for t in (
+        REQUESTS,
+        PACKETS,
+        CONNECTIONS,
+        PODS,
+        POD_STATES,
+        ENDPOINTS,
+        FAILURES,
+        WINDOWS,
+        HOP_REQUESTS,
+        HOP_ATTEMPTS,
+        MASKED_RETRIES,
+    )
 }
 
 

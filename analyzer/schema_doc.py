@@ -17,6 +17,7 @@ from enum import StrEnum
 from analyzer.generated_doc import GeneratedDocument, table_cell
 from analyzer.schema import (
     ALL_TABLES,
+    AttemptOutcome,
     Cause,
     ConnectionOutcome,
     ErrorKind,
@@ -27,7 +28,8 @@ from analyzer.schema import (
 )
 
 ENUMS: dict[str, type[StrEnum]] = {
-    e.__name__: e for e in (ErrorKind, Cause, ConnectionOutcome, RunStatus, PodMatch, TruthEvent)
+    e.__name__: e
+    for e in (ErrorKind, Cause, ConnectionOutcome, RunStatus, PodMatch, TruthEvent, AttemptOutcome)
 }
 
 

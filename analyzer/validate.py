@@ -21,6 +21,7 @@ import pandas as pd
 
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import KINDS, scan_events, scan_truth
+from analyzer.readers.accesslog import read_access_log
 from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
     PHASES,
@@ -71,7 +72,7 @@ def validate_run(path: str | os.PathLike[str]) -> list[Problem]:
     problems: list[Problem] = []
     meta = _check_run_json(paths, problems)
     run = _Run(paths, meta, failed=meta is not None and meta.status is RunStatus.FAILED)
-    for check in (_check_requests, _check_events, _check_truth, _check_packets):
+    for check in (_check_requests, _check_events, _check_truth, _check_packets, _check_hop_logs):
         problems += _capped(check(run))
     return problems + _check_clocks(run)
 
@@ -291,6 +292,20 @@ def _check_packets(run: _Run) -> list[Problem]:
             message = "no TCP packets in this capture"
             found.append(Problem(_relative(paths, file), "file", None, message, "warning"))
         run.span(_relative(paths, file), packets["ts_ns"])
+    return found
+
+
+def _check_hop_logs(run: _Run) -> list[Problem]:
+    """Every L7 hop's access log (hops/*.log): each line the analysis would leave out."""
+    found: list[Problem] = []
+    for file in run.paths.hop_logs():
+        try:
+            log = read_access_log(file)
+        except TraceError as exc:
+            found.append(_from_error(run.paths, exc))
+            continue
+        found += [_from_error(run.paths, p.to_trace_error()) for p in log.problems]
+        run.span(_relative(run.paths, file), log.requests["end_ns"])
     return found
 
 

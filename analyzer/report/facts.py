@@ -115,6 +115,9 @@ class RunFacts:
     #: The load asked for and sent (run.json ``load``), None for runs that do not record it.
     delivered_rate: float | None = None
     asked_rate: float | None = None
+    #: Per L7 hop whose access log the run holds: requests it retried and masked, their failed
+    #: attempts and latency cost (summary.json ``masked_retries``); empty without hop logs.
+    masked_retries: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed_by_cause(self) -> dict[str, int]:
@@ -244,6 +247,7 @@ def run_facts(run: Run) -> RunFacts:
         status_reasons=list(meta.status_reasons),
         delivered_rate=meta.load.delivered_rate if meta.load is not None else None,
         asked_rate=meta.load.asked_rate if meta.load is not None else None,
+        masked_retries=dict(run.summary.get("masked_retries") or {}),
     )
 
 

@@ -295,6 +295,53 @@ def _connections_section(facts: RunFacts) -> Section:
     )
 
 
+def _ms(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms:.1f} ms"
+
+
+def _most(counts: dict[str, int], shown: int = 3) -> str:
+    """The most frequent keys with their counts, e.g. ``10.0.0.5:8080 ×12, 10.0.0.6:8080 ×3``."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    more = f", +{len(ranked) - shown} more" if len(ranked) > shown else ""
+    return ", ".join(f"{key} ×{n}" for key, n in ranked[:shown]) + more
+
+
+def _hop_retries_section(facts: RunFacts) -> Section:
+    """Requests a hop's retries hid (summary.json ``masked_retries``): not failures, so not in
+    the causes, but their failed attempts name what went wrong upstream and what it cost."""
+    coarse = [hop for hop, h in facts.masked_retries.items() if h["time_resolution_ms"] >= 1000]
+    notes = [
+        "A masked request succeeded only because the hop retried after failed upstream "
+        "attempts: not a failure and not a cause, but its failed attempts show what the hop "
+        "met (refusals, resets, timeouts) and cost the client their time (the latency cost: "
+        "the failed attempts' upstream times added up)."
+    ]
+    if coarse:
+        notes.append(
+            f"Times of {', '.join(coarse)} come from a log with one-second resolution "
+            "(ingress-nginx's default format): counts hold, sub-second timing does not."
+        )
+    header = ["hop", "requests", "retried", "failed", "masked", "failed attempts (upstream)"]
+    header += ["(status)", "cost p50", "cost p99", "cost max", "cost total"]
+    rows = [
+        [
+            hop,
+            str(h["requests"]),
+            str(h["retried"]),
+            str(h["failed"]),
+            str(h["masked"]),
+            _most(h["by_upstream"]) or "—",
+            _most(h["by_status"]) or "—",
+            _ms(h["cost_ms"]["p50_ms"]),
+            _ms(h["cost_ms"]["p99_ms"]),
+            _ms(h["cost_ms"]["max_ms"]),
+            _ms(h["cost_total_ms"]),
+        ]
+        for hop, h in facts.masked_retries.items()
+    ]
+    return Section("Retries at L7 hops", None, notes, (header, rows))
+
+
 def sections(facts: RunFacts, has_truth: bool) -> list[Section]:
     """The evidence under the lead, format-neutral (HTML and Markdown render the same list).
     A run without failures has no causes, examples or connection figure: nothing to draw."""
@@ -315,6 +362,7 @@ def sections(facts: RunFacts, has_truth: bool) -> list[Section]:
             [str(facts.timings["note"])] if facts.timings.get("note") else [],
             (["timing", "samples", "p50", "p99", "max"], _timing_rows(facts)),
         ),
+        *([_hop_retries_section(facts)] if facts.masked_retries else []),
         _recommendations_section(facts.recommendations),
     ]
 

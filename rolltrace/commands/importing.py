@@ -1,7 +1,7 @@
 """``rolltrace import -o RUN --pcap CLIENT.pcap --watch FILE ...``: foreign traces → a run.
 
 Builds a run directory (backend ``imported``) from a client capture, watch output (kubectl's or
-``rolltrace watch``'s) and optionally a load tool's request log, which ``validate``, ``analyze``
+``rolltrace watch``'s) and optionally a load tool's request log and L7 hops' access logs, which ``validate``, ``analyze``
 and ``report`` then read like any other run (``analyzer.importer``). Exit 0 on success, 2 on
 bad input (a located message: file, line or argument, field).
 """
@@ -77,11 +77,27 @@ def import_traces(
         bool,
         typer.Option("--keep-going", help="Leave damaged input lines out (run becomes partial)."),
     ] = False,
+    access_log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--access-log",
+            help="An L7 hop's access log: ingress-nginx's default format or rolltrace's nginx "
+            "JSON lines (detected). Repeatable.",
+        ),
+    ] = None,
+    hop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hop",
+            help="Name of the hop whose log is the --access-log in the same position "
+            "(default: the file's stem). Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Build a run directory from your own traces: a capture, watch output, a load tool's log."""
     # imported here, not at the top: pandas and pyarrow must not load for `rolltrace --help`
     from analyzer.errors import TraceError
-    from analyzer.importer import Endpoint, ImportSpec, import_run
+    from analyzer.importer import Endpoint, ImportSpec, hop_names, import_run
     from analyzer.readers.loadtools import RequestFormat
     from rolltrace import __version__
 
@@ -91,6 +107,7 @@ def import_traces(
     _existing([pcap, *watch, *([requests] if requests else [])], "--pcap/--watch/--requests")
     nodes = _node_pcaps(node_pcap or [])
     _existing(list(nodes.values()), "--node-pcap")
+    _existing(list(access_log or []), "--access-log")
     if requests_format is not None and requests_format not in set(RequestFormat):
         names = ", ".join(RequestFormat)
         raise typer.BadParameter(f"not one of {names}", param_hint="--requests-format")
@@ -106,6 +123,7 @@ def import_traces(
             lb=Endpoint.parse(lb) if lb else None,
             keep_going=keep_going,
             tool_versions={"rolltrace": __version__},
+            access_logs=hop_names(list(access_log or []), list(hop or [])),
         )
         result = import_run(spec, progress=lambda line: err.print(f"[dim]{line}[/dim]"))
     except TraceError as exc:
