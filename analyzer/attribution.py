@@ -262,7 +262,10 @@ def failure_features(
     features = features.join(states)
     features["server_idle_close_ms"] = server_idle_close_ms(client_conns)
     features["aborted_busy"] = _aborted_busy_connections(features)
-    ok = requests[(requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()]
+    ok = requests.loc[
+        (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna(),
+        ["pod_matched", "start_ns", "conn_new"],  # only these: a million rows of every column
+    ]
     served = pd.DataFrame(
         {"pod": ok["pod_matched"].astype(str), "t": ok["start_ns"], "new": ok["conn_new"]}
     )
@@ -380,12 +383,13 @@ def _warmup_facts(requests: pd.DataFrame, failed: pd.DataFrame, pods: pd.DataFra
     a later failure there is not not-ready, however recently it turned Ready) or only after it
     (it was still warming up), and the run's longest observed warm-up: Ready → first success of
     Pods made Ready while load was running."""
-    ok = requests[requests["error_kind"] == ErrorKind.OK.value]
+    ok = requests.loc[requests["error_kind"] == ErrorKind.OK.value, ["pod_matched", "end_ns"]]
     first_ok = ok.groupby("pod_matched")["end_ns"].min()
     served_ns = _as_float(failed["pod_matched"].map(first_ok))
     t = failed["start_ns"].to_numpy(dtype="float64")
     load_start = int(requests["start_ns"].min()) if len(requests) else 0
-    lead = metrics.readiness_lead(pods, requests, load_start).to_numpy(dtype="float64")
+    outcomes = requests[["error_kind", "pod_matched", "end_ns"]]  # all it reads, fewer to filter
+    lead = metrics.readiness_lead(pods, outcomes, load_start).to_numpy(dtype="float64")
     lead = lead[lead >= 0]  # negative: traffic came before the watch showed Ready
     return pd.DataFrame(
         {
@@ -581,7 +585,9 @@ def congested_seconds(
     timeouts outlive the shortage; an episode counts as such when any of its seconds was short.
     """
     none = np.array([], dtype="int64")
-    connected = requests[~requests["error_kind"].isin(_CONNECT_FAILURES)]
+    connected = requests.loc[
+        ~requests["error_kind"].isin(_CONNECT_FAILURES), ["error_kind", "start_ns", "end_ns"]
+    ]
     ok = (connected["error_kind"] == ErrorKind.OK.value).to_numpy()
     if not ok.any():
         return none, none

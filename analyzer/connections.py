@@ -3,9 +3,17 @@
 Attribution never looks at single packets; it asks "how did the connection this request used
 end, and when did each side say so". This module answers that once, for every capture.
 
-It runs on captures of ten million packets, so there is no Python loop per packet or per
-connection: packets are sorted by (flow, time) so that each connection is one contiguous slice,
-and every per-connection figure is a ``numpy.ufunc.reduceat`` over masked columns.
+Captures hold tens of millions of packets, more than fit in memory at once, so connections are
+tracked as packets stream by (``ConnectionTracker``, fed one packets table after another): the
+tracker keeps one row of figures per connection (the output) and a few per flow (the state the
+rules below need), never the packets. The per-packet rules are genuinely sequential, so they run
+in one compiled loop (numba) over each chunk; everything around it is vectorized.
+
+A flow is (capture, unordered pair of endpoints); each flow's packets are taken in time order,
+ties in the order given. Chunks may come in any order as long as no packet of a flow is earlier
+than one of that flow in an earlier chunk (``PacketOrderError`` otherwise: a capture is in time
+order except for reordering across CPUs, which never splits a flow). Fed as one table or as
+any split of it, the result is the same.
 
 Rules, in order of how they decide:
 
@@ -20,13 +28,16 @@ Rules, in order of how they decide:
   is ``syn-timeout``; otherwise any RST makes it ``reset-by-<side that reset first>`` (a RST
   after a FIN still means the close was not clean: it is the keep-alive race's signature);
   otherwise a FIN makes it ``closed-by-<side that sent FIN first>``; else ``open-at-end``.
+
+Rows are ordered by capture, then SYN time, then endpoints; ``conn_key`` numbers them so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -39,10 +50,37 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 #: ISN; longer than Linux's whole SYN retry schedule (1+2+4+8+16+32 s) so retries never split.
 DEFAULT_REUSE_GAP_S = 120.0
 
-_NONE = np.iinfo(np.int64).max  # "no such packet" in masked minimum reductions
+_NONE = np.iinfo(np.int64).max  # "no such packet" in the first/last figures
 
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+F = TypeVar("F", bound=Callable[..., Any])
+# compiled on first use, cached next to this module (__pycache__) for later processes
+_compiled = cast(Callable[[F], F], numba.njit(cache=True, nogil=True))
+
+# Columns of the per-connection table. A direction is 0 (from the source of the connection's
+# first packet) or 1 (back): which one is the client may only be known at the end (a
+# connection already open when the capture began), so figures are kept per direction.
+_CAP, _SRC, _DST, _FIRST_TS, _END_TS, _SYN_DIR, _SYNACK_DIR, _DIRECTED = range(8)
+# per direction d, at column _DIRECTED + d * _PER_DIRECTION + one of:
+_SYN_TS, _SYNS, _SYNACK_TS, _ESTABLISHED_TS, _PURE_ACK_TS = range(5)
+_DATA_FIRST, _DATA_LAST, _BYTES, _FIN_TS, _RST_TS = range(5, 10)
+_PER_DIRECTION = 10
+_CONN_COLUMNS = _DIRECTED + 2 * _PER_DIRECTION
+
+# Columns of the flow table (open addressing; _F_CONN < 0 marks a free slot).
+_F_CAP, _F_LO, _F_HI, _F_CONN, _F_HAS_SYN, _F_SYN_SEQ, _F_CLOSED, _F_LAST_TS = range(8)
+_FLOW_COLUMNS = 8
+
+# Why the compiled loop returned.
+_DONE, _NEED_CONN_ROWS, _NEED_FLOW_SLOTS, _OUT_OF_ORDER = range(4)
+
+_INITIAL_ROWS = 1024  # both tables double when full: small inputs stay small
+
+
+class PacketOrderError(ValueError):
+    """A packet of a flow is earlier than a packet of that flow in an earlier chunk."""
 
 
 def tcp_connections(
@@ -54,248 +92,328 @@ def tcp_connections(
     """One row per TCP connection in ``packets`` (a PACKETS frame), as a CONNECTIONS frame.
 
     ``server_ports`` only matters for connections whose handshake is not in the capture.
-    Rows are ordered by capture, then SYN time; ``conn_key`` numbers them in that order.
     """
-    check_frame(packets, PACKETS, "tcp_connections input")
-    if packets.empty:
+    return tcp_connections_chunked([packets], server_ports, reuse_gap_s=reuse_gap_s)
+
+
+def tcp_connections_chunked(
+    chunks: Iterable[pd.DataFrame],
+    server_ports: Collection[int] | None = None,
+    *,
+    reuse_gap_s: float = DEFAULT_REUSE_GAP_S,
+) -> pd.DataFrame:
+    """``tcp_connections`` of the packets tables ``chunks`` read one after another (see the
+    module docstring for the order they must come in); the same rows as of their concatenation."""
+    tracker = ConnectionTracker(server_ports, reuse_gap_s=reuse_gap_s)
+    for chunk in chunks:
+        tracker.add(chunk)
+    return number_connections([tracker.rows()])
+
+
+class ConnectionTracker:
+    """Connections of packets fed chunk by chunk; memory grows with connections, not packets."""
+
+    def __init__(
+        self,
+        server_ports: Collection[int] | None = None,
+        *,
+        reuse_gap_s: float = DEFAULT_REUSE_GAP_S,
+    ) -> None:
+        self._server_ports = np.asarray(sorted(server_ports or ()), dtype=np.int64)
+        self._reuse_gap_ns = int(reuse_gap_s * 1e9)
+        self._captures: dict[str, int] = {}
+        self._addresses: dict[str, int] = {}
+        self._conns = np.zeros((_INITIAL_ROWS, _CONN_COLUMNS), dtype=np.int64)
+        self._flows = _empty_flows(2 * _INITIAL_ROWS)
+        self._counts = np.zeros(2, dtype=np.int64)  # connections, flows
+
+    def add(self, packets: pd.DataFrame) -> None:
+        """Track the packets of one more chunk. Raises ``PacketOrderError`` when a flow's packet
+        is earlier than one already tracked (the tracker is then unusable)."""
+        check_frame(packets, PACKETS, "tcp_connections input")
+        if packets.empty:
+            return
+        n = len(packets)
+        src = _codes(packets["src"], self._addresses) * 65536 + packets["sport"].to_numpy(np.int64)
+        dst = _codes(packets["dst"], self._addresses) * 65536 + packets["dport"].to_numpy(np.int64)
+        ts = packets["ts_ns"].to_numpy(np.int64)
+        in_order = n < 2 or bool((ts[1:] >= ts[:-1]).all())
+        order = np.zeros(0, np.int64) if in_order else np.argsort(ts, kind="stable")
+        columns = (
+            _codes(packets["capture"], self._captures),
+            src,
+            dst,
+            ts,
+            packets["flags"].to_numpy(np.int64),
+            packets["seq"].to_numpy(np.int64),
+            packets["payload_len"].to_numpy(np.int64),
+        )
+        position = 0
+        while True:
+            position, status = _track(
+                *columns, order, position, self._flows, self._conns, self._counts,
+                self._reuse_gap_ns,
+            )  # fmt: skip
+            if status == _DONE:
+                return
+            if status == _NEED_CONN_ROWS:
+                grown = np.empty((2 * len(self._conns), _CONN_COLUMNS), dtype=np.int64)
+                grown[: len(self._conns)] = self._conns  # a new row is filled when opened
+                self._conns = grown
+            elif status == _NEED_FLOW_SLOTS:
+                self._flows = _rehashed(self._flows, 2 * len(self._flows))
+            else:
+                raise PacketOrderError(
+                    f"packet {int(order[position]) if len(order) else position} of this chunk is "
+                    "earlier than a packet of its flow in an earlier chunk"
+                )
+
+    def rows(self) -> pd.DataFrame:
+        """The CONNECTIONS columns but ``conn_key``, one row per connection in the order they
+        began per flow (``number_connections`` orders and numbers them)."""
+        conns = self._conns[: self._counts[0]]
+        client_dir = self._client_directions(conns)
+        server_dir = 1 - client_dir
+        rows = np.arange(len(conns))
+
+        def side(direction: Int64Array, figure: int) -> Int64Array:
+            picked: Int64Array = conns[rows, _DIRECTED + direction * _PER_DIRECTION + figure]
+            return picked
+
+        client_ep = np.where(client_dir == 0, conns[:, _SRC], conns[:, _DST])
+        server_ep = np.where(client_dir == 0, conns[:, _DST], conns[:, _SRC])
+        syn_ns = side(client_dir, _SYN_TS)
+        client_fin, server_fin = side(client_dir, _FIN_TS), side(server_dir, _FIN_TS)
+        client_rst, server_rst = side(client_dir, _RST_TS), side(server_dir, _RST_TS)
+        synack_ns, syn_count = side(server_dir, _SYNACK_TS), side(client_dir, _SYNS)
+        outcome = _outcomes(syn_count, synack_ns, client_rst, server_rst, client_fin, server_fin)
+        addresses = pd.Index(list(self._addresses))
+        return pd.DataFrame(
+            {
+                "capture": _strings(pd.Index(list(self._captures)), conns[:, _CAP]),
+                "client_ip": _strings(addresses, client_ep // 65536),
+                "client_port": client_ep % 65536,
+                "server_ip": _strings(addresses, server_ep // 65536),
+                "server_port": server_ep % 65536,
+                "syn_ns": np.where(syn_ns < _NONE, syn_ns, conns[:, _FIRST_TS]),
+                "syn_count": syn_count,
+                "synack_ns": _nullable(synack_ns),
+                "established_ns": _nullable(side(client_dir, _ESTABLISHED_TS)),
+                "first_c2s_data_ns": _nullable(side(client_dir, _DATA_FIRST)),
+                "last_c2s_data_ns": _nullable(side(client_dir, _DATA_LAST)),
+                "first_s2c_data_ns": _nullable(side(server_dir, _DATA_FIRST)),
+                "last_s2c_data_ns": _nullable(side(server_dir, _DATA_LAST)),
+                "bytes_c2s": side(client_dir, _BYTES),
+                "bytes_s2c": side(server_dir, _BYTES),
+                "client_fin_ns": _nullable(client_fin),
+                "server_fin_ns": _nullable(server_fin),
+                "fin_first": _first_side(client_fin, server_fin),
+                "client_rst_ns": _nullable(client_rst),
+                "server_rst_ns": _nullable(server_rst),
+                "rst_first": _first_side(client_rst, server_rst),
+                "end_ns": conns[:, _END_TS].copy(),
+                "outcome": _strings(_OUTCOMES, outcome),
+            }
+        )
+
+    def _client_directions(self, conns: Int64Array) -> Int64Array:
+        """Per connection, the client's direction: the SYN's sender, else the SYN-ACK's
+        receiver, else by port (see the module docstring)."""
+        first_src, first_dst = conns[:, _SRC], conns[:, _DST]
+        src_port, dst_port = first_src % 65536, first_dst % 65536
+        src_serves = np.isin(src_port, self._server_ports)
+        dst_serves = np.isin(dst_port, self._server_ports)
+        by_port = np.where(
+            src_serves & ~dst_serves,
+            1,
+            np.where(dst_serves & ~src_serves, 0, np.where(src_port >= dst_port, 0, 1)),
+        )
+        syn_dir, synack_dir = conns[:, _SYN_DIR], conns[:, _SYNACK_DIR]
+        client = np.where(syn_dir >= 0, syn_dir, np.where(synack_dir >= 0, 1 - synack_dir, by_port))
+        # a flow from an endpoint to itself has one direction only
+        return np.where(first_src == first_dst, 0, client).astype(np.int64)
+
+
+def number_connections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The CONNECTIONS table of trackers' ``rows()`` (no flow in two of them): ordered by
+    capture, SYN time, then the endpoints (addresses in text order, then ports) and when each
+    began, and numbered in that order by ``conn_key``."""
+    parts = [part for part in parts if not part.empty]
+    if not parts:
         return CONNECTIONS.empty()
-    pk = _SortedPackets.of(packets)
-    syn_seq = packets["seq"].to_numpy(np.int64)[pk.order[pk.syn_idx]]
-    start = _connection_starts(
-        pk.flow, pk.ts, pk.flags, pk.syn_idx, syn_seq, int(reuse_gap_s * 1e9)
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    n = len(out)
+    ranks, _ = pd.factorize(pd.concat([out["client_ip"], out["server_ip"]]), sort=True)
+    client = ranks[:n].astype(np.int64) * 65536 + out["client_port"].to_numpy(np.int64)
+    server = ranks[n:].astype(np.int64) * 65536 + out["server_port"].to_numpy(np.int64)
+    capture, _ = pd.factorize(out["capture"], sort=True)
+    syn_ns = out["syn_ns"].to_numpy(np.int64)
+    order = np.lexsort(
+        (np.arange(n), np.maximum(client, server), np.minimum(client, server), syn_ns, capture)
     )
-    starts = np.flatnonzero(start)
-    runs = _Runs(np.cumsum(start) - 1, pk.ts, len(starts))
-    out = _connection_frame(pk, runs, starts, server_ports)
-    # capture names are sorted, so ordering by code orders by capture name
-    cap_of_conn = pk.capture_codes[pk.order[starts]]
-    out = out.take(np.lexsort((out["syn_ns"].to_numpy(), cap_of_conn))).reset_index(drop=True)
-    out.insert(0, "conn_key", np.arange(len(out), dtype=np.int64))
+    out = out.take(order).reset_index(drop=True)
+    out.insert(0, "conn_key", np.arange(n, dtype=np.int64))
     return check_frame(out, CONNECTIONS, "tcp_connections output")
 
 
-@dataclass(frozen=True)
-class _SortedPackets:
-    """The packet columns the connection rules read, sorted by (flow, time) so that each flow is
-    one contiguous slice; an endpoint is one integer (ip code × 65536 + port) so that comparing
-    sides is integer arithmetic, not string work, on millions of packets."""
-
-    order: Int64Array  # row of ``packets`` at each sorted position
-    flow: Int64Array
-    ts: Int64Array
-    flags: Int64Array
-    src: Int64Array
-    dst: Int64Array
-    payload: Int64Array
-    is_syn: BoolArray  # SYN without ACK: a client opening (or retrying) a connection
-    syn_idx: Int64Array
-    is_synack: BoolArray
-    capture_codes: Int64Array  # per row of ``packets`` (unsorted), into capture_names
-    capture_names: pd.Index
-    ip_names: pd.Index
-
-    @classmethod
-    def of(cls, packets: pd.DataFrame) -> _SortedPackets:
-        """Code captures and addresses, key each flow by (capture, unordered endpoint pair)."""
-        cap_codes, cap_names = pd.factorize(packets["capture"], sort=True)
-        ip_codes, ip_names = pd.factorize(
-            pd.concat([packets["src"], packets["dst"]], ignore_index=True), sort=True
-        )
-        n = len(packets)
-        src_all = ip_codes[:n].astype(np.int64) * 65536 + packets["sport"].to_numpy(np.int64)
-        dst_all = ip_codes[n:].astype(np.int64) * 65536 + packets["dport"].to_numpy(np.int64)
-        lo, hi = np.minimum(src_all, dst_all), np.maximum(src_all, dst_all)
-        span = int(hi.max()) + 1
-        if span * span * len(cap_names) < 2**62:  # the usual few addresses: an arithmetic key
-            pair = lo * span + hi
-        else:  # too many addresses for one int64 key: number the pairs
-            pairs = pd.DataFrame({"lo": lo, "hi": hi}).groupby(["lo", "hi"], sort=False)
-            pair = pairs.ngroup().to_numpy(np.int64)
-        flow_all = pair * len(cap_names) + cap_codes
-        ts_all = packets["ts_ns"].to_numpy(np.int64)
-        order = np.lexsort((ts_all, flow_all))
-        flags = packets["flags"].to_numpy(np.int64)[order]
-        is_syn = (flags & (SYN | ACK)) == SYN
-        return cls(
-            order=order,
-            flow=flow_all[order],
-            ts=ts_all[order],
-            flags=flags,
-            src=src_all[order],
-            dst=dst_all[order],
-            payload=packets["payload_len"].to_numpy(np.int64)[order],
-            is_syn=is_syn,
-            syn_idx=np.flatnonzero(is_syn),
-            is_synack=(flags & (SYN | ACK)) == (SYN | ACK),
-            capture_codes=cap_codes,
-            capture_names=cap_names,
-            ip_names=ip_names,
-        )
+def _codes(column: pd.Series, names: dict[str, int]) -> Int64Array:
+    """``column``'s texts as codes into ``names``, adding the texts it has not seen: flows are
+    keyed by integers, and codes stay the same from one chunk to the next."""
+    first = column.iloc[0]
+    # a capture's name in its own chunk: one comparison pass, no hashing
+    if column.iloc[-1] == first and bool((column == first).all()):
+        return np.full(len(column), names.setdefault(first, len(names)), dtype=np.int64)
+    local, uniques = pd.factorize(column)
+    known = np.array([names.setdefault(text, len(names)) for text in uniques], dtype=np.int64)
+    codes: Int64Array = known[local]
+    return codes
 
 
-def _client_sides(
-    pk: _SortedPackets, runs: _Runs, starts: Int64Array, server_ports: Collection[int] | None
-) -> tuple[Int64Array, Int64Array, BoolArray]:
-    """(client endpoint, server endpoint) per connection and whether each packet goes client →
-    server: every later figure is split by direction."""
-    syn_idx, synack_idx = pk.syn_idx, np.flatnonzero(pk.is_synack)
-    first_src, first_dst = pk.src[starts], pk.dst[starts]
-    client_ep = _client_endpoints(
-        (runs.conn[synack_idx], pk.dst[synack_idx]),
-        (runs.conn[syn_idx], pk.src[syn_idx]),
-        first_src,
-        first_dst,
-        server_ports,
-    )
-    server_ep = np.where(client_ep == first_src, first_dst, first_src)
-    c2s = pk.src == client_ep[runs.conn]
-    return client_ep, server_ep, c2s
+def _empty_flows(slots: int) -> Int64Array:
+    flows = np.zeros((slots, _FLOW_COLUMNS), dtype=np.int64)
+    flows[:, _F_CONN] = -1
+    return flows
 
 
-def _established(pk: _SortedPackets, runs: _Runs, c2s: BoolArray) -> tuple[Int64Array, Int64Array]:
-    """(SYN-ACK time, handshake's last ACK time) per connection: the ACK is the client's first
-    non-SYN ACK at or after the SYN-ACK."""
-    synack_ns = runs.first(pk.is_synack & ~c2s)
-    pure_ack = np.flatnonzero(c2s & ((pk.flags & (SYN | ACK)) == ACK))
-    after_synack = pure_ack[pk.ts[pure_ack] >= synack_ns[runs.conn[pure_ack]]]
-    return synack_ns, runs.first_of(after_synack)
+@_compiled
+def _slot(flows: Int64Array, cap: int, lo: int, hi: int) -> int:
+    """The flow table slot of (cap, lo, hi): its own, or the free one it is to take (linear
+    probing from a multiplicative hash; the table's size is a power of two)."""
+    mask = len(flows) - 1
+    h = (cap * 0x7FEB352D) ^ (lo * 0x2545F4914F6CDD1D) ^ (hi * 0x5851F42D4C957F2D)
+    slot = (h ^ (h >> 29)) & mask
+    while flows[slot, _F_CONN] >= 0:
+        if flows[slot, _F_LO] == lo and flows[slot, _F_HI] == hi and flows[slot, _F_CAP] == cap:
+            return int(slot)
+        slot = (slot + 1) & mask
+    return int(slot)
 
 
-def _connection_frame(
-    pk: _SortedPackets, runs: _Runs, starts: Int64Array, server_ports: Collection[int] | None
-) -> pd.DataFrame:
-    """The CONNECTIONS columns (but ``conn_key``), one row per connection in flow order: each
-    figure is a masked first/last/total reduction over the connection's packets."""
-    client_ep, server_ep, c2s = _client_sides(pk, runs, starts, server_ports)
-    s2c = ~c2s
-    synack_ns, established_ns = _established(pk, runs, c2s)
-    syn_ns = runs.first(pk.is_syn & c2s)
-    has_data = pk.payload > 0
-    fin, rst = (pk.flags & FIN) != 0, (pk.flags & RST) != 0
-    client_fin, server_fin = runs.first(fin & c2s), runs.first(fin & s2c)
-    client_rst, server_rst = runs.first(rst & c2s), runs.first(rst & s2c)
-    syn_count = np.bincount(runs.conn[pk.is_syn & c2s], minlength=runs.count)
-    outcome = _outcomes(syn_count, synack_ns, client_rst, server_rst, client_fin, server_fin)
-    return pd.DataFrame(
-        {
-            "capture": _strings(pk.capture_names, pk.capture_codes[pk.order[starts]]),
-            "client_ip": _strings(pk.ip_names, client_ep // 65536),
-            "client_port": client_ep % 65536,
-            "server_ip": _strings(pk.ip_names, server_ep // 65536),
-            "server_port": server_ep % 65536,
-            "syn_ns": np.where(syn_ns < _NONE, syn_ns, pk.ts[starts]),
-            "syn_count": syn_count.astype(np.int64),
-            "synack_ns": _nullable(synack_ns),
-            "established_ns": _nullable(established_ns),
-            "first_c2s_data_ns": _nullable(runs.first(has_data & c2s)),
-            "last_c2s_data_ns": _nullable(runs.last(has_data & c2s)),
-            "first_s2c_data_ns": _nullable(runs.first(has_data & s2c)),
-            "last_s2c_data_ns": _nullable(runs.last(has_data & s2c)),
-            "bytes_c2s": runs.total(pk.payload, c2s),
-            "bytes_s2c": runs.total(pk.payload, s2c),
-            "client_fin_ns": _nullable(client_fin),
-            "server_fin_ns": _nullable(server_fin),
-            "fin_first": _first_side(client_fin, server_fin),
-            "client_rst_ns": _nullable(client_rst),
-            "server_rst_ns": _nullable(server_rst),
-            "rst_first": _first_side(client_rst, server_rst),
-            "end_ns": pk.ts[np.r_[starts[1:] - 1, len(pk.ts) - 1]],
-            "outcome": _strings(_OUTCOMES, outcome),
-        }
-    )
+@_compiled
+def _rehash_into(old: Int64Array, new: Int64Array) -> None:
+    for row in range(len(old)):
+        if old[row, _F_CONN] >= 0:
+            new[_slot(new, old[row, _F_CAP], old[row, _F_LO], old[row, _F_HI])] = old[row]
 
 
-@dataclass(frozen=True)
-class _Runs:
-    """Packets sorted by (flow, time) so that each connection is one contiguous run: the first
-    or last time of any subset of packets per connection costs O(subset), not O(packets)."""
-
-    conn: Int64Array  # connection index of each packet (non-decreasing)
-    ts: Int64Array
-    count: int
-
-    def first_of(self, idx: Int64Array) -> Int64Array:
-        """Per connection, the time of the first packet among ``idx`` (ascending); _NONE if none."""
-        c = self.conn[idx]
-        head = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, dtype=bool)
-        out = np.full(self.count, _NONE, dtype=np.int64)
-        out[c[head]] = self.ts[idx[head]]
-        return out
-
-    def first(self, mask: BoolArray) -> Int64Array:
-        return self.first_of(np.flatnonzero(mask))
-
-    def last(self, mask: BoolArray) -> Int64Array:
-        idx = np.flatnonzero(mask)
-        c = self.conn[idx]
-        tail = np.r_[c[1:] != c[:-1], True] if len(c) else np.zeros(0, dtype=bool)
-        out = np.full(self.count, _NONE, dtype=np.int64)
-        out[c[tail]] = self.ts[idx[tail]]
-        return out
-
-    def total(self, values: Int64Array, mask: BoolArray) -> Int64Array:
-        sums = np.bincount(self.conn[mask], weights=values[mask], minlength=self.count)
-        return np.rint(sums).astype(np.int64)
+def _rehashed(flows: Int64Array, slots: int) -> Int64Array:
+    new = _empty_flows(slots)
+    _rehash_into(flows, new)
+    return new
 
 
-def _connection_starts(
-    flow: Int64Array,
+@_compiled
+def _starts_connection(flow: Int64Array, ts: int, flags: int, seq: int, reuse_gap_ns: int) -> bool:
+    """Whether a packet of a flow that has packets already opens a new connection (module
+    docstring: a SYN after midstream packets, with a new ISN, after a close, or after a gap)."""
+    if (flags & (SYN | ACK)) != SYN:
+        return False
+    if flow[_F_HAS_SYN] == 0:
+        return True
+    new_isn = flow[_F_SYN_SEQ] != seq
+    return bool(new_isn or flow[_F_CLOSED] != 0 or ts - flow[_F_LAST_TS] > reuse_gap_ns)
+
+
+@_compiled
+def _remember(flow: Int64Array, ts: int, flags: int, seq: int) -> None:
+    """The flow's state after a packet: its last SYN's ISN, whether it closed since, its time."""
+    if (flags & (SYN | ACK)) == SYN:
+        flow[_F_HAS_SYN], flow[_F_SYN_SEQ], flow[_F_CLOSED] = 1, seq, 0
+    elif flags & (FIN | RST):
+        flow[_F_CLOSED] = 1
+    flow[_F_LAST_TS] = ts
+
+
+@_compiled
+def _open(conn: Int64Array, cap: int, src: int, dst: int, ts: int) -> None:
+    conn[:] = _NONE
+    conn[_CAP], conn[_SRC], conn[_DST], conn[_FIRST_TS] = cap, src, dst, ts
+    conn[_SYN_DIR] = conn[_SYNACK_DIR] = -1
+    for d in range(2):
+        base = _DIRECTED + d * _PER_DIRECTION
+        conn[base + _SYNS] = conn[base + _BYTES] = 0
+
+
+@_compiled
+def _count(conn: Int64Array, ts: int, src: int, flags: int, payload: int) -> None:
+    """Add one packet to its connection's first/last/total figures, by direction. The
+    handshake's ACK is the first pure ACK at or after the other side's first SYN-ACK: one that
+    came before the SYN-ACK at the same instant counts too."""
+    d = 0 if src == conn[_SRC] else 1
+    mine = _DIRECTED + d * _PER_DIRECTION
+    theirs = _DIRECTED + (1 - d) * _PER_DIRECTION
+    conn[_END_TS] = ts
+    kind = flags & (SYN | ACK)
+    if kind == SYN:
+        if conn[_SYN_DIR] < 0:
+            conn[_SYN_DIR] = d
+        conn[mine + _SYNS] += 1
+        conn[mine + _SYN_TS] = min(conn[mine + _SYN_TS], ts)
+    elif kind == SYN | ACK:
+        if conn[_SYNACK_DIR] < 0:
+            conn[_SYNACK_DIR] = d
+        if conn[mine + _SYNACK_TS] == _NONE:
+            conn[mine + _SYNACK_TS] = ts
+            if conn[theirs + _PURE_ACK_TS] == ts:
+                conn[theirs + _ESTABLISHED_TS] = ts
+    elif kind == ACK:
+        conn[mine + _PURE_ACK_TS] = ts
+        if conn[mine + _ESTABLISHED_TS] == _NONE and ts >= conn[theirs + _SYNACK_TS]:
+            conn[mine + _ESTABLISHED_TS] = ts
+    if payload > 0:
+        conn[mine + _DATA_FIRST] = min(conn[mine + _DATA_FIRST], ts)
+        conn[mine + _DATA_LAST] = ts
+    conn[mine + _BYTES] += payload
+    if flags & FIN:
+        conn[mine + _FIN_TS] = min(conn[mine + _FIN_TS], ts)
+    if flags & RST:
+        conn[mine + _RST_TS] = min(conn[mine + _RST_TS], ts)
+
+
+@_compiled
+def _track(
+    cap: Int64Array,
+    src: Int64Array,
+    dst: Int64Array,
     ts: Int64Array,
     flags: Int64Array,
-    syn_idx: Int64Array,
-    syn_seq: Int64Array,
+    seq: Int64Array,
+    payload: Int64Array,
+    order: Int64Array,
+    position: int,
+    flows: Int64Array,
+    conns: Int64Array,
+    counts: Int64Array,
     reuse_gap_ns: int,
-) -> BoolArray:
-    """Which packets (sorted by flow, time) open a connection: see the module docstring.
-    ``syn_idx`` are the positions of SYNs without ACK, ``syn_seq`` their sequence numbers."""
-    n = len(flow)
-    start = np.ones(n, dtype=bool)
-    start[1:] = flow[1:] != flow[:-1]
-    if len(syn_idx) == 0:
-        return start
-    closing = ((flags & (FIN | RST)) != 0).astype(np.int64)
-    closes_before = np.concatenate(([0], np.cumsum(closing)))  # closes in packets [0, i)
-    flow_first = np.flatnonzero(start)[np.searchsorted(np.flatnonzero(start), syn_idx, "right") - 1]
-
-    prev_syn = np.concatenate(([-1], syn_idx[:-1]))
-    has_prev_syn = prev_syn >= 0
-    has_prev_syn[has_prev_syn] = flow[prev_syn[has_prev_syn]] == flow[syn_idx[has_prev_syn]]
-    since = np.where(has_prev_syn, prev_syn + 1, flow_first)
-    closed_since = closes_before[syn_idx] > closes_before[since]
-    prev_seq = np.concatenate(([-1], syn_seq[:-1]))
-    new_isn = has_prev_syn & (syn_seq != prev_seq)
-    # Packets of the flow before its first SYN belong to a connection already open at capture
-    # start; the SYN after them is a new connection.
-    after_midstream = ~has_prev_syn & (syn_idx > flow_first)
-    prev_ts = ts[np.maximum(syn_idx - 1, 0)]
-    long_gap = (syn_idx > flow_first) & (ts[syn_idx] - prev_ts > reuse_gap_ns)
-    start[syn_idx] |= closed_since | new_isn | after_midstream | long_gap
-    return start
-
-
-def _client_endpoints(
-    synack_receivers: tuple[Int64Array, Int64Array],
-    syn_senders: tuple[Int64Array, Int64Array],
-    first_src: Int64Array,
-    first_dst: Int64Array,
-    server_ports: Collection[int] | None,
-) -> Int64Array:
-    """Per connection, the client's endpoint code (ip code × 65536 + port), from (connection,
-    endpoint) pairs in packet order and each connection's first packet's endpoints."""
-    client = np.full(len(first_src), -1, dtype=np.int64)
-    # The SYN sender overrides the SYN-ACK receiver; within each, the first packet decides.
-    for conns, endpoints in (synack_receivers, syn_senders):
-        head = np.r_[True, conns[1:] != conns[:-1]] if len(conns) else np.zeros(0, dtype=bool)
-        client[conns[head]] = endpoints[head]
-    missing = client < 0
-    if missing.any():
-        a, b = first_src[missing], first_dst[missing]
-        a_port, b_port = a % 65536, b % 65536
-        known = np.asarray(sorted(server_ports or ()), dtype=np.int64)
-        a_srv, b_srv = np.isin(a_port, known), np.isin(b_port, known)
-        by_port = np.where(a_port >= b_port, a, b)
-        client[missing] = np.where(a_srv & ~b_srv, b, np.where(b_srv & ~a_srv, a, by_port))
-    return client
+) -> tuple[int, int]:
+    """Feed packets ``order[position:]`` (or ``position:`` when ``order`` is empty, the chunk
+    being in time order already) to their flows and connections. Returns where it stopped and
+    why: done, or a table is full (the caller grows it and calls again from there), or a
+    packet is out of order."""
+    for k in range(position, len(ts)):
+        if counts[0] == len(conns):
+            return k, _NEED_CONN_ROWS
+        if 2 * (counts[1] + 1) > len(flows):
+            return k, _NEED_FLOW_SLOTS
+        i = order[k] if len(order) else k
+        lo, hi = min(src[i], dst[i]), max(src[i], dst[i])
+        flow = flows[_slot(flows, cap[i], lo, hi)]
+        if flow[_F_CONN] < 0:
+            flow[_F_CAP], flow[_F_LO], flow[_F_HI] = cap[i], lo, hi
+            flow[_F_HAS_SYN] = flow[_F_CLOSED] = 0
+            counts[1] += 1
+            opens = True
+        elif ts[i] < flow[_F_LAST_TS]:
+            return k, _OUT_OF_ORDER
+        else:
+            opens = _starts_connection(flow, ts[i], flags[i], seq[i], reuse_gap_ns)
+        if opens:
+            flow[_F_CONN] = counts[0]
+            counts[0] += 1
+            _open(conns[flow[_F_CONN]], cap[i], src[i], dst[i], ts[i])
+        _remember(flow, ts[i], flags[i], seq[i])
+        _count(conns[flow[_F_CONN]], ts[i], src[i], flags[i], payload[i])
+    return len(ts), _DONE
 
 
 _OUTCOMES = pd.Index([o.value for o in ConnectionOutcome])
@@ -344,7 +462,7 @@ def _strings(names: pd.Index, codes: Int64Array) -> pd.api.extensions.ExtensionA
 
 
 def _nullable(values: Int64Array) -> pd.arrays.IntegerArray:
-    """Masked-reduction results (_NONE for "none") as a nullable Int64 column."""
+    """First/last figures (_NONE for "none") as a nullable Int64 column."""
     return pd.arrays.IntegerArray(values, values == _NONE)
 
 

@@ -233,7 +233,7 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
     # (externalTrafficPolicy Local, no masquerade): a client connection with no exact match never
     # reached a Pod (e.g. dropped at a node without local endpoints), and guessing one by port
     # or SYN time would tie it to an unrelated connection.
-    if node_conns["client_ip"].isin(set(client_conns["client_ip"].dropna())).mean() < 0.9:
+    if node_conns["client_ip"].isin(client_conns["client_ip"].dropna().unique()).mean() < 0.9:
         # masquerade rewrites the address but keeps the port when it can (iptables/nft
         # MASQUERADE); when it rewrote the port too, only the SYN time is left
         # (a client SYN that went unanswered is never a node connection whose Pod answered it:
@@ -251,32 +251,36 @@ def node_connections_for(client_conns: pd.DataFrame, node_conns: pd.DataFrame) -
 
 
 def pods_by_ip(ips: pd.Series, times: pd.Series, pods: pd.DataFrame) -> pd.Series:
-    """The Pod that held each IP at each time (IPs are recycled: the latest Pod created before)."""
-    out = pd.Series(pd.NA, index=ips.index, dtype="string", name="pod")
-    known = ips.notna() & times.notna()
+    """The Pod that held each IP at each time (IPs are recycled: the latest Pod created before).
+
+    Pods are matched as integer codes and named by one take at the end: writing millions of
+    strings into a Series row by row label is what such a join would otherwise spend its time on.
+    """
+    known = (ips.notna() & times.notna()).to_numpy()
     pods = pods[pods["ip"].notna()]
-    if not known.any() or pods.empty:
-        return out
-    left_ip, right_ip = shared_codes(ips[known], pods["ip"])
-    left = pd.DataFrame(
-        {
-            "idx": ips.index[known],
-            "ip": left_ip,
-            "t": times[known].to_numpy(dtype="int64"),
-        }
-    ).sort_values("t", kind="stable")
-    right = pd.DataFrame(
-        {
-            "ip": right_ip,
-            "t": pods["created_ns"].to_numpy(dtype="int64"),
-            "pod": pods["pod"].astype(str).to_numpy(),
-        }
-    ).sort_values("t", kind="stable")
-    # a Pod is first *seen* by the watcher slightly after its IP may already carry traffic
-    merged = pd.merge_asof(left, right, on="t", by="ip", direction="nearest")
-    merged = merged[merged["pod"].notna()]
-    out[merged["idx"].to_numpy()] = merged["pod"].to_numpy()
-    return out
+    names = pd.array(pods["pod"].astype(str).to_numpy(), dtype="string")
+    codes = np.full(len(ips), -1, dtype=np.int64)
+    if known.any() and not pods.empty:
+        left_ip, right_ip = shared_codes(ips[known], pods["ip"])
+        left = pd.DataFrame(
+            {
+                "row": np.flatnonzero(known),
+                "ip": left_ip,
+                "t": times[known].to_numpy(dtype="int64"),
+            }
+        ).sort_values("t", kind="stable")
+        right = pd.DataFrame(
+            {
+                "ip": right_ip,
+                "t": pods["created_ns"].to_numpy(dtype="int64"),
+                "pod": np.arange(len(pods)),
+            }
+        ).sort_values("t", kind="stable")
+        # a Pod is first *seen* by the watcher slightly after its IP may already carry traffic
+        merged = pd.merge_asof(left, right, on="t", by="ip", direction="nearest")
+        merged = merged[merged["pod"].notna()]
+        codes[merged["row"].to_numpy()] = merged["pod"].to_numpy(dtype=np.int64)
+    return pd.Series(names.take(codes, allow_fill=True), index=ips.index, name="pod")
 
 
 def earliest_possible(times: np.ndarray, gaps: np.ndarray) -> np.ndarray:

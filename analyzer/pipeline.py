@@ -24,9 +24,11 @@ from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from analyzer import advice, attribution, joins, metrics
-from analyzer.connections import tcp_connections
+from analyzer import advice, attribution, hops, joins, metrics
+from analyzer.connections import ConnectionTracker, PacketOrderError, number_connections
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import (
     endpoint_membership,
@@ -34,8 +36,9 @@ from analyzer.events import (
     pod_state_intervals,
     scan_events,
 )
+from analyzer.readers.accesslog import read_access_log
 from analyzer.readers.kubectl import EVENT_TIMES_KEY
-from analyzer.readers.pcap import read_pcap
+from analyzer.readers.pcap import iter_pcap, read_pcap
 from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
     RunMeta,
@@ -51,6 +54,9 @@ from analyzer.schema import (
     CONNECTIONS,
     ENDPOINTS,
     FAILURES,
+    HOP_ATTEMPTS,
+    HOP_REQUESTS,
+    MASKED_RETRIES,
     PACKETS,
     POD_STATES,
     PODS,
@@ -78,6 +84,9 @@ TABLES: dict[str, TableSchema | None] = {
     "windows": WINDOWS,
     "latency": None,
     "timings": None,
+    "hop_requests": HOP_REQUESTS,
+    "hop_attempts": HOP_ATTEMPTS,
+    "masked_retries": MASKED_RETRIES,
 }
 
 
@@ -110,6 +119,7 @@ class Summary(TypedDict):
     evidence_examples: dict[str, str]
     inputs: InputsReport
     recommendations: list[dict[str, Any]]
+    masked_retries: dict[str, hops.HopRetries]
 
 
 @dataclass
@@ -139,7 +149,7 @@ class _Inputs:
 
 def input_fingerprint(paths: RunPaths) -> dict[str, list[int]]:
     """Size and mtime of every input file: a cached analysis is stale when any of them changed."""
-    files = [paths.run_json, paths.requests, paths.events, *paths.captures()]
+    files = [paths.run_json, paths.requests, paths.events, *paths.captures(), *paths.hop_logs()]
     out: dict[str, list[int]] = {}
     for file in files:
         if file.exists():
@@ -186,22 +196,67 @@ def _read_requests(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
     return frame
 
 
-def _read_packets(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
-    frames = []
+#: Takes each chunk of packets as it is read: the table writer's stream, or a list's append.
+PacketSink = Callable[[pd.DataFrame], None]
+
+
+def _server_ports(meta: RunMeta, requests: pd.DataFrame) -> set[int]:
+    """The ports the Service listens on: they tell the client side of connections whose
+    handshake a capture missed."""
+    ports = {int(p) for p in requests["remote_port"].unique()}
+    for key in ("port", "target_port", "node_port"):
+        if isinstance(meta.service.get(key), int):
+            ports.add(int(meta.service[key]))
+    return ports
+
+
+def _read_packets(
+    paths: RunPaths, inputs: _Inputs, server_ports: set[int], sink: PacketSink
+) -> pd.DataFrame:
+    """The connections of every capture, read chunk by chunk (``iter_pcap``): each chunk goes
+    to ``sink`` and to its capture's connection tracker, so that memory holds one chunk of
+    packets and the connections, never all the packets."""
+    parts, read_any = [], False
     for capture in paths.captures():
-        name = str(capture.relative_to(paths.root))
+        tracked = _CaptureConnections(capture, server_ports)
         try:
-            frames.append(read_pcap(capture))
-            inputs.present.append(name)
+            for chunk in iter_pcap(capture):
+                sink(chunk)
+                tracked.add(chunk)
+            inputs.present.append(str(capture.relative_to(paths.root)))
+            read_any = True
         except TraceError as exc:
-            kept = exc.kept if isinstance(exc.kept, pd.DataFrame) else None
-            inputs.damage(exc, f"{0 if kept is None else len(kept)} packets before the damage")
-            if kept is not None and not kept.empty:
-                frames.append(kept)
-    if not frames:
+            inputs.damage(exc, f"{tracked.packets} packets before the damage")
+            read_any = read_any or tracked.packets > 0
+        parts.append(tracked.rows())  # now, so that this capture's tracker is freed
+    if not read_any:
         inputs.missing.append("packets/*.pcap")
-        return PACKETS.empty()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return number_connections(parts)
+
+
+class _CaptureConnections:
+    """One capture's connections, tracked as its chunks stream by. A capture in which a flow
+    goes back in time from one chunk to the next (``PacketOrderError``) is tracked again from
+    the whole file: slower and whole in memory, but its connections are the whole table's."""
+
+    def __init__(self, capture: Path, server_ports: set[int]) -> None:
+        self.capture, self.server_ports = capture, server_ports
+        self.tracker: ConnectionTracker | None = ConnectionTracker(server_ports)
+        self.packets = 0
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        self.packets += len(chunk)
+        if self.tracker is not None:
+            try:
+                self.tracker.add(chunk)
+            except PacketOrderError:
+                self.tracker = None
+
+    def rows(self) -> pd.DataFrame:
+        if self.tracker is None:
+            self.tracker = ConnectionTracker(self.server_ports)
+            self.tracker.add(read_pcap(self.capture, on_damage="keep"))
+        return self.tracker.rows()
 
 
 @dataclass
@@ -247,7 +302,7 @@ def _service_scope(meta: RunMeta, watched: _Watched) -> _Watched:
     if not isinstance(name, str) or not (endpoints["service"] == name).any():
         return watched
     endpoints = endpoints[endpoints["service"] == name]
-    listed = set(endpoints["pod"].dropna().astype(str))
+    listed = set(endpoints["pod"].dropna().astype(str).unique())
     replicasets = set(pods.loc[pods["pod"].isin(listed), "replicaset"].dropna().astype(str))
     keep = pods["pod"].isin(listed) | pods["replicaset"].isin(replicasets)
     states = watched.pod_states[watched.pod_states["uid"].isin(pods.loc[keep, "uid"])]
@@ -375,19 +430,10 @@ class _Joined:
 def _joins(
     meta: RunMeta,
     requests: pd.DataFrame,
-    packets: pd.DataFrame,
+    connections: pd.DataFrame,
     watched: _Watched,
     on_table: Callable[[str, pd.DataFrame], None] | None,
 ) -> _Joined:
-    server_ports = {int(p) for p in requests["remote_port"].unique()}
-    for key in ("port", "target_port", "node_port"):
-        if isinstance(meta.service.get(key), int):
-            server_ports.add(int(meta.service[key]))
-    if on_table is not None:
-        on_table("packets", packets)
-    connections = (
-        tcp_connections(packets, server_ports) if not packets.empty else CONNECTIONS.empty()
-    )
     if on_table is not None:
         on_table("connections", connections)
     client_names, capture_nodes = _captures_by_point(meta, set(connections["capture"].unique()))
@@ -432,8 +478,10 @@ def _timings(
     samples of no node left out and counted), drain, and the bounds the advice rests on."""
     first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
-    lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
-    drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
+    # what the per-Pod timings read of the requests: they filter a million rows, not every column
+    outcomes = j.requests[["error_kind", "pod_matched", "end_ns"]]
+    lead = metrics.readiness_lead(watched.pods, outcomes, load_start)
+    drain = metrics.drain_duration(watched.pods, outcomes, j.node_conns)
     named, left_out = metrics.name_forwarding_nodes(
         propagation, watched.pods, set(j.capture_nodes.values())
     )
@@ -459,7 +507,7 @@ def _timings(
     timings: dict[str, Any] = {
         "readiness_lead": metrics.timing_stats(lead),
         "propagation": metrics.timing_stats(named["propagation_ms"]),
-        "propagation_bound": metrics.upper_prediction_bound(named["propagation_ms"]),
+        "propagation_bound": metrics.node_aware_upper_bound(named["propagation_ms"], named["node"]),
         "propagation_by_node": {
             str(node): metrics.timing_stats(group["propagation_ms"])
             for node, group in named.groupby("node")
@@ -483,17 +531,55 @@ class _Read:
     meta: RunMeta
     inputs: _Inputs
     requests: pd.DataFrame
-    packets: pd.DataFrame
+    packets: pd.DataFrame | None  # None: streamed to analysis/tables as it was read
+    connections: pd.DataFrame
     watched: _Watched
+    hops: _Hops
 
 
-def _read_inputs(paths: RunPaths) -> _Read:
+@dataclass
+class _Hops:
+    """The L7 hops' access logs (hops/*.log) as the hop tables."""
+
+    requests: pd.DataFrame
+    attempts: pd.DataFrame
+
+
+def _read_hops(paths: RunPaths, inputs: _Inputs) -> _Hops:
+    """Every hop log's requests and attempts; a damaged line costs that line, an unreadable
+    file that hop (both in ``inputs.damaged``)."""
+    logs = []
+    for file in paths.hop_logs():
+        try:
+            logs.append(read_access_log(file))
+        except TraceError as exc:
+            inputs.damage(exc, "nothing of this hop")
+            continue
+        inputs.present.append(str(file.relative_to(paths.root)))
+        for problem in logs[-1].problems:
+            inputs.damage(problem.to_trace_error(), "every other line")
+    if not logs:
+        return _Hops(HOP_REQUESTS.empty(), HOP_ATTEMPTS.empty())
+    return _Hops(
+        pd.concat([log.requests for log in logs], ignore_index=True),
+        pd.concat([log.attempts for log in logs], ignore_index=True),
+    )
+
+
+def _read_inputs(paths: RunPaths, packet_sink: PacketSink | None) -> _Read:
+    """Read the run; the packets go to ``packet_sink`` chunk by chunk, or are kept whole."""
     meta = _read_meta(paths)
     inputs = _Inputs(present=["run.json"])
     requests = _read_requests(paths, inputs)
-    packets = _read_packets(paths, inputs)
+    kept: list[pd.DataFrame] = []
+    server_ports = _server_ports(meta, requests)
+    connections = _read_packets(paths, inputs, server_ports, packet_sink or kept.append)
+    packets = None
+    if packet_sink is None:
+        packets = pd.concat(kept, ignore_index=True) if kept else PACKETS.empty()
     watched = _service_scope(meta, _read_events(paths, inputs))
-    return _Read(meta, inputs, requests, packets, watched)
+    hop_tables = _read_hops(paths, inputs)
+    return _Read(meta, inputs, requests, packets, connections, watched, hop_tables)
 
 
 def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFrame:
@@ -521,14 +607,18 @@ def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFra
     return attribution.decide(features, context)
 
 
-def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | None) -> Analysis:
-    """Read and analyze a run directory (no writes). ``on_table`` is handed the big input-side
-    tables (packets, connections) as soon as they exist, so a writer can overlap with the rest."""
+def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
+    """Read and analyze a run directory; with a ``writer``, the packets stream to it as they
+    are read and the connections go to it as soon as they exist, so writing overlaps with the
+    rest (and the packets are never whole in memory). Without one, nothing is written."""
     clock = _StageClock()
     with clock("read"):
-        read = _read_inputs(paths)
+        packets_file = writer.stream("packets", _PACKETS_ENCODING) if writer else None
+        read = _read_inputs(paths, packets_file)
+        if packets_file is not None:
+            packets_file.close()
     with clock("joins"):
-        j = _joins(read.meta, read.requests, read.packets, read.watched, on_table)
+        j = _joins(read.meta, read.requests, read.connections, read.watched, writer)
         propagation = _propagation(read.watched, j)
     with clock("attribution"):
         failures = _attribute(read, j, propagation)
@@ -538,9 +628,13 @@ def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | No
         summary = _summary(read.meta, read.requests, failures, windows, timings, read.inputs, paths)
         summary["recommendations"] = _recommendations(read, failures, summary)
         latency = metrics.latency_per_second(read.requests)
-    tables = {
+        masked = hops.masked_retries(read.hops.requests, read.hops.attempts)
+        summary["masked_retries"] = hops.retries_summary(
+            read.hops.requests, read.hops.attempts, masked
+        )
+    tables: dict[str, pd.DataFrame | Path] = {
         "requests": j.requests,
-        "packets": read.packets,
+        "packets": paths.table("packets") if read.packets is None else read.packets,
         "connections": j.connections,
         "pods": read.watched.pods,
         "pod_states": read.watched.pod_states,
@@ -549,8 +643,31 @@ def _compute(paths: RunPaths, on_table: Callable[[str, pd.DataFrame], None] | No
         "windows": windows,
         "latency": latency,
         "timings": timings_table,
+        "hop_requests": read.hops.requests,
+        "hop_attempts": read.hops.attempts,
+        "masked_retries": masked,
     }
-    return Analysis(meta=read.meta, tables=tables, summary=summary, cpu_s=clock.seconds)
+    return Analysis(meta=read.meta, tables=_Tables(tables), summary=summary, cpu_s=clock.seconds)
+
+
+class _Tables(Mapping[str, pd.DataFrame]):
+    """An analysis's tables by name. A table streamed to its file rather than held (packets) is
+    read back from there only when asked for."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame | Path]) -> None:
+        self._tables = tables
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        table = self._tables[name]
+        if isinstance(table, Path):
+            table = self._tables[name] = pd.read_parquet(table)
+        return table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
 def _recommendations(read: _Read, failures: pd.DataFrame, summary: Summary) -> list[dict[str, Any]]:
@@ -606,6 +723,7 @@ def _summary(
             "fingerprint": input_fingerprint(paths),
         },
         "recommendations": [],
+        "masked_retries": {},
     }
 
 
@@ -671,25 +789,81 @@ class _TableWriter:
         self.paths = paths
         self.pool = ThreadPoolExecutor(max_workers=2)
         self.pending: dict[str, Future[None]] = {}
+        self.started = False
 
-    def __call__(self, name: str, frame: pd.DataFrame) -> None:
-        if not self.pending:
+    def _start(self) -> None:
+        if not self.started:
             self.paths.tables.mkdir(parents=True, exist_ok=True)
             self.paths.summary.unlink(missing_ok=True)
+            self.started = True
+
+    def __call__(self, name: str, frame: pd.DataFrame) -> None:
+        self._start()
         schema = TABLES[name]
         if schema is not None:
             check_frame(frame, schema, f"analysis/tables/{name}.parquet")
         self.pending[name] = self.pool.submit(frame.to_parquet, self.paths.table(name), index=False)
 
+    def stream(self, name: str, encoding: dict[str, Any]) -> _TableStream:
+        """A table to be written chunk by chunk as it is read (a canonical table: its chunks
+        were checked where they were made), with ``pq.ParquetWriter``'s ``encoding`` options."""
+        self._start()
+        return _TableStream(self, name, encoding)
+
     def finish(self, tables: Mapping[str, pd.DataFrame]) -> None:
-        rest = [(n, f) for n, f in tables.items() if n not in self.pending]
-        for name, frame in sorted(rest, key=lambda item: -len(item[1])):
-            self(name, frame)
+        rest = [name for name in tables if name not in self.pending]  # no streamed table read back
+        for name in sorted(rest, key=lambda name: -len(tables[name])):
+            self(name, tables[name])
         for future in self.pending.values():
             future.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: How packets.parquet is encoded: a dictionary only for the columns of few values
+#: (addresses, ports, flags) and deltas for the counters, which halves the CPU of Arrow's
+#: defaults (a dictionary tried on every column) and makes a smaller file; statistics only for
+#: the time, the one column a reader filters row groups by.
+_PACKETS_ENCODING: dict[str, Any] = {
+    "use_dictionary": ["capture", "src", "dst", "sport", "dport", "flags", "ip_version"],
+    "column_encoding": dict.fromkeys(["ts_ns", "seq", "ack", "payload_len"], "DELTA_BINARY_PACKED"),
+    "write_statistics": ["ts_ns"],
+}
+
+
+class _TableStream:
+    """One table written in order as its chunks come, on the writer's pool: a chunk is handed
+    over once the one before it is written, so at most one waits while the next is read."""
+
+    def __init__(self, writer: _TableWriter, name: str, encoding: dict[str, Any]) -> None:
+        self.writer, self.name, self.encoding = writer, name, encoding
+        self.file: pq.ParquetWriter | None = None
+        self.last: Future[None] | None = None
+
+    def __call__(self, chunk: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        if self.last is not None:
+            self.last.result()
+        self.last = self.writer.pool.submit(self._write, table)
+
+    def _write(self, table: pa.Table) -> None:
+        if self.file is None:
+            path = self.writer.paths.table(self.name)
+            self.file = pq.ParquetWriter(path, table.schema, **self.encoding)
+        self.file.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file (an empty table if no chunk came); ``finish`` then leaves it be."""
+        if self.last is None:
+            schema = TABLES[self.name]
+            assert schema is not None  # only canonical tables are streamed
+            self.writer(self.name, schema.empty())
+            return
+        self.last.result()
+        assert self.file is not None  # the first chunk's write opened it
+        self.file.close()
+        self.writer.pending[self.name] = self.last
 
 
 def _write_summary(paths: RunPaths, summary: Summary) -> None:
@@ -706,7 +880,7 @@ def analyze(paths: RunPaths, *, write_tables: bool = True, write_summary: bool =
     """
     writer = _TableWriter(paths) if write_tables else None
     try:
-        analysis = _compute(paths, on_table=writer)
+        analysis = _compute(paths, writer)
         started = time.process_time()
         if writer is not None:
             writer.finish(analysis.tables)

@@ -17,6 +17,7 @@ Usage: python bench/analyze.py [--requests N] [--rebuild]
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -74,10 +75,10 @@ def pad_events(events: Path, target: int) -> None:
 def size_problems(run: Path, requests: int) -> tuple[str, list[str]]:
     """What the run holds (a line to print) and why it is not the size the bench names.
     Reading every capture once also puts the files in the page cache for the timed runs."""
-    from analyzer.readers.pcap import read_pcap
+    from analyzer.readers.pcap import iter_pcap
 
     captures = sorted((run / "packets").iterdir())
-    packets = sum(len(read_pcap(capture)) for capture in captures)
+    packets = sum(len(chunk) for capture in captures for chunk in iter_pcap(capture))
     megabytes = sum(capture.stat().st_size for capture in captures) / 1e6
     events = sum(1 for _ in (run / "events.jsonl").open("rb"))
     problems = [requests_problem(run, requests)]
@@ -144,47 +145,69 @@ def measure_subprocess(run: Path) -> int:
 
 
 @contextmanager
-def thread_cpu_of(module: Any, name: str, spent: dict[str, float]) -> Iterator[None]:
-    """Count the calling thread's CPU seconds in ``module.name`` (the table writer's threads,
-    which run meanwhile, stay out)."""
-    original: Callable[..., Any] = getattr(module, name)
+def thread_cpu_of(owner: Any, name: str, spent: dict[str, float], key: str) -> Iterator[None]:
+    """Count the calling thread's CPU seconds in ``owner.name`` under ``key`` (other threads,
+    which run meanwhile, stay out); for a generator function, the time spent in each step."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def count(started: float) -> None:
+        spent[key] = spent.get(key, 0.0) + time.thread_time() - started
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.thread_time()
         try:
             return original(*args, **kwargs)
         finally:
-            spent[name] = spent.get(name, 0.0) + time.thread_time() - started
+            count(started)
 
-    setattr(module, name, timed)
+    def timed_steps(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        steps = original(*args, **kwargs)
+        while True:
+            started = time.thread_time()
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+            finally:
+                count(started)
+            yield item
+
+    setattr(owner, name, timed_steps if inspect.isgeneratorfunction(original) else timed)
     try:
         yield
     finally:
-        setattr(module, name, original)
+        setattr(owner, name, original)
 
 
 def print_stage_cpu(run: Path) -> None:
     """CPU seconds per analysis stage, from a second, in-process analysis (the subprocess above
     is what CI runs; this one says where its time goes). The pipeline's stages count every
-    thread: table writes that overlap the joins count in ``joins``."""
-    from analyzer import pipeline
+    thread: the packets are written to packets.parquet on a writer thread while they are read,
+    so that thread's own time is taken out of the read stage and shown apart."""
+    from analyzer import connections, pipeline
     from analyzer.rundir import RunPaths
 
     shutil.rmtree(run / "analysis", ignore_errors=True)
     inner: dict[str, float] = {}
     with (
-        thread_cpu_of(pipeline, "read_pcap", inner),
-        thread_cpu_of(pipeline, "tcp_connections", inner),
+        thread_cpu_of(pipeline, "iter_pcap", inner, "read_pcap"),
+        thread_cpu_of(connections.ConnectionTracker, "add", inner, "tcp_connections"),
+        thread_cpu_of(connections.ConnectionTracker, "rows", inner, "tcp_connections"),
+        thread_cpu_of(pipeline, "number_connections", inner, "tcp_connections"),
+        thread_cpu_of(pipeline._TableStream, "_write", inner, "packets.parquet"),
     ):
         stages = pipeline.analyze(RunPaths(run)).cpu_s
+    packet_stages = ("read_pcap", "tcp_connections", "packets.parquet")
     rows = {
-        "read_pcap": inner.get("read_pcap", 0.0),
-        "read (requests, events)": stages.get("read", 0.0) - inner.get("read_pcap", 0.0),
+        "read_pcap (chunks)": inner.get("read_pcap", 0.0),
         "tcp_connections": inner.get("tcp_connections", 0.0),
-        "joins (other)": stages.get("joins", 0.0) - inner.get("tcp_connections", 0.0),
+        "write packets.parquet": inner.get("packets.parquet", 0.0),
+        "read (requests, events)": stages.get("read", 0.0)
+        - sum(inner.get(stage, 0.0) for stage in packet_stages),
+        "joins": stages.get("joins", 0.0),
         "attribution": stages.get("attribution", 0.0),
         "metrics": stages.get("metrics", 0.0),
-        "writing": stages.get("write", 0.0),
+        "writing (the rest)": stages.get("write", 0.0),
     }
     total = sum(rows.values())
     print(f"cpu per stage (in-process, total {total:.2f} s):")
