@@ -15,7 +15,8 @@ the recorder to any locustfile: ``import loadgen.locustfile`` (it registers the 
 ``--rt-output`` option; its user classes stay out of the importing file's namespace).
 
 Every ``progress_interval`` seconds a small JSON file (totals and the last second's counts) is
-rewritten next to the output, for the runner's live display.
+rewritten next to the output, for the runner's live display. The first is written when the
+recorder starts, as Locust starts its users: it tells the runner the load has begun.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class RequestRecorder:
         self._closed = False
         self._foreign = 0  # requests of other users recorded so far (their connection ids)
         events.request.add_listener(self.on_request)
+        self._write_progress(self._last_progress)  # "started": LoadRunner.wait_until_sending
 
     def on_request(self, context: dict[str, Any] | None = None, **event: Any) -> None:
         if context and "scheduled_ns" in context:

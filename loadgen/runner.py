@@ -4,6 +4,7 @@ Locust monkey-patches the standard library with gevent when imported, so it neve
 the caller's process: the runner starts ``python -m locust`` (optionally behind an argv prefix
 such as ``ip netns exec rt-client`` so the load leaves from the client namespace), either as one
 local process or as one master plus N workers for load that outgrows one process. The caller
+may block in ``wait_until_sending()`` until the users send (Locust's start-up takes seconds),
 polls ``progress()`` for a live display and ``wait()``s; ``stop()`` ends the load early and still
 keeps every row recorded so far (Locust fires ``quitting`` on SIGTERM, which closes the
 recorder's Parquet file).
@@ -29,6 +30,12 @@ from pathlib import Path
 from loadgen.recorder import merge_parts
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+#: Longest wait for every Locust process to start sending: the interpreters' start-up and, with
+#: workers, the master's once-a-second look for them took up to 7.4 s on a loaded 2-core machine
+#: (docs/performance.md, "Load at rate"); a start slower than this has failed.
+START_TIMEOUT_S = 60.0
+#: How often ``wait_until_sending`` looks for the recorders' first progress files.
+START_POLL_S = 0.05
 
 
 class LoadError(RuntimeError):
@@ -102,6 +109,8 @@ class LoadRunner:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.output.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self._progress_files():  # only this start's recorders may say "sending"
+            stale.unlink()
         base = [*self.plan.exec_prefix, sys.executable, "-m", "locust"]
         args = self.plan.locust_args(self.output)
         if self.plan.workers == 0:
@@ -164,10 +173,30 @@ class LoadRunner:
             if (code := process.poll()) is not None
         }
 
+    def wait_until_sending(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Return once every recording process has started its users (its recorder wrote its
+        first progress file). Locust takes seconds to start, more with workers (three
+        interpreters, then the master's look for them), so a caller that times a warm-up counts
+        it from here, not from ``start()``. Raises LoadError when a process exits first or the
+        start takes longer than ``timeout_s``."""
+        expected = max(self.plan.workers, 1)  # a master records nothing; its workers do
+        deadline = time.monotonic() + timeout_s
+        while len(self._progress_files()) < expected:
+            if exited := self.exited():
+                raise LoadError(f"Locust exited before sending: {exited}; {self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise LoadError(
+                    f"Locust did not start sending within {timeout_s:g} s; {self._log_tail()}"
+                )
+            time.sleep(START_POLL_S)
+
+    def _progress_files(self) -> list[Path]:
+        return list(self.output.parent.glob(f"{self.output.stem}*.progress.json"))
+
     def progress(self) -> dict[str, float]:
         """Totals across processes from the recorders' progress files (empty before the first)."""
         totals: dict[str, float] = {}
-        for path in self.output.parent.glob(f"{self.output.stem}*.progress.json"):
+        for path in self._progress_files():
             try:
                 data = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):

@@ -415,8 +415,11 @@ class Experiment:
             exec_prefix=session.client_exec_prefix,
             preexec=die_with_parent(),  # Locust ends with the run, even a SIGKILLed one
         )
-        runner = LoadRunner(plan, self.paths.requests, self.paths.logs)
+        runner = self.load = LoadRunner(plan, self.paths.requests, self.paths.logs)
         runner.start()
+        # load_start and the warm-up count from the first requests, not from the launch:
+        # Locust's start takes seconds (with workers, ~7 s on a loaded 2-core machine)
+        runner.wait_until_sending()
         return runner
 
     def _load_budget_s(self) -> float:

@@ -3,13 +3,14 @@ requests schema, which is the contract loadgen cannot import but must honour."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analyzer.schema import REQUESTS, check_frame
-from loadgen.runner import LoadPlan, LoadRunner
+from loadgen.runner import LoadError, LoadPlan, LoadRunner
 from tests.loadgen.conftest import MisbehavingServer
 
 
@@ -17,18 +18,37 @@ def _run(tmp_path: Path, plan: LoadPlan) -> pd.DataFrame:
     output = tmp_path / "requests.parquet"
     runner = LoadRunner(plan, output, tmp_path / "logs")
     runner.start()
+    runner.wait_until_sending()
+    sending_ns = time.time_ns()
     rows = runner.wait()
     frame = pd.read_parquet(output, dtype_backend="numpy_nullable")
     assert len(frame) == rows
+    # once it returns the users are spawning (all within a second, --spawn-rate = users) and
+    # each sends within its first interval: Locust's seconds of start-up are behind the caller
+    first_request_within_s = 1.0 + plan.users / plan.rate
+    assert frame["start_ns"].min() <= sending_ns + first_request_within_s * 1e9
     return check_frame(frame, REQUESTS, "loadgen")
+
+
+def test_a_load_that_exits_before_sending_is_an_error(tmp_path: Path) -> None:
+    # a progress file left by an earlier run in the directory must not pass for this one's
+    (tmp_path / "requests.progress.json").write_text('{"requests": 5}')
+    plan = LoadPlan(host="http://127.0.0.1:1", exec_prefix=["false"])  # exits 1 at once
+    runner = LoadRunner(plan, tmp_path / "requests.parquet", tmp_path / "logs")
+    runner.start()
+    with pytest.raises(LoadError, match="exited before sending"):
+        runner.wait_until_sending(timeout_s=30)
 
 
 def test_mixed_users_at_constant_rate(tmp_path: Path, server: MisbehavingServer) -> None:
     plan = LoadPlan(
-        host=f"http://127.0.0.1:{server.port}", rate=60, duration_s=3, users=4, path="/ok"
+        host=f"http://127.0.0.1:{server.port}", rate=60, duration_s=4, users=4, path="/ok"
     )
     frame = _run(tmp_path, plan)
-    assert 0.6 * 180 <= len(frame) <= 1.2 * 180
+    # the rate holds while the users send; Locust's --run-time also counts their start, which
+    # took 1.4 to 3 s on a loaded 2-core machine, so the window is measured, not assumed
+    sending_s = (frame["start_ns"].max() - frame["start_ns"].min()) / 1e9
+    assert 0.8 * plan.rate * sending_s <= len(frame) <= 1.2 * plan.rate * sending_s + plan.users
     assert (frame["error_kind"] == "ok").all()
     assert frame["request_id"].is_unique
     assert (frame["local_port"] > 0).all()
