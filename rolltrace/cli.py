@@ -49,6 +49,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Check a run directory: every file, line, row and field the analysis will read.",
     ),
     "run": LazyCommand(("run",), "Run a rollout under load, record every trace, analyze it."),
+    "tune": LazyCommand(
+        ("tune",),
+        "Find the cheapest safe value of one or two settings by running the scenario: writes "
+        "tune.json, tune.html and patch.yaml.",
+    ),
     "import": LazyCommand(
         ("importing",),
         "Build a run directory from your own traces: a capture, watch output, a load tool's log.",
