@@ -25,7 +25,7 @@ from tests.analyzer.accesslog_render import rolltrace_line, upstreaminfo_line
 from tests.analyzer.test_fuzz_jsonl_parquet import _fuzz
 from tests.analyzer.test_fuzz_loadtools import _apply, _byte_edit, _odd_values
 
-EXAMPLES = 400  # per test: a read of a small log costs ~0.1 s of pandas set-up
+EXAMPLES = 150  # per test (three): a read of a small log costs ~0.1 s of pandas set-up
 
 pytestmark = [
     pytest.mark.slow,
