@@ -28,9 +28,8 @@ from analyzer.schema import PACKETS, check_frame
 from analyzer.tracebuilder import build_run
 from tests.analyzer.handmade import make_run, tcp_pcap
 from tests.analyzer.test_fuzz_pcap import base_captures
-from tests.analyzer.test_pcap_tcpdump import CAPTURES, _capture, _closed_port
+from tests.analyzer.test_pcap_tcpdump import capture_real_traffic
 from tests.analyzer.test_pcap_tcpdump import http_server as http_server  # a fixture
-from tests.conftest import require
 
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
 SERVER_PORTS = {80, 8080}
@@ -200,14 +199,7 @@ def test_analysis_tracks_an_unordered_capture_again_whole(
 def test_real_capture_in_chunks(tmp_path: Path, http_server: int, name: str) -> None:
     """tcpdump / dumpcap captures of real loopback traffic (keep-alive, Connection: close, a
     refused connect), read in chunks of several sizes."""
-    tool = CAPTURES[name][0]
-    require(tool, root=True)
-    closed_port, probe_port = _closed_port(), _closed_port()
-    path = tmp_path / f"{name}.{'pcapng' if tool == 'dumpcap' else 'pcap'}"
-    bpf = " or ".join(f"tcp port {port}" for port in (http_server, closed_port, probe_port))
-    command = [*CAPTURES[name], str(path)]
-    command += ["-f", bpf] if tool == "dumpcap" else [bpf]
-    _capture(command, path, (http_server, closed_port, probe_port))
+    path, _ = capture_real_traffic(name, tmp_path, http_server)
     packets = read_pcap(path)
     whole = tcp_connections(packets, {http_server})
     assert len(whole) >= 6 and "refused" in set(whole["outcome"])

@@ -133,17 +133,24 @@ CAPTURES = {
 }
 
 
-@pytest.mark.root
-@pytest.mark.parametrize("name", sorted(CAPTURES))
-def test_real_capture_agrees_with_scapy(tmp_path: Path, http_server: int, name: str) -> None:
+def capture_real_traffic(name: str, directory: Path, server_port: int) -> tuple[Path, int]:
+    """One burst of real loopback traffic (keep-alive, Connection: close, a refused connect)
+    captured by ``CAPTURES[name]``: the file and the refusing port."""
     tool = CAPTURES[name][0]
     require(tool, root=True)
     closed_port, probe_port = _closed_port(), _closed_port()
-    path = tmp_path / f"{name}.{'pcapng' if tool == 'dumpcap' else 'pcap'}"
-    bpf = " or ".join(f"tcp port {port}" for port in (http_server, closed_port, probe_port))
+    path = directory / f"{name}.{'pcapng' if tool == 'dumpcap' else 'pcap'}"
+    bpf = " or ".join(f"tcp port {port}" for port in (server_port, closed_port, probe_port))
     command = [*CAPTURES[name], str(path)]
     command += ["-f", bpf] if tool == "dumpcap" else [bpf]
-    _capture(command, path, (http_server, closed_port, probe_port))
+    _capture(command, path, (server_port, closed_port, probe_port))
+    return path, closed_port
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_real_capture_agrees_with_scapy(tmp_path: Path, http_server: int, name: str) -> None:
+    path, closed_port = capture_real_traffic(name, tmp_path, http_server)
 
     reference = scapy_packets(path)
     ours = read_pcap(path, dedupe_loopback=False)

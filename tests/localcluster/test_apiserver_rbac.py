@@ -5,8 +5,6 @@ official Python client."""
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ from localcluster.apiserver.auth import service_account_user
 from localcluster.apiserver.protobuf import ProtobufError, decode
 from localcluster.apiserver.rbac import Attributes, request_attributes, rule_allows
 from localcluster.apiserver.thread import ServerThread
+from tests.localcluster.kubectl_server import KubectlServer
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
 RBAC_YAML = Path(__file__).parents[2] / "scenarios" / "manifests" / "rbac.yaml"
 NAMESPACE = "rt"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:rolltrace"
@@ -117,26 +115,11 @@ def test_damaged_protobuf_is_a_protobuf_error(body: bytes) -> None:
         decode(body)
 
 
-class Cluster:
+class Cluster(KubectlServer):
     """An API server in a thread, kubectl as the admin or as a ServiceAccount."""
 
-    def __init__(self, thread: ServerThread, tmp_path: Path) -> None:
-        self.thread = thread
-        self.tmp_path = tmp_path
-
-    def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True) -> str:
-        config = kubeconfig or self.thread.kubeconfig
-        command = [str(KUBECTL), "--kubeconfig", str(config)]
-        command += ["--cache-dir", str(self.tmp_path / "cache"), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done.stdout + done.stderr
-
     def apply(self, manifest: dict[str, Any]) -> None:
-        path = self.tmp_path / "manifest.yaml"
-        path.write_text(yaml.safe_dump(manifest))
-        self.kubectl("apply", "-f", str(path))
+        self.apply_text(yaml.safe_dump(manifest))
 
     def create_namespace(self) -> None:
         self.kubectl("create", "namespace", NAMESPACE)  # a protobuf body

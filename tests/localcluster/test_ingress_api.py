@@ -6,7 +6,6 @@ RBAC for a ServiceAccount holding ingress-nginx's read rules."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ from kubernetes import client as k8s
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.httpclient import HttpClient
 from localcluster.apiserver.thread import ServerThread
+from tests.localcluster.kubectl_server import KUBECTL, KubectlServer
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
 MANIFEST = """
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -70,26 +69,9 @@ subjects:
 """
 
 
-class Cluster:
-    def __init__(self, thread: ServerThread, tmp_path: Path) -> None:
-        self.thread = thread
-        self.tmp_path = tmp_path
-        assert thread.kubeconfig is not None
-        self.kubeconfig: Path = thread.kubeconfig  # what the shared ``api`` fixture reads
-
-    def kubectl(self, *args: str, check: bool = True, kubeconfig: Path | None = None) -> str:
-        config = kubeconfig or self.thread.kubeconfig
-        command = [str(KUBECTL), "--kubeconfig", str(config)]
-        command += ["--cache-dir", str(self.tmp_path / "cache"), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done.stdout + done.stderr
-
+class Cluster(KubectlServer):
     def apply(self, text: str, check: bool = True) -> str:
-        path = self.tmp_path / "manifest.yaml"
-        path.write_text(text)
-        return self.kubectl("apply", "-f", str(path), check=check)
+        return self.apply_text(text, check)
 
 
 @pytest.fixture
