@@ -1,6 +1,7 @@
 """rolltrace's analyzer: turns a run directory into findings (pure: files in, files out).
 
-Public API (docs/api.md): ``read_pcap``, ``tcp_connections``, ``load_run``, ``Run`` and the enums
+Public API (docs/api.md): ``read_pcap``, ``iter_pcap``, ``tcp_connections``,
+``tcp_connections_chunked``, ``load_run``, ``Run`` and the enums
 in ``analyzer.schema``. Everything else is internal and may change.
 
 The public names load on first use (PEP 562 module ``__getattr__``): importing the package, or a
@@ -14,8 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from analyzer.connections import tcp_connections
-    from analyzer.readers.pcap import read_pcap
+    from analyzer.connections import tcp_connections, tcp_connections_chunked
+    from analyzer.readers.pcap import iter_pcap, read_pcap
     from analyzer.run import Run, load_run
     from analyzer.schema import SCHEMA_VERSION, Cause, ConnectionOutcome, ErrorKind
 
@@ -27,8 +28,10 @@ _PUBLIC: dict[str, str] = {
     "ErrorKind": "analyzer.schema",
     "Run": "analyzer.run",
     "load_run": "analyzer.run",
+    "iter_pcap": "analyzer.readers.pcap",
     "read_pcap": "analyzer.readers.pcap",
     "tcp_connections": "analyzer.connections",
+    "tcp_connections_chunked": "analyzer.connections",
 }
 
 __all__ = [
@@ -37,9 +40,11 @@ __all__ = [
     "ConnectionOutcome",
     "ErrorKind",
     "Run",
+    "iter_pcap",
     "load_run",
     "read_pcap",
     "tcp_connections",
+    "tcp_connections_chunked",
 ]
 
 

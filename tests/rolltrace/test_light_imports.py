@@ -81,7 +81,9 @@ def test_the_public_api_loads_on_first_use() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = analyzer.nope
-    assert {"load_run", "read_pcap", "Run"} <= set(dir(analyzer))
+    assert {"load_run", "read_pcap", "iter_pcap", "tcp_connections_chunked", "Run"} <= set(
+        dir(analyzer)
+    )
 
 
 def loaded_after_command(*argv: str) -> set[str]:
