@@ -11,7 +11,8 @@ them), but every length field is consistent, so tcpdump, tshark and scapy parse 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -303,6 +304,61 @@ def _chunks(packets: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield packets.iloc[start : start + _CHUNK]
 
 
+class PacketFileWriter:
+    """An open capture file that packets frames are appended to, one after another.
+
+    A capture too large to hold (the trace builder's 100M-packet runs) is written in pieces: the
+    file's bytes are the same as one ``write_pcap`` / ``write_pcapng`` of all the pieces joined,
+    since every record is encoded on its own.
+    """
+
+    def __init__(self, out: BinaryIO, encode: Callable[[pd.DataFrame], bytes]) -> None:
+        self._out = out
+        self._encode = encode
+        self.written = 0
+
+    def write(self, packets: pd.DataFrame) -> int:
+        """Append ``packets`` (rows in file order); return how many were written."""
+        _validate(packets)
+        for chunk in _chunks(packets):
+            self._out.write(self._encode(chunk))
+        self.written += len(packets)
+        return len(packets)
+
+
+@contextmanager
+def open_pcap(
+    path: str | Path,
+    *,
+    linktype: str | int = "ethernet",
+    nanosecond: bool = True,
+    big_endian: bool = False,
+    snaplen: int = 262144,
+) -> Iterator[PacketFileWriter]:
+    """A classic pcap file open for appending packets frames (``write_pcap`` in pieces)."""
+    number = _linktype_number(linktype)
+    _link_header_len(number)
+    order = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    header = np.array([magic], dtype=order + "u4").tobytes()
+    header += np.array([2, 4], dtype=order + "u2").tobytes()
+    header += np.array([0, 0, snaplen, number], dtype=order + "u4").tobytes()
+    record_header = partial(_pcap_record_header, order=order, nanosecond=nanosecond)
+    with open(path, "wb") as out:
+        out.write(header)
+        yield PacketFileWriter(
+            out,
+            partial(
+                _encode_chunk,
+                layout=_PCAP,
+                linktypes=[number],
+                snaplen=snaplen,
+                big_endian=big_endian,
+                record_header=record_header,
+            ),
+        )
+
+
 def write_pcap(
     path: str | Path,
     packets: pd.DataFrame,
@@ -314,27 +370,10 @@ def write_pcap(
 ) -> int:
     """Write a classic pcap file; return the number of packets written."""
     _validate(packets)
-    number = _linktype_number(linktype)
-    _link_header_len(number)
-    order = ">" if big_endian else "<"
-    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
-    header = np.array([magic], dtype=order + "u4").tobytes()
-    header += np.array([2, 4], dtype=order + "u2").tobytes()
-    header += np.array([0, 0, snaplen, number], dtype=order + "u4").tobytes()
-    with open(path, "wb") as out:
-        out.write(header)
-        for chunk in _chunks(packets):
-            out.write(
-                _encode_chunk(
-                    chunk,
-                    _PCAP,
-                    [number],
-                    snaplen,
-                    big_endian,
-                    partial(_pcap_record_header, order=order, nanosecond=nanosecond),
-                )
-            )
-    return len(packets)
+    with open_pcap(
+        path, linktype=linktype, nanosecond=nanosecond, big_endian=big_endian, snaplen=snaplen
+    ) as writer:
+        return writer.write(packets)
 
 
 def _pcapng_block(block_type: int, body: bytes, order: str) -> bytes:
@@ -343,35 +382,44 @@ def _pcapng_block(block_type: int, body: bytes, order: str) -> bytes:
     return np.array([block_type], dtype=order + "u4").tobytes() + length + body + length
 
 
-def _write_pcapng_to(
-    out: BinaryIO,
-    packets: pd.DataFrame,
-    linktypes: list[int],
-    tsresol: int,
-    big_endian: bool,
-    snaplen: int,
-) -> None:
+@contextmanager
+def open_pcapng(
+    path: str | Path,
+    *,
+    linktype: str | int | Sequence[str | int] = "ethernet",
+    tsresol: int = 9,
+    big_endian: bool = False,
+    snaplen: int = 262144,
+) -> Iterator[PacketFileWriter]:
+    """A one-section pcapng file open for appending packets frames (``write_pcapng`` in
+    pieces)."""
+    names = [linktype] if isinstance(linktype, str | int) else list(linktype)
+    numbers = [_linktype_number(name) for name in names]
+    for number in numbers:
+        _link_header_len(number)
     order = ">" if big_endian else "<"
     shb = np.array([0x1A2B3C4D], dtype=order + "u4").tobytes()
     shb += np.array([1, 0], dtype=order + "u2").tobytes()
     shb += np.array([-1], dtype=order + "i8").tobytes()
-    out.write(_pcapng_block(0x0A0D0D0A, shb, order))
-    for number in linktypes:
-        idb = np.array([number, 0], dtype=order + "u2").tobytes()
-        idb += np.array([snaplen], dtype=order + "u4").tobytes()
-        idb += np.array([9, 1], dtype=order + "u2").tobytes() + bytes([tsresol, 0, 0, 0])
-        idb += np.array([0, 0], dtype=order + "u2").tobytes()  # opt_endofopt
-        out.write(_pcapng_block(1, idb, order))
-    for chunk in _chunks(packets):
-        out.write(
-            _encode_chunk(
-                chunk,
-                _PCAPNG_EPB,
-                linktypes,
-                snaplen,
-                big_endian,
-                partial(_epb_header, order=order, tsresol=tsresol),
-            )
+    record_header = partial(_epb_header, order=order, tsresol=tsresol)
+    with open(path, "wb") as out:
+        out.write(_pcapng_block(0x0A0D0D0A, shb, order))
+        for number in numbers:
+            idb = np.array([number, 0], dtype=order + "u2").tobytes()
+            idb += np.array([snaplen], dtype=order + "u4").tobytes()
+            idb += np.array([9, 1], dtype=order + "u2").tobytes() + bytes([tsresol, 0, 0, 0])
+            idb += np.array([0, 0], dtype=order + "u2").tobytes()  # opt_endofopt
+            out.write(_pcapng_block(1, idb, order))
+        yield PacketFileWriter(
+            out,
+            partial(
+                _encode_chunk,
+                layout=_PCAPNG_EPB,
+                linktypes=numbers,
+                snaplen=snaplen,
+                big_endian=big_endian,
+                record_header=record_header,
+            ),
         )
 
 
@@ -391,10 +439,7 @@ def write_pcapng(
     (6 = µs, 9 = ns, 0x80 | k = 2^-k s). Concatenate files to get a multi-section capture.
     """
     _validate(packets)
-    names = [linktype] if isinstance(linktype, str | int) else list(linktype)
-    numbers = [_linktype_number(name) for name in names]
-    for number in numbers:
-        _link_header_len(number)
-    with open(path, "wb") as out:
-        _write_pcapng_to(out, packets, numbers, tsresol, big_endian, snaplen)
-    return len(packets)
+    with open_pcapng(
+        path, linktype=linktype, tsresol=tsresol, big_endian=big_endian, snaplen=snaplen
+    ) as writer:
+        return writer.write(packets)

@@ -25,12 +25,17 @@ between those seconds, then GAP + RELIST + LIST lines), ``duplicate_client_packe
 ``analyzer.pcap_writer.LINKTYPES``), ``pcapng=True``, ``nanosecond=False``, ``snaplen=96``
 (headers only, smaller files), ``node_captures=False``, ``ipv6=True`` (every address IPv6).
 
-Scale: ``build_run(p, "mixed", rate=1700, duration_s=600, keepalive_users=1000, snaplen=96)``
-writes 1.02M requests and 12.2M packets in about 20 s (10 s CPU, ~2.4 GB peak): new-connection
-traffic is decided and turned into packets with numpy; only keep-alive connection boundaries
-are walked in Python. (Keep-alive users send one request at a time, so give them a period —
-users / (rate × keepalive_share) — longer than the slow requests, or they fall behind and send
-fewer requests than scheduled, as real ones would.)
+Scale: the captures are made and written in time windows (``window_segments``, about 250k TCP
+segments each; the files are the same whatever the window), so packets cost memory only per
+window: ``build_run(p, "mixed", rate=10_000, duration_s=100, keepalive_users=3500,
+replicas=100, max_surge=10, nodes=10)`` writes 1M requests and 9.6M packets in about 30 s CPU
+at 1.0 GB peak (2.1 GB when every packet was held); ten times as long, 10M requests and 96M
+packets (14.5 GB of pcap), in about 4 min CPU at 7.0 GB peak, all of it the per-request tables
+(the traffic model and requests.parquet), which still grow with the run. New-connection traffic
+is decided and turned into packets with numpy; only keep-alive connection boundaries are walked
+in Python. (Keep-alive users send one request at a time, so give them a period — users /
+(rate × keepalive_share) — longer than the slow requests, or they fall behind and send fewer
+requests than scheduled, as real ones would.)
 
 Client ports: the client hands each connection a local port from the Linux ephemeral range
 (32768–60999), never one an open connection holds, and a port comes back only 1 s after its

@@ -4,7 +4,9 @@ synthetic."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,18 +14,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.pcap_writer import write_pcap, write_pcapng
+from analyzer.pcap_writer import PacketFileWriter, open_pcap, open_pcapng
 from analyzer.readers.requests import write_requests
 from analyzer.rundir import Capture, RunMeta, RunPaths, atomic_write_bytes, write_run_meta
 from analyzer.schema import REQUESTS, SCHEMA_VERSION, RunStatus, TruthEvent, check_frame
 from analyzer.tracebuilder.model import SERVICE_PORT, TARGET_PORT, Cluster, build_cluster
-from analyzer.tracebuilder.packets import capture_frames
+from analyzer.tracebuilder.packets import WINDOW_SEGMENTS, capture_chunks, capture_names
 from analyzer.tracebuilder.recipes import Recipe, get_recipe
 from analyzer.tracebuilder.traffic import CAUSES, ERRORS, Traffic, generate
 from analyzer.tracebuilder.watch import Clock, dump_jsonl, truth_lines, watch_lines
 
 T0_NS = 1_790_000_000_000_000_000  # 2026-09-21: one fixed epoch keeps builds reproducible
 WINDOW_MERGE_S = 1.0
+log = logging.getLogger(__name__)  # progress of large builds (bench/analyze_large.py)
 
 _ERROR_DETAIL = {
     "refused": "ConnectionRefusedError(111, 'Connection refused')",
@@ -66,9 +69,13 @@ def build_run(
     seed: int = 0,
     rate: float | None = None,
     duration_s: float | None = None,
+    window_segments: int = WINDOW_SEGMENTS,
     **overrides: Any,
 ) -> BuiltRun:
-    """Build ``recipe`` (a catalogue name or a Recipe) into the run directory ``path``."""
+    """Build ``recipe`` (a catalogue name or a Recipe) into the run directory ``path``.
+
+    The captures are written in time windows of about ``window_segments`` TCP segments each;
+    the files do not depend on it, the builder's memory does."""
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if rate is not None:
         overrides["rate"] = rate
@@ -78,6 +85,7 @@ def build_run(
     rng = np.random.default_rng(seed)
     cluster = build_cluster(r, rng)
     traffic = generate(cluster, rng)
+    log.info("traffic: %d requests, %d connections", len(traffic.requests), len(traffic.conns))
     clock = Clock(T0_NS)
     paths = RunPaths(path)
     paths.packets_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +93,8 @@ def build_run(
 
     requests = _requests_frame(cluster, traffic, clock)
     write_requests(paths.requests, requests)
-    captures = _write_captures(cluster, traffic, paths, r)
+    log.info("requests.parquet written")
+    captures = _write_captures(cluster, traffic, paths, r, window_segments)
     atomic_write_bytes(paths.events, dump_jsonl(watch_lines(cluster, clock, rng)))
     causes = _causes(cluster, traffic, requests)
     cause_lines = [
@@ -163,23 +172,38 @@ def _requests_frame(cluster: Cluster, traffic: Traffic, clock: Clock) -> pd.Data
 
 
 def _write_captures(
-    cluster: Cluster, traffic: Traffic, paths: RunPaths, r: Recipe
+    cluster: Cluster, traffic: Traffic, paths: RunPaths, r: Recipe, window_segments: int
 ) -> list[Capture]:
-    captures = []
+    """Write every capture window by window (``capture_chunks``): memory follows the window,
+    not the run."""
     suffix = ".pcapng" if r.pcapng else ".pcap"
-    for name, frame in capture_frames(cluster, traffic, T0_NS).items():
-        if name == "client" and r.duplicate_client_packets:
-            frame = frame.loc[np.repeat(np.arange(len(frame)), 2)].reset_index(drop=True)
-        file = paths.packets_dir / f"{name}{suffix}"
-        if r.pcapng:
-            tsresol = 9 if r.nanosecond else 6
-            write_pcapng(file, frame, linktype=r.linktype, tsresol=tsresol, snaplen=r.snaplen)
-        else:
-            write_pcap(file, frame, linktype=r.linktype, nanosecond=r.nanosecond, snaplen=r.snaplen)
-        node = None if name == "client" else name
-        point = "client" if name == "client" else "node"
-        captures.append(Capture(file=f"packets/{file.name}", point=point, node=node))
-    return captures
+    names = capture_names(cluster)
+    files = {name: paths.packets_dir / f"{name}{suffix}" for name in names}
+    with ExitStack() as stack:
+        writers = {
+            name: stack.enter_context(_open_capture(file, r)) for name, file in files.items()
+        }
+        for name, frame in capture_chunks(cluster, traffic, T0_NS, window_segments=window_segments):
+            if name == "client" and r.duplicate_client_packets:
+                frame = frame.loc[np.repeat(np.arange(len(frame)), 2)].reset_index(drop=True)
+            writers[name].write(frame)
+            if name == "client":
+                log.info("captures: %d client packets written", writers[name].written)
+    return [
+        Capture(
+            file=f"packets/{file.name}",
+            point="client" if name == "client" else "node",
+            node=None if name == "client" else name,
+        )
+        for name, file in files.items()
+    ]
+
+
+def _open_capture(file: Path, r: Recipe) -> AbstractContextManager[PacketFileWriter]:
+    if r.pcapng:
+        tsresol = 9 if r.nanosecond else 6
+        return open_pcapng(file, linktype=r.linktype, tsresol=tsresol, snaplen=r.snaplen)
+    return open_pcap(file, linktype=r.linktype, nanosecond=r.nanosecond, snaplen=r.snaplen)
 
 
 def _causes(cluster: Cluster, traffic: Traffic, requests: pd.DataFrame) -> pd.DataFrame:
