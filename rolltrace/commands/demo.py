@@ -32,7 +32,7 @@ SYNTHETIC_NOTE = (
     "synthetic demo: the runs are built by analyzer.tracebuilder (injected disruptions), "
     "not a real rollout"
 )
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"  # the repository's library
 DEMO_SCENARIOS = ("prestop-too-short", "prestop-enough")
 
 #: (run name, what it shows, preStop sleep): the trace builder's ``endpoint-lag`` rollout
