@@ -51,7 +51,6 @@ from typing import IO
 
 import numpy as np
 
-from analyzer.readers.pcap_formats import scan_pcap
 from localcluster.lifeline import die_with_parent
 
 TCPDUMP = "tcpdump"
@@ -151,6 +150,9 @@ def parse_tcpdump_stats(stderr: str) -> TcpdumpStats | None:
 
 def count_pcap_records(path: Path) -> int:
     """Packets in a (possibly truncated) pcap file, for when tcpdump could not say."""
+    # imported here: the record walk loads numba (~0.16 s), and only these rare paths need it
+    from analyzer.readers.pcap_formats import scan_pcap
+
     try:
         data = path.read_bytes()
     except OSError:
@@ -161,6 +163,8 @@ def count_pcap_records(path: Path) -> int:
 def trim_to_whole_records(path: Path) -> int:
     """Cut a pcap after its last whole record (a full disk leaves half a record at the end);
     returns the number of records kept."""
+    from analyzer.readers.pcap_formats import scan_pcap
+
     data = path.read_bytes()
     records = scan_pcap(data, np.frombuffer(data, dtype=np.uint8))
     if len(records.data_start):
