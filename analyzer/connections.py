@@ -34,14 +34,13 @@ Rows are ordered by capture, then SYN time, then endpoints; ``conn_key`` numbers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Collection, Iterable, Sequence
 
-import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from analyzer.readers._kernels import compiled
 from analyzer.schema import CONNECTIONS, PACKETS, ConnectionOutcome, check_frame
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -55,9 +54,6 @@ _NONE = np.iinfo(np.int64).max  # "no such packet" in the first/last figures
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-F = TypeVar("F", bound=Callable[..., Any])
-# compiled on first use, cached next to this module (__pycache__) for later processes
-_compiled = cast(Callable[[F], F], numba.njit(cache=True, nogil=True))
 
 # Columns of the per-connection table. A direction is 0 (from the source of the connection's
 # first packet) or 1 (back): which one is the client may only be known at the end (a
@@ -275,7 +271,7 @@ def _empty_flows(slots: int) -> Int64Array:
     return flows
 
 
-@_compiled
+@compiled
 def _slot(flows: Int64Array, cap: int, lo: int, hi: int) -> int:
     """The flow table slot of (cap, lo, hi): its own, or the free one it is to take (linear
     probing from a multiplicative hash; the table's size is a power of two)."""
@@ -289,7 +285,7 @@ def _slot(flows: Int64Array, cap: int, lo: int, hi: int) -> int:
     return int(slot)
 
 
-@_compiled
+@compiled
 def _rehash_into(old: Int64Array, new: Int64Array) -> None:
     for row in range(len(old)):
         if old[row, _F_CONN] >= 0:
@@ -302,7 +298,7 @@ def _rehashed(flows: Int64Array, slots: int) -> Int64Array:
     return new
 
 
-@_compiled
+@compiled
 def _starts_connection(flow: Int64Array, ts: int, flags: int, seq: int, reuse_gap_ns: int) -> bool:
     """Whether a packet of a flow that has packets already opens a new connection (module
     docstring: a SYN after midstream packets, with a new ISN, after a close, or after a gap)."""
@@ -314,7 +310,7 @@ def _starts_connection(flow: Int64Array, ts: int, flags: int, seq: int, reuse_ga
     return bool(new_isn or flow[_F_CLOSED] != 0 or ts - flow[_F_LAST_TS] > reuse_gap_ns)
 
 
-@_compiled
+@compiled
 def _remember(flow: Int64Array, ts: int, flags: int, seq: int) -> None:
     """The flow's state after a packet: its last SYN's ISN, whether it closed since, its time."""
     if (flags & (SYN | ACK)) == SYN:
@@ -324,7 +320,7 @@ def _remember(flow: Int64Array, ts: int, flags: int, seq: int) -> None:
     flow[_F_LAST_TS] = ts
 
 
-@_compiled
+@compiled
 def _open(conn: Int64Array, cap: int, src: int, dst: int, ts: int) -> None:
     conn[:] = _NONE
     conn[_CAP], conn[_SRC], conn[_DST], conn[_FIRST_TS] = cap, src, dst, ts
@@ -334,7 +330,7 @@ def _open(conn: Int64Array, cap: int, src: int, dst: int, ts: int) -> None:
         conn[base + _SYNS] = conn[base + _BYTES] = 0
 
 
-@_compiled
+@compiled
 def _count(conn: Int64Array, ts: int, src: int, flags: int, payload: int) -> None:
     """Add one packet to its connection's first/last/total figures, by direction. The
     handshake's ACK is the first pure ACK at or after the other side's first SYN-ACK: one that
@@ -370,7 +366,7 @@ def _count(conn: Int64Array, ts: int, src: int, flags: int, payload: int) -> Non
         conn[mine + _RST_TS] = min(conn[mine + _RST_TS], ts)
 
 
-@_compiled
+@compiled
 def _track(
     cap: Int64Array,
     src: Int64Array,

@@ -20,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 F = TypeVar("F", bound=Callable[..., Any])
-_compiled = cast(Callable[[F], F], numba.njit(cache=True, nogil=True))
+#: The analyzer's one way to compile a kernel: on first use, cached in __pycache__ for later
+#: processes, releasing the GIL (the packets.parquet writer thread runs alongside).
+compiled = cast(Callable[[F], F], numba.njit(cache=True, nogil=True))
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -37,7 +39,7 @@ class Stop(IntEnum):
     OTHER_BLOCK = 5  # pcapng: the next block is not an enhanced packet block
 
 
-@_compiled
+@compiled
 def _u32(buf: U8, pos: int, big_endian: bool) -> int:
     b0, b1 = np.int64(buf[pos]), np.int64(buf[pos + 1])
     b2, b3 = np.int64(buf[pos + 2]), np.int64(buf[pos + 3])
@@ -46,7 +48,7 @@ def _u32(buf: U8, pos: int, big_endian: bool) -> int:
     return int((b3 << 24) | (b2 << 16) | (b1 << 8) | b0)
 
 
-@_compiled
+@compiled
 def walk_pcap(
     buf: U8,
     offset: int,
@@ -83,7 +85,7 @@ def walk_pcap(
         offset += 16 + caplen
 
 
-@_compiled
+@compiled
 def walk_enhanced_blocks(
     buf: U8, offset: int, big_endian: bool, out: npt.NDArray[np.int64]
 ) -> tuple[int, int, int]:
@@ -129,23 +131,23 @@ _MAX_EXTENSIONS = 8
 _TCP = 6
 
 
-@_compiled
+@compiled
 def _byte(buf: U8, pos: int) -> int:
     """The byte at ``pos``, 0 past the end of the file (callers check captured lengths)."""
     return int(buf[pos]) if pos < len(buf) else 0
 
 
-@_compiled
+@compiled
 def _be16(buf: U8, pos: int) -> int:
     return (_byte(buf, pos) << 8) | _byte(buf, pos + 1)
 
 
-@_compiled
+@compiled
 def _be32(buf: U8, pos: int) -> int:
     return (_be16(buf, pos) << 16) | _be16(buf, pos + 2)
 
 
-@_compiled
+@compiled
 def _network_layer(buf: U8, frame: int, linktype: int) -> tuple[int, int]:
     """(offset of the IP header in the frame, IP version the link layer gives; 0: not IP)."""
     ethertype = 0
@@ -173,7 +175,7 @@ def _network_layer(buf: U8, frame: int, linktype: int) -> tuple[int, int]:
     return ip_rel, 4 if ethertype == 0x0800 else (6 if ethertype == 0x86DD else 0)
 
 
-@_compiled
+@compiled
 def _ipv6_transport(buf: U8, ip: int) -> tuple[int, int, bool]:
     """(TCP header offset from the IP header, IP payload bytes after the header chain, is TCP
     in a first fragment), walking up to _MAX_EXTENSIONS extension headers."""
@@ -198,7 +200,7 @@ def _ipv6_transport(buf: U8, ip: int) -> tuple[int, int, bool]:
     return rel, remaining, ok and next_header == _TCP and remaining >= 0
 
 
-@_compiled
+@compiled
 def _decode_one(buf: U8, frame: int, caplen: int, linktype: int, out: I64, row: int) -> None:
     ip_rel, version = _network_layer(buf, frame, linktype)
     ip = frame + ip_rel
@@ -232,7 +234,7 @@ def _decode_one(buf: U8, frame: int, caplen: int, linktype: int, out: I64, row: 
     out[PAYLOAD_LEN, row], out[PAYLOAD_REL, row] = payload_len, tcp_rel + header_len
 
 
-@_compiled
+@compiled
 def decode_tcp(
     buf: U8, frame: I64, caplen: I64, linktype: I64, out: I64, ipv6_addresses: U8
 ) -> None:
