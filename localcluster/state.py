@@ -24,6 +24,9 @@ LOG_FILE = "cluster.log"
 KUBECONFIG_FILE = "kubeconfig"
 IN_NETWORK_KUBECONFIG_FILE = "kubeconfig-in-network"
 PROCESS_MARKER = "localcluster.main"  # in the cluster process's command line
+#: A Pod's own directory in the cluster's state, which the kubelet hands a process that keeps
+#: files of its own (the ingress controller's nginx: conf, pid, logs).
+POD_DIR_ENV = "ROLLTRACE_POD_DIR"
 
 
 def state_root() -> Path:

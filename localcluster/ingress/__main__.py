@@ -24,9 +24,9 @@ from localcluster.apiserver.httpclient import HttpClient
 from localcluster.ingress.controller import ControllerSettings, IngressController
 from localcluster.ingress.nginxconf import NginxPaths, NginxSettings
 from localcluster.ingress.plan import IngressClassFilter
+from localcluster.state import POD_DIR_ENV
 from localcluster.truth import TruthWriter
 
-POD_DIR_ENV = "ROLLTRACE_POD_DIR"
 log = logging.getLogger("localcluster.ingress")
 
 

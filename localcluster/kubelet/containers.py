@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from localcluster.apiclient import JsonObject
+from localcluster.state import POD_DIR_ENV
 
 DEMOAPP_IMAGE = re.compile(r"^(?:docker\.io/)?rolltrace/demoapp(?:[:@].+)?$")
 INGRESS_NGINX_IMAGE = re.compile(r"^registry\.k8s\.io/ingress-nginx/controller(?:[:@].+)?$")
 LOCAL_IMAGE = re.compile(r"^local/([A-Za-z0-9._/-]+)(?::[\w.-]+)?$")
 VALID_IMAGE = re.compile(r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9]+)*$")
 SUPPORTED = "supported images: rolltrace/demoapp[:TAG] (the demo app), registry.k8s.io/ingress-nginx/controller[:TAG] (the local ingress controller over nginx) and local/NAME (runs the container's command and args)"
-POD_DIR_ENV = "ROLLTRACE_POD_DIR"  # the Pod's own directory, for the ingress controller's nginx
 DEFAULT_DEMOAPP_PORT = 8080
 # What a process inherits from the kubelet: enough to find executables and the Python env.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")

@@ -249,7 +249,7 @@ class Experiment:
         self._start_captures(session, ip, port)
         self.watchdog.watch([capture_handle(c.file, p) for c, p in self.captures])
         self._mark("captures_started")
-        load = self.load = self._start_load(session, ip, port)
+        load = self._start_load(session, ip, port)  # sets self.load first, so cleanup stops it
         self._mark("load_start")
         self.watchdog.watch(worker_handles(load))
         self._disrupt(kube, target, load)
