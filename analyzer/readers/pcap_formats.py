@@ -57,18 +57,6 @@ class Records:
     def count(self) -> int:
         return len(self.data_start)
 
-    @staticmethod
-    def concat(chunks: list[Records]) -> Records:
-        """One table of the chunks' records; the last chunk's damage and end."""
-        return Records(
-            data_start=np.concatenate([c.data_start for c in chunks]),
-            caplen=np.concatenate([c.caplen for c in chunks]),
-            linktype=np.concatenate([c.linktype for c in chunks]),
-            ts_ns=np.concatenate([c.ts_ns for c in chunks]),
-            damage=chunks[-1].damage,
-            walked_to=chunks[-1].walked_to,
-        )
-
 
 @dataclass(frozen=True)
 class _Interface:
@@ -126,9 +114,9 @@ def iter_records(buf: U8, chunk: int) -> Iterator[Records]:
         yield from _pcap_chunks(buf, chunk)
 
 
-def scan_pcap(data: bytes, buf: U8) -> Records:
-    """Every record of a classic pcap file (``buf`` is ``data`` as uint8), in one table."""
-    return Records.concat(list(_pcap_chunks(buf, _MAX_CHUNK)))
+def scan_pcap(buf: U8) -> Records:
+    """Every record of a classic pcap file, in one table (one chunk without a limit)."""
+    return next(_pcap_chunks(buf, _MAX_CHUNK))
 
 
 def _pcap_chunks(buf: U8, chunk: int) -> Iterator[Records]:
@@ -237,7 +225,9 @@ class _PcapngWalker:
 
     def header(self, offset: int) -> tuple[int, int]:
         """(block type, block length) at ``offset`` in the current byte order."""
-        kind, length = read_u32(self.buf, np.array([offset, offset + 4]), self.big_endian)
+        # struct, not a numpy gather: this runs once per non-enhanced block
+        fmt = ">II" if self.big_endian else "<II"
+        kind, length = struct.unpack_from(fmt, self.buf.data, offset)
         return int(kind), int(length)
 
     def walk(self, limit: int) -> _PcapngChunk:

@@ -157,7 +157,7 @@ def count_pcap_records(path: Path) -> int:
         data = path.read_bytes()
     except OSError:
         return 0
-    return len(scan_pcap(data, np.frombuffer(data, dtype=np.uint8)).data_start)
+    return len(scan_pcap(np.frombuffer(data, dtype=np.uint8)).data_start)
 
 
 def trim_to_whole_records(path: Path) -> int:
@@ -166,7 +166,7 @@ def trim_to_whole_records(path: Path) -> int:
     from analyzer.readers.pcap_formats import scan_pcap
 
     data = path.read_bytes()
-    records = scan_pcap(data, np.frombuffer(data, dtype=np.uint8))
+    records = scan_pcap(np.frombuffer(data, dtype=np.uint8))
     if len(records.data_start):
         end = int(records.data_start[-1] + records.caplen[-1])
     else:
