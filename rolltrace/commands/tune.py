@@ -220,20 +220,22 @@ def _check_key(directory: Path, recorded: dict[str, Any], expected: dict[str, An
 
 def _run_line(candidate: Candidate, run: TrialRun) -> str:
     from analyzer.rundir import read_run_meta
-    from rolltrace.tuning.search import Trial, outcome
+    from rolltrace.tuning.search import COMPLETE, Trial, outcome
 
     line = outcome(Trial(candidate, (run,)))
     if run.rollout_s is not None:
         line += f"; rollout {run.rollout_s:.1f} s"
-    reasons = read_run_meta(run.run_dir).status_reasons
-    return line + "".join(f"\n    · {reason}" for reason in reasons if run.status != "complete")
+    if run.status == COMPLETE:
+        return line
+    reasons = read_run_meta(run.run_dir).status_reasons  # only a run that did not complete
+    return line + "".join(f"\n    · {reason}" for reason in reasons)
 
 
 def _write_json(file: Path, document: dict[str, Any]) -> None:
     """Atomically: a Ctrl-C mid-write leaves the previous file, never half of one."""
-    partial = file.with_suffix(".partial")
-    partial.write_text(json.dumps(document, indent=2) + "\n")
-    partial.replace(file)
+    from analyzer.rundir import atomic_write_bytes  # pydantic: not for `rolltrace --help`
+
+    atomic_write_bytes(file, (json.dumps(document, indent=2) + "\n").encode())
 
 
 class QuietProgress(LiveProgress):
@@ -341,7 +343,7 @@ class TuneOutputs:
 def write_outputs(result: TuneResult, plan: TunePlan, wall_s: float) -> TuneOutputs:
     """tune.json (the core's document plus how this tune ran), tune.html and patch.yaml."""
     from rolltrace.tuning.output import render_html
-    from rolltrace.tuning.patch import render_patch
+    from rolltrace.tuning.patch import PATCH_FILE, render_patch
     from rolltrace.tuning.search import to_json
 
     document = {
@@ -353,11 +355,12 @@ def write_outputs(result: TuneResult, plan: TunePlan, wall_s: float) -> TuneOutp
         "wall_s": round(wall_s, 1),
     }
     outputs = TuneOutputs(plan.output / "tune.json", plan.output / "tune.html",
-                          plan.output / "patch.yaml")  # fmt: skip
+                          plan.output / PATCH_FILE)  # fmt: skip
     plan.output.mkdir(parents=True, exist_ok=True)
     _write_json(outputs.json, document)
-    outputs.html.write_text(render_html(result, plan.base.name))
-    outputs.patch.write_text(render_patch(result, plan.base))
+    patch = render_patch(result, plan.base)
+    outputs.html.write_text(render_html(result, plan.base.name, patch))
+    outputs.patch.write_text(patch)
     return outputs
 
 
@@ -383,12 +386,6 @@ def print_result(result: TuneResult, outputs: TuneOutputs, wall_s: float) -> Non
     typer.echo(f"tune.html: {outputs.html}")
     typer.echo(f"patch: {outputs.patch}")
     typer.echo(f"wall time: {wall_s:.0f} s")
-
-
-def held(result: TuneResult) -> bool:
-    """A recommendation whose verification runs all completed without a failure."""
-    verified = result.verified
-    return verified is not None and not verified.failed and not verified.failing_rollouts
 
 
 def register(app: typer.Typer) -> None:
@@ -455,5 +452,5 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         wall_s = time.monotonic() - started
         print_result(result, write_outputs(result, plan, wall_s), wall_s)
-        if not held(result):
+        if result.recommended is None:  # a recommendation exists only once verified
             raise typer.Exit(EXIT_NO_RECOMMENDATION)

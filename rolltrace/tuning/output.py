@@ -162,8 +162,8 @@ img{max-width:100%}
 """
 
 
-def render_html(result: TuneResult, scenario_name: str) -> str:
-    """The whole tune.html page."""
+def render_html(result: TuneResult, scenario_name: str, patch: str) -> str:
+    """The whole tune.html page; ``patch`` is ``render_patch``'s text (written beside it)."""
     e = html.escape
     found = result.recommended is not None
     out = [
@@ -179,18 +179,17 @@ def render_html(result: TuneResult, scenario_name: str) -> str:
     out.append(f"<p>Search: {e(result.strategy)}.</p>")
     png = _png(trials_figure(result))
     out.append(f'<img alt="failed requests per value tried" src="data:image/png;base64,{png}">')
-    out += _apply_section(result)
+    out += _apply_section(result, patch)
     out += _trials_table(result)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def _apply_section(result: TuneResult) -> list[str]:
+def _apply_section(result: TuneResult, patch: str) -> list[str]:
     """The patch, when there is a recommendation."""
     if result.recommended is None:
         return []
-    patch = html.escape(render_patch(result, result.varies[0].scenario))
-    return ["<h2>How to apply</h2>", f"<pre>{patch}</pre>"]
+    return ["<h2>How to apply</h2>", f"<pre>{html.escape(patch)}</pre>"]
 
 
 def _trials_table(result: TuneResult) -> list[str]:

@@ -59,7 +59,9 @@ def test_a_prestop_tune_recommends_the_measured_propagation_and_resumes(tmp_path
     (container,) = patch["spec"]["template"]["spec"]["containers"]
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == recommended
     html = (tmp_path / "tune.html").read_text()
-    assert f"{recommended} s" in html and f"{verified['requests']:,}" in html
+    lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
+    assert f"recommended: preStop {recommended} s" in lead
+    assert f"{verified['requests']:,} requests" in lead
     assert f"recommended: preStop {recommended} s" in first.stdout
     runs = sorted(tmp_path.glob("trials/*/*/*/run.json"))
     assert len(runs) >= sum(t["runs"] for t in document["trials"]) + verified["runs"]

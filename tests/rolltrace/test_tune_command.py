@@ -182,7 +182,9 @@ def test_a_tune_writes_its_outputs_prints_progress_and_resumes(
     patch = yaml.safe_load((tmp_path / "patch.yaml").read_text())
     (container,) = patch["spec"]["template"]["spec"]["containers"]
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == NEEDED_PRESTOP_S
-    assert f"{NEEDED_PRESTOP_S}" in (tmp_path / "tune.html").read_text()
+    page = (tmp_path / "tune.html").read_text()
+    lead = page.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
+    assert f"recommended: preStop {NEEDED_PRESTOP_S} s" in lead
     assert "trial 1: preStop 8 s" in err and "verify: preStop 3 s" in err
     assert "sleep_s-0-r1: 40 failed of 500 (endpoint-lag 40); rollout 4.0 s" in err
     assert f"recommended: preStop 3 s (pod.pre_stop.sleep_s={NEEDED_PRESTOP_S})" in out

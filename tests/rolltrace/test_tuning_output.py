@@ -3,7 +3,6 @@ bound in words) and the strategic-merge patch (only what changed, and it really 
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from localcluster.apiserver.patch import strategic_merge_patch
 from rolltrace.runner.manifests import deployment
 from rolltrace.scenario import Scenario, load_scenario
 from rolltrace.tuning.output import render_html, render_patch, trials_figure
@@ -41,15 +41,20 @@ def _pair_result() -> TuneResult:
                 lambda line: None)  # fmt: skip
 
 
+def _page(result: TuneResult, scenario_name: str) -> str:
+    """tune.html as the command writes it, with the patch beside it."""
+    return render_html(result, scenario_name, render_patch(result, result.varies[0].scenario))
+
+
 def test_the_page_is_self_contained() -> None:
-    page = render_html(_prestop_result(), "prestop-too-short")
+    page = _page(_prestop_result(), "prestop-too-short")
     assert "http:" not in page and "https:" not in page
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
 
 
 def test_the_page_leads_with_the_choice_and_its_bound_in_words() -> None:
-    page = render_html(_prestop_result(), "prestop-too-short")
+    page = _page(_prestop_result(), "prestop-too-short")
     lead = page.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
     assert "recommended: preStop 4 s" in lead
     assert "0 failed of 1,200 requests in 2 rollouts" in lead
@@ -57,14 +62,14 @@ def test_the_page_leads_with_the_choice_and_its_bound_in_words() -> None:
 
 
 def test_a_hostile_scenario_name_is_escaped() -> None:
-    page = render_html(_prestop_result(), '<script>alert("x")</script>')
+    page = _page(_prestop_result(), '<script>alert("x")</script>')
     assert "<script>" not in page and "&lt;script&gt;" in page
 
 
 def test_no_safe_value_says_so_on_the_page() -> None:
     vary = parse_vary(f"{SLEEP}=0..2", load_scenario(PRESTOP))
     result = tune([vary], FakeCluster(_needs(5)), lambda line: None)
-    page = render_html(result, "prestop-too-short")
+    page = _page(result, "prestop-too-short")
     assert "no safe value" in page and "Verified" not in page
 
 
@@ -89,35 +94,13 @@ def test_the_bar_figure_stacks_failures_by_cause_per_value_tried() -> None:
     assert heights == {"0": 50, "2": 50, "3": 50, "4": 0, "5": 0, "10": 0}
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    """Strategic merge as the API server does it for what tune emits: maps merge, lists of
-    named objects merge by name, null deletes."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = copy.deepcopy(base)
-        for key, value in patch.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = _merge(base.get(key), value)
-        return merged
-    if isinstance(base, list) and isinstance(patch, list) and all("name" in i for i in patch):
-        merged_list = copy.deepcopy(base)
-        for item in patch:
-            index = next((i for i, b in enumerate(base) if b["name"] == item["name"]), None)
-            if index is None:
-                merged_list.append(item)
-            else:
-                merged_list[index] = _merge(base[index], item)
-        return merged_list
-    return patch
-
-
 def _patch_of(scenario: Scenario, recommended: Candidate) -> tuple[str, dict[str, Any]]:
     varies = [parse_vary(f"{path}=0..60", scenario) for path in recommended]
     result = TuneResult(varies=varies, recommended=recommended)
     text = render_patch(result, scenario)
     patch = yaml.safe_load(text)
-    assert _merge(deployment(scenario), patch) == deployment(with_candidate(scenario, recommended))
+    merged = strategic_merge_patch(deployment(scenario), patch)  # the API server's own merge
+    assert merged == deployment(with_candidate(scenario, recommended))
     return text, patch
 
 
@@ -177,5 +160,5 @@ def test_no_recommendation_or_no_change_is_a_comment_only() -> None:
 def test_the_page_shows_how_to_apply_the_patch() -> None:
     result = _prestop_result()
     result.verified = Verification((TrialRun("r", 100, 0, {}, 5.0, "complete"),))
-    page = render_html(result, "prestop-too-short")
+    page = _page(result, "prestop-too-short")
     assert "seconds: 4" in page and "kubectl patch deployment" in page
