@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 
 from analyzer import metrics
-from analyzer.schema import MASKED_RETRIES, AttemptOutcome, check_frame
+from analyzer.schema import FAILED_ATTEMPT_OUTCOMES, MASKED_RETRIES, check_frame
 
 #: nginx's status for a request whose client closed the connection before the answer: below
 #: 500, but the client saw no response, so the request did not succeed.
 CLIENT_CLOSED_STATUS = 499
-_FAILED_OUTCOMES = [o.value for o in AttemptOutcome if o.failed]
 _KEY = ["hop", "line"]
 
 
@@ -48,7 +47,7 @@ def succeeded(status: pd.Series) -> pd.Series:
 
 def _failed_attempts_of(requests: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
     """The failed attempts of the requests in ``requests``, in order."""
-    failed = attempts[attempts["outcome"].isin(_FAILED_OUTCOMES)]
+    failed = attempts[attempts["outcome"].isin(FAILED_ATTEMPT_OUTCOMES)]
     keys = pd.MultiIndex.from_frame(requests[_KEY])
     return failed[pd.MultiIndex.from_frame(failed[_KEY]).isin(keys)]
 

@@ -498,6 +498,10 @@ class AttemptOutcome(StrEnum):
         return self not in {AttemptOutcome.OK, AttemptOutcome.UNKNOWN}
 
 
+#: The ``outcome`` values of failed attempts, for ``isin`` over an attempts table.
+FAILED_ATTEMPT_OUTCOMES = tuple(o.value for o in AttemptOutcome if o.failed)
+
+
 HOP_REQUESTS = TableSchema(
     "hop_requests",
     "One row per request an L7 hop (an ingress proxy, an L7 load balancer) logged in its access "

@@ -44,7 +44,13 @@ from analyzer.errors import TraceError
 from analyzer.events import _encodable
 from analyzer.readers.loadtools import MAX_DURATION_MS
 from analyzer.rundir import Problem
-from analyzer.schema import HOP_ATTEMPTS, HOP_REQUESTS, AttemptOutcome, check_frame
+from analyzer.schema import (
+    FAILED_ATTEMPT_OUTCOMES,
+    HOP_ATTEMPTS,
+    HOP_REQUESTS,
+    AttemptOutcome,
+    check_frame,
+)
 
 #: The local ingress's nginx log format, exactly as its nginx.conf declares it.
 ROLLTRACE_LOG_FORMAT = (
@@ -125,7 +131,7 @@ class HopLog:
         resolution = TIME_RESOLUTION_MS[self.format]
         return {
             "format": self.format.value,
-            "coarse": resolution > TIME_RESOLUTION_MS[AccessLogFormat.ROLLTRACE],
+            "coarse": is_coarse(resolution),
             "time_resolution_ms": resolution,
             "lines": self.lines,
             "requests": len(self.requests),
@@ -133,16 +139,18 @@ class HopLog:
         }
 
 
-def read_access_log(
-    path: str | os.PathLike[str],
-    hop: str | None = None,
-    fmt: AccessLogFormat | str | None = None,
-) -> HopLog:
-    """Read one hop's access log (``hop`` None: the file's stem; ``fmt`` None: detected).
+def is_coarse(resolution_ms: float) -> bool:
+    """Times coarser than rolltrace's own log (milliseconds) cannot be ordered against watch
+    events to the sub-second (ingress-nginx's one-second ``$time_local``)."""
+    return resolution_ms > TIME_RESOLUTION_MS[AccessLogFormat.ROLLTRACE]
+
+
+def read_access_log(path: str | os.PathLike[str], hop: str | None = None) -> HopLog:
+    """Read one hop's access log (``hop`` None: the file's stem; the format is detected).
     Raises ``TraceError`` when the file cannot be read or its format is not known."""
     file = Path(path)
     lines = _lines(file)
-    chosen = AccessLogFormat(fmt) if fmt is not None else detect_format(file, lines)
+    chosen = detect_format(file, lines)
     name = hop or file.stem
     parse = _parse_rolltrace if chosen is AccessLogFormat.ROLLTRACE else _parse_upstreaminfo
     raw, problems = parse(file, lines)
@@ -536,7 +544,7 @@ def _tables(
     items, bad = _attempt_items(file, raw, problems)
     attempts = _attempts(hop, raw, items)
     raw = raw[~bad]
-    failed = attempts["outcome"].isin([o.value for o in AttemptOutcome if o.failed])
+    failed = attempts["outcome"].isin(FAILED_ATTEMPT_OUTCOMES)
     per_line = attempts.groupby("line").size()
     failed_per_line = failed.groupby(attempts["line"]).sum()
     request = raw["request"].astype("string").str.extract(_REQUEST_LINE)

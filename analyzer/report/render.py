@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from analyzer.advice import Recommendation
 from analyzer.pipeline import Analysis
+from analyzer.readers.accesslog import is_coarse
 from analyzer.report import figures
 from analyzer.report.facts import RunFacts, read_truth, rules_dropped, run_facts
 from analyzer.report.recommendations import fix_line, margins_held, to_change
@@ -309,7 +310,7 @@ def _most(counts: dict[str, int], shown: int = 3) -> str:
 def _hop_retries_section(facts: RunFacts) -> Section:
     """Requests a hop's retries hid (summary.json ``masked_retries``): not failures, so not in
     the causes, but their failed attempts name what went wrong upstream and what it cost."""
-    coarse = [hop for hop, h in facts.masked_retries.items() if h["time_resolution_ms"] >= 1000]
+    coarse = [hop for hop, h in facts.masked_retries.items() if is_coarse(h["time_resolution_ms"])]
     notes = [
         "A masked request succeeded only because the hop retried after failed upstream "
         "attempts: not a failure and not a cause, but its failed attempts show what the hop "
