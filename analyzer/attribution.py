@@ -383,13 +383,10 @@ def _warmup_facts(requests: pd.DataFrame, failed: pd.DataFrame, pods: pd.DataFra
     a later failure there is not not-ready, however recently it turned Ready) or only after it
     (it was still warming up), and the run's longest observed warm-up: Ready → first success of
     Pods made Ready while load was running."""
-    ok = requests.loc[requests["error_kind"] == ErrorKind.OK.value, ["pod_matched", "end_ns"]]
-    first_ok = ok.groupby("pod_matched")["end_ns"].min()
-    served_ns = _as_float(failed["pod_matched"].map(first_ok))
+    served_ns = _as_float(failed["pod_matched"].map(metrics.first_success_ns(requests)))
     t = failed["start_ns"].to_numpy(dtype="float64")
     load_start = int(requests["start_ns"].min()) if len(requests) else 0
-    outcomes = requests[["error_kind", "pod_matched", "end_ns"]]  # all it reads, fewer to filter
-    lead = metrics.readiness_lead(pods, outcomes, load_start).to_numpy(dtype="float64")
+    lead = metrics.readiness_lead(pods, requests, load_start).to_numpy(dtype="float64")
     lead = lead[lead >= 0]  # negative: traffic came before the watch showed Ready
     return pd.DataFrame(
         {

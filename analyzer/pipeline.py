@@ -479,9 +479,8 @@ def _timings(
     first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
     # what the per-Pod timings read of the requests: they filter a million rows, not every column
-    outcomes = j.requests[["error_kind", "pod_matched", "end_ns"]]
-    lead = metrics.readiness_lead(watched.pods, outcomes, load_start)
-    drain = metrics.drain_duration(watched.pods, outcomes, j.node_conns)
+    lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
+    drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
     named, left_out = metrics.name_forwarding_nodes(
         propagation, watched.pods, set(j.capture_nodes.values())
     )
