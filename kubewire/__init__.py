@@ -14,8 +14,10 @@ each other. Three rules live here:
 
 from kubewire.deployment import RolloutState, desired_replicas, template_fingerprint
 from kubewire.endpointslice import (
+    SERVICE_NAME_LABEL,
     EndpointState,
     endpoint_conditions,
+    port_endpoints,
     preferred,
     service_endpoints,
     slice_endpoints,
@@ -23,6 +25,7 @@ from kubewire.endpointslice import (
 from kubewire.timestamps import format_micro_time, format_time, parse_time
 
 __all__ = [
+    "SERVICE_NAME_LABEL",
     "EndpointState",
     "RolloutState",
     "desired_replicas",
@@ -30,6 +33,7 @@ __all__ = [
     "format_micro_time",
     "format_time",
     "parse_time",
+    "port_endpoints",
     "preferred",
     "service_endpoints",
     "slice_endpoints",

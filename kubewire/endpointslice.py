@@ -31,6 +31,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: The label that ties an EndpointSlice to its Service.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
 
 @dataclass(frozen=True)
 class EndpointState:
@@ -89,3 +92,18 @@ def service_endpoints(slices: Iterable[Mapping[str, Any]]) -> dict[str, Endpoint
         for address, state in slice_endpoints(endpoint_slice).items():
             result[address] = preferred(result.get(address), state)
     return result
+
+
+def port_endpoints(
+    slices: Iterable[Mapping[str, Any]], port_name: str
+) -> dict[int, dict[str, EndpointState]]:
+    """Target port → address → state for one Service port name, over a Service's IPv4 slices
+    (an IPv4 data plane): a slice's port of that name says where its endpoints listen."""
+    by_port: dict[int, list[Mapping[str, Any]]] = {}
+    for endpoint_slice in slices:
+        if endpoint_slice.get("addressType", "IPv4") != "IPv4":
+            continue
+        ports = [p for p in endpoint_slice.get("ports") or [] if (p.get("name") or "") == port_name]
+        if ports and ports[0].get("port") is not None:
+            by_port.setdefault(int(ports[0]["port"]), []).append(endpoint_slice)
+    return {port: service_endpoints(group) for port, group in by_port.items()}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubewire import SERVICE_NAME_LABEL
 from localcluster.apiclient import ApiClient, ApiError, JsonObject
 from localcluster.controllers.informer import Informers, WorkQueue, run_worker
 from localcluster.objects import (
@@ -30,7 +31,6 @@ from localcluster.objects import (
     pod_is_ready,
 )
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"

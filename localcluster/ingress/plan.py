@@ -28,11 +28,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubewire import service_endpoints
+from kubewire import SERVICE_NAME_LABEL, port_endpoints
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CATCH_ALL_HOST = "_"  # nginx's name for "any other host"
 
 Object = dict[str, Any]
@@ -128,18 +127,11 @@ def _service_port(service: Object, port: Object) -> Object | None:
 
 def _ready_servers(slices: Iterable[Object], service_port: Object) -> tuple[str, ...]:
     """Ready endpoints of one Service port, each ``ip:targetPort`` once, over all its slices."""
-    by_port: dict[int, list[Object]] = {}
-    port_name = service_port.get("name") or ""
-    for endpoint_slice in slices:
-        if endpoint_slice.get("addressType", "IPv4") != "IPv4":
-            continue
-        for port in endpoint_slice.get("ports") or []:
-            if (port.get("name") or "") == port_name and port.get("port"):
-                by_port.setdefault(int(port["port"]), []).append(endpoint_slice)
+    by_port = port_endpoints(slices, service_port.get("name") or "")
     servers = {
         f"{address}:{number}"
-        for number, group in by_port.items()
-        for address, state in service_endpoints(group).items()
+        for number, states in by_port.items()
+        for address, state in states.items()
         if state.ready
     }
     return tuple(sorted(servers))

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubewire import service_endpoints
+from kubewire import SERVICE_NAME_LABEL, port_endpoints
 
 MASQ_MARK = "0x4000"
 
@@ -75,13 +75,6 @@ def _usable(endpoints: Sequence[Endpoint], fallback: bool) -> tuple[Endpoint, ..
 def _slice_endpoints(slices: Iterable[dict[str, Any]], port_name: str) -> list[Endpoint]:
     """The Service's endpoints for one port name: IPv4 slices only (an IPv4 proxy), each
     address once per target port with kubewire's conditions and duplicate rules."""
-    by_port: dict[int, list[dict[str, Any]]] = {}
-    for sl in slices:
-        if sl.get("addressType", "IPv4") != "IPv4":
-            continue
-        ports = [p for p in sl.get("ports") or [] if (p.get("name") or "") == port_name]
-        if ports and ports[0].get("port") is not None:
-            by_port.setdefault(int(ports[0]["port"]), []).append(sl)
     found = [
         Endpoint(
             ip=address,
@@ -92,8 +85,8 @@ def _slice_endpoints(slices: Iterable[dict[str, Any]], port_name: str) -> list[E
             terminating=state.terminating,
             port=port,
         )
-        for port, group in by_port.items()
-        for address, state in service_endpoints(group).items()
+        for port, states in port_endpoints(slices, port_name).items()
+        for address, state in states.items()
     ]
     return sorted(found, key=lambda e: (e.ip, e.port))
 
@@ -107,7 +100,7 @@ def plan_ports(
     by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for sl in slices:
         meta = sl.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        owner = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
         if owner:
             by_service.setdefault((meta.get("namespace", "default"), owner), []).append(sl)
     plans = []
