@@ -75,7 +75,7 @@ window.addEventListener("load", () => {
   const boxes = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(), i = 0; node; node = walker.nextNode(), i++) {
-    if (!node.textContent.trim() || node.parentElement.closest("script,pre#layout")) continue;
+    if (!node.textContent.trim() || node.parentElement.closest("script")) continue;
     const range = document.createRange();
     range.selectNodeContents(node);
     for (const r of range.getClientRects()) {

@@ -16,8 +16,8 @@ from localcluster.apiclient import JsonObject
 SUPPORTED_PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+_PORT_NAME = re.compile(rf"^{_DNS1123_LABEL}$")
 _INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
 _INVALID_PATH_SUFFIXES = ("/..", "/.")
 _DNS1035_MESSAGE = (
@@ -117,7 +117,7 @@ def _http_path_problems(http_path: JsonObject, path: str) -> list[str]:
 def _rule_problems(rule: JsonObject, path: str) -> list[str]:
     host = str(rule.get("host") or "")
     problems = []
-    if host and not _DNS1123_SUBDOMAIN.match(host.removeprefix("*.")):
+    if host and not DNS1123_SUBDOMAIN.match(host.removeprefix("*.")):
         problems.append(_invalid(f"{path}.host", host, _DNS1123_SUBDOMAIN_MESSAGE))
     http = rule.get("http")
     if http is None:
@@ -144,7 +144,7 @@ def ingress_problems(obj: JsonObject) -> list[str]:
     for index, rule in enumerate(rules):
         problems += _rule_problems(rule, f"spec.rules[{index}]")
     class_name = spec.get("ingressClassName")
-    if class_name is not None and not _DNS1123_SUBDOMAIN.match(str(class_name)):
+    if class_name is not None and not DNS1123_SUBDOMAIN.match(str(class_name)):
         problems.append(_invalid("spec.ingressClassName", class_name, _DNS1123_SUBDOMAIN_MESSAGE))
     return problems
 
@@ -156,7 +156,7 @@ def ingress_class_problems(obj: JsonObject, previous: JsonObject | None) -> list
         return [_required("spec.controller")]
     domain, slash, rest = controller.partition("/")
     problems = []
-    if not slash or not rest or not _DNS1123_SUBDOMAIN.match(domain):
+    if not slash or not rest or not DNS1123_SUBDOMAIN.match(domain):
         problems.append(
             _invalid(
                 "spec.controller",

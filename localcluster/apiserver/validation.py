@@ -7,14 +7,15 @@ reads (``networking``). Everything else is accepted as written."""
 
 from __future__ import annotations
 
-import re
-
 from localcluster.apiclient import JsonObject
 from localcluster.apiserver import errors
-from localcluster.apiserver.networking import ingress_class_problems, ingress_problems
+from localcluster.apiserver.networking import (
+    DNS1123_SUBDOMAIN,
+    ingress_class_problems,
+    ingress_problems,
+)
 from localcluster.apiserver.selectors import Requirement
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 # RBAC objects are named by path segment (upstream's ValidatePathSegmentName): "system:discovery"
@@ -80,7 +81,7 @@ def _name_problems(resource: str, name: str) -> list[str]:
         if name and name not in (".", "..") and not any(c in name for c in "/%"):
             return []
         return [f"metadata.name: Invalid value: {name!r}: may not be '.', '..' or contain '/', '%'"]
-    if name and len(name) <= 253 and _NAME.match(name):
+    if name and len(name) <= 253 and DNS1123_SUBDOMAIN.match(name):
         return []
     return ["metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required"]
 
