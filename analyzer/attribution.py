@@ -195,7 +195,11 @@ def cluster_state_at(
     # ready only: serving-while-terminating endpoints are a fallback some proxies lack (KEP-1669),
     # and where the fallback works a refusal shows on the Pod's node instead
     no_endpoints = _recently_below(t, *_interval_bounds(ready, uncertainty_ns), 1, lag_ns)
-    maybe_none = _recently_below(t, *_interval_bounds(ready, -uncertainty_ns), 1, lag_ns)
+    lacking = _nodes_lacking_local(t, endpoints, context, uncertainty_ns)
+    maybe_none, maybe_lacking = no_endpoints, lacking  # precise times: sure and possible agree
+    if uncertainty_ns:
+        maybe_none = _recently_below(t, *_interval_bounds(ready, -uncertainty_ns), 1, lag_ns)
+        maybe_lacking = _nodes_lacking_local(t, endpoints, context, -uncertainty_ns)
     short = np.zeros(len(t), dtype=bool)
     if context.desired_replicas:
         short = _recently_below(t, starts, ends, context.desired_replicas, 0.0)
@@ -204,12 +208,10 @@ def cluster_state_at(
             "ready_endpoints": _step_count(t, starts, ends),
             "no_endpoints_recently": no_endpoints,
             "capacity_short": short,
-            "nodes_lacking_local": _nodes_lacking_local(t, endpoints, context, uncertainty_ns),
+            "nodes_lacking_local": lacking,
             # narrowing may drop every interval, leaving nothing to count from: keep the sure
             "no_endpoints_possibly": maybe_none | no_endpoints,
-            "nodes_possibly_lacking_local": _nodes_lacking_local(
-                t, endpoints, context, -uncertainty_ns
-            ),
+            "nodes_possibly_lacking_local": maybe_lacking,
         },
         index=times.index,
     )
