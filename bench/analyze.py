@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,18 @@ def pad_events(events: Path, target: int) -> None:
     events.write_bytes(b"\n".join(lines + extra) + b"\n")
 
 
-def size_problems(run: Path, requests: int) -> tuple[str, list[str]]:
-    """What the run holds (a line to print) and why it is not the size the bench names.
-    Reading every capture once also puts the files in the page cache for the timed runs."""
+@dataclass(frozen=True)
+class RunSize:
+    """What a built run holds, read back from its files, and why it is not what the bench names."""
+
+    packets: int
+    held: str  # a line to print
+    problems: list[str]
+
+
+def size_problems(run: Path, requests: int, target_events: int = TARGET_EVENTS) -> RunSize:
+    """Count the run's packets, MB and watch lines against the size the bench names. Reading
+    every capture once also puts the files in the page cache for the timed runs."""
     from analyzer.readers.pcap import iter_pcap
 
     captures = sorted((run / "packets").iterdir())
@@ -86,10 +96,10 @@ def size_problems(run: Path, requests: int) -> tuple[str, list[str]]:
         problems.append(
             f"the captures hold {packets:,} packets, fewer than {PACKETS_PER_REQUEST * requests:,.0f}"
         )
-    if events != TARGET_EVENTS:
-        problems.append(f"the watch holds {events:,} lines, not {TARGET_EVENTS:,}")
+    if events != target_events:
+        problems.append(f"the watch holds {events:,} lines, not {target_events:,}")
     held = f"{len(captures)} captures, {packets:,} packets, {megabytes:,.0f} MB, {events:,} events"
-    return held, [p for p in problems if p]
+    return RunSize(packets, held, [p for p in problems if p])
 
 
 def main() -> int:
@@ -100,7 +110,8 @@ def main() -> int:
     run = CACHE / f"analyze-{args.requests}"
     if args.rebuild or not (run / "run.json").exists():
         build(run, args.requests)
-    held, problems = size_problems(run, args.requests)
+    size = size_problems(run, args.requests)
+    held, problems = size.held, size.problems
     print(f"run: {run} ({held})", flush=True)
     if problems:
         print(f"FAIL: {'; '.join(problems)}; rebuild with --rebuild", file=sys.stderr)

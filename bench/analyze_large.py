@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import analyze
-import pyarrow.parquet as pq
-from builtruns import CACHE, build_mixed, requests_problem
+from builtruns import CACHE, build_mixed
 
 REQUESTS = 10_000_000
 TARGET_EVENTS = 50_000
@@ -59,32 +58,6 @@ def build(run: Path, requests: int) -> None:
         f"{usage.ru_utime + usage.ru_stime:.0f} s CPU, peak RSS {usage.ru_maxrss * 1024 / 1e9:.2f} GB",
         flush=True,
     )
-
-
-def count_packets(run: Path) -> tuple[int, float]:
-    """Packets and megabytes in the run's captures, read back from the files."""
-    from analyzer.readers.pcap import iter_pcap
-
-    captures = sorted((run / "packets").iterdir())
-    packets = sum(len(chunk) for capture in captures for chunk in iter_pcap(capture))
-    return packets, sum(capture.stat().st_size for capture in captures) / 1e6
-
-
-def size_problems(run: Path, requests: int, target_events: int) -> tuple[int, list[str]]:
-    """The run's packets, and why it is not the size the bench names."""
-    packets, megabytes = count_packets(run)
-    events = sum(1 for _ in (run / "events.jsonl").open("rb"))
-    held = pq.ParquetFile(run / "requests.parquet").metadata.num_rows
-    print(
-        f"run: {run} ({held:,} requests, {packets:,} packets, {megabytes:,.0f} MB, {events:,} events)"
-    )
-    problems = [requests_problem(run, requests)]
-    if packets < analyze.PACKETS_PER_REQUEST * requests:
-        wanted = analyze.PACKETS_PER_REQUEST * requests
-        problems.append(f"the captures hold {packets:,} packets, fewer than {wanted:,.0f}")
-    if events != target_events:
-        problems.append(f"the watch holds {events:,} lines, not {target_events:,}")
-    return packets, [p for p in problems if p]
 
 
 def child(run: Path) -> None:
@@ -193,11 +166,12 @@ def checked(run: Path, requests: int, events: int, build_it: Any) -> int | None:
     """The packets of ``run`` (built first if missing), or None when it is not what it names."""
     if not (run / "run.json").exists():
         build_it(run, requests)
-    packets, problems = size_problems(run, requests, events)
-    if problems:
-        print(f"FAIL: {'; '.join(problems)}; rebuild with --rebuild", file=sys.stderr)
+    size = analyze.size_problems(run, requests, events)
+    print(f"run: {run} ({size.held})")
+    if size.problems:
+        print(f"FAIL: {'; '.join(size.problems)}; rebuild with --rebuild", file=sys.stderr)
         return None
-    return packets
+    return size.packets
 
 
 def main() -> int:
