@@ -52,10 +52,8 @@ def test_every_broken_library_scenario_says_where_its_fix_lives() -> None:
     assert undeclared == []
 
 
-def _check_report(outcome: RunOutcome, workdir: Path) -> None:
+def _check_report(outcome: RunOutcome, summary: dict[str, Any], workdir: Path) -> None:
     """The rendered report quotes the run and shows its fix above the fold."""
-    summary = outcome.summary
-    assert summary is not None
     assert outcome.paths.report_html.exists(), "no report"
     assert str(summary["requests_total"]) in outcome.paths.report_md.read_text()
     problems = layout(outcome.paths.report_html, workdir).fold_problems()
@@ -64,9 +62,9 @@ def _check_report(outcome: RunOutcome, workdir: Path) -> None:
 
 def _checked_run(
     scenario: Scenario, output: Path, console: Console, workdir: Path
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run every repetition, check each against its expectations, the judge and its report;
-    one results row per run."""
+    one results row per run, and the first run's summary."""
     started = time.monotonic()
     outcomes = run_scenario(scenario, output, console)
     wall_s = time.monotonic() - started
@@ -90,7 +88,6 @@ def _checked_run(
                 for cause, c in score.per_cause.items()
             },
             "wall_s": round(wall_s / len(outcomes), 1),
-            "summary": summary,
         })  # fmt: skip
         assert not unmet_expectations(scenario, summary), (scenario.name, failed_by_cause)
         if scenario.dominant_cause is not None:
@@ -99,8 +96,10 @@ def _checked_run(
         assert score.agreement >= MIN_AGREEMENT, (score.confusion, score.disagreements[:5])
         # the judge must decide the failures it scores: its own gaps count against the run
         assert score.undecided <= (1 - MIN_AGREEMENT) * score.failed, score.undecided_examples[:5]
-        _check_report(outcome, workdir)
-    return rows
+        _check_report(outcome, summary, workdir)
+    first = outcomes[0].summary
+    assert first is not None
+    return rows, first
 
 
 def recommended_overrides(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
@@ -130,18 +129,18 @@ def test_scenario_end_to_end(path: Path, tmp_path: Path) -> None:
     require("ip", "nft", "nsenter", "chromium", root=True)
     scenario = load_scenario(path)
     console = Console(stderr=True, force_terminal=False)
-    rows = _checked_run(scenario, tmp_path / "runs", console, tmp_path)
+    rows, summary = _checked_run(scenario, tmp_path / "runs", console, tmp_path)
     if scenario.fixed_by is not None:
-        overrides = recommended_overrides(scenario, rows[0]["summary"])
+        overrides = recommended_overrides(scenario, summary)
         if overrides:
             rerun = load_scenario(path, overrides=overrides).model_copy(
                 update={"expect": ["failed == 0"], "dominant_cause": None, "repetitions": 1}
             )
-            (fixed,) = _checked_run(rerun, tmp_path / "rerun", console, tmp_path)
+            (fixed,), _ = _checked_run(rerun, tmp_path / "rerun", console, tmp_path)
             rows[0]["rerun"] = {"overrides": overrides, **{k: fixed[k] for k in (
                 "run", "requests", "failed", "causes", "wall_s")}}  # fmt: skip
     results = os.environ.get("ROLLTRACE_E2E_RESULTS")
     if results:
         with open(results, "a") as handle:
             for row in rows:
-                handle.write(json.dumps({k: v for k, v in row.items() if k != "summary"}) + "\n")
+                handle.write(json.dumps(row) + "\n")
