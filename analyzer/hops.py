@@ -100,9 +100,10 @@ def retries_summary(
     """Per hop: how many requests it logged, retried, failed and masked; the masked requests'
     failed attempts by upstream, status and outcome; their latency cost."""
     out: dict[str, HopRetries] = {}
+    failed_of_masked = _failed_attempts_of(masked, attempts)  # once, for every hop
     for hop, logged in requests.groupby("hop", sort=True):
         mine = masked[masked["hop"] == hop]
-        failed = _failed_attempts_of(mine, attempts)
+        failed = failed_of_masked[failed_of_masked["hop"] == hop]
         resolution = logged["time_resolution_ms"].to_numpy(dtype="float64")
         out[str(hop)] = {
             "requests": len(logged),
