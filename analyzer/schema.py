@@ -32,6 +32,10 @@ class Cause(StrEnum):
     CONTAINER_RESTART = "container-restart"  # exited or restarted without Pod deletion
     KILLED_AT_GRACE = "killed-at-grace"  # SIGKILL at the end of the grace period
     KEEPALIVE_RACE = "keepalive-race"
+    # an L7 hop (ingress proxy, L7 load balancer) sent to a Pod its own endpoint list still held
+    PROXY_ENDPOINT_LAG = "proxy-endpoint-lag"
+    # an L7 hop reused a pooled backend connection that the app had closed when idle
+    BACKEND_KEEPALIVE_RACE = "backend-keepalive-race"
     LB_LAG = "lb-lag"
     NO_ENDPOINTS = "no-endpoints"
     OVERLOAD = "overload"
@@ -644,3 +648,6 @@ class TruthEvent(StrEnum):
     WARMUP_RESET = "warmup-reset"  # the app reset a request during warm-up: peer_ip, peer_port
     # the app stops serving while running (readiness flap: reason); ready-to-serve ends it
     NOT_SERVING = "not-serving"
+    # an ingress controller applied an upstream set to its proxy; fields: upstreams
+    # {"namespace/service:port": ["ip:port", ...]}, mode (reload|dynamic)
+    INGRESS_SYNCED = "ingress-synced"

@@ -35,6 +35,8 @@ def test_cause_values_are_the_design_taxonomy() -> None:
         "container-restart",
         "killed-at-grace",
         "keepalive-race",
+        "proxy-endpoint-lag",
+        "backend-keepalive-race",
         "lb-lag",
         "no-endpoints",
         "overload",
