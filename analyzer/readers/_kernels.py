@@ -201,7 +201,9 @@ def _ipv6_transport(buf: U8, ip: int) -> tuple[int, int, bool]:
 
 
 @compiled
-def _decode_one(buf: U8, frame: int, caplen: int, linktype: int, out: I64, row: int) -> None:
+def _decode_one(
+    buf: U8, frame: int, caplen: int, linktype: int, out: I64, ipv6_addresses: U8, row: int
+) -> None:
     ip_rel, version = _network_layer(buf, frame, linktype)
     ip = frame + ip_rel
     if (version != 4 and version != 6) or _byte(buf, ip) >> 4 != version:
@@ -232,6 +234,9 @@ def _decode_one(buf: U8, frame: int, caplen: int, linktype: int, out: I64, row: 
     out[FLAGS, row] = _byte(buf, tcp + 13)
     out[SEQ, row], out[ACK, row] = _be32(buf, tcp + 4), _be32(buf, tcp + 8)
     out[PAYLOAD_LEN, row], out[PAYLOAD_REL, row] = payload_len, tcp_rel + header_len
+    if version == 6:  # the addresses, while the link layer's offset is at hand
+        for i in range(32):
+            ipv6_addresses[row, i] = _byte(buf, ip + 8 + i)
 
 
 @compiled
@@ -243,8 +248,4 @@ def decode_tcp(
     not cut by the snapshot length). IPv6 rows get their source and destination addresses in
     ``ipv6_addresses`` (frames × 32 bytes)."""
     for row in range(len(frame)):
-        _decode_one(buf, frame[row], caplen[row], linktype[row], out, row)
-        if out[VERSION, row] == 6:
-            ip = frame[row] + _network_layer(buf, frame[row], linktype[row])[0]
-            for i in range(32):
-                ipv6_addresses[row, i] = _byte(buf, ip + 8 + i)
+        _decode_one(buf, frame[row], caplen[row], linktype[row], out, ipv6_addresses, row)
