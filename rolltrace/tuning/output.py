@@ -54,8 +54,9 @@ def _bars_figure(result: TuneResult) -> Figure:
             patch.set_gid(f"failures:{cause}")
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     top = max([*bottom, 1])
+    refuted = [c for c, _ in result.failed_verifications]
     for i, trial in enumerate(trials):
-        _verdict_label(ax, i, bottom[i], top, trial)
+        _verdict_label(ax, i, bottom[i], top, trial, trial.candidate in refuted)
     chosen = _chosen_index(result, trials)
     if chosen is not None:
         ax.axvspan(chosen - 0.45, chosen + 0.45, color=OK_COLOUR, alpha=0.15, gid="chosen")
@@ -71,10 +72,17 @@ def _bars_figure(result: TuneResult) -> Figure:
     return fig
 
 
-def _verdict_label(ax: Axes, x: int, height: float, top: float, trial: Trial) -> None:
+def _verdict_label(
+    ax: Axes, x: int, height: float, top: float, trial: Trial, refuted: bool
+) -> None:
+    """The search's verdict; a value the search held safe but whose verification runs failed is
+    unsafe after all, and says why."""
     text = "safe" if trial.safe else ("not complete" if trial.incomplete else "unsafe")
+    if refuted:
+        text = "failed\nverification"
     ax.text(x, height + top * 0.03, text, ha="center", va="bottom", fontsize=MIN_FONT_PT + 1,
-            color=OK_COLOUR if trial.safe else "#a33500", gid=f"verdict:{text}")  # fmt: skip
+            color=OK_COLOUR if trial.safe and not refuted else "#a33500",
+            gid=f"verdict:{text.replace(chr(10), ' ')}")  # fmt: skip
 
 
 def _chosen_index(result: TuneResult, trials: Sequence[Trial]) -> int | None:
@@ -181,6 +189,7 @@ def render_html(result: TuneResult, scenario_name: str, patch: str) -> str:
     out.append(f'<img alt="failed requests per value tried" src="data:image/png;base64,{png}">')
     out += _apply_section(result, patch)
     out += _trials_table(result)
+    out += _verifications_table(result)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -190,6 +199,29 @@ def _apply_section(result: TuneResult, patch: str) -> list[str]:
     if result.recommended is None:
         return []
     return ["<h2>How to apply</h2>", f"<pre>{html.escape(patch)}</pre>"]
+
+
+def _verifications_table(result: TuneResult) -> list[str]:
+    """Every verification, in the order run: the ones that failed (each moved the choice to the
+    next value the search held safe) and the last one."""
+    done = [*result.failed_verifications]
+    if result.verified is not None and result.recommended is not None:
+        done.append((result.recommended, result.verified))
+    if not done:
+        return []
+    e = html.escape
+    header = ["value", "runs", "failed / requests", "causes", "verdict"]
+    rows = ["<h2>Verifications, in the order run</h2>",
+            "<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]  # fmt: skip
+    for candidate, runs in done:
+        causes = ", ".join(f"{c} {n:,}" for c, n in sorted(runs.causes.items())) or "none"
+        verdict = "held" if runs.safe else "failed: unsafe after all"
+        rows.append(
+            f"<tr><td>{e(describe(result.varies, candidate))}</td><td>{len(runs.runs)}</td>"
+            f"<td>{runs.failed:,} / {runs.requests:,}</td><td>{e(causes)}</td>"
+            f"<td>{verdict}</td></tr>"
+        )
+    return [*rows, "</table>"]
 
 
 def _trials_table(result: TuneResult) -> list[str]:

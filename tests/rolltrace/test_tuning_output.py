@@ -15,7 +15,7 @@ from localcluster.apiserver.patch import strategic_merge_patch
 from rolltrace.runner.manifests import deployment
 from rolltrace.scenario import Scenario, load_scenario
 from rolltrace.tuning.output import render_html, render_patch, trials_figure
-from rolltrace.tuning.search import TrialRun, TuneResult, Verification, tune
+from rolltrace.tuning.search import Phase, TrialRun, TuneResult, Verification, tune
 from rolltrace.tuning.settings import Candidate, parse_vary, with_candidate
 from tests.rolltrace.test_tuning_search import (
     CAPACITY,
@@ -162,3 +162,39 @@ def test_the_page_shows_how_to_apply_the_patch() -> None:
     result.verified = Verification((TrialRun("r", 100, 0, {}, 5.0, "complete"),))
     page = _page(result, "prestop-too-short")
     assert "seconds: 4" in page and "kubectl patch deployment" in page
+
+
+def _refuted_result() -> TuneResult:
+    """The search holds 4 s safe; the verification sees failures it missed below 5.5 s."""
+    search, verifying = FakeCluster(_needs(3.5)), FakeCluster(_needs(5.5))
+
+    def evaluate(candidate: Candidate, phase: Phase) -> list[TrialRun]:
+        return (search if phase == "search" else verifying)(candidate, phase)
+
+    vary = parse_vary(f"{SLEEP}=0..10", load_scenario(PRESTOP))
+    return tune([vary], evaluate, lambda line: None)
+
+
+def test_a_failed_verification_is_drawn_and_listed() -> None:
+    result = _refuted_result()
+    refuted = [c[SLEEP] for c, _ in result.failed_verifications]
+    assert refuted and result.recommended is not None
+    figure = trials_figure(result)
+    (ax,) = figure.axes
+    labels = [label.get_text() for label in ax.get_xticklabels()]
+    marked = [t for t in figure.findobj(Text) if t.get_gid() == "verdict:failed verification"]
+    assert sorted(labels[round(t.get_position()[0])] for t in marked) == sorted(
+        str(v) for v in refuted
+    )
+    page = _page(result, "prestop-too-short")
+    table = page.split("<h2>Verifications, in the order run</h2>", 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == len(refuted) + 1
+    assert all("failed: unsafe after all" in row for row in rows[:-1])
+    assert "held" in rows[-1] and f"preStop {result.recommended[SLEEP]} s" in rows[-1]
+
+
+def test_a_page_without_verification_has_no_verification_table() -> None:
+    vary = parse_vary(f"{SLEEP}=0..2", load_scenario(PRESTOP))
+    result = tune([vary], FakeCluster(_needs(5)), lambda line: None)
+    assert "Verifications" not in _page(result, "prestop-too-short")
