@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 
 from analyzer import metrics
+from analyzer.hop_paths import hop_settings
 from analyzer.rundir import lb_unhealthy_after_ms, traffic_policy
 
 Verdict = Literal["ok", "change", "unknown"]
@@ -43,6 +44,12 @@ GRACE_PATH = "pod.termination_grace_period_s"
 MAX_SURGE_PATH = "strategy.max_surge"
 MAX_UNAVAILABLE_PATH = "strategy.max_unavailable"
 FALLBACK_PATH = "cluster.terminating_fallback"
+APP_KEEPALIVE_PATH = "workload.app.keepalive_timeout_s"
+#: The app's keep-alive timeout must exceed an L7 hop's pooled-connection idle timeout by this
+#: much: the hop starts its idle timer when a connection returns to its pool and the app when it
+#: has sent its response, a response's transfer apart, and timers that count whole seconds round
+#: by up to one. A second above the hop's timeout lets the hop close first every time.
+KEEPALIVE_OVER_IDLE_S = 1.0
 #: Kubernetes' default terminationGracePeriodSeconds (PodSpec): the grace period most apps'
 #: shutdown is written for.
 DEFAULT_GRACE_S = 30.0
@@ -72,6 +79,12 @@ class RolloutSettings:
     #: How long the LB keeps sending to a node after its health check starts failing (interval ×
     #: unhealthy threshold + timeout), where the run records the LB's settings.
     lb_unhealthy_after_s: float | None = None
+    #: The L7 hops (run.json ``hops``, else the scenario's ``cluster.ingress``): the slowest
+    #: hop's endpoint sync interval and the longest idle timeout of its pooled upstream
+    #: connections; the app's own keep-alive timeout (``workload.app``).
+    hop_sync_interval_s: float | None = None
+    hop_idle_timeout_s: float | None = None
+    app_keepalive_s: float | None = None
 
 
 def _get(tree: Any, *keys: str) -> Any:
@@ -86,9 +99,17 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> RolloutSettings:
+def _largest(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def rollout_settings(
+    scenario: dict[str, Any], service: dict[str, Any], hops: Any = None
+) -> RolloutSettings:
     """Settings from either scenario shape: a trace-builder recipe (flat keys) or a resolved
-    rolltrace scenario (workload / pod / strategy / service / cluster sections)."""
+    rolltrace scenario (workload / pod / strategy / service / cluster sections); ``hops``:
+    run.json's ``hops`` entry (the L7 hops' settings), if any."""
     if "recipe" in scenario:
         return RolloutSettings(
             prestop_s=_num(scenario.get("prestop_s")),
@@ -115,6 +136,7 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
         prestop = 0.0 if pre_stop is None else None
     policy = traffic_policy(service, scenario) or None
     window_ms = lb_unhealthy_after_ms(scenario)
+    by_hop = hop_settings({"hops": hops} if hops else {}, scenario)
     return RolloutSettings(
         prestop_s=prestop,
         grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
@@ -127,6 +149,9 @@ def rollout_settings(scenario: dict[str, Any], service: dict[str, Any]) -> Rollo
         traffic_policy=policy,
         terminating_fallback=_get(scenario, "cluster", "terminating_fallback"),
         lb_unhealthy_after_s=None if window_ms is None else window_ms / 1000,
+        hop_sync_interval_s=_largest([h.sync_interval_s for h in by_hop.values()]),
+        hop_idle_timeout_s=_largest([h.idle_timeout_s for h in by_hop.values()]),
+        app_keepalive_s=by_hop[""].app_keepalive_s,
     )
 
 
@@ -161,6 +186,8 @@ class AdviceFacts(Protocol):
     def lag_samples(self) -> int: ...
     @property
     def container_exits(self) -> dict[str, int]: ...
+    @property
+    def masked_retries(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,7 @@ class AdviceInputs:
     lag_after_deletion_ms: float | None = None
     lag_samples: int = 0
     container_exits: dict[str, int] = field(default_factory=dict)
+    masked_retries: dict[str, Any] = field(default_factory=dict)  # summary.json's, by hop
 
 
 Value = float | int | str | None
@@ -319,8 +347,8 @@ def _lag_basis(facts: AdviceFacts) -> _Basis | None:
     lag_s = facts.lag_after_deletion_ms / 1000
     return _Basis(
         lag_s + MARGIN_S,
-        f"Requests still routed to a leaving Pod (endpoint-lag, lb-lag) started up to "
-        f"{lag_s:.2f} s (p99 of {facts.lag_samples}) after its deletion.",
+        f"Requests still routed to a leaving Pod (endpoint-lag, lb-lag, proxy-endpoint-lag) "
+        f"started up to {lag_s:.2f} s (p99 of {facts.lag_samples}) after its deletion.",
         f"a lower bound (routing lasted at least that long) + {MARGIN_S:g} s margin",
         facts.lag_samples,
     )
@@ -352,20 +380,46 @@ def _lb_basis(facts: AdviceFacts) -> _Basis | None:
     )
 
 
+def _hop_basis(facts: AdviceFacts) -> _Basis | None:
+    """With proxy-endpoint-lag failures: an L7 hop applies endpoint changes once per sync
+    interval after they reach it, so it may send to a leaving Pod for its sync interval plus
+    the propagation; preStop must keep the Pod serving that long."""
+    sync = facts.settings.hop_sync_interval_s
+    if sync is None or not facts.failed_by_cause.get("proxy-endpoint-lag"):
+        return None
+    n, _ = _stats(facts, "propagation")
+    bound = _bound_basis(facts)
+    propagation = bound.needed_s if bound is not None else _max_s(facts)
+    return _Basis(
+        sync + propagation,
+        f"An L7 hop applies endpoint changes once per sync interval ({sync:g} s) after they "
+        f"reach it (up to {propagation:.2f} s): until then its own list still sends to a "
+        f"leaving Pod. A shorter sync interval (the local ingress's "
+        f"`cluster.ingress.sync_interval_s`; ingress-nginx syncs its Lua balancer each second) "
+        f"narrows that window but never closes it.",
+        f"the hop's configured sync interval + the propagation bound ({n} samples)",
+        n,
+    )
+
+
 def _prestop_basis(facts: AdviceFacts) -> _Basis | None:
     """The longest time after deletion traffic may still reach a Pod in the next run: the upper
     prediction bound of the measured propagation, the endpoint-lag failures' time since
     deletion (+ margin) when that is longer (they prove routing lasted at least that long), or,
-    under Local policy, the LB's health-check window on top of propagation."""
-    found = [b for b in (_bound_basis(facts), _lag_basis(facts), _lb_basis(facts)) if b]
+    under Local policy, the LB's health-check window on top of propagation, or an L7 hop's
+    sync interval on top of it."""
+    bases = (_bound_basis(facts), _lag_basis(facts), _lb_basis(facts), _hop_basis(facts))
+    found = [b for b in bases if b]
     return max(found, key=lambda b: b.needed_s) if found else None
 
 
 def _routed_late(facts: AdviceFacts) -> dict[str, int]:
-    """Failures a longer preStop prevents, by cause: endpoint-lag, and lb-lag unless it is the
+    """Failures a longer preStop prevents, by cause: endpoint-lag, proxy-endpoint-lag (an L7
+    hop's own list still held the Pod), and lb-lag unless it is the
     Local policy's dropped node with no LB window to outlast (then the fallback comes first)."""
     local = _is_local(facts.settings)
-    causes = ["endpoint-lag"] + (["lb-lag"] if not local or _lb_basis(facts) else [])
+    causes = ["endpoint-lag", "proxy-endpoint-lag"]
+    causes += ["lb-lag"] if not local or _lb_basis(facts) else []
     return {cause: facts.failed_by_cause.get(cause, 0) for cause in causes}
 
 
@@ -764,6 +818,74 @@ def keepalive(facts: AdviceFacts) -> Recommendation | None:
     )
 
 
+def backend_keepalive(facts: AdviceFacts) -> Recommendation | None:
+    """backend-keepalive-race: the app closed idle connections an L7 hop still kept pooled.
+    The app's keep-alive timeout must outlast the hop's idle timeout, so that the hop closes
+    first (AWS documents the same for its ALB: the target's keep-alive above the LB's idle
+    timeout)."""
+    race = facts.failed_by_cause.get("backend-keepalive-race", 0)
+    if not race:
+        return None
+    idle, app = facts.settings.hop_idle_timeout_s, facts.settings.app_keepalive_s
+    why = (
+        f"{race} request(s) failed because an L7 hop reused a pooled connection the app had "
+        f"just closed as idle (the hop answered 502). The app closes idle connections after "
+        f"{_configured(app)}; the hop keeps them pooled for {_configured(idle)}."
+    )
+    effect = f"the {race} backend-keepalive-race failure(s) go away: the hop closes first"
+    if idle is None or (app is not None and app >= idle + KEEPALIVE_OVER_IDLE_S):
+        return Recommendation(
+            "backend keep-alive",
+            "unknown" if idle is None else "change",
+            "Set the app's keep-alive (idle) timeout above the L7 hop's idle timeout for its "
+            "pooled upstream connections (an ALB's idle timeout, 60 s by default; nginx's "
+            "upstream `keepalive_timeout`), so that the hop, not the app, closes them.",
+            why,
+            fix_in="app",
+            expected_effect=effect,
+        )
+    target = math.ceil(idle + KEEPALIVE_OVER_IDLE_S)
+    return Recommendation(
+        "backend keep-alive",
+        "change",
+        f"App keep-alive timeout ≥ {target} s: above the hop's {idle:g} s idle timeout.",
+        why,
+        (SettingChange(APP_KEEPALIVE_PATH, app, target),),
+        fix_in="setting",
+        expected_effect=effect,
+        how_sure=f"the hop's configured idle timeout + {KEEPALIVE_OVER_IDLE_S:g} s",
+    )
+
+
+def retries(facts: AdviceFacts) -> Recommendation | None:
+    """Masked retries are not failures, but each hid a failed attempt and cost its client
+    time: keep retries, for idempotent requests only, and fix what they hide."""
+    masked = {hop: int(h.get("masked", 0)) for hop, h in facts.masked_retries.items()}
+    if not sum(masked.values()):
+        return None
+    costs = "; ".join(
+        f"{hop}: {n} masked, cost p50 {_ms(h['cost_ms'].get('p50_ms'))} / p99 "
+        f"{_ms(h['cost_ms'].get('p99_ms'))}"
+        for hop, n in masked.items()
+        if n and (h := facts.masked_retries[hop])
+    )
+    return Recommendation(
+        "retries at L7 hops",
+        "ok",
+        "Retries at the L7 hop hid failed attempts: keep them for idempotent requests only "
+        "(nginx retries POST, LOCK and PATCH only with `proxy_next_upstream non_idempotent`; "
+        "leave it off), bounded in tries and time (`proxy_next_upstream_tries`, "
+        "`proxy_next_upstream_timeout`), and fix what the failed attempts met.",
+        f"Requests that succeeded only after a failed attempt ({costs}): each waited for the "
+        f"attempts that gave it nothing.",
+        expected_effect="no failure; the retried requests' extra latency",
+    )
+
+
+def _ms(value: Any) -> str:
+    return "?" if value is None else f"{float(value):.0f} ms"
+
+
 def container_restarts(facts: AdviceFacts) -> Recommendation | None:
     """Failures from containers that exited or were killed without their Pod being deleted:
     a liveness probe or app fix, not a rollout setting."""
@@ -816,7 +938,13 @@ def evidence(facts: AdviceFacts) -> Recommendation | None:
 def recommend(facts: AdviceFacts) -> list[Recommendation]:
     """Every recommendation that applies to this run, the settings to change first."""
     found = [prestop(facts), grace_period(facts), readiness(facts), capacity(facts)]
-    optional = (local_policy(facts), keepalive(facts), container_restarts(facts))
+    optional = (
+        local_policy(facts),
+        keepalive(facts),
+        backend_keepalive(facts),
+        container_restarts(facts),
+        retries(facts),
+    )
     found += [r for r in optional if r is not None]
     caveat = evidence(facts)
     if caveat is not None:
@@ -831,10 +959,11 @@ def _ranked(found: list[Recommendation]) -> list[Recommendation]:
 
 def lag_after_deletion(failures: pd.DataFrame) -> tuple[float | None, int]:
     """p99 of (request start − Pod deletion) over failures routed to a leaving Pod (endpoint-lag
-    by a node's rules, lb-lag by the LB), in ms, and how many: traffic routed to a Pod that long
+    by a node's rules, lb-lag by the LB, proxy-endpoint-lag by an L7 hop), in ms, and how many: traffic routed to a Pod that long
     after its deletion shows routing to it lasted at least that long, even where node captures
     could not measure it."""
-    lag = failures[failures["cause"].astype(str).isin(["endpoint-lag", "lb-lag"])]
+    routed_late = ["endpoint-lag", "lb-lag", "proxy-endpoint-lag"]
+    lag = failures[failures["cause"].astype(str).isin(routed_late)]
     values = pd.to_numeric(lag["ms_since_deletion"], errors="coerce")
     stats = metrics.timing_stats(values[values >= 0])
     return stats["p99_ms"], stats["n"]

@@ -25,8 +25,16 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from analyzer import joins, metrics
-from analyzer.schema import FAILURES, Cause, ErrorKind, PodMatch, PodState, check_frame
+from analyzer import hop_paths, joins, metrics
+from analyzer.schema import (
+    FAILURES,
+    AttemptOutcome,
+    Cause,
+    ErrorKind,
+    PodMatch,
+    PodState,
+    check_frame,
+)
 
 #: A server close seen at most this long after the request started still raced the request: the
 #: FIN (or bare RST) and the request crossed on the wire (about one round trip, generously).
@@ -55,7 +63,23 @@ KUBELET_MIN_GRACE_S = 2.0
 
 _CONNECT_FAILURES = tuple(joins.CONNECT_FAILURES)
 _CUT_KINDS = (ErrorKind.RESET.value, ErrorKind.EOF.value)
-_DIRECT_POD = (PodMatch.HEADER.value, PodMatch.NODE_CAPTURE.value)
+_DIRECT_POD = (PodMatch.HEADER.value, PodMatch.NODE_CAPTURE.value, PodMatch.HOP_LOG.value)
+#: The hop-log facts of a failure no hop decided (``analyzer.hop_paths.hop_facts``' columns).
+_NO_HOP: dict[str, Any] = {
+    "hop": pd.NA,
+    "hop_join": pd.NA,
+    "upstream_addr": pd.NA,
+    "hop_outcome": pd.NA,
+    "hop_kind": pd.NA,
+    "attempt_reused": False,
+    "attempt_ms": np.nan,
+    "hop_pod": pd.NA,
+    "ms_since_leaving": np.nan,
+    "upstream_close_ms": np.nan,
+    "sync_interval_ms": np.nan,
+    "hop_idle_ms": np.nan,
+    "app_keepalive_ms": np.nan,
+}
 
 
 @dataclass(frozen=True)
@@ -250,6 +274,7 @@ def failure_features(
     has_packets: bool,
     gaps: np.ndarray | None = None,
     pod_intervals: pd.DataFrame | None = None,
+    hop_facts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The facts ``decide`` looks at, one row per failed request.
 
@@ -257,6 +282,7 @@ def failure_features(
     connection), ``pod_matched`` and ``pod_method`` (see ``analyzer.joins``). ``gaps``: the
     watch's GAP markers as rows (since_ns, recv_ns). ``pod_intervals``: the ``POD_STATES``
     table (Pod state over time); without it only the first transitions of ``pods`` are known.
+    ``hop_facts``: ``analyzer.hop_paths.hop_facts`` of the failures an L7 hop logged.
     """
     failed = requests[requests["error_kind"] != ErrorKind.OK.value]
     states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods, gaps)
@@ -277,8 +303,9 @@ def failure_features(
     server_close = start + _ms(features, "server_close_ms") * 1e6
     cut_ns = np.where(np.isnan(server_close), end, np.fmax(server_close, start))
     if pod_intervals is not None:
+        at_pod = _as_the_pod_saw(failed, hop_facts)
         features = features.join(
-            pod_interval_facts(failed, cut_ns, pods, pod_intervals, context, served, gaps)
+            pod_interval_facts(at_pod, cut_ns, pods, pod_intervals, context, served, gaps)
         )
         known = features["interval_state"].notna()
         features.loc[known, "pod_state"] = features.loc[known, "interval_state"]
@@ -291,7 +318,32 @@ def failure_features(
         np.isin(second, after_shortage)
     )
     features["congested"] = np.isin(second, congested)
-    return features
+    return features.join(_hop_columns(failed.index, hop_facts))
+
+
+def _as_the_pod_saw(failed: pd.DataFrame, hop_facts: pd.DataFrame | None) -> pd.DataFrame:
+    """``failed`` with each hop-decided failure's error kind replaced by what its hop's attempt
+    met at the Pod (refused, cut, ...): the client saw the hop's 502, the Pod saw the attempt."""
+    if hop_facts is None or hop_facts.empty:
+        return failed
+    kind = hop_facts["hop_kind"].dropna()
+    kind = kind[kind.index.isin(failed.index)]
+    out = failed.copy()
+    out.loc[kind.index, "error_kind"] = kind.to_numpy()
+    return out
+
+
+def _hop_columns(index: pd.Index, hop_facts: pd.DataFrame | None) -> pd.DataFrame:
+    """The hop facts of every failure: a hop's where one logged it, ``_NO_HOP`` elsewhere."""
+    empty = pd.DataFrame({name: [value] * len(index) for name, value in _NO_HOP.items()})
+    empty.index = index
+    if hop_facts is None or hop_facts.empty:
+        return empty
+    return (
+        hop_facts.reindex(index)
+        .fillna({k: v for k, v in _NO_HOP.items() if v is not pd.NA})
+        .astype({"attempt_reused": bool})
+    )
 
 
 def _request_facts(
@@ -689,11 +741,79 @@ def _lb_gap(
     return np.asarray(timeout & lacking & bool(context.local_policy), dtype=bool)
 
 
+def _with_hop_defaults(f: pd.DataFrame) -> pd.DataFrame:
+    """``f`` with the hop columns it lacks (features built without hop facts): no hop."""
+    missing = {name: value for name, value in _NO_HOP.items() if name not in f.columns}
+    return f.assign(**missing) if missing else f
+
+
+def _hop_terms(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Which failures an L7 hop decided (its answer stood for a failed attempt), which of
+    those rest on a precise join (exact or timed, not coarse) and an attempt outcome the log
+    states (not ingress-nginx's bare 5xx), and which show the Pod closing the pooled
+    connection in packets."""
+    decided = f["hop_kind"].notna().to_numpy(dtype=bool)
+    join = f["hop_join"].astype("string").fillna("").to_numpy(dtype=object)
+    precise = np.isin(join, (hop_paths.HopJoin.EXACT.value, hop_paths.HopJoin.TIMED.value))
+    outcome = f["hop_outcome"].astype("string").fillna("").to_numpy(dtype=object)
+    stated = outcome != AttemptOutcome.FAILED_5XX.value
+    return {
+        "decided": decided,
+        # the hop had no upstream to try: its endpoint list was empty
+        "empty": decided & (outcome == AttemptOutcome.NO_SERVER.value),
+        "sure": decided & precise & stated,
+        "closed_seen": decided & ~np.isnan(_ms(f, "upstream_close_ms")),
+    }
+
+
+def _hop_lag(f: pd.DataFrame, kind: np.ndarray, hop: dict[str, np.ndarray]) -> np.ndarray:
+    """The hop sent its attempt to a Pod that had already stopped being an endpoint: its own
+    list still held it. A refused or unanswered connection counts from up to the watch's lag
+    before the deletion was seen (the app may stop accepting as the deletion begins), and so
+    does a pooled connection that failed at once (within the crossing window: the draining
+    app's close of its idle connections met the hop's request); any other cut or a bare 5xx
+    only when the attempt came after it (one in flight before was cut by the exit)."""
+    since = _ms(f, "ms_since_leaving")
+    near = since >= -WATCH_LAG_MS
+    connect = np.isin(kind, _CONNECT_FAILURES)
+    cut = np.isin(kind, _CUT_KINDS)
+    crossed = cut & _flag(f, "attempt_reused") & (_ms(f, "attempt_ms") <= RACE_CROSSING_MS)
+    cut_or_5xx = cut | (kind == ErrorKind.HTTP_5XX.value)
+    gone = ((connect | crossed) & near) | (cut_or_5xx & (since >= 0))
+    return np.asarray(hop["decided"] & gone, dtype=bool)
+
+
+def _hop_serving(f: pd.DataFrame, cannot_serve: np.ndarray) -> np.ndarray:
+    """The Pod the hop's attempt went to was serving: known, not being deleted (nor about to
+    be, within the watch's lag), not starting or flapping (restarts are decided first)."""
+    leaving = _ms(f, "ms_since_leaving") >= -WATCH_LAG_MS
+    known_pod = f["hop_pod"].notna().to_numpy(dtype=bool)
+    return np.asarray(known_pod & ~leaving & ~cannot_serve, dtype=bool)
+
+
+def _backend_race(
+    f: pd.DataFrame, kind: np.ndarray, hop: dict[str, np.ndarray], cannot_serve: np.ndarray
+) -> np.ndarray:
+    """The hop's attempt reused a pooled connection (connect time 0) that closed before a
+    response, at a Pod that was serving (``_hop_serving``)."""
+    cut = np.isin(kind, _CUT_KINDS)
+    reused = _flag(f, "attempt_reused")
+    return np.asarray(hop["decided"] & cut & reused & _hop_serving(f, cannot_serve), dtype=bool)
+
+
 def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
     """The rules of docs/causes.md in the order they apply (first match wins), evaluated over
     every failure at once. ``f`` is the ``failure_features`` frame (see ``decide``)."""
-    kind, method = f["error_kind"].astype(str).to_numpy(), f["pod_method"].astype(str).to_numpy()
-    reused, deleted_by_end = _flag(f, "conn_reused"), _flag(f, "pod_deleted_by_end")
+    f = _with_hop_defaults(f)
+    method = f["pod_method"].astype(str).to_numpy()
+    hop = _hop_terms(f)
+    l4 = ~hop["decided"]  # the client's own connection met the Pod (no hop answered for it)
+    kind = np.where(
+        hop["decided"],
+        f["hop_kind"].astype("string").fillna("").to_numpy(dtype=object),
+        f["error_kind"].astype(str).to_numpy(),
+    )
+    reused, deleted_by_end = _flag(f, "conn_reused") & l4, _flag(f, "pod_deleted_by_end")
     connect_failure = np.isin(kind, _CONNECT_FAILURES)
     cut = np.isin(kind, _CUT_KINDS)
     is_5xx = kind == ErrorKind.HTTP_5XX.value
@@ -701,7 +821,12 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
     timeout = read_timeout | (kind == ErrorKind.CONNECT_TIMEOUT.value)
     direct_pod = np.isin(method, _DIRECT_POD)
     inferred_pod = method == PodMatch.INFERRED.value
-    pod, close = _pod_terms(f), _close_terms(f)
+    pod = _pod_terms(f)
+    # the client's connection packets say nothing of a connection the hop had to the Pod
+    close = {name: when & l4 for name, when in _close_terms(f).items()}
+    no_packets = ~_flag(f, "has_packets") | hop["decided"]
+    hop_lag, race = _hop_lag(f, kind, hop), _backend_race(f, kind, hop, pod["cannot_serve"])
+    hop_serving = _hop_serving(f, pod["cannot_serve"])
     pod_leaving, pod_new, cannot_serve = pod["leaving"], pod["new"], pod["cannot_serve"]
     lb_gap = _lb_gap(f, kind, context)
     maybe_lb_gap = _lb_gap(f, kind, context, "nodes_possibly_lacking_local")
@@ -718,11 +843,19 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
         # the container exited or was killed under the request: the Pod's own record decides
         Rule(restart & direct_pod, Cause.CONTAINER_RESTART, 0.9, "restart"),
         Rule(cut & _flag(f, "killed_at_grace"), Cause.KILLED_AT_GRACE, 0.9, "killed-at-grace"),
+        # an L7 hop answered for the Pod: its failed attempt and what the Pod was doing decide
+        Rule(hop_lag & hop["sure"], Cause.PROXY_ENDPOINT_LAG, 0.9, "proxy-lag"),
+        Rule(race & hop["closed_seen"], Cause.BACKEND_KEEPALIVE_RACE, 0.95, "backend-race"),
+        Rule(race, Cause.BACKEND_KEEPALIVE_RACE, 0.8, "backend-race"),
+        Rule(hop_lag, Cause.PROXY_ENDPOINT_LAG, 0.6, "proxy-lag"),
+        Rule(hop["empty"], Cause.NO_ENDPOINTS, 0.8, "hop-empty"),
         # Pod-target LBs: the LB, not kube-proxy, chose the Pod the SYN met
-        Rule(connect_failure & lb_pods & pod_leaving, Cause.LB_LAG, 0.85, "lb-lag-pods"),
-        Rule(connect_failure & lb_pods & ~pod_new, Cause.LB_LAG, 0.6, "lb-lag-pods"),
+        Rule(connect_failure & lb_pods & pod_leaving & l4, Cause.LB_LAG, 0.85, "lb-lag-pods"),
+        Rule(connect_failure & lb_pods & ~pod_new & l4, Cause.LB_LAG, 0.6, "lb-lag-pods"),
         # connection-level failures of new connections: what the SYN met decides
-        Rule(connect_failure & direct_pod & pod_leaving, Cause.ENDPOINT_LAG, 0.95, "lag-direct"),
+        Rule(
+            connect_failure & direct_pod & pod_leaving & l4, Cause.ENDPOINT_LAG, 0.95, "lag-direct"
+        ),
         Rule(connect_failure & direct_pod & cannot_serve, Cause.NOT_READY, 0.9, "not-ready"),
         Rule(connect_failure & ~direct_pod & no_endpoints, Cause.NO_ENDPOINTS, 0.9, "no-endpoints"),
         Rule(connect_failure & ~direct_pod & lb_gap, Cause.LB_LAG, 0.75, "lb-lag"),
@@ -734,7 +867,7 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
         Rule(connect_failure & ~direct_pod & maybe_none, Cause.NO_ENDPOINTS, 0.5, "none-coarse"),
         Rule(restart & inferred_pod, Cause.CONTAINER_RESTART, 0.6, "restart"),
         Rule(
-            connect_failure & inferred_pod & pod_leaving & ~queued,
+            connect_failure & inferred_pod & pod_leaving & ~queued & l4,
             Cause.ENDPOINT_LAG,
             0.6,
             "lag-inferred",
@@ -748,14 +881,16 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
         Rule(cut & reused & close["closed_before"], Cause.KEEPALIVE_RACE, 0.8, "race-packets"),
         Rule(cut & closed_during, Cause.INFLIGHT_CUT, 0.7, "cut-packets"),
         Rule(cut & reused & close["fast_cut"], Cause.KEEPALIVE_RACE, 0.6, "race-timing"),
-        Rule(cut & ~_flag(f, "has_packets") & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
+        Rule(cut & no_packets & deleted_by_end, Cause.INFLIGHT_CUT, 0.7, "cut-state"),
         # application answers and timeouts: the most possible reasons, so last
         Rule(is_5xx & cannot_serve, Cause.NOT_READY, 0.9, "not-ready"),
         Rule(is_5xx & no_endpoints, Cause.NO_ENDPOINTS, 0.8, "no-endpoints"),
         Rule((is_5xx | timeout) & capacity_short, Cause.OVERLOAD, 0.7, "overload"),
-        Rule(is_5xx & pod_leaving & ~reused, Cause.ENDPOINT_LAG, 0.6, "lag-5xx"),
+        Rule(is_5xx & pod_leaving & ~reused & l4, Cause.ENDPOINT_LAG, 0.6, "lag-5xx"),
         Rule((is_5xx | timeout) & _flag(f, "congested"), Cause.OVERLOAD, 0.6, "overload-slow"),
         Rule((is_5xx | read_timeout) & deleted_by_end, Cause.INFLIGHT_CUT, 0.6, "cut-state"),
+        # the hop's read timed out at a Pod that was there and serving: too slow
+        Rule(hop["decided"] & read_timeout & hop_serving, Cause.OVERLOAD, 0.6, "hop-timeout"),
     ]
 
 
@@ -773,7 +908,7 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
     (``in_restart``, ``pod_unable``, ``killed_at_grace``, ``last_exit_code``), ``congested`` and
     the ``cluster_state_at`` columns.
     """
-    f = features
+    f = _with_hop_defaults(features)
     decided = rules(f, context)
     conditions = [r.when for r in decided]
     cause = np.select(conditions, [r.cause.value for r in decided], Cause.UNEXPLAINED.value)
@@ -799,13 +934,31 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
             "conn_age_ms": f["conn_age_ms"].astype("Float64").to_numpy(),
             "conn_reused": _flag(f, "conn_reused"),
             "conn_outcome": f["conn_outcome"].astype("string").to_numpy(),
+            **_hop_output(f),
         }
     )
     for column in ("ms_since_deletion", "ms_since_ready", "conn_age_ms"):
         out[column] = out[column].astype("Float64")
-    for column in ("pod", "pod_state", "node", "conn_outcome"):
+    for column in ("pod", "pod_state", "node", "conn_outcome", "hop", "hop_join", "path"):
         out[column] = out[column].astype("string")
     return check_frame(out, FAILURES, "attribution output")
+
+
+def _hop_output(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The failures' hop columns: the hop that decided a failure (its own answer stood for a
+    failed attempt; NA where the Pod's answer or the client's connection decided), how the
+    request was joined to its log, and the path client → hop → upstream (Pod) it took."""
+    logged = f["hop"].notna().to_numpy(dtype=bool)
+    decided = f["hop_kind"].notna().to_numpy(dtype=bool)
+    hop = f["hop"].astype("string").where(decided)
+    path = pd.Series(pd.NA, index=f.index, dtype="string")
+    if logged.any():
+        path[logged] = hop_paths.path_text(f[logged])
+    return {
+        "hop": hop.to_numpy(),
+        "hop_join": f["hop_join"].astype("string").where(logged).to_numpy(),
+        "path": path.to_numpy(),
+    }
 
 
 def _fmt_ms(value: float) -> str:
@@ -912,6 +1065,57 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
 _SENTENCES["lag-inferred"] = _SENTENCES["lag-5xx"] = _SENTENCES["lag-direct"]
 
 
+def _joined_how(r: dict[str, Any]) -> str:
+    if r["join"] == "coarse":
+        return " (tied to the hop's log by status and second only: a coarse join)"
+    return ""
+
+
+def _proxy_lag_sentence(r: dict[str, Any]) -> str:
+    since, sync = r["since_leaving"], r["sync"]
+    compared = (
+        f", {'within' if since <= sync else 'beyond'} the hop's sync interval of {_fmt_ms(sync)}"
+        if not np.isnan(sync)
+        else ""
+    )
+    return (
+        f"{r['kind']} answered by {r['hop']}: its attempt to {r['addr']} ({r['pod']}) ended "
+        f"{r['outcome']} {_fmt_ms(since) if since >= 0 else f'{_fmt_ms(-since)} before'} "
+        f"{'after ' if since >= 0 else ''}the Pod's endpoint left the Service{compared}: "
+        f"the hop's own endpoint list still held it{_joined_how(r)}"
+    )
+
+
+def _backend_race_sentence(r: dict[str, Any]) -> str:
+    s = (
+        f"{r['kind']} answered by {r['hop']}: it reused a pooled connection to {r['addr']} "
+        f"({r['pod']}, serving, not being deleted) that closed before a response "
+        f"({r['outcome']})"
+    )
+    if not np.isnan(r["upstream_close"]):
+        s += f"; packets show the Pod closing it {_fmt_ms(abs(r['upstream_close']))} "
+        s += "before the attempt" if r["upstream_close"] <= 0 else "after the attempt was sent"
+    if not np.isnan(r["app_keepalive"]) and not np.isnan(r["hop_idle"]):
+        relation = "below" if r["app_keepalive"] < r["hop_idle"] else "not below"
+        s += (
+            f"; the app's keep-alive timeout {_fmt_ms(r['app_keepalive'])} is {relation} the "
+            f"hop's idle timeout {_fmt_ms(r['hop_idle'])}"
+        )
+    return s + _joined_how(r)
+
+
+_SENTENCES["proxy-lag"] = _proxy_lag_sentence
+_SENTENCES["hop-empty"] = lambda r: (
+    f"{r['kind']} answered by {r['hop']} with no upstream to try ({r['addr']}): its endpoint "
+    f"list was empty"
+)
+_SENTENCES["hop-timeout"] = lambda r: (
+    f"{r['kind']} answered by {r['hop']}: its attempt to {r['addr']} ({r['pod']}, serving, not "
+    f"being deleted) timed out waiting for the response"
+)
+_SENTENCES["backend-race"] = _backend_race_sentence
+
+
 def _evidence(f: pd.DataFrame, template: np.ndarray, uncertainty_ms: float) -> list[str]:
     """One sentence per failure naming the decisive signal (for people, so not vectorized)."""
     columns = {
@@ -930,6 +1134,15 @@ def _evidence(f: pd.DataFrame, template: np.ndarray, uncertainty_ms: float) -> l
         "uncertainty": uncertainty_ms,
         "unable": _flag(f, "pod_unable"),
         "exit": f["last_exit_code"].astype("string").fillna("unknown"),
+        "hop": f["hop"].astype("string").fillna("a hop"),
+        "addr": f["upstream_addr"].astype("string").fillna("an unknown upstream"),
+        "outcome": f["hop_outcome"].astype("string").fillna("?"),
+        "join": f["hop_join"].astype("string").fillna(""),
+        "since_leaving": _ms(f, "ms_since_leaving"),
+        "sync": _ms(f, "sync_interval_ms"),
+        "upstream_close": _ms(f, "upstream_close_ms"),
+        "hop_idle": _ms(f, "hop_idle_ms"),
+        "app_keepalive": _ms(f, "app_keepalive_ms"),
     }
     rows = cast(list[dict[str, Any]], pd.DataFrame(columns).to_dict("records"))
     return [_SENTENCES.get(str(r["tpl"]), _unmatched)(r) for r in rows]

@@ -527,15 +527,20 @@ def attach_pods(
     node_pod: pd.Series,
     pods: pd.DataFrame,
     pod_intervals: pd.DataFrame | None = None,
+    through_l7_hop: bool = False,
 ) -> pd.DataFrame:
     """``pod`` and ``pod_method`` for every request: header, else node capture, else inferred.
 
     ``node_pod`` holds, per request, the Pod resolved from its node-side connection (NA when
     there is none). Inference is only attempted for failed requests: successes that named no Pod
-    carry no question to answer.
+    carry no question to answer. ``through_l7_hop``: the client's connections end at an L7 hop
+    (the run has a hop log), which sends each request to a Pod of its choosing, so a header
+    names the Pod of its own response only.
     """
-    # a connection reaches one Pod: a Pod named on any response of it names it for all of them
-    header = requests["pod"].astype("string").groupby(requests["conn_id"]).transform("first")
+    header = requests["pod"].astype("string")
+    if not through_l7_hop:
+        # a connection reaches one Pod: a Pod named on any response of it names it for all
+        header = header.groupby(requests["conn_id"]).transform("first")
     pod = header.copy()
     method = pd.Series(PodMatch.NONE.value, index=requests.index, dtype="string")
     method[header.notna()] = PodMatch.HEADER.value

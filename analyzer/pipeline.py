@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analyzer import advice, attribution, hops, joins, metrics
+from analyzer import advice, attribution, hop_paths, hops, joins, metrics
 from analyzer.connections import ConnectionTracker, PacketOrderError, number_connections
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import (
@@ -63,13 +63,14 @@ from analyzer.schema import (
     REQUESTS,
     SCHEMA_VERSION,
     WINDOWS,
+    ErrorKind,
     PodMatch,
     TableSchema,
     check_frame,
 )
 
 #: Bumped whenever attribution or metrics change meaning, so cached analyses are recomputed.
-ANALYZER_VERSION = "3"
+ANALYZER_VERSION = "4"
 
 #: Tables written to analysis/tables/, with the schema each is checked against (None: not a
 #: canonical table, documented in docs/api.md).
@@ -381,8 +382,10 @@ def _join_requests(
     node_conns: pd.DataFrame,
     pods: pd.DataFrame,
     pod_states: pd.DataFrame,
+    through_l7_hop: bool = False,
 ) -> pd.DataFrame:
-    """requests + ``conn_key`` (client capture), ``node_conn_key``, ``pod_matched``, ``pod_method``."""
+    """requests + ``conn_key`` (client capture), ``node_conn_key``, ``pod_matched``, ``pod_method``
+    (``through_l7_hop``: as ``joins.attach_pods``)."""
     conn_key = joins.request_connections(requests, client_conns)
     node_key_by_client = joins.node_connections_for(client_conns, node_conns)
     node_key_by_client.index = client_conns["conn_key"].to_numpy()
@@ -396,7 +399,7 @@ def _join_requests(
             pods,
         )
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
-    matched = joins.attach_pods(joined, node_pod, pods, pod_states)
+    matched = joins.attach_pods(joined, node_pod, pods, pod_states, through_l7_hop)
     return joined.assign(pod_matched=matched["pod"], pod_method=matched["pod_method"])
 
 
@@ -433,6 +436,7 @@ def _joins(
     connections: pd.DataFrame,
     watched: _Watched,
     on_table: Callable[[str, pd.DataFrame], None] | None,
+    through_l7_hop: bool = False,
 ) -> _Joined:
     if on_table is not None:
         on_table("connections", connections)
@@ -445,7 +449,9 @@ def _joins(
     node_conns = node_conns.assign(
         pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], watched.pods)
     )
-    joined = _join_requests(requests, client_conns, node_conns, watched.pods, watched.pod_states)
+    joined = _join_requests(
+        requests, client_conns, node_conns, watched.pods, watched.pod_states, through_l7_hop
+    )
     return _Joined(connections, client_conns, node_conns, capture_nodes, joined)
 
 
@@ -593,8 +599,9 @@ def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFra
         _rules_lag_by_node(watched, j, terminating_fallback(meta.scenario) is not False),
         metrics.syn_interval_ms(j.requests, max(len(j.capture_nodes), 1)),
     )
+    requests, hop_facts = _through_hops(read, j)
     features = attribution.failure_features(
-        j.requests,
+        requests,
         j.client_conns,
         watched.pods,
         watched.endpoints,
@@ -602,8 +609,27 @@ def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFra
         not j.client_conns.empty,
         watched.gaps,
         watched.pod_states,
+        hop_facts,
     )
     return attribution.decide(features, context)
+
+
+def _through_hops(read: _Read, j: _Joined) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The joined requests with the Pod each hop's failed attempt went to, and the hop facts
+    of the failures a hop logged (None without hop logs: nothing changes)."""
+    if read.hops.requests.empty:
+        return j.requests, None
+    failed = j.requests[j.requests["error_kind"] != ErrorKind.OK.value]
+    facts = hop_paths.hop_facts(
+        failed,
+        read.hops.requests,
+        read.hops.attempts,
+        read.watched.pods,
+        read.watched.endpoints,
+        j.connections,
+        hop_paths.hop_settings(read.meta.extra_fields(), read.meta.scenario),
+    )
+    return hop_paths.with_hop_pods(j.requests, facts), facts
 
 
 def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
@@ -617,7 +643,8 @@ def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
         if packets_file is not None:
             packets_file.close()
     with clock("joins"):
-        j = _joins(read.meta, read.requests, read.connections, read.watched, writer)
+        through_l7_hop = not read.hops.requests.empty
+        j = _joins(read.meta, read.requests, read.connections, read.watched, writer, through_l7_hop)
         propagation = _propagation(read.watched, j)
     with clock("attribution"):
         failures = _attribute(read, j, propagation)
@@ -625,12 +652,12 @@ def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
         windows = metrics.disruption_windows(failures)
         timings_table, timings = _timings(read.meta, read.watched, j, propagation)
         summary = _summary(read.meta, read.requests, failures, windows, timings, read.inputs, paths)
-        summary["recommendations"] = _recommendations(read, failures, summary)
         latency = metrics.latency_per_second(read.requests)
         masked = hops.masked_retries(read.hops.requests, read.hops.attempts)
         summary["masked_retries"] = hops.retries_summary(
             read.hops.requests, read.hops.attempts, masked
         )
+        summary["recommendations"] = _recommendations(read, failures, summary)
     tables: dict[str, pd.DataFrame | Path] = {
         "requests": j.requests,
         "packets": paths.table("packets") if read.packets is None else read.packets,
@@ -677,11 +704,14 @@ def _recommendations(read: _Read, failures: pd.DataFrame, summary: Summary) -> l
         failed=len(failures),
         failed_by_cause=summary["failed_by_cause"],
         timings=summary["timings"],
-        settings=advice.rollout_settings(read.meta.scenario, read.meta.service),
+        settings=advice.rollout_settings(
+            read.meta.scenario, read.meta.service, read.meta.extra_fields().get("hops")
+        ),
         inputs=dict(summary["inputs"]),
         lag_after_deletion_ms=lag_ms,
         lag_samples=lag_n,
         container_exits=advice.container_exits(read.watched.pod_states),
+        masked_retries=dict(summary["masked_retries"]),
     )
     return [r.as_json() for r in advice.recommend(facts)]
 

@@ -89,6 +89,7 @@ class PodMatch(StrEnum):
     HEADER = "header"  # the response named the Pod (X-Pod-Name)
     NODE_CAPTURE = "node-capture"  # the backend IP seen on a node-side capture
     INFERRED = "inferred"  # from which Pods were in which state at that moment
+    HOP_LOG = "hop-log"  # the upstream address an L7 hop's access log gave its failed attempt
     NONE = "none"
 
 
@@ -463,6 +464,28 @@ FAILURES = TableSchema(
             nullable=True,
             enum=ConnectionOutcome,
         ),
+        Column(
+            "hop",
+            "string",
+            "The L7 hop that decided the failure: it answered the client for a failed upstream "
+            "attempt (NA: the Pod's answer or the client's own connection decided).",
+            nullable=True,
+        ),
+        Column(
+            "hop_join",
+            "string",
+            "How the request was tied to a hop's log line: 'exact' (client port, connection "
+            "position, time), 'timed' (connection position, status, millisecond time: the "
+            "port was rewritten) or 'coarse' (status and the log's second); NA: no hop "
+            "logged it.",
+            nullable=True,
+        ),
+        Column(
+            "path",
+            "string",
+            "client → hop → upstream address (Pod) for a request a hop logged; NA otherwise.",
+            nullable=True,
+        ),
     ),
 )
 
@@ -649,5 +672,9 @@ class TruthEvent(StrEnum):
     # the app stops serving while running (readiness flap: reason); ready-to-serve ends it
     NOT_SERVING = "not-serving"
     # an ingress controller applied an upstream set to its proxy; fields: upstreams
-    # {"namespace/service:port": ["ip:port", ...]}, mode (reload|dynamic)
+    # {"<namespace>-<service>-<port>": ["ip:port", ...]}, mode (reload|dynamic), reloaded,
+    # version (dynamic: the POSTed lists' number)
     INGRESS_SYNCED = "ingress-synced"
+    # dynamic mode: one nginx worker switched to the lists POSTed as version; fields: version,
+    # worker_pid (traffic follows from here, up to a worker sync after the ingress-synced line)
+    INGRESS_WORKER_SYNCED = "ingress-worker-synced"

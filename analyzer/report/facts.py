@@ -35,6 +35,9 @@ CAUSE_PHRASE: dict[str, str] = {
     "container-restart": "their container exited or was restarting while the Pod stayed",
     "killed-at-grace": "SIGKILL at the end of the grace period cut requests in flight",
     "keepalive-race": "they were sent on keep-alive connections the server was closing",
+    "proxy-endpoint-lag": "an L7 hop still sent them to Pods that had left the Service, from "
+    "its own endpoint list",
+    "backend-keepalive-race": "an L7 hop reused pooled connections the app had closed as idle",
     "lb-lag": "the load balancer still sent them to a node without a serving endpoint",
     "no-endpoints": "the Service had no ready endpoint",
     "overload": "the ready Pods were too few or too slow to carry the load",
@@ -53,6 +56,8 @@ class ExampleRequest:
     pod: str  # or "unknown"
     pod_method: str
     evidence: str
+    #: client → hop → upstream (Pod) where an L7 hop logged the request; None: no hop did
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ def cause_table(
                         pod="unknown" if pd.isna(row["pod"]) else str(row["pod"]),
                         pod_method=str(row["pod_method"]),
                         evidence=str(row["evidence"]),
+                        path=None if pd.isna(row.get("path", pd.NA)) else str(row["path"]),
                     )
                     for _, row in best.head(examples).iterrows()
                 ],
@@ -185,11 +191,13 @@ def cause_detail(cause: str, group: pd.DataFrame) -> str:
         values = pd.to_numeric(group[column], errors="coerce").dropna()
         return None if values.empty else float(values.max()) / 1000
 
-    if cause == "endpoint-lag" and (late := _max_s("ms_since_deletion")) is not None:
+    lagging = cause in {"endpoint-lag", "proxy-endpoint-lag"}
+    if lagging and (late := _max_s("ms_since_deletion")) is not None:
         return f", up to {late:.1f} s after their deletion was observed"
     if cause == "not-ready" and (late := _max_s("ms_since_ready")) is not None:
         return f", up to {late:.1f} s after they were first seen Ready"
-    if cause in {"inflight-cut", "keepalive-race", "container-restart", "killed-at-grace"}:
+    per_pod = {"inflight-cut", "keepalive-race", "backend-keepalive-race", "container-restart"}
+    if cause in per_pod | {"killed-at-grace"}:
         return f", on {group['pod'].nunique()} Pod(s)"
     span = (int(group["end_ns"].max()) - int(group["start_ns"].min())) / _NS_PER_S
     return f", over {span:.1f} s"
@@ -232,7 +240,7 @@ def run_facts(run: Run) -> RunFacts:
         causes=causes,
         connections=connection_table(run.requests, run.failures),
         timings=dict(run.summary["timings"]),
-        settings=rollout_settings(scenario, meta.service),
+        settings=rollout_settings(scenario, meta.service, meta.extra_fields().get("hops")),
         headline=headline(total, run.failures, causes),
         inputs=dict(run.summary["inputs"]),
         degraded_because=list(run.summary.get("degraded_because", [])),

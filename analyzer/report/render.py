@@ -214,7 +214,11 @@ def _causes_section(facts: RunFacts) -> Section:
 
 def _examples_section(facts: RunFacts) -> Section:
     """A few failed requests per cause, each with the connection, Pod and evidence that decided
-    it: the ids to look up in the raw traces."""
+    it: the ids to look up in the raw traces. Where an L7 hop logged a request, a path column
+    shows the way it went (client → hop → upstream Pod); a run without hop logs has none."""
+    examples = [(row.cause, e) for row in facts.causes for e in row.examples]
+    with_path = any(e.path for _, e in examples)
+    header = ["cause", "request", "start", "error", "connection", "Pod (how known)"]
     return Section(
         "Example failed requests",
         None,
@@ -222,19 +226,19 @@ def _examples_section(facts: RunFacts) -> Section:
         if facts.failed
         else [],
         (
-            ["cause", "request", "start", "error", "connection", "Pod (how known)", "evidence"],
+            header + (["path"] if with_path else []) + ["evidence"],
             [
                 [
-                    row.cause,
+                    cause,
                     str(e.request_id),
                     f"{e.t_s:.3f} s",
                     e.error_kind,
                     e.connection,
                     f"{e.pod} ({e.pod_method})",
+                    *([e.path or "—"] if with_path else []),
                     e.evidence,
                 ]
-                for row in facts.causes
-                for e in row.examples
+                for cause, e in examples
             ],
         )
         if facts.failed
@@ -407,11 +411,18 @@ def identity_lines(facts: RunFacts) -> list[str]:
         return []
     direct = facts.pod_match.get(PodMatch.HEADER.value, 0)
     direct += facts.pod_match.get(PodMatch.NODE_CAPTURE.value, 0)
+    hop_log = facts.pod_match.get(PodMatch.HOP_LOG.value, 0)
+    direct += hop_log
     inferred = facts.pod_match.get(PodMatch.INFERRED.value, 0)
     unknown = facts.pod_match.get(PodMatch.NONE.value, 0)
+    how = (
+        "response header, node capture or an L7 hop's log"
+        if hop_log
+        else ("response header or node capture")
+    )
     return [
         f"Pod identity: {direct} of {facts.failed} failed requests tied to their Pod directly "
-        f"(response header or node capture), {inferred} inferred from cluster state, "
+        f"({how}), {inferred} inferred from cluster state, "
         f"{unknown} unknown."
     ]
 

@@ -27,6 +27,9 @@ CAUSE_LOOK: dict[str, Look] = {
     Cause.CONTAINER_RESTART.value: Look("#882255", "||", "h"),  # wine
     Cause.KILLED_AT_GRACE.value: Look("#AA4499", "x.", "p"),  # purple
     Cause.KEEPALIVE_RACE.value: Look("#56B4E9", "..", "v"),  # sky blue
+    # the L7 hops' causes: darker shades of their L4 counterparts, with their own hatch and mark
+    Cause.PROXY_ENDPOINT_LAG.value: Look("#8C3A00", "/.", "d"),  # dark vermillion
+    Cause.BACKEND_KEEPALIVE_RACE.value: Look("#1F6F99", "+.", "<"),  # dark sky blue
     Cause.LB_LAG.value: Look("#0072B2", "++", "D"),  # blue
     Cause.NO_ENDPOINTS.value: Look("#000000", "--", "X"),  # black
     Cause.OVERLOAD.value: Look("#F0E442", "oo", "P"),  # yellow

@@ -323,7 +323,8 @@ def test_endpoint_lag_failures_size_prestop_when_node_captures_are_missing(
     target = float(re.search(r"≥ (\d+) s", advice).group(1))  # type: ignore[union-attr]
     assert verdict == "change"
     assert target >= float(np.percentile(lag[lag >= 0], 99)) / 1000 + MARGIN_S
-    assert "still routed to a leaving Pod (endpoint-lag, lb-lag) started up to" in why
+    routed = "endpoint-lag, lb-lag, proxy-endpoint-lag"
+    assert f"still routed to a leaving Pod ({routed}) started up to" in why
 
 
 def test_rollout_settings_of_a_local_cluster_scenario_are_read() -> None:
