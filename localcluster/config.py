@@ -70,7 +70,8 @@ class ProxyConfig(BaseModel):
 
 
 class LBConfig(BaseModel):
-    """The cloud LB emulator (GCE L4 defaults, docs/architecture.md#reference-timings)."""
+    """The cloud LB emulator (GCE L4 defaults, docs/architecture.md#reference-timings); the
+    ``l7`` fields follow the AWS ALB's defaults (docs/local-cluster.md#l7-load-balancer)."""
 
     model_config = ConfigDict(extra="forbid")
     targets: Literal["nodes", "pods"] = Field(
@@ -105,6 +106,28 @@ class LBConfig(BaseModel):
         False,
         description="Keep a deregistered target's connections for `deregistration_delay_s` "
         "instead of cutting them at once.",
+    )
+    mode: Literal["l4", "l7"] = Field(
+        "l4",
+        description="`l4`: DNAT of each connection to a target (passthrough, NLB/GCE L4); `l7`: "
+        "an HTTP proxy (real nginx) on the external IP that ends client connections and sends "
+        "each request over its own keep-alive pool to a target, as an AWS ALB does.",
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="`l7`: client and target connections idle this long are closed by the LB, "
+        "and a target silent this long mid-request gets a 504 (ALB idle timeout: 60).",
+    )
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="`l7`: a target connection not made within this is a 504 (ALB: 10).",
+    )
+    hc_path: str = Field(
+        "/",
+        pattern=r"^/",
+        description="`l7`: path of the HTTP health check, healthy on 200 (ALB default: `/`).",
     )
 
 

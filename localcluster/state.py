@@ -27,6 +27,9 @@ PROCESS_MARKER = "localcluster.main"  # in the cluster process's command line
 #: A Pod's own directory in the cluster's state, which the kubelet hands a process that keeps
 #: files of its own (the ingress controller's nginx: conf, pid, logs).
 POD_DIR_ENV = "ROLLTRACE_POD_DIR"
+#: Where the cluster's own hops (the L7 load balancer) write their access logs,
+#: ``<state dir>/hops/<hop>.log``; a run moves them into its ``hops/``.
+HOPS_DIR = "hops"
 
 
 def state_root() -> Path:

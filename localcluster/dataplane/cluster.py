@@ -28,6 +28,9 @@ from localcluster.lifeline import die_with_parent
 
 REQUIRED_TOOLS = ("ip", "nft", "nsenter", "conntrack")
 READY_TIMEOUT_S = 30.0
+#: How often the nodes are listed while the agents start: the cluster is up only once every node
+#: is Ready, so a coarse look is dead time in every run; a list of a few nodes is cheap.
+READY_POLL_S = 0.05
 STOP_GRACE_S = 5.0
 
 
@@ -116,7 +119,7 @@ async def _wait_ready(client: ApiClient, nodes: RealNodes, timeout_s: float) -> 
         }
         if wanted <= ready:
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(READY_POLL_S)
     raise TimeoutError(f"nodes not Ready after {timeout_s} s: {sorted(wanted)}")
 
 
@@ -144,7 +147,7 @@ async def start_real_nodes(
     await asyncio.to_thread(topology.build, plan)
     nodes = RealNodes(plan, state / "logs")
     try:
-        launches = [(plan.lb_netns, "lb", "localcluster.lb", common)]
+        launches = [(plan.lb_netns, "lb", "localcluster.lb", [*common, "--state-dir", str(state)])]
         launches += [
             (
                 n.netns,

@@ -1,7 +1,8 @@
 """The command line and lifecycle shared by the agents that run as processes inside the
 cluster's namespaces (node agents, the LB): arguments, the API client over the unix socket,
-and a clean exit on SIGTERM/SIGINT so tables, listeners and the truth file are closed. It sits
-beside ``start_real_nodes``, which writes the very command lines parsed here."""
+and a clean exit on SIGTERM/SIGINT so tables, listeners and the truth file are closed (then
+without the interpreter's teardown, which the cluster's stop would wait for). It sits beside
+``start_real_nodes``, which writes the very command lines parsed here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.config import ClusterConfig
+from localcluster.lifeline import exit_without_teardown
 
 
 def parse_args(description: str, needs_node: bool) -> argparse.Namespace:
@@ -27,6 +29,8 @@ def parse_args(description: str, needs_node: bool) -> argparse.Namespace:
     parser.add_argument("--truth", default=None, help="truth.jsonl to append to")
     if needs_node:
         parser.add_argument("--logs-dir", default=None, help="where container logs go")
+    else:
+        parser.add_argument("--state-dir", default=None, help="the cluster's state directory")
     return parser.parse_args()
 
 
@@ -42,7 +46,7 @@ async def _serve(
         call: Any = (
             body(client, args.node, config, args.truth, args.logs_dir)
             if needs_node
-            else body(client, config, args.truth)
+            else body(client, config, args.truth, args.state_dir)
         )
         task = asyncio.ensure_future(call)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,3 +58,4 @@ async def _serve(
 def agent_main(description: str, body: Callable[..., Awaitable[None]], needs_node: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(_serve(parse_args(description, needs_node), body, needs_node))
+    exit_without_teardown(0)

@@ -2,11 +2,12 @@
 ``registry.k8s.io/ingress-nginx/controller`` container, inside the Pod's network namespace.
 
 Flags are ingress-nginx's where it has one (``--ingress-class``, ``--controller-class``,
-``--http-port``, ``--healthz-port``, ``--kubeconfig``); the ConfigMap keys this controller
-honours are flags of the same name (``--proxy-next-upstream "error timeout"``, ...); other
-ingress-nginx flags (``--election-id``, ``--publish-service``, ...) are accepted and ignored, so
-an ingress-nginx manifest's args work unchanged. ``$ROLLTRACE_POD_DIR`` (set by the kubelet) is
-where nginx keeps its files and the access log.
+``--http-port``, ``--healthz-port``, ``--status-port``, ``--kubeconfig``); the ConfigMap keys
+this controller honours are flags of the same name (``--proxy-next-upstream "error timeout"``,
+...); ``--sync-mode reload|dynamic`` is this controller's own (ingress-nginx is always dynamic);
+other ingress-nginx flags (``--election-id``, ``--publish-service``, ...) are accepted and
+ignored, so an ingress-nginx manifest's args work unchanged. ``$ROLLTRACE_POD_DIR`` (set by the
+kubelet) is where nginx keeps its files and the access log.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from localcluster.apiserver.httpclient import HttpClient
 from localcluster.ingress.controller import ControllerSettings, IngressController
-from localcluster.ingress.nginxconf import NginxPaths, NginxSettings
+from localcluster.ingress.nginxconf import LUA_MODULES, NginxSettings, SyncMode, truth_path
 from localcluster.ingress.plan import IngressClassFilter
+from localcluster.nginxcommon import NginxPaths
 from localcluster.state import POD_DIR_ENV
 from localcluster.truth import TruthWriter
 
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--http-port", type=int, default=80)
     add("--healthz-port", type=int, default=10254)
     add("--sync-interval", type=float, default=1.0, help="seconds between syncs to nginx")
+    add("--sync-mode", type=SyncMode, choices=list(SyncMode), default=SyncMode.RELOAD,
+        help="reload: every change reloads nginx; dynamic: endpoints go to the Lua balancer")  # fmt: skip
+    add("--status-port", type=int, default=10246, help="dynamic mode's configuration endpoint")
     add("--proxy-next-upstream", default="error timeout")
     add("--proxy-next-upstream-tries", type=int, default=3)
     add("--proxy-next-upstream-timeout", type=float, default=0.0)
@@ -63,6 +68,8 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
     return ControllerSettings(
         sync_interval_s=args.sync_interval,
         healthz_port=args.healthz_port,
+        mode=args.sync_mode,
+        status_port=args.status_port,
         classes=IngressClassFilter(args.controller_class, args.ingress_class),
         nginx=nginx,
     )
@@ -70,9 +77,10 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
 
 async def _serve(args: argparse.Namespace, pod_dir: Path) -> None:
     pod_dir.mkdir(parents=True, exist_ok=True)  # the kubelet names it; its user creates it
-    truth = TruthWriter(pod_dir / "truth.jsonl", f"ingress/{os.environ.get('POD_NAME', '')}")
+    paths = NginxPaths(pod_dir)
+    truth = TruthWriter(truth_path(paths), f"ingress/{os.environ.get('POD_NAME', '')}")
     async with HttpClient.from_kubeconfig(args.kubeconfig) as client:
-        controller = IngressController(client, settings_from_args(args), NginxPaths(pod_dir), truth)
+        controller = IngressController(client, settings_from_args(args), paths, truth)
         task = asyncio.ensure_future(controller.run())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -89,6 +97,11 @@ def main(argv: list[str]) -> int:
     args, ignored = _parser().parse_known_args(argv)
     if ignored:
         log.info("ingress-nginx flags not emulated, ignored: %s", " ".join(ignored))
+    missing = [str(m) for m in LUA_MODULES if not m.exists()]
+    if args.sync_mode is SyncMode.DYNAMIC and missing:
+        log.error("--sync-mode dynamic needs Debian's libnginx-mod-http-lua "
+                  "(scripts/install-system-deps); missing: %s", " ".join(missing))  # fmt: skip
+        return 2
     pod_dir = os.environ.get(POD_DIR_ENV)
     if not pod_dir:
         log.error("$%s is not set (the kubelet sets it for this image)", POD_DIR_ENV)

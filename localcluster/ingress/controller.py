@@ -3,15 +3,19 @@
 Changes are batched as ingress-nginx batches them: nothing is applied when they arrive; a
 ticker every ``sync_interval_s`` applies whatever changed since the last sync (so a new or
 removed endpoint reaches nginx between 0 and ``sync_interval_s`` after the controller saw it,
-plus the reload). One sync = plan, render, and, when the text changed, one apply: write a
-candidate, ``nginx -t`` it, move it into place, ``nginx -s reload``. Every applied sync is a
-truth line ``ingress-synced`` with the upstream servers it installed.
+plus the apply). One sync = plan, render, and, when the text changed, one apply: write a
+candidate, ``nginx -t`` it, move it into place, ``nginx -s reload``. In dynamic mode the text
+changes only with the structure (servers, locations, upstream names), and a change of endpoints
+is one POST of every backend's list to nginx's Lua balancer, after the reload if there is one
+(ingress-nginx's order: ``OnUpdate``, then ``configureDynamically``); each worker switches to it
+on its own timer, up to ``LuaBalancer.worker_sync_s`` later. Every applied sync is a truth line
+``ingress-synced`` with the upstream servers it installed, the mode, whether nginx reloaded, and
+in dynamic mode the version the workers' ``ingress-worker-synced`` lines name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,13 +24,20 @@ from aiohttp import web
 
 from localcluster.apiclient import ApiClient
 from localcluster.informer import ObjectCache
-from localcluster.ingress.nginx import Nginx, NginxError
-from localcluster.ingress.nginxconf import NginxPaths, NginxSettings, render_nginx_conf
-from localcluster.ingress.plan import IngressClassFilter, plan_ingress
+from localcluster.ingress.nginx import IngressNginx
+from localcluster.ingress.nginxconf import (
+    Backend,
+    LuaBalancer,
+    NginxSettings,
+    SyncMode,
+    backends_document,
+    render_nginx_conf,
+)
+from localcluster.ingress.plan import IngressClassFilter, IngressPlan, plan_ingress
+from localcluster.nginxcommon import NginxError, NginxPaths
 from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
-PID_FILE_WAIT_S = 5.0  # nginx writes its pid file within milliseconds of starting
 SYNC_RETRY_S = 1.0  # a sync that failed (nginx refused the config) is retried after this
 
 
@@ -36,6 +47,8 @@ class ControllerSettings:
     healthz_port: int = 10254  # ingress-nginx's --healthz-port
     classes: IngressClassFilter = field(default_factory=IngressClassFilter)
     nginx: NginxSettings = field(default_factory=NginxSettings)
+    mode: SyncMode = SyncMode.RELOAD
+    status_port: int = 10246  # dynamic mode's configuration endpoint (ingress-nginx's default)
 
 
 class IngressController:
@@ -48,14 +61,20 @@ class IngressController:
     ) -> None:
         self.settings = settings
         self.paths = paths
-        self.nginx = Nginx(paths)
+        self.nginx = IngressNginx(paths)
         self._truth = truth
         self._changed = asyncio.Event()
         self._caches = [
             ObjectCache(client, resource, self._changed.set)
             for resource in ("ingressclasses", "ingresses", "services", "endpointslices")
         ]
+        self.balancer = (
+            LuaBalancer(truth.source, settings.status_port)
+            if settings.mode is SyncMode.DYNAMIC
+            else None
+        )
         self._applied: str | None = None
+        self._posted: list[Backend] | None = None
         self.syncs = 0
         self.health_port = settings.healthz_port
 
@@ -109,38 +128,35 @@ class IngressController:
             await asyncio.sleep(next_tick - loop.time())
 
     async def sync_once(self) -> None:
-        """Plan, render and, when the text changed, apply (start nginx on the first)."""
+        """Plan, render and, when the text changed, apply (start nginx on the first); in
+        dynamic mode then POST the endpoints if they changed."""
         started = time.monotonic()
         classes, ingresses, services, slices = (cache.values() for cache in self._caches)
         plan = plan_ingress(classes, ingresses, services, slices, self.settings.classes)
-        text = render_nginx_conf(plan, self.settings.nginx, self.paths)
-        if text != self._applied:
-            await self._apply(text)
+        text = render_nginx_conf(plan, self.settings.nginx, self.paths, self.balancer)
+        reloaded = text != self._applied
+        if reloaded:
+            await self.nginx.install(text)
             self._applied = text
+        version = await self._post_backends(plan)
+        if reloaded or version is not None:
             self._truth.record(
                 "ingress-synced",
+                mode=self.settings.mode.value,
+                reloaded=reloaded,
                 upstreams=plan.endpoints(),
                 apply_s=round(time.monotonic() - started, 6),
+                **({} if version is None else {"version": version}),
             )
         self.syncs += 1
 
-    async def _apply(self, text: str) -> None:
-        candidate = self.paths.conf.with_suffix(".candidate")
-        candidate.write_text(text)
-        await self.nginx.test(str(candidate))
-        candidate.replace(self.paths.conf)
-        if self.nginx.running:
-            await self.nginx.reload()
-            return
-        await self.nginx.start()
-        await self._wait_for_pid_file()
-
-    async def _wait_for_pid_file(self) -> None:
-        """A reload needs the master's pid file; nginx writes it once it has started."""
-        deadline = time.monotonic() + PID_FILE_WAIT_S
-        while not self.paths.pid.exists():
-            if not self.nginx.running or time.monotonic() > deadline:
-                with contextlib.suppress(OSError):
-                    log.error("nginx error log: %s", self.paths.error_log.read_text()[-2000:])
-                raise NginxError("nginx did not start (see its error log)")
-            await asyncio.sleep(0.01)
+    async def _post_backends(self, plan: IngressPlan) -> int | None:
+        """Dynamic mode, when some endpoint changed: the version nginx gave the new lists."""
+        if self.balancer is None:
+            return None
+        backends = backends_document(plan)
+        if backends == self._posted:
+            return None
+        version = await self.nginx.post_backends(self.balancer.status_port, backends)
+        self._posted = backends
+        return version

@@ -1,82 +1,35 @@
-"""The nginx child of the ingress controller: config test, start, reload, stop.
-
-nginx runs in the foreground (``daemon off``) as the controller's child, so it shares the
-container's process group (the kubelet's SIGKILL of the group takes it and its workers) and
-gets SIGTERM (nginx's fast shutdown) from the kernel if the controller dies first
-(``die_with_parent``). ``-e`` points even nginx's start-up error log into the Pod's directory.
+"""The ingress controller's nginx: the nginx child both hops share
+(``localcluster.nginxcommon.Nginx``: config test, start, reload, stop) plus, in dynamic mode,
+the POST of every backend's endpoints to its Lua configuration endpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import subprocess
+import json
 
-from localcluster.ingress.nginxconf import NginxPaths
-from localcluster.lifeline import die_with_parent
+import aiohttp
 
-NGINX = "nginx"
-STOP_TIMEOUT_S = 5.0  # a graceful quit waits for requests in flight; then SIGTERM, SIGKILL
+from localcluster.ingress.nginxconf import Backend
+from localcluster.nginxcommon import Nginx, NginxError
 
-
-class NginxError(RuntimeError):
-    """nginx refused a configuration or a signal; the message is its own output."""
+# A POST to nginx's own loopback endpoint answers in milliseconds; longer means nginx is stuck.
+POST_TIMEOUT_S = 5.0
 
 
-class Nginx:
-    def __init__(self, paths: NginxPaths) -> None:
-        self.paths = paths
-        self.process: asyncio.subprocess.Process | None = None
-
-    def _argv(self, *extra: str) -> list[str]:
-        paths = self.paths
-        return [NGINX, "-p", str(paths.root), "-e", str(paths.error_log), *extra]
-
-    def prepare(self) -> None:
-        self.paths.temp.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.returncode
-
-    async def _run(self, *extra: str) -> None:
-        done = await asyncio.create_subprocess_exec(
-            *self._argv(*extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        output, _ = await done.communicate()
-        if done.returncode != 0:
-            raise NginxError(output.decode(errors="replace").strip())
-
-    async def test(self, conf_path: str) -> None:
-        """``nginx -t``: a configuration nginx would refuse is never installed."""
-        await self._run("-t", "-q", "-c", conf_path)
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self._argv("-c", str(self.paths.conf)),
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(signal.SIGTERM),
-        )
-
-    async def reload(self) -> None:
-        """``nginx -s reload``: new workers with the new configuration; old ones finish the
-        requests they hold, then exit."""
-        await self._run("-c", str(self.paths.conf), "-s", "reload")
-
-    async def stop(self) -> None:
-        """Graceful quit (SIGQUIT), then SIGTERM and SIGKILL if it takes too long."""
-        process = self.process
-        if process is None:
-            return
-        for signum in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
-            if process.returncode is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signum)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+class IngressNginx(Nginx):
+    async def post_backends(self, status_port: int, backends: list[Backend]) -> int:
+        """Every backend's endpoints to the Lua configuration endpoint (dynamic mode); returns
+        the version nginx gave them, which its workers record when they switch to it."""
+        url = f"http://127.0.0.1:{status_port}/configuration/backends"
+        timeout = aiohttp.ClientTimeout(total=POST_TIMEOUT_S)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(url, data=json.dumps(backends)) as response,
+            ):
+                answer = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise NginxError(f"POST {url}: {error!r}") from error
+        if response.status != 201:
+            raise NginxError(f"POST {url}: {response.status} {answer}")
+        return int(answer)

@@ -8,7 +8,11 @@ deregistered ``registration_delay_s`` after the controller sees the change). A t
 turns unhealthy stops getting new connections, but its established ones persist (conntrack),
 as on GCE and NLB by default; a deregistered target's connections are cut at once without
 draining, or after ``deregistration_delay_s`` with draining. With no healthy target the LB fails
-open to all registered ones, as GCE and NLB do.
+open to all registered ones, as GCE, NLB and ALB do.
+
+How the active targets are reached is the mode's forwarder: ``l4.NftForwarder`` (DNAT rules,
+the default) or ``l7.NginxForwarder`` (an ALB-like HTTP proxy on real nginx, which health-checks
+``GET hc_path`` on each target's traffic port). Everything else here is shared by both modes.
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
 
 from kubewire import slice_endpoints
 from kubewire.listwatch import object_key
 from localcluster.apiclient import ApiClient, ApiError
 from localcluster.config import ClusterConfig
-from localcluster.dataplane import ip, nft
+from localcluster.dataplane import nft
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.informer import ObjectCache
 from localcluster.lb.health import HealthState, probe_http, probe_tcp
-from localcluster.lb.rules import Frontend, render_lb_body
+from localcluster.lb.l4 import NftForwarder
+from localcluster.lb.l7 import L7Settings, NginxForwarder, l7_paths
+from localcluster.lb.rules import Frontend
 from localcluster.truth import TruthWriter
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,23 @@ class Target:
     ip: str
     ports: tuple[tuple[int, int], ...]  # (service port, target port)
     check: tuple[str, int]  # ("http" | "tcp", port)
+    check_path: str = "/"  # the path of an "http" check
+
+
+class Forwarder(Protocol):
+    """How the LB sends to its active targets (l4: DNAT rules; l7: an HTTP proxy)."""
+
+    async def forward(self, frontends: Sequence[Frontend]) -> None: ...
+
+    async def cut(self, address: str, ports: Iterable[int]) -> None:
+        """Close the connections the LB still forwards to a deregistered target."""
+
+    async def close(self) -> None: ...
+
+
+def l7_checked(target: Target, path: str) -> Target:
+    """An ALB checks ``GET path`` on the port it sends traffic to, whatever the target type."""
+    return replace(target, check=("http", target.ports[0][1]), check_path=path)
 
 
 def node_targets(svc: dict[str, Any], plan: AddressPlan) -> list[Target]:
@@ -90,16 +114,14 @@ class LoadBalancer:
         client: ApiClient,
         plan: AddressPlan,
         config: ClusterConfig,
-        apply: nft.Applier,
+        forwarder: Forwarder,
         truth: TruthWriter,
-        conntrack_netns: str | None = None,
     ) -> None:
         self._client = client
         self._plan = plan
         self._lb = config.lb
-        self._apply = apply
+        self._forwarder = forwarder
         self._truth = truth
-        self._conntrack_netns = conntrack_netns
         self._changed = asyncio.Event()
         self._services = ObjectCache(client, "services", self._changed.set)
         self._slices = ObjectCache(client, "endpointslices", self._changed.set)
@@ -109,7 +131,6 @@ class LoadBalancer:
         self._pending: set[tuple[ServiceKey, str, bool]] = set()
         self._health: dict[tuple[ServiceKey, str], HealthState] = {}
         self._active: dict[ServiceKey, tuple[Target, ...]] = {}
-        self._last_text: str | None = None
         self._program_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -164,11 +185,13 @@ class LoadBalancer:
             else:
                 desired = {t.name: t for t in pod_targets(svc, self._slices.values())}
                 delay = self._lb.registration_delay_s
+            if self._lb.mode == "l7":
+                desired = {n: l7_checked(t, self._lb.hc_path) for n, t in desired.items()}
             registered = self._registered.setdefault(key, {})
             for name, target in desired.items():
                 if registered.get(name) != target:
                     self._schedule(key, target, True, delay)
-            for name, target in registered.items():
+            for name, target in list(registered.items()):  # without a delay, removed here
                 if name not in desired:
                     self._schedule(key, target, False, delay)
         await self.program()
@@ -217,27 +240,16 @@ class LoadBalancer:
     def _drain(self, target: Target, after_s: float) -> None:
         async def cut() -> None:
             await asyncio.sleep(after_s)
-            for _port, target_port in target.ports:
-                argv = [
-                    "conntrack",
-                    "-D",
-                    "-p",
-                    "tcp",
-                    "--reply-src",
-                    target.ip,
-                    "--reply-port-src",
-                    str(target_port),
-                ]
-                if self._conntrack_netns:
-                    argv = ip.netns_exec(self._conntrack_netns, *argv)
-                await ip.run_async(argv, check=False)
+            await self._forwarder.cut(target.ip, [port for _sp, port in target.ports])
 
         self._spawn(cut())
 
     async def _check(self, key: ServiceKey, target: Target) -> None:
         kind, port = target.check
-        probe = probe_http if kind == "http" else probe_tcp
-        ok = await probe(target.ip, port, self._lb.hc_timeout_s)
+        if kind == "http":
+            ok = await probe_http(target.ip, port, self._lb.hc_timeout_s, target.check_path)
+        else:
+            ok = await probe_tcp(target.ip, port, self._lb.hc_timeout_s)
         state = self._health.get((key, target.name))
         if state is None:
             return
@@ -290,10 +302,7 @@ class LoadBalancer:
                             f"{key[0]}/{key[1]}", self._vips[key], protocol, service_port, addresses
                         )
                     )
-            text = nft.replace_table_text("ip", self._plan.lb_table, render_lb_body(frontends))
-            if text != self._last_text:
-                await self._apply(text)
-                self._last_text = text
+            await self._forwarder.forward(frontends)
             for key, targets in active.items():
                 if self._active.get(key) != targets:
                     self._truth.record(
@@ -323,13 +332,23 @@ class LoadBalancer:
                 log.warning("publishing %s for %s/%s failed: %s", vip, *key, exc)
 
 
-async def run_lb(client: ApiClient, config: ClusterConfig, truth_path: str | None) -> None:
-    """The LB process's body (inside the LB namespace, so rules apply to it directly)."""
+def make_forwarder(config: ClusterConfig, plan: AddressPlan, state_dir: Path) -> Forwarder:
+    if config.lb.mode == "l7":
+        return NginxForwarder(L7Settings.from_config(config.lb), l7_paths(state_dir))
+    return NftForwarder(plan.lb_table, nft.netns_applier(None))
+
+
+async def run_lb(
+    client: ApiClient, config: ClusterConfig, truth_path: str | None, state_dir: str | None
+) -> None:
+    """The LB process's body (inside the LB namespace, so rules apply to it directly; nginx,
+    in L7 mode, is its child there). ``state_dir`` holds the L7 mode's files (cwd if None)."""
     plan = AddressPlan(config)
     truth = TruthWriter(truth_path, "lb")
+    forwarder = make_forwarder(config, plan, Path(state_dir or "."))
     try:
-        await LoadBalancer(client, plan, config, nft.netns_applier(None), truth).run()
+        await LoadBalancer(client, plan, config, forwarder, truth).run()
     finally:
         with contextlib.suppress(Exception):
-            await nft.apply_async(None, nft.delete_table_text("ip", plan.lb_table))
+            await forwarder.close()
         truth.close()

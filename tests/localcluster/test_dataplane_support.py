@@ -148,10 +148,11 @@ def lb_service(policy: str, port: int = 80, target_port: int = 8080) -> dict[str
 
 
 def start_pod_server(
-    exec_prefix: list[str], name: str, ip: str, port: int
+    exec_prefix: list[str], name: str, ip: str, port: int, script: str = POD_SERVER
 ) -> subprocess.Popen[bytes]:
-    """A minimal HTTP server naming its Pod, run inside the Pod's namespace."""
-    return subprocess.Popen([*exec_prefix, "python3", "-c", POD_SERVER, name, ip, str(port)])
+    """A minimal HTTP server naming its Pod (``script`` gets name, IP and port), run inside
+    the Pod's namespace."""
+    return subprocess.Popen([*exec_prefix, "python3", "-c", script, name, ip, str(port)])
 
 
 def run_client(
@@ -211,7 +212,9 @@ class ManualCluster:
             proc.wait()
         await self.nodes.stop()
 
-    async def add_pod(self, name: str, node_index: int, port: int = 8080) -> str:
+    async def add_pod(
+        self, name: str, node_index: int, port: int = 8080, script: str = POD_SERVER
+    ) -> str:
         from localcluster.dataplane.sandbox import NetnsSandboxProvider
 
         node = self.plan.nodes[node_index]
@@ -219,7 +222,7 @@ class ManualCluster:
         sandbox = await provider.create("default", name, f"{name}-{node_index}-uid")
         self._sandboxes[name] = (provider, sandbox)
         self._servers[name] = start_pod_server(
-            provider.exec_prefix(sandbox), name, sandbox.ip, port
+            provider.exec_prefix(sandbox), name, sandbox.ip, port, script
         )
         self.endpoints[name] = {
             "addresses": [sandbox.ip],

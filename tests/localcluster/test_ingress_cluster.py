@@ -7,8 +7,8 @@ with the token of a ServiceAccount bound to ingress-nginx's ClusterRole.
 Requests from the client namespace succeed through the hop; during a rollout of the demo app
 the access log's upstream addresses follow the EndpointSlice: a new Pod gets requests within
 about ``sync_interval_s`` of turning ready in the slice, a deleted one gets none later than
-about ``sync_interval_s`` after it stopped being ready; after ``cluster down`` no nginx process
-is left.
+about ``sync_interval_s`` after it stopped being ready (in dynamic mode plus up to a worker
+sync, 1 s, and without any nginx reload); after ``cluster down`` no nginx process is left.
 """
 
 from __future__ import annotations
@@ -30,16 +30,21 @@ from localcluster.apiserver.httpclient import HttpClient
 from localcluster.config import ClusterConfig
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.ip import netns_exec
+from localcluster.ingress.nginxconf import LuaBalancer, SyncMode
 from localcluster.state import read_state
 from tests.conftest import require
 from tests.e2e.clusters import cluster_up
 from tests.localcluster.test_ingress_api import CONTROLLER_RBAC
+from tests.localcluster.test_ingress_dynamic import require_lua_module
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 NAME = "rting"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 SYNC_INTERVAL_S = 1.0  # the controller's default, set explicitly so the bound below reads clearly
-PRESTOP_S = 3  # longer than a sync: a deleted Pod keeps serving until nginx has dropped it
+# ingress-nginx's BACKENDS_SYNC_INTERVAL: how long a worker may keep a list after the POST
+WORKER_SYNC_S = LuaBalancer("").worker_sync_s
+# longer than a sync plus a worker sync: a deleted Pod keeps serving until nginx has dropped it
+PRESTOP_S = 4
 # The test's own watch and the controller's see one EndpointSlice update at slightly different
 # moments (two streams, two processes on a loaded 2-core machine).
 WATCH_SKEW_S = 0.3
@@ -85,7 +90,7 @@ spec:
 """
 
 
-def _manifests(controller_kubeconfig: Path) -> list[dict[str, Any]]:
+def _manifests(controller_kubeconfig: Path, mode: SyncMode) -> list[dict[str, Any]]:
     app = {
         "name": "app",
         "image": "rolltrace/demoapp:v1",
@@ -101,6 +106,7 @@ def _manifests(controller_kubeconfig: Path) -> list[dict[str, Any]]:
             f"--kubeconfig={controller_kubeconfig}",
             "--election-id=ingress-nginx-leader",  # an ingress-nginx flag: accepted, ignored
             f"--sync-interval={SYNC_INTERVAL_S}",
+            f"--sync-mode={mode}",
         ],
         "ports": [{"containerPort": 80}, {"containerPort": 10254}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 10254}, "periodSeconds": 1},
@@ -212,9 +218,24 @@ def _controller_kubeconfig(admin: Path, in_network: str, path: Path) -> Path:
     return path
 
 
+def _pod_file(copied: Path, name: str) -> Path:
+    (found,) = copied.glob(f"logs/pods/default_ingress-nginx-controller-*/{name}")
+    return found
+
+
 def _access_log(copied: Path) -> list[dict[str, Any]]:
-    (log,) = copied.glob("logs/pods/default_ingress-nginx-controller-*/access.log")
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    lines = _pod_file(copied, "access.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _truth(copied: Path, event: str) -> list[dict[str, Any]]:
+    lines = _pod_file(copied, "truth.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["event"] == event]
+
+
+def _reloads(copied: Path) -> int:
+    """nginx's own count: a reload is a SIGHUP it logs as "reconfiguring" (notice level)."""
+    return _pod_file(copied, "error.log").read_text().count("reconfiguring")
 
 
 def _upstream_uses(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -247,15 +268,14 @@ def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
-def _sync_apply_s(copied: Path) -> float:
-    """The longest apply (render, nginx -t, reload) the controller recorded."""
-    (truth,) = copied.glob("logs/pods/default_ingress-nginx-controller-*/truth.jsonl")
-    syncs = [json.loads(line) for line in truth.read_text().splitlines()]
-    assert syncs and all(s["event"] == "ingress-synced" for s in syncs)
+def _sync_apply_s(copied: Path, mode: SyncMode) -> float:
+    """The longest apply (render, nginx -t, reload or POST) the controller recorded."""
+    syncs = _truth(copied, "ingress-synced")
+    assert syncs and {s["mode"] for s in syncs} == {mode}
     return max(float(s["apply_s"]) for s in syncs)
 
 
-def _deploy(tmp_path: Path, kubeconfig: Path, state: Path) -> str:
+def _deploy(tmp_path: Path, kubeconfig: Path, state: Path, mode: SyncMode) -> str:
     """The controller's RBAC, the demo app and the ingress hop, applied and rolled out; returns
     the external IP of the controller's LoadBalancer Service."""
     record = read_state(state)
@@ -267,7 +287,7 @@ def _deploy(tmp_path: Path, kubeconfig: Path, state: Path) -> str:
         kubeconfig, record.kubeconfig_in_network, tmp_path / "controller-kubeconfig"
     )
     manifests = tmp_path / "ingress.yaml"
-    manifests.write_text(yaml.safe_dump_all(_manifests(controller_kubeconfig)))
+    manifests.write_text(yaml.safe_dump_all(_manifests(controller_kubeconfig, mode)))
     _kubectl(kubeconfig, "apply", "-f", str(manifests))
     for deployment in ("web", "ingress-nginx-controller"):
         _kubectl(kubeconfig, "rollout", "status", f"deploy/{deployment}", "--timeout=60s")
@@ -295,12 +315,15 @@ def _rollout_under_load(
     return tuple(statuses.split()), began
 
 
-def test_requests_through_nginx_follow_the_rollout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", list(SyncMode))
+def test_requests_through_nginx_follow_the_rollout(tmp_path: Path, mode: SyncMode) -> None:
     require("ip", "nft", "nsenter", "nginx", root=True)
+    if mode is SyncMode.DYNAMIC:
+        require_lua_module()
     with cluster_up(tmp_path, NAME, "--nodes", "2") as kubeconfig:
         state = tmp_path / "state" / NAME
         try:
-            address = _deploy(tmp_path, kubeconfig, state)
+            address = _deploy(tmp_path, kubeconfig, state, mode)
             with SliceWatch(kubeconfig) as slices:
                 answered, rollout_began = _rollout_under_load(tmp_path, kubeconfig, address)
             running = subprocess.run(["pgrep", "-a", "-f", str(state)],
@@ -311,20 +334,40 @@ def test_requests_through_nginx_follow_the_rollout(tmp_path: Path) -> None:
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftovers.stdout == "", f"processes left after cluster down: {leftovers.stdout}"
     assert answered and set(answered) == {"200"}, f"not all requests succeeded: {answered}"
-    _assert_follows(_access_log(tmp_path), slices, rollout_began, _sync_apply_s(tmp_path))
+    lag = SYNC_INTERVAL_S + _sync_apply_s(tmp_path, mode)
+    if mode is SyncMode.DYNAMIC:
+        _assert_dynamic(tmp_path)
+        lag += WORKER_SYNC_S
+    else:
+        assert _reloads(tmp_path) > 0
+    _assert_follows(_access_log(tmp_path), slices, rollout_began, lag)
+
+
+def _assert_dynamic(copied: Path) -> None:
+    """No reload at all (nginx.conf was loaded once, at the start); every POST was picked up by
+    the one worker within a worker sync (+ slack for a loaded machine's timers)."""
+    assert _reloads(copied) == 0
+    syncs = _truth(copied, "ingress-synced")
+    assert [s["reloaded"] for s in syncs] == [True] + [False] * (len(syncs) - 1)
+    switches = {s["version"]: s["ts_ns"] for s in _truth(copied, "ingress-worker-synced")}
+    assert len(syncs) > 3  # the start, and the rollout's endpoint changes
+    for sync in syncs[1:]:  # a later POST may supersede the previous one within a worker sync
+        later = [at for version, at in switches.items() if version >= sync["version"]]
+        assert later, f"no worker switched to version {sync['version']} or later"
+        assert (min(later) - sync["ts_ns"]) / 1e9 <= WORKER_SYNC_S + WATCH_SKEW_S
 
 
 def _assert_follows(
-    entries: list[dict[str, Any]], slices: SliceWatch, rollout_began: float, apply_s: float
+    entries: list[dict[str, Any]], slices: SliceWatch, rollout_began: float, lag_s: float
 ) -> None:
-    """New Pods get requests within a sync (+ reload, skew, and the wait for nginx's round
+    """New Pods get requests within the hop's lag (+ skew, and the wait for nginx's round
     robin to reach them) of turning ready; old ones get none later than that after leaving."""
     uses = _upstream_uses(entries)
     new = {ip: t for ip, t in slices.ready_since.items() if t > rollout_began}
     old = {ip: t for ip, t in slices.unready_since.items() if ip not in new}
     assert len(new) == 3 and len(old) == 3, (slices.ready_since, slices.unready_since)
     servers = len(slices.ready_since)  # round robin over at most this many
-    bound = SYNC_INTERVAL_S + apply_s + WATCH_SKEW_S + servers * REQUEST_GAP_S * 2
+    bound = lag_s + WATCH_SKEW_S + servers * REQUEST_GAP_S * 2
     for ip, ready_at in new.items():
         first = min(uses.get(ip, [float("inf")]))
         assert first - ready_at <= bound, f"{ip} first used {first - ready_at:.2f}s after ready"

@@ -1,11 +1,13 @@
 """The controller's sync loop against an in-process API server, with nginx replaced by a
 recorder of applied configurations: changes are batched per sync period, an unchanged plan
-applies nothing, a refused configuration is retried, and the health endpoint follows nginx;
-and the per-Pod directory the kubelet gives the controller's nginx."""
+applies nothing, a refused configuration is retried, and the health endpoint follows nginx; in
+dynamic mode endpoint changes are POSTed without a reload; and the per-Pod directory the kubelet
+gives the controller's nginx."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +20,10 @@ from localcluster.apiserver.client import InProcessClient
 from localcluster.config import ClusterConfig
 from localcluster.dataplane.sandbox import LoopbackSandboxProvider
 from localcluster.ingress.controller import ControllerSettings, IngressController
-from localcluster.ingress.nginx import Nginx, NginxError
-from localcluster.ingress.nginxconf import NginxPaths
+from localcluster.ingress.nginx import IngressNginx
+from localcluster.ingress.nginxconf import Backend, SyncMode
 from localcluster.kubelet import Kubelet, KubeletOptions
+from localcluster.nginxcommon import Nginx, NginxError, NginxPaths
 from localcluster.truth import TruthWriter
 
 SYNC_S = 0.3
@@ -28,12 +31,13 @@ SYNC_S = 0.3
 TICK_SLACK_S = SYNC_S / 2
 
 
-class RecordingNginx(Nginx):
+class RecordingNginx(IngressNginx):
     """Starts nothing; remembers when each configuration was applied; refuses on demand."""
 
     def __init__(self, paths: NginxPaths) -> None:
         super().__init__(paths)
         self.applied: list[tuple[float, str]] = []
+        self.posted: list[list[Backend]] = []
         self.refuse = 0  # the next N tests fail
         self.up = False
 
@@ -51,8 +55,15 @@ class RecordingNginx(Nginx):
         self.paths.pid.write_text("1\n")
         self.applied.append((time.monotonic(), self.paths.conf.read_text()))
 
+    async def wait_started(self) -> None:
+        """Started at once (``start`` wrote the pid file)."""
+
     async def reload(self) -> None:
         self.applied.append((time.monotonic(), self.paths.conf.read_text()))
+
+    async def post_backends(self, status_port: int, backends: list[Backend]) -> int:
+        self.posted.append(backends)
+        return len(self.posted)
 
     async def stop(self) -> None:
         self.up = False
@@ -117,6 +128,48 @@ async def test_changes_are_batched_per_sync_period_and_retried(tmp_path: Path) -
         await asyncio.gather(task, return_exceptions=True)
     synced = (tmp_path / "truth.jsonl").read_text().splitlines()
     assert len(synced) == 3 and all('"event":"ingress-synced"' in line for line in synced)
+    assert all('"mode":"reload","reloaded":true' in line for line in synced)
+
+
+def _endpoints(posted: list[Backend]) -> list[str]:
+    return [f"{e['address']}:{e['port']}" for backend in posted for e in backend["endpoints"]]
+
+
+async def test_dynamic_mode_posts_endpoints_and_reloads_only_for_structure(tmp_path: Path) -> None:
+    client = InProcessClient(Store())
+    await _objects(client)
+    settings = ControllerSettings(sync_interval_s=SYNC_S, healthz_port=0, mode=SyncMode.DYNAMIC)
+    truth = TruthWriter(tmp_path / "truth.jsonl", "ingress/test")
+    controller = IngressController(client, settings, NginxPaths(tmp_path), truth)
+    nginx = controller.nginx = RecordingNginx(NginxPaths(tmp_path))
+    task = asyncio.create_task(controller.run())
+    try:
+        await _until(lambda: len(nginx.posted) == 1)
+        assert len(nginx.applied) == 1 and "10.0.0.1" not in nginx.applied[0][1]
+        assert _endpoints(nginx.posted[0]) == ["10.0.0.1:8080"]
+        for ips in (("10.0.0.1", "10.0.0.2"), ("10.0.0.2",)):
+            await client.update("endpointslices", _slice(*ips), "default")
+        await _until(lambda: _endpoints(nginx.posted[-1]) == ["10.0.0.2:8080"])
+        await client.delete("endpointslices", "web-x", "default")
+        await _until(lambda: _endpoints(nginx.posted[-1]) == [])
+        assert len(nginx.applied) == 1  # endpoints only: never a reload
+        service = {"metadata": {"name": "api"}, "spec": {"ports": [{"port": 80}]}}
+        await client.create("services", service, "default")
+        backend = {"service": {"name": "api", "port": {"number": 80}}}
+        path = {"path": "/api", "pathType": "Prefix", "backend": backend}
+        ingress = {"metadata": {"name": "api"},
+                   "spec": {"ingressClassName": "nginx", "rules": [{"http": {"paths": [path]}}]}}  # fmt: skip
+        await client.create("ingresses", ingress, "default")
+        await _until(lambda: len(nginx.applied) == 2)  # a new location: a reload
+        await _until(lambda: [b["name"] for b in nginx.posted[-1]] == ["default-api-80",
+                                                                       "default-web-80"])  # fmt: skip
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    synced = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
+    assert {(s["event"], s["mode"]) for s in synced} == {("ingress-synced", "dynamic")}
+    assert [s["version"] for s in synced] == list(range(1, len(nginx.posted) + 1))
+    assert [s["reloaded"] for s in synced].count(True) == 2  # the start and the new location
 
 
 async def test_health_follows_nginx(tmp_path: Path) -> None:

@@ -9,16 +9,18 @@ from typing import Any
 
 import pytest
 
-from localcluster.ingress.nginx import Nginx
 from localcluster.ingress.nginxconf import (
     LOG_FORMAT,
-    NginxPaths,
+    LuaBalancer,
     NginxSettings,
+    backends_document,
     render_nginx_conf,
 )
 from localcluster.ingress.plan import IngressClassFilter, IngressPlan, plan_ingress
 from localcluster.kubelet.containers import POD_DIR_ENV, Launch, PodContext, resolve_launch
+from localcluster.nginxcommon import Nginx, NginxPaths
 from tests.conftest import require
+from tests.localcluster.test_ingress_dynamic import require_lua_module
 
 OURS = {"metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}
 THEIRS = {"metadata": {"name": "other"}, "spec": {"controller": "example.com/other"}}
@@ -259,3 +261,52 @@ def test_the_ingress_nginx_image_runs_the_local_controller() -> None:
         "--election-id=x",
     ]
     assert launch.env[POD_DIR_ENV] == "/pods/ing-1"
+
+
+def test_dynamic_conf_depends_on_structure_only(tmp_path: Path) -> None:
+    """Endpoints come and go (even all of them) without changing nginx.conf; a new path or
+    backend changes it. Each text passes ``nginx -t`` with the Lua module loaded."""
+    require_lua_module()
+    balancer = LuaBalancer("ingress/test")
+    web = _ingress("web", [_path("/", "Prefix", "web")], ingressClassName="nginx")
+    services = [_service("web"), _service("api")]
+
+    def render(ingress: dict[str, Any], *endpoints: tuple[str, dict[str, bool]]) -> str:
+        plan = _plan([ingress], services, [_slice("web", *endpoints)])
+        return render_nginx_conf(plan, NginxSettings(), NginxPaths(tmp_path), balancer)
+
+    texts = {
+        render(web, ("10.0.0.1", READY), ("10.0.0.2", READY)),
+        render(web, ("10.0.0.2", READY), ("10.0.0.3", READY)),
+        render(web, ("10.0.0.2", TERMINATING)),
+        render(web),
+    }
+    assert len(texts) == 1
+    (text,) = texts
+    assert "10.0.0." not in text
+    assert LOG_FORMAT in text  # the access log keeps its format in both modes
+    assert 'set $proxy_upstream_name "default-web-80";' in text
+    assert "listen 127.0.0.1:10246;\n        access_log off;" in text  # loopback, not logged
+    _nginx_t(tmp_path, text)
+    grown = _ingress("web", [_path("/", "Prefix", "web"), _path("/api", "Prefix", "api")],
+                     ingressClassName="nginx")  # fmt: skip
+    assert render(grown, ("10.0.0.1", READY)) != text
+
+
+def test_backends_document_is_ingress_nginx_shaped() -> None:
+    plan = _plan(
+        [_ingress("web", [_path("/", "Prefix", "web"), _path("/api", "Prefix", "api")],
+                  ingressClassName="nginx")],
+        [_service("web"), _service("api")],
+        [_slice("web", ("10.0.0.1", READY), ("10.0.0.2", READY))],
+    )  # fmt: skip
+    assert backends_document(plan) == [
+        {"name": "default-api-80", "endpoints": []},
+        {
+            "name": "default-web-80",
+            "endpoints": [
+                {"address": "10.0.0.1", "port": "8080"},
+                {"address": "10.0.0.2", "port": "8080"},
+            ],
+        },
+    ]
