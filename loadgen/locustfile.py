@@ -8,9 +8,11 @@ recorder via ``test_start``/``test_stop``/``quitting``. The mix of users is set 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -52,6 +54,11 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--rt-max-inflight", type=int, default=DEFAULTS["rt_max_inflight"])
     group.add_argument("--rt-keepalive-weight", type=int, default=1)
     group.add_argument("--rt-new-weight", type=int, default=1)
+    group.add_argument(
+        "--rt-start-gate",
+        default="",
+        help="start no user until this file exists (loadgen.runner launches Locust early)",
+    )
 
 
 @events.init.add_listener
@@ -61,6 +68,25 @@ def _apply_weights(environment: Any, **_: Any) -> None:
         return
     KeepAliveUser.weight = options.rt_keepalive_weight
     NewConnectionUser.weight = options.rt_new_weight
+
+
+#: How often a gated start looks for its gate file: cheap, and the users start this soon after it
+GATE_POLL_S = 0.01
+
+
+@events.init.add_listener
+def _wait_for_start_gate(environment: Any, **_: Any) -> None:
+    """Hold the process that starts the test here until its gate opens (workers start users
+    only when told, so they join the master meanwhile); bounded by the users' own bound."""
+    options = environment.parsed_options
+    gate = options.rt_start_gate if options is not None else ""
+    if not gate or isinstance(environment.runner, WorkerRunner):
+        return
+    deadline = time.monotonic() + options.rt_max_seconds
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the start gate {gate} did not open in {options.rt_max_seconds:g} s")
+        gevent.sleep(GATE_POLL_S)
 
 
 def _part_path(output: str, worker_index: int | None) -> Path:

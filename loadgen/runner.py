@@ -7,7 +7,8 @@ local process or as one master plus N workers for load that outgrows one process
 may block in ``wait_until_sending()`` until the users send (Locust's start-up takes seconds),
 polls ``progress()`` for a live display and ``wait()``s; ``stop()`` ends the load early and still
 keeps every row recorded so far (Locust fires ``quitting`` on SIGTERM, which closes the
-recorder's Parquet file).
+recorder's Parquet file). ``start(gated=True)`` pays that start-up early: the processes start
+(interpreters, imports, workers joining the master) but no user starts until ``open_gate()``.
 
 A worker that dies (OOM, a kill) leaves a part without its Parquet footer: its rows are lost,
 the merge goes on with the others and ``lost_parts`` names it, and ``exited()`` tells the
@@ -67,11 +68,12 @@ class LoadPlan:
         if kinds == 0 or self.users < kinds:
             raise ValueError("the mix needs a positive weight and at least one user per kind")
 
-    def locust_args(self, output: Path) -> list[str]:
+    def locust_args(self, output: Path, start_gate: Path | None = None) -> list[str]:
         # Users get a small safety margin over the planned duration, then stop by themselves.
         bound = self.duration_s + self.request_timeout_s + 5
         per_user_rate = self.rate / self.users
-        return [
+        gate = ["--rt-start-gate", str(start_gate)] if start_gate is not None else []
+        return [*gate,
             "-f", str(LOCUSTFILE),
             "--headless",
             "--host", self.host,
@@ -105,14 +107,22 @@ class LoadRunner:
         self._stopping = False
         #: worker parts that could not be read (a killed worker's file has no footer)
         self.lost_parts: list[str] = []
+        self._gate: Path | None = None
+        self._held = False  # started gated and the gate not opened yet
 
-    def start(self) -> None:
+    def start(self, gated: bool = False) -> None:
+        """Start Locust; ``gated``: its processes start but no user does until ``open_gate()``
+        (the process that runs the test waits for the gate file in Locust's ``init`` hook)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         for stale in self._progress_files():  # only this start's recorders may say "sending"
             stale.unlink()
+        self._gate = self.log_dir / "locust.start-gate" if gated else None
+        if self._gate is not None:
+            self._gate.unlink(missing_ok=True)
+        self._held = gated
         base = [*self.plan.exec_prefix, sys.executable, "-m", "locust"]
-        args = self.plan.locust_args(self.output)
+        args = self.plan.locust_args(self.output, self._gate)
         if self.plan.workers == 0:
             self._spawn("locust", [*base, *args])
             return
@@ -143,6 +153,17 @@ class LoadRunner:
                 "WARNING",
             ]
             self._spawn(f"locust-worker-{index}", [*base, *worker])
+
+    def open_gate(self) -> None:
+        """Let a gated start's users start (``wait_until_sending`` then says when they send)."""
+        if self._gate is not None:
+            self._gate.touch()
+        self._held = False
+
+    @property
+    def released(self) -> bool:
+        """False only between a gated ``start`` and ``open_gate``: no user has started."""
+        return not self._held
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.log_dir / f"{name}.log"
@@ -189,6 +210,8 @@ class LoadRunner:
                     f"Locust did not start sending within {timeout_s:g} s; {self._log_tail()}"
                 )
             time.sleep(START_POLL_S)
+        if self._gate is not None:  # passed: the run directory keeps no trace of it
+            self._gate.unlink(missing_ok=True)
 
     def _progress_files(self) -> list[Path]:
         return list(self.output.parent.glob(f"{self.output.stem}*.progress.json"))
@@ -221,7 +244,7 @@ class LoadRunner:
         return self._collect()
 
     def stop(self, grace_s: float = 10.0) -> int:
-        """End the load early, keeping what was recorded."""
+        """End the load early, keeping what was recorded (nothing when never released)."""
         self._stopping = True
         for process in self._processes:
             if process.poll() is None:
@@ -233,7 +256,9 @@ class LoadRunner:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        return self._collect()
+        if self._gate is not None:
+            self._gate.unlink(missing_ok=True)
+        return 0 if self._held else self._collect()
 
     def _collect(self) -> int:
         if self.plan.workers == 0:

@@ -11,15 +11,21 @@ fork from the main thread (or a thread that lives as long as the child should).
 A pid alone does not name a process for long: pids are reused. ``identity`` adds the process's
 start time (field 22 of ``/proc/<pid>/stat``), so a cluster's owner recorded as an identity is
 "alive" only while that very process runs.
+
+``exit_without_teardown`` ends a cluster process that has already stopped cleanly without the
+interpreter's teardown of its modules, which its parent would wait for.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Loaded now, not in the forked child: dlopen after fork() in a threaded parent could deadlock.
@@ -58,3 +64,14 @@ def identity_alive(recorded: str) -> bool:
     """Whether the process ``identity`` recorded is still the one running under that pid."""
     pid, _, _ = recorded.partition(":")
     return bool(recorded) and pid.isdigit() and identity(int(pid)) == recorded
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Exit now, once everything the process made is stopped and removed, skipping the
+    interpreter's teardown of its modules: with aiohttp and pydantic loaded that is 0.1-0.15 s
+    of CPU per process, and a cluster's stop waits for it in the cluster process and in every
+    agent at once. Only the logs need flushing (truth lines are written unbuffered)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ from localcluster.apiserver import ApiServer
 from localcluster.config import ClusterConfig
 from localcluster.dataplane.addressing import AddressPlan
 from localcluster.dataplane.apiendpoint import api_endpoint, listen_in_netns
+from localcluster.lifeline import exit_without_teardown
 from localcluster.state import (
     IN_NETWORK_KUBECONFIG_FILE,
     KUBECONFIG_FILE,
@@ -211,6 +211,8 @@ async def run_cluster(
                 await handle.stop()
             except Exception:
                 log.exception("stopping %s failed", what)
+            else:
+                log.info("%s stopped", what)
         await server.stop()
         if is_rolltrace_kubeconfig(kubeconfig):
             kubeconfig.unlink(missing_ok=True)
@@ -258,4 +260,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())  # `cluster down` and every run's end wait for this exit

@@ -201,8 +201,9 @@ def wait_until_quiet(path: Path, quiet_s: float, limit_s: float) -> bool:
 
 
 class CaptureProcess:
-    """One tcpdump process: ``start()`` returns once it is listening; ``request_stop()`` lets
-    several drain in parallel; ``stop()`` waits, writes the stats file and returns the result."""
+    """One tcpdump process: ``start()`` returns once it is listening (``launch()`` then
+    ``wait_listening()`` let several start in parallel); ``request_stop()`` lets several drain
+    in parallel; ``stop()`` waits, writes the stats file and returns the result."""
 
     def __init__(self, output: Path, bpf_filter: str, exec_prefix: list[str] | None = None) -> None:
         self.output = output
@@ -211,9 +212,17 @@ class CaptureProcess:
         self._process: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
         self._reader: threading.Thread | None = None
+        self._listening = threading.Event()
         self._drain: threading.Thread | None = None
 
     def start(self, timeout_s: float = 15.0) -> None:
+        """Start tcpdump and return once it is listening."""
+        self.launch()
+        self.wait_listening(timeout_s)
+
+    def launch(self) -> None:
+        """Start tcpdump without waiting for it to listen (``wait_listening``), so that several
+        captures open their devices side by side: each takes ~0.1 s before it listens."""
         if shutil.which(TCPDUMP) is None:
             raise CaptureUnavailable(
                 "tcpdump is not installed: install the Debian package 'tcpdump' "
@@ -228,13 +237,17 @@ class CaptureProcess:
             text=True,
             preexec_fn=die_with_parent(),  # ends with the run, even a SIGKILLed one
         )
-        listening = threading.Event()
         assert self._process.stderr is not None
         self._reader = threading.Thread(
-            target=self._read_stderr, args=(self._process.stderr, listening), daemon=True
+            target=self._read_stderr, args=(self._process.stderr,), daemon=True
         )
         self._reader.start()
-        listening.wait(timeout_s)
+
+    def wait_listening(self, timeout_s: float = 15.0) -> None:
+        """Return once the launched tcpdump listens; CaptureUnavailable (with tcpdump's own
+        words) when it does not within ``timeout_s``, after stopping it."""
+        assert self._process is not None and self._reader is not None  # launch()'s
+        self._listening.wait(timeout_s)
         if not any(_LISTENING in line for line in self._stderr):
             self._process.kill()
             self._process.wait()
@@ -244,13 +257,13 @@ class CaptureProcess:
                 f"tcpdump did not start capturing to {self.output.name}: {said}"
             )
 
-    def _read_stderr(self, stream: IO[str], listening: threading.Event) -> None:
+    def _read_stderr(self, stream: IO[str]) -> None:
         """Keep all of tcpdump's stderr (its exit statistics come last); flag "listening on"."""
         for line in stream:
             self._stderr.append(line)
             if _LISTENING in line:
-                listening.set()
-        listening.set()  # it exited: start() need not wait for its timeout
+                self._listening.set()
+        self._listening.set()  # it exited: wait_listening() need not wait for its timeout
 
     @property
     def pid(self) -> int | None:

@@ -121,6 +121,8 @@ class _StreamWatcher(threading.Thread):
         self._last_recv_ns = time.time_ns()
         self.stats = StreamStats(kind)
         self.ready = threading.Event()
+        #: set at every event written: wakes a poll that waits on this kind (``waiter``)
+        self.changed = threading.Event()
 
     def run(self) -> None:
         failures = 0
@@ -210,6 +212,7 @@ class _StreamWatcher(threading.Thread):
                 )
                 self._last_recv_ns = recv_ns
                 self.stats.events += 1
+                self.changed.set()
         finally:
             self._response.release_conn()
             self._response = None
@@ -271,6 +274,18 @@ class ClusterWatcher:
         deadline = time.monotonic() + ready_timeout_s
         for thread in self._threads:
             thread.ready.wait(max(0.0, deadline - time.monotonic()))
+
+    def waiter(self, kind: str) -> Callable[[float], None]:
+        """A pause for a loop that polls the state of ``kind``: it ends after the given seconds
+        or as soon as an event of that kind arrived, so the next read sees a change at once
+        instead of up to a pause later (each late read was dead time in every run)."""
+        stream = next(thread for thread in self._threads if thread.kind == kind)
+
+        def pause(seconds: float) -> None:
+            stream.changed.wait(seconds)
+            stream.changed.clear()  # before the caller's read, which sees what came before
+
+        return pause
 
     def stop(self, timeout_s: float = 5.0) -> dict[str, StreamStats]:
         self._stopping.set()

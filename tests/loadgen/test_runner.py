@@ -100,3 +100,33 @@ def test_distributed_two_workers_merge_into_one_file(
     assert frame["request_id"].is_unique and frame["conn_id"].nunique() > 2
     assert len(list(tmp_path.glob("requests.worker-*.parquet"))) == 2
     assert frame["start_ns"].is_monotonic_increasing
+
+
+def test_a_gated_start_sends_nothing_until_its_gate_opens(
+    tmp_path: Path, server: MisbehavingServer
+) -> None:
+    """Locust's start-up is paid before the gate; the first request comes only after it, and
+    then as soon as a started Locust sends (within its users' first interval)."""
+    plan = LoadPlan(host=f"http://127.0.0.1:{server.port}", rate=20, duration_s=2, users=2)
+    output = tmp_path / "requests.parquet"
+    runner = LoadRunner(plan, output, tmp_path / "logs")
+    runner.start(gated=True)
+    time.sleep(3)  # Locust's start-up (1-3 s on a loaded 2-core machine) is over by now
+    assert runner.running() and server.served == 0 and runner.progress() == {}
+    opened_ns = time.time_ns()
+    runner.open_gate()
+    runner.wait_until_sending(timeout_s=10)
+    sending_s = (time.time_ns() - opened_ns) / 1e9
+    runner.wait()
+    frame = pd.read_parquet(output)
+    assert frame["start_ns"].min() > opened_ns and len(frame) > 10
+    assert sending_s < 1.0  # the users start at once: nothing of Locust's start is left
+    assert not (tmp_path / "logs" / "locust.start-gate").exists()
+
+
+def test_a_gated_start_that_is_never_opened_stops_with_nothing_kept(tmp_path: Path) -> None:
+    plan = LoadPlan(host="http://127.0.0.1:1", rate=20, duration_s=2, users=2)
+    runner = LoadRunner(plan, tmp_path / "requests.parquet", tmp_path / "logs")
+    runner.start(gated=True)
+    assert runner.stop() == 0
+    assert not runner.running() and not (tmp_path / "requests.parquet").exists()

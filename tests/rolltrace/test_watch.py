@@ -98,3 +98,26 @@ def test_gone_writes_gap_and_relists(tmp_path: Path) -> None:
     gap = _lines(events)[1]
     assert gap["since_ns"] <= gap["recv_ns"] and "410" in gap["reason"]
     assert stats["Pod"].gaps == 1 and stats["Pod"].relists == 1
+
+
+def test_a_waiter_ends_its_pause_at_an_event_of_its_kind_only(tmp_path: Path) -> None:
+    """A poll that waits on a kind reads again as soon as that kind changed, and otherwise
+    waits its whole pause (an event of another kind does not wake it)."""
+    pause_s = 5.0
+    kubeconfig = tmp_path / "kubeconfig"
+    with ServerThread(ApiServer(), kubeconfig):
+        api = k8s_config.new_client_from_config(str(kubeconfig))
+        core = k8s.CoreV1Api(api)
+        watcher = ClusterWatcher(api, "default", tmp_path / "e.jsonl", kinds=("Pod", "Service"))
+        watcher.start()
+        pod_pause, service_pause = watcher.waiter("Pod"), watcher.waiter("Service")
+        core.create_namespaced_pod("default", _pod("a"))
+        started = time.monotonic()
+        pod_pause(pause_s)
+        woken_after = time.monotonic() - started
+        started = time.monotonic()
+        service_pause(0.5)  # the Pod's event is not the Service's
+        waited = time.monotonic() - started
+        watcher.stop()
+    assert woken_after < pause_s / 2
+    assert waited >= 0.5
