@@ -34,6 +34,7 @@ from analyzer.budget import parse_budget
 from analyzer.errors import BudgetExpressionError
 from analyzer.schema import Cause
 from localcluster.config import DelayModel, LBConfig
+from localcluster.ingress.nginxconf import NEXT_UPSTREAM_CONDITIONS
 
 Percent = int | str  # an integer count or "NN%"
 #: Where a broken scenario's fix lives (``analyzer.advice`` names the same places ``fix_in``).
@@ -242,6 +243,63 @@ class Service(_Strict):
     port: int = Field(80, ge=1, le=65535, description="Port of the LoadBalancer Service.")
 
 
+class Ingress(_Strict):
+    """An ingress-nginx hop in front of the workload (docs/local-cluster.md, "ingress"): the
+    load goes to the controller's LoadBalancer Service, nginx sends it on to the Pods. Defaults
+    are ingress-nginx's."""
+
+    sync_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="`--sync-interval`: seconds between the controller's syncs of its endpoint "
+        "list into nginx.",
+    )
+    mode: Literal["reload", "dynamic"] = Field(
+        "reload",
+        description="How a sync reaches nginx: `reload` (a new configuration, `nginx -s "
+        "reload`) or `dynamic` (the upstream list changed without a reload, as ingress-nginx's "
+        "Lua balancer does).",
+    )
+    next_upstream: str = Field(
+        "error timeout",
+        description="`proxy-next-upstream` (ingress-nginx ConfigMap text): when nginx retries a "
+        "request on the next Pod, e.g. `error timeout http_502`; `off` disables retries.",
+    )
+    next_upstream_tries: int = Field(
+        3, ge=0, description="`proxy-next-upstream-tries`: attempts per request (0: no limit)."
+    )
+    connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="`proxy-connect-timeout`: nginx gives up connecting to a Pod after this long "
+        "(a `timeout` for `next_upstream`); below the load's `request_timeout_s` the client "
+        "sees nginx's answer.",
+    )
+    upstream_keepalive_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="`upstream-keepalive-timeout`: nginx closes a pooled Pod connection idle "
+        "this long.",
+    )
+    replicas: int = Field(
+        1, ge=1, le=16, description="Controller Pods (its Deployment's `replicas`)."
+    )
+
+    @field_validator("next_upstream")
+    @classmethod
+    def _known_conditions(cls, value: str) -> str:
+        words = value.split()
+        if not words:
+            raise ValueError("empty; use `off` to disable retries")
+        unknown = [w for w in words if w not in NEXT_UPSTREAM_CONDITIONS]
+        if unknown or ("off" in words and len(words) > 1):
+            raise ValueError(
+                f"unknown or mixed condition(s) {' '.join(unknown) or 'off'}; use `off` alone or "
+                f"any of {', '.join(sorted(NEXT_UPSTREAM_CONDITIONS - {'off'}))}"
+            )
+        return value
+
+
 class LocalCluster(_Strict):
     kind: Literal["local"] = Field(
         "local", description="The embedded local cluster (needs root on Linux)."
@@ -270,6 +328,11 @@ class LocalCluster(_Strict):
         description="KEP-1669: with no ready endpoint, proxies use serving-terminating ones.",
     )
     lb: LBConfig = Field(LBConfig(), description="The cloud load-balancer emulator.")
+    ingress: Ingress | None = Field(
+        None,
+        description="An ingress-nginx hop between the LB and the workload (absent: none); the "
+        "workload's Service is then a ClusterIP Service behind it.",
+    )
 
     @field_validator("preset")
     @classmethod
@@ -398,6 +461,12 @@ class Scenario(_Strict):
     dominant_cause: Cause | None = Field(
         None, description="The cause a broken scenario must show most often."
     )
+    masked_at: Literal["ingress", "lb"] | None = Field(
+        None,
+        description="The L7 hop whose retries this scenario shows hiding failures: each run "
+        "must count masked requests there, and the report's count must match the truth's "
+        "within 5 % (tests/e2e/test_scenarios.py).",
+    )
     # Declared, not read from the report: a wrong verdict of the advice must fail the e2e, not
     # silently skip the rerun that checks it.
     fixed_by: FixedBy | None = Field(
@@ -418,6 +487,10 @@ class Scenario(_Strict):
         return self.workload.app.model_copy(
             update={name: getattr(change, name) for name in change.model_fields_set}
         )
+
+    def ingress(self) -> Ingress | None:
+        """The ingress hop in front of the workload (local clusters only), or None."""
+        return self.cluster.ingress if isinstance(self.cluster, LocalCluster) else None
 
     def ignored_sections(self) -> list[str]:
         """The workload sections this scenario sets that its manifests override."""
@@ -544,6 +617,42 @@ PRESET_CATALOG: dict[str, Preset] = {
         "target group's `deregistration_delay.timeout_seconds` default of 300 s "
         "(https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
         "load-balancer-target-groups.html), copy your own; " + _KUBE_PROXY_SOURCE + ".",
+    ),
+    "aws-alb-ip": Preset(
+        summary="AWS ALB in IP mode: an HTTP proxy (`lb.mode: l7`) with Pods as targets, "
+        "checked with `GET /` every 30 s, timeout 5 s, healthy after 5 passes, unhealthy after "
+        "2 failures; 60 s idle timeout, 10 s connect timeout, 300 s deregistration delay with "
+        "draining.",
+        cluster={
+            "proxy_delay": _KUBE_PROXY_DEFAULT,
+            "lb": {
+                "mode": "l7",
+                "targets": "pods",
+                "hc_path": "/",
+                "hc_interval_s": 30,
+                "hc_timeout_s": 5,
+                "healthy_threshold": 5,
+                "unhealthy_threshold": 2,
+                "idle_timeout_s": 60,
+                "connect_timeout_s": 10,
+                "draining": True,
+                "deregistration_delay_s": 300,
+            },
+        },
+        source="ALB target group health check defaults for `ip` targets: "
+        "HealthCheckPath `/`, HealthCheckIntervalSeconds 30, HealthCheckTimeoutSeconds 5, "
+        "HealthyThresholdCount 5, UnhealthyThresholdCount 2 "
+        "(https://docs.aws.amazon.com/elasticloadbalancing/latest/application/"
+        "target-group-health-checks.html); connection idle timeout 60 s "
+        "(https://docs.aws.amazon.com/elasticloadbalancing/latest/application/"
+        "edit-load-balancer-attributes.html); the 10 s connection timeout behind a 504 "
+        "(https://docs.aws.amazon.com/elasticloadbalancing/latest/application/"
+        "load-balancer-troubleshooting.html); `deregistration_delay.timeout_seconds` 300 "
+        "(https://docs.aws.amazon.com/elasticloadbalancing/latest/application/"
+        "load-balancer-target-groups.html). The controller's registration lag is not included "
+        "(AWS documents no bound), set `lb.registration_delay_s` to yours; "
+        + _KUBE_PROXY_SOURCE
+        + ".",
     ),
 }
 

@@ -22,6 +22,18 @@ connection really reached and names exactly one cause by the error kind:
   after a restart → container-restart);
 - a read timeout on a live, serving Pod: overload.
 
+A request that met an L7 hop (the NAT sent its connection to an ingress controller's Pod, or,
+for the L7 LB, the client connected to the LB itself, which no NAT records) is followed through
+the hop's access log (hops/<hop>.log): its line is the one of the client as the hop saw it
+(address and port) within the request's time, and the verdict is what the last failed upstream
+attempt met at the Pod that held its address then — a Pod being deleted that no longer accepted
+or closed the pooled connection while draining (proxy-endpoint-lag: the hop's own endpoint list
+still held it), the app's idle close of the hop's pooled connection (backend-keepalive-race), or
+the rules above for what the Pod was doing. A request the hop never logged, cut on a client
+connection opened before the hop's nginx reloaded, met a connection the reload's old worker
+closed (keepalive-race). Each such verdict names the hop that decided it; a request the hop
+succeeded after retries is no failure, and ``masked_from_truth`` counts those per hop.
+
 Where truth cannot decide (no NAT record of the connection, an event none of these explain), the
 request's truth is ``undecided``: counted and reported on its own, never agreement. Trace-builder
 runs carry the injected cause of each failed request as ``request-cause`` lines; those are used
@@ -38,9 +50,12 @@ from typing import Any
 
 import pandas as pd
 
+from analyzer.errors import TraceError
 from analyzer.events import scan_truth
+from analyzer.hops import CLIENT_CLOSED_STATUS
 from analyzer.rundir import RunPaths, read_run_meta, traffic_policy
-from analyzer.schema import Cause, ErrorKind, TruthEvent
+from analyzer.schema import FAILED_ATTEMPT_OUTCOMES, AttemptOutcome, Cause, ErrorKind, TruthEvent
+from rolltrace.runner.manifests import INGRESS_HOP
 
 UNDECIDED = "undecided"
 # conntrack stamps an event when its listener reads it, after the SYN crossed the NAT; under load
@@ -54,6 +69,21 @@ EXIT_NOTE_SLACK_NS = 1_000_000_000
 APP_NOTE_SLACK_NS = 50_000_000
 
 _CONNECT = {ErrorKind.REFUSED, ErrorKind.CONNECT_TIMEOUT, ErrorKind.UNREACHABLE}
+_CUT = {ErrorKind.EOF, ErrorKind.RESET}
+# a hop's attempt that got no connection, as the client-side error it stands for
+_CONNECT_KIND: dict[str, ErrorKind] = {
+    AttemptOutcome.CONNECT_ERROR: ErrorKind.REFUSED,
+    AttemptOutcome.CONNECT_TIMEOUT: ErrorKind.CONNECT_TIMEOUT,
+}
+#: the hop's answer when it had no upstream to try (ingress-nginx: a backend without endpoints)
+NO_UPSTREAM_STATUS = 503
+#: the L7 load balancer's hop name (its log is hops/lb.log)
+L7_LB_HOP = "lb"
+# A hop logs its request on the same host clock as the client's, just after it wrote the
+# answer (or saw the client leave), and nginx's $msec has millisecond resolution: the two
+# records of one request differ by scheduling delays on a loaded 2-core host, far below this,
+# and two requests of one keep-alive client are further apart than it at the scenarios' rates.
+HOP_SLACK_NS = 50_000_000
 _DELETION_CAUSES = {"deletion", "forced"}
 _Key = tuple[str, int, str, int]
 
@@ -107,6 +137,8 @@ class PodTruth:
     runs: list[ContainerRun] = field(default_factory=list)
     deletion_ns: int | None = None
     idle_closes: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    # the idle connections the app closed because it was shutting down (``draining``)
+    draining_closes: set[tuple[tuple[str, int], int]] = field(default_factory=set)
     warmup_resets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def run_at(self, t: int) -> ContainerRun | None:
@@ -142,6 +174,13 @@ class TruthState:
     # node -> [(ts, endpoint pod names)] in time order
     rules: dict[str, list[tuple[int, set[str]]]] = field(default_factory=dict)
     injected: dict[int, str] = field(default_factory=dict)
+    # Pods of an L7 hop (the ingress controller's, by its truth lines' source) -> hop name
+    hop_pods: dict[str, str] = field(default_factory=dict)
+    # hop Pod -> when its nginx reloaded (an applied sync in reload mode), in time order
+    hop_reloads: dict[str, list[int]] = field(default_factory=dict)
+    pod_ip: dict[str, str] = field(default_factory=dict)  # the IP a Pod's process last had
+    # the run's hop access logs, by hop name (hops/<hop>.log)
+    hops: dict[str, HopTrail] = field(default_factory=dict)
     # from run.json: the LB chose Pods itself (IP target mode); externalTrafficPolicy Local
     pod_targets: bool = False
     local_policy: bool = False
@@ -229,6 +268,8 @@ def _on_app_peer_event(pod: PodTruth, event: str, ts: int, fields: dict[str, Any
     peer = (str(fields["peer_ip"]), int(fields["peer_port"]))
     table = pod.idle_closes if event == TruthEvent.IDLE_CLOSE else pod.warmup_resets
     table.setdefault(peer, []).append(ts)
+    if event == TruthEvent.IDLE_CLOSE and fields.get("draining"):
+        pod.draining_closes.add((peer, ts))
 
 
 def truth_state(path: Path) -> TruthState:
@@ -251,6 +292,11 @@ def truth_state(path: Path) -> TruthState:
             state.rules.setdefault(node, []).append((ts, pods))
         elif event == TruthEvent.LB_HEALTH_CHANGED and "address" in fields:
             state.node_by_address[str(fields["address"]).rsplit(":", 1)[0]] = str(fields["target"])
+        elif event == TruthEvent.INGRESS_SYNCED:
+            hop_pod = str(row["source"]).partition("/")[2]
+            state.hop_pods[hop_pod] = INGRESS_HOP
+            if fields.get("reloaded", True):  # reload mode reloads at every applied sync
+                state.hop_reloads.setdefault(hop_pod, []).append(ts)
         elif pod_name and event in (TruthEvent.IDLE_CLOSE, TruthEvent.WARMUP_RESET):
             _on_app_peer_event(state.pods[pod_name], event, ts, fields)
         elif pod_name:
@@ -260,6 +306,7 @@ def truth_state(path: Path) -> TruthState:
                 pod.node = node
             if event == TruthEvent.PROCESS_STARTED and isinstance(fields.get("ip"), str):
                 state.ip_owner.setdefault(fields["ip"], []).append((ts, pod_name))
+                state.pod_ip[pod_name] = fields["ip"]
             _on_lifecycle(pod, event, ts, fields, by_kubelet)
     for pod_truth in state.pods.values():
         for run in pod_truth.runs:
@@ -306,6 +353,7 @@ def follow(state: TruthState, request: dict[str, Any], syn_ns: int) -> Reached:
 class Verdict:
     cause: str  # a Cause, or UNDECIDED
     why: str
+    hop: str = ""  # the L7 hop whose attempt decided it ("": none, the L4 path)
 
 
 def _restart_or_first_start(pod: PodTruth, run: ContainerRun | None, t: int) -> Verdict:
@@ -337,15 +385,21 @@ def on_syn(state: TruthState, reached: Reached, t: int, kind: str) -> Verdict:
         return Verdict(UNDECIDED, "no NAT entry records where this connection went")
     if reached.pod is None:
         return _dropped_at_node(state, reached.node, t)
-    pod = state.pods.get(reached.pod, PodTruth())
+    lag = Cause.LB_LAG if state.pod_targets else Cause.ENDPOINT_LAG
+    return syn_at_pod(state, reached.pod, t, kind, lag)
+
+
+def syn_at_pod(state: TruthState, pod_name: str, t: int, kind: str, lag: Cause) -> Verdict:
+    """What a SYN to ``pod_name`` met at ``t``; ``lag`` names whose stale list sent it to a
+    Pod being deleted (a node's rules, the LB's targets, an L7 hop's endpoints)."""
+    pod = state.pods.get(pod_name, PodTruth())
     run = pod.run_at(t)
     if run is not None and run.listening_at(t):
         if kind == ErrorKind.CONNECT_TIMEOUT:
-            return Verdict(Cause.OVERLOAD, f"{reached.pod} was listening but did not accept")
-        return Verdict(UNDECIDED, f"{reached.pod} was listening, yet the connect failed")
+            return Verdict(Cause.OVERLOAD, f"{pod_name} was listening but did not accept")
+        return Verdict(UNDECIDED, f"{pod_name} was listening, yet the connect failed")
     if pod.deletion_ns is not None and pod.deletion_ns <= t:
-        lag = Cause.LB_LAG if state.pod_targets else Cause.ENDPOINT_LAG
-        return Verdict(lag, f"{reached.pod} was being deleted and no longer accepted")
+        return Verdict(lag, f"{pod_name} was being deleted and no longer accepted")
     return _restart_or_first_start(pod, run, t)
 
 
@@ -413,6 +467,9 @@ def true_cause(state: TruthState, request: dict[str, Any], syn_ns: int) -> Verdi
     """The one cause truth gives a failed request, or UNDECIDED with the reason."""
     kind, start, end = str(request["error_kind"]), int(request["start_ns"]), int(request["end_ns"])
     reached = follow(state, request, syn_ns)
+    hop_verdict = through_hop(state, request, reached, syn_ns)
+    if hop_verdict is not None:
+        return hop_verdict
     if kind in _CONNECT:
         return on_syn(state, reached, start, kind)
     if kind == ErrorKind.HTTP_5XX:
@@ -428,6 +485,205 @@ def true_cause(state: TruthState, request: dict[str, Any], syn_ns: int) -> Verdi
     if reached.lb is None:
         return Verdict(UNDECIDED, "no NAT entry records where this connection went")
     return Verdict(UNDECIDED, f"nothing in truth ended this {kind} (Pod {reached.pod})")
+
+
+# -- following a request through an L7 hop ---------------------------------------------------
+@dataclass(frozen=True)
+class HopLine:
+    """One request of a hop's access log and its upstream attempts, in order."""
+
+    line: int
+    start_ns: int
+    end_ns: int
+    status: int
+    attempts: list[dict[str, Any]]
+
+
+@dataclass
+class HopTrail:
+    """A hop's access log, by the hop's client (address, port) as the hop saw it."""
+
+    by_client: dict[tuple[str, int], list[HopLine]] = field(default_factory=dict)
+    lines: list[HopLine] = field(default_factory=list)
+
+    def find(
+        self, client: tuple[str, int], start_ns: int, end_ns: int, status: int | None
+    ) -> HopLine | None:
+        """The logged request of that client that lies within the client's request (with the
+        hop's log resolution and scheduling slack). Lines of one keep-alive connection can
+        share a logged millisecond, so among several the one with the client's status wins
+        (``status`` None: the client got no response, so the hop's 499 or 5xx), then the
+        nearest end."""
+        fits = [
+            h for h in self.by_client.get(client, [])
+            if h.start_ns >= start_ns - HOP_SLACK_NS and h.end_ns <= end_ns + HOP_SLACK_NS
+        ]  # fmt: skip
+
+        def mismatch(h: HopLine) -> bool:
+            return h.status != status if status is not None else h.status < 499
+
+        return min(fits, key=lambda h: (mismatch(h), abs(h.end_ns - end_ns))) if fits else None
+
+
+def hop_trail(path: Path, hop: str) -> HopTrail:
+    """A hop log read with the analyzer's access-log reader (parsing only: which attempt went
+    where with what status is the log's own record, not an inference)."""
+    from analyzer.readers.accesslog import read_access_log
+
+    log = read_access_log(path, hop)
+    attempts: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for attempt in _records(log.attempts.sort_values(["line", "attempt"])):
+        attempts[int(attempt["line"])].append(attempt)
+    trail = HopTrail()
+    for row in _records(log.requests):
+        entry = HopLine(int(row["line"]), int(row["start_ns"]), int(row["end_ns"]),
+                        int(row["status"]), attempts.get(int(row["line"]), []))  # fmt: skip
+        trail.lines.append(entry)
+        if isinstance(row["client_ip"], str) and not pd.isna(row["client_port"]):
+            trail.by_client.setdefault((row["client_ip"], int(row["client_port"])), []).append(
+                entry
+            )
+    return trail
+
+
+def _attempt_times(line: HopLine) -> list[tuple[dict[str, Any], int, int]]:
+    """Each attempt with when it began and ended: nginx tries them one after another from the
+    request's start, each taking its logged upstream time."""
+    out, t = [], line.start_ns
+    for attempt in line.attempts:
+        took = attempt["response_ms"]
+        took_ns = 0 if pd.isna(took) else int(float(took) * 1e6)
+        out.append((attempt, t, t + took_ns))
+        t += took_ns
+    return out
+
+
+def _closes_near(pod: PodTruth, hop_ip: str | None, begin: int, end: int) -> list[tuple[int, bool]]:
+    """The app's idle closes of the hop's connections (``hop_ip`` None: any peer) around an
+    attempt, each with whether the app was draining for its shutdown."""
+    return [
+        (ts, (peer, ts) in pod.draining_closes)
+        for peer, times in pod.idle_closes.items()
+        if hop_ip is None or peer[0] == hop_ip
+        for ts in times
+        if begin - HOP_SLACK_NS <= ts <= end + HOP_SLACK_NS
+    ]
+
+
+def on_attempt(
+    state: TruthState, attempt: dict[str, Any], begin: int, end: int, hop_ip: str | None
+) -> Verdict:
+    """What one failed upstream attempt met at the Pod that held its address: the hop's view
+    of a Pod is its own endpoint list, so a Pod being deleted that no longer accepted, or that
+    closed the pooled connection while draining, is ``proxy-endpoint-lag``; the app's idle
+    close of the pooled connection the hop reused is ``backend-keepalive-race``; otherwise the
+    rules for what the Pod was doing, as for a direct connection."""
+    outcome = str(attempt["outcome"])
+    if outcome == AttemptOutcome.NO_SERVER:
+        return Verdict(Cause.NO_ENDPOINTS, "the hop's endpoint list was empty")
+    ip = attempt["upstream_ip"]
+    pod_name = state.pod_with_ip(str(ip), begin) if isinstance(ip, str) else None
+    if pod_name is None:
+        return Verdict(UNDECIDED, f"no Pod is known to have held {attempt['upstream_addr']}")
+    pod = state.pods.get(pod_name, PodTruth())
+    unconnected = outcome == AttemptOutcome.UNKNOWN and pd.isna(attempt["connect_ms"])
+    if outcome in _CONNECT_KIND or unconnected:  # unconnected: the client left while it tried
+        kind = _CONNECT_KIND.get(outcome, ErrorKind.CONNECT_TIMEOUT)
+        return syn_at_pod(state, pod_name, begin, kind, Cause.PROXY_ENDPOINT_LAG)
+    if outcome in (AttemptOutcome.HTTP_5XX, AttemptOutcome.FAILED_5XX):
+        return on_5xx(state, pod_name, begin)
+    closes = _closes_near(pod, hop_ip, begin, end)
+    if closes:
+        if max(closes)[1]:
+            return Verdict(Cause.PROXY_ENDPOINT_LAG, f"{pod_name}, being deleted, closed the "
+                           "pooled connection the hop still sent on")  # fmt: skip
+        return Verdict(Cause.BACKEND_KEEPALIVE_RACE, f"{pod_name}'s app closed the idle pooled "
+                       "connection the hop reused")  # fmt: skip
+    cut = on_cut(state, Reached(None, pod.node, pod_name, None), begin, end)
+    if cut is not None:
+        return cut
+    run = pod.run_at(begin)
+    if outcome == AttemptOutcome.RESPONSE_TIMEOUT and run is not None and run.serving_at(begin):
+        return Verdict(Cause.OVERLOAD, f"{pod_name} was serving but did not answer in time")
+    return Verdict(UNDECIDED, f"nothing in truth ended the hop's {outcome} attempt at {pod_name}")
+
+
+def through_hop(
+    state: TruthState, request: dict[str, Any], reached: Reached, syn_ns: int
+) -> Verdict | None:
+    """The verdict of a failed request that met an L7 hop and whose hop line shows a failed
+    upstream attempt: the last failed attempt's (the one whose failure the client got, or
+    whose time made the client give up); None
+    when the request met no hop, or the hop's own line shows none (then the client's leg to
+    the hop is judged as any connection)."""
+    hop, client, hop_ip = _hop_of(state, request, reached)
+    if hop is None or client is None or hop not in state.hops:
+        return None
+    trail = state.hops[hop]
+    status = request.get("status_code")
+    answered = None if status is None or pd.isna(status) else int(status)
+    line = trail.find(client, int(request["start_ns"]), int(request["end_ns"]), answered)
+    if line is None:
+        return _closed_by_reload(state, request, reached.pod, hop, syn_ns)
+    if not line.attempts and line.status == NO_UPSTREAM_STATUS:
+        return Verdict(Cause.NO_ENDPOINTS, f"the {hop} had no endpoint to send to", hop)
+    timed = _attempt_times(line)
+    failed = [t for t in timed if t[0]["outcome"] in FAILED_ATTEMPT_OUTCOMES]
+    if not failed and timed and line.status >= CLIENT_CLOSED_STATUS:
+        failed = timed[-1:]  # no attempt failed: the last one was cut short (client left)
+    if not failed:
+        return None
+    attempt, begin, end = failed[-1]
+    verdict = on_attempt(state, attempt, begin, end, hop_ip)
+    return Verdict(verdict.cause, f"{hop} line {line.line}: {verdict.why}", hop)
+
+
+def _closed_by_reload(
+    state: TruthState, request: dict[str, Any], hop_pod: str | None, hop: str, syn_ns: int
+) -> Verdict | None:
+    """A request the hop never logged, cut on a client connection opened before the hop's
+    nginx reloaded: the reload leaves the connection to an old worker, which closes it once
+    idle (after the request it may be serving), so a later request on it met a connection the
+    hop was closing (keepalive-race, decided by the hop)."""
+    if hop_pod is None or str(request["error_kind"]) not in _CUT:
+        return None
+    start = int(request["start_ns"])
+    if not any(syn_ns <= t <= start + HOP_SLACK_NS for t in state.hop_reloads.get(hop_pod, [])):
+        return None
+    why = f"{hop_pod}'s nginx reloaded after this client connection opened, and closed it idle"
+    return Verdict(Cause.KEEPALIVE_RACE, why, hop)
+
+
+def _hop_of(
+    state: TruthState, request: dict[str, Any], reached: Reached
+) -> tuple[str | None, tuple[str, int] | None, str | None]:
+    """Which hop the request met, the client as that hop saw it, and the hop's own address
+    toward the Pods (None: not known). An ingress: the NAT sent the connection to one of its
+    Pods. An L7 LB: the client connected to the LB itself, so no NAT records the connection
+    and the LB saw the client's own address."""
+    if reached.pod is not None and reached.pod in state.hop_pods:
+        return state.hop_pods[reached.pod], reached.peer, state.pod_ip.get(reached.pod)
+    if reached.lb is None and L7_LB_HOP in state.hops and not pd.isna(request["local_port"]):
+        return L7_LB_HOP, (str(request["local_ip"]), int(request["local_port"])), None
+    return None, None, None
+
+
+def masked_from_truth(state: TruthState) -> dict[str, dict[str, Any]]:
+    """Per hop, the requests a retry masked: the first attempt failed and the hop's client got
+    a success; with what truth says each first attempt met (by cause)."""
+    out: dict[str, dict[str, Any]] = {}
+    for hop, trail in sorted(state.hops.items()):
+        causes: Counter[str] = Counter()
+        for line in trail.lines:
+            first = line.attempts[0] if line.attempts else None
+            if first is None or first["outcome"] not in FAILED_ATTEMPT_OUTCOMES:
+                continue
+            if line.status >= 500 or line.status == CLIENT_CLOSED_STATUS:
+                continue
+            (_, begin, end), *_ = _attempt_times(line)
+            causes[on_attempt(state, first, begin, end, None).cause] += 1
+        out[hop] = {"masked": sum(causes.values()), "by_cause": dict(sorted(causes.items()))}
+    return out
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -458,6 +714,10 @@ class Score:
     disagreements: list[dict[str, Any]]  # decided failures the analyzer got wrong
     undecided_examples: list[dict[str, Any]]
     truth_damage: list[str] = field(default_factory=list)  # truth lines left out (located)
+    #: decided failures per hop that decided them ("" for the L4 path)
+    by_hop: dict[str, int] = field(default_factory=dict)
+    #: per hop: requests a retry masked, from the hop's log and truth (``masked_from_truth``)
+    masked: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def decided(self) -> int:
@@ -488,6 +748,8 @@ class Score:
             "confusion": self.confusion,
             "disagreements": self.disagreements[:50],
             "undecided_examples": self.undecided_examples[:20],
+            "by_hop": self.by_hop,
+            "masked": self.masked,
             "truth_damaged_lines": len(self.truth_damage),
             "truth_damage": self.truth_damage[:20],
         }
@@ -506,7 +768,8 @@ def per_cause_scores(pairs: list[tuple[str, str]]) -> dict[str, CauseScore]:
 
 
 def judge(failures: pd.DataFrame, requests: pd.DataFrame, state: TruthState) -> pd.DataFrame:
-    """failures + the true cause and why: columns request_id, error_kind, analyzer, truth, why."""
+    """failures + the true cause and why: columns request_id, error_kind, analyzer, truth, why,
+    hop (the L7 hop whose attempt decided the verdict, "" for the L4 path)."""
     syn: dict[Any, int] = requests.groupby("conn_id")["start_ns"].min().to_dict()
     failed = requests[requests["request_id"].isin(failures["request_id"])]
     by_id = {int(r["request_id"]): r for r in _records(failed)}
@@ -522,9 +785,9 @@ def judge(failures: pd.DataFrame, requests: pd.DataFrame, state: TruthState) -> 
         rows.append({
             "request_id": request_id, "error_kind": str(failure["error_kind"]),
             "analyzer": str(failure["cause"]), "truth": verdict.cause, "why": verdict.why,
-            "analyzer_evidence": str(failure.get("evidence", "")),
+            "hop": verdict.hop, "analyzer_evidence": str(failure.get("evidence", "")),
         })  # fmt: skip
-    columns = ["request_id", "error_kind", "analyzer", "truth", "why", "analyzer_evidence"]
+    columns = ["request_id", "error_kind", "analyzer", "truth", "why", "hop", "analyzer_evidence"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -533,7 +796,10 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def score_verdicts(
-    run: str, verdicts: pd.DataFrame, truth_damage: list[str] | None = None
+    run: str,
+    verdicts: pd.DataFrame,
+    truth_damage: list[str] | None = None,
+    masked: dict[str, dict[str, Any]] | None = None,
 ) -> Score:
     decided = verdicts[verdicts["truth"] != UNDECIDED]
     confusion: dict[str, dict[str, int]] = {}
@@ -551,7 +817,16 @@ def score_verdicts(
         disagreements=_records(wrong),
         undecided_examples=_records(verdicts[verdicts["truth"] == UNDECIDED]),
         truth_damage=list(truth_damage or []),
+        by_hop={str(hop): int(n) for hop, n in _hop_column(decided).value_counts().items()},
+        masked=dict(masked or {}),
     )
+
+
+def _hop_column(verdicts: pd.DataFrame) -> pd.Series:
+    """Which hop decided each verdict ("" for none; verdicts made before hops had none)."""
+    if "hop" not in verdicts.columns:
+        return pd.Series("", index=verdicts.index, dtype="object")
+    return verdicts["hop"].fillna("")
 
 
 def run_truth_state(paths: RunPaths) -> TruthState:
@@ -563,6 +838,11 @@ def run_truth_state(paths: RunPaths) -> TruthState:
     meta = read_run_meta(paths.run_json)
     state.pod_targets = meta.service.get("lb_targets") == "pods"
     state.local_policy = traffic_policy(meta.service, meta.scenario) == "Local"
+    for log in paths.hop_logs():
+        try:
+            state.hops[log.stem] = hop_trail(log, log.stem)
+        except TraceError as exc:  # unreadable as a whole: the hop's verdicts cannot be made
+            state.damage.append(str(exc))
     return state
 
 
@@ -573,4 +853,5 @@ def score_run(run_dir: Path | str, failures: pd.DataFrame | None = None) -> Scor
     if failures is None:
         failures = pd.read_parquet(paths.table("failures"))
     requests = pd.read_parquet(paths.requests)
-    return score_verdicts(str(paths.root), judge(failures, requests, state), state.damage)
+    verdicts = judge(failures, requests, state)
+    return score_verdicts(str(paths.root), verdicts, state.damage, masked_from_truth(state))

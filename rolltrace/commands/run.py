@@ -248,7 +248,7 @@ def _load(
 
 
 def _print_plan(scenario: Scenario) -> None:
-    from rolltrace.runner.manifests import workload_objects
+    from rolltrace.runner.manifests import ingress_objects, workload_objects
 
     typer.echo("# rolltrace run --dry-run: nothing is changed")
     typer.echo(f"# cluster: {scenario.cluster.model_dump(mode='json')}")
@@ -262,4 +262,6 @@ def _print_plan(scenario: Scenario) -> None:
         for section in ("workload", "pod", "strategy", "service"):
             settings = getattr(scenario, section).model_dump(mode="json", exclude={"app"})
             typer.echo(f"# {section}, as the manifests set it: {settings}")
-    typer.echo(yaml.safe_dump_all(workload_objects(scenario), sort_keys=False))
+    service_obj, deployment_obj = workload_objects(scenario)
+    hop = ingress_objects(scenario, service_obj, "KUBECONFIG-IN-NETWORK")  # the run's, at start
+    typer.echo(yaml.safe_dump_all([service_obj, deployment_obj, *hop], sort_keys=False))

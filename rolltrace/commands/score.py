@@ -41,6 +41,12 @@ def print_score(console: Console, score: Score) -> None:
     for truth, row in sorted(score.confusion.items()):
         matrix.add_row(truth, *(str(row.get(cause, "")) for cause in predicted))
     console.print(matrix)
+    for hop, decided in sorted(score.by_hop.items()):
+        if hop:
+            console.print(f"decided at hop {hop}: {decided} failure(s)")
+    for hop, masked in score.masked.items():
+        by_cause = ", ".join(f"{c} {n}" for c, n in masked["by_cause"].items()) or "none"
+        console.print(f"masked by retries at hop {hop}: {masked['masked']} ({by_cause})")
 
 
 def score(
@@ -51,7 +57,8 @@ def score(
 ) -> None:
     """Score the analyzer's cause of each failed request against ground truth (truth.jsonl).
 
-    Writes analysis/score.json (agreement, per_cause precision/recall/support, confusion).
+    Writes analysis/score.json (agreement, per_cause precision/recall/support, confusion, and
+    for runs with an L7 hop the failures each hop decided and the requests its retries masked).
     Judges the failures table the last `rolltrace analyze` wrote; analyzes the run first when
     it has none.
     """

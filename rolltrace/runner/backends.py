@@ -16,11 +16,13 @@ and run.json says so.
 
 from __future__ import annotations
 
+import heapq
 import os
+import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from rolltrace.runner.localrun import (
     start_cluster,
     stop_process,
 )
+from rolltrace.runner.manifests import INGRESS_HOP
 from rolltrace.scenario import KubeCluster, LocalCluster, Scenario
 
 LOCAL_NAMESPACE = "rolltrace"
@@ -132,6 +135,7 @@ class LocalBackend:
                 truth = directory / "truth.jsonl"
                 if truth.exists():
                     shutil.move(truth, run.truth)
+                collect_hops(directory, run)
                 log = directory / LOG_FILE
                 if log.exists():
                     run.logs.mkdir(exist_ok=True)
@@ -149,9 +153,56 @@ class LocalBackend:
             truth_path=run.truth,
             create_namespace=True,  # a private cluster: nothing else made the namespace
             lb_targets=cluster.lb.targets,
+            hop_kubeconfig=state.kubeconfig_in_network,
             components=cluster_components(state),
             close=close,
         )
+
+
+#: Where the kubelets keep each Pod's own files (``Kubelet.pod_directory``): under the cluster's
+#: logs directory, ``pods/<namespace>_<pod>_<uid>/``.
+POD_DIRS = "logs/pods"
+#: nginx's ``$msec`` at the start of a line of the ingress's JSON access log
+_MSEC = re.compile(rb'^\{"msec":\s*([0-9.]+)')
+
+
+def collect_hops(directory: Path, run: RunPaths) -> None:
+    """What the L7 hops recorded, into the run before the cluster's directory goes: every
+    ingress Pod's access log merged in time order into ``hops/ingress.log``, each hop log the
+    cluster wrote itself (``<state>/hops/*.log``, the L7 LB's) moved to ``hops/``, and every
+    Pod's own ``truth.jsonl`` (the controllers' ``ingress-synced`` lines) appended to the
+    run's truth."""
+    pod_dirs = sorted(p for p in (directory / POD_DIRS).glob("*") if p.is_dir())
+    access_logs = [d / "access.log" for d in pod_dirs if (d / "access.log").is_file()]
+    cluster_hops = sorted((directory / "hops").glob("*.log"))
+    if access_logs or cluster_hops:
+        run.hops_dir.mkdir(exist_ok=True)
+    if access_logs:
+        with open(run.hop_log(INGRESS_HOP), "wb") as merged:
+            in_time = heapq.merge(*(_timed_lines(f) for f in access_logs), key=_line_time)
+            merged.writelines(line for _, line in in_time)
+    for log in cluster_hops:
+        shutil.move(log, run.hop_log(log.stem))
+    truths = [d / "truth.jsonl" for d in pod_dirs if (d / "truth.jsonl").is_file()]
+    if truths:
+        with open(run.truth, "ab") as truth:
+            for part in truths:
+                truth.write(part.read_bytes())
+
+
+def _timed_lines(path: Path) -> Iterator[tuple[float, bytes]]:
+    """A log's lines, each with its ``$msec`` (a line without one, damaged, keeps its place
+    after the line before it, so the reader still names it)."""
+    last = 0.0
+    with open(path, "rb") as lines:
+        for line in lines:
+            found = _MSEC.match(line)
+            last = float(found.group(1)) if found else last
+            yield last, line if line.endswith(b"\n") else line + b"\n"
+
+
+def _line_time(item: tuple[float, bytes]) -> float:
+    return item[0]
 
 
 def _refuse_cluster_up(name: str, directory: Path) -> None:

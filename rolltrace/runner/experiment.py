@@ -55,7 +55,13 @@ from rolltrace.runner.losses import (
     measure_delivery,
     settle_status,
 )
-from rolltrace.runner.manifests import rollout_patch, workload_objects
+from rolltrace.runner.manifests import (
+    INGRESS_CONTROLLER,
+    hop_records,
+    ingress_objects,
+    rollout_patch,
+    workload_objects,
+)
 from rolltrace.runner.watch import AccessError, ClusterWatcher, check_access
 from rolltrace.scenario import Scenario
 
@@ -87,6 +93,9 @@ class Session:
     #: it is read from the Service's traits
     lb_targets: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: how a Pod reaches the API server (the local cluster's in-network kubeconfig), for the
+    #: ingress controller of ``cluster.ingress``; empty where the backend has none
+    hop_kubeconfig: str = ""
     #: the cluster's parts the run depends on (API server, node agents, LB), for the watchdog
     components: list[ComponentHandle] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
@@ -241,6 +250,7 @@ class Experiment:
         kube = Kube(session.api_client, session.namespace, self.target_existing)
         target = self._prepare(session, kube)
         ip, port = self._find_service(session, kube, target)
+        load = self._launch_load(session, ip, port)  # sets self.load first, so cleanup stops it
         self._wait_until_served(session, ip, port)
         self._mark("available")
         self._check_watch_access(session)
@@ -249,7 +259,7 @@ class Experiment:
         self._start_captures(session, ip, port)
         self.watchdog.watch([capture_handle(c.file, p) for c, p in self.captures])
         self._mark("captures_started")
-        load = self._start_load(session, ip, port)  # sets self.load first, so cleanup stops it
+        self._release_load(load)
         self._mark("load_start")
         self.watchdog.watch(worker_handles(load))
         self._disrupt(kube, target, load)
@@ -289,6 +299,10 @@ class Experiment:
         service_obj, deployment_obj = workload_objects(self.scenario)  # the user's, or ours
         kube.apply(service_obj)
         kube.apply(deployment_obj)
+        if self.scenario.ingress() is not None and not session.hop_kubeconfig:
+            raise KubeError("cluster.ingress needs a cluster whose Pods reach its API server")
+        for hop_obj in ingress_objects(self.scenario, service_obj, session.hop_kubeconfig):
+            kube.apply(hop_obj)
         return deployment_obj["metadata"]["name"], service_obj["metadata"]["name"]
 
     def _find_service(self, session: Session, kube: Kube, target: Target) -> tuple[str, int]:
@@ -308,11 +322,16 @@ class Experiment:
         return ip, port
 
     def _lb_address(self, kube: Kube, service_name: str) -> tuple[str, int]:
-        """Where the load goes: the address the Service's load balancer published."""
-        return kube.load_balancer_address(service_name)
+        """Where the load goes: the address the Service's load balancer published (the
+        ingress controller's Service when an ingress hop is in front of the workload)."""
+        front = INGRESS_CONTROLLER if self.scenario.ingress() is not None else service_name
+        return kube.load_balancer_address(front)
 
     def _roll_out(self, kube: Kube, name: str, workload: Workload, load: LoadRunner) -> None:
-        """Trigger the rollout, wait for it, then for the old Pods to be gone."""
+        """Trigger the rollout, wait for it, then for the old Pods to be gone (each wait reads
+        again as soon as the watch saw its kind change)."""
+        watcher = self.watcher
+        assert watcher is not None  # _phases started it before the load
         kube.trigger_rollout(name, rollout_patch(self.scenario, format_time()))
         self._mark("rollout_trigger")
         kube.wait_rollout(
@@ -320,10 +339,11 @@ class Experiment:
             workload.replicas,
             self.scenario.rollout.deadline_s,
             on_poll=lambda state: self._tick(load, state),
+            pause=watcher.waiter("Deployment"),
         )
         self._mark("rollout_complete")
         grace = termination_wait_s(self.scenario.pod.termination_grace_period_s)
-        left = kube.wait_terminations(workload.pod_selector, grace)
+        left = kube.wait_terminations(workload.pod_selector, grace, pause=watcher.waiter("Pod"))
         if left:
             self.reasons.append(
                 f"{left} old Pod(s) still terminating {grace:g} s after the rollout"
@@ -338,8 +358,11 @@ class Experiment:
             self.fault_timer.cancel()
         self.watchdog.stop()
         if self.load is not None and "load_stop" not in self.phases:
-            _quietly(self.load.stop, self.reasons, "stopping load")
-            self.phases["load_stop"] = time.time_ns()
+            if self.load.released:
+                _quietly(self.load.stop, self.reasons, "stopping load")
+                self.phases["load_stop"] = time.time_ns()
+            else:  # launched, never let start (the run stopped before its load): nothing kept
+                self.load.stop()
         for _, process in self.captures:
             process.request_stop()
         for capture, process in self.captures:
@@ -391,13 +414,23 @@ class Experiment:
             ))  # fmt: skip
         for capture, process in points:
             try:
-                process.start()
+                process.launch()
             except CaptureUnavailable as exc:
                 self.reasons.append(f"{capture.file}: {exc}")
                 continue
-            self.captures.append((capture, process))
+            self.captures.append((capture, process))  # stopped at the end, whatever follows
+        # all launched before any is waited for: each tcpdump takes ~0.1 s to listen
+        for capture, process in list(self.captures):
+            try:
+                process.wait_listening()
+            except CaptureUnavailable as exc:  # it was stopped: nothing to stop or count
+                self.reasons.append(f"{capture.file}: {exc}")
+                self.captures.remove((capture, process))
 
-    def _start_load(self, session: Session, ip: str, port: int) -> LoadRunner:
+    def _launch_load(self, session: Session, ip: str, port: int) -> LoadRunner:
+        """Start Locust gated: its start-up (interpreters and imports, ~0.5 s; seconds with
+        workers) runs while the LB is probed and the captures start, and no user starts
+        before ``_release_load``."""
         spec = self.scenario.load
         plan = LoadPlan(
             host=f"http://{ip}:{port}",
@@ -416,11 +449,15 @@ class Experiment:
             preexec=die_with_parent(),  # Locust ends with the run, even a SIGKILLed one
         )
         runner = self.load = LoadRunner(plan, self.paths.requests, self.paths.logs)
-        runner.start()
-        # load_start and the warm-up count from the first requests, not from the launch:
-        # Locust's start takes seconds (with workers, ~7 s on a loaded 2-core machine)
-        runner.wait_until_sending()
+        runner.start(gated=True)
         return runner
+
+    @staticmethod
+    def _release_load(load: LoadRunner) -> None:
+        """Let the users start; load_start and the warm-up count from the first requests, not
+        from the gate: the master still hands users to workers, the users connect."""
+        load.open_gate()
+        load.wait_until_sending()
 
     def _load_budget_s(self) -> float:
         """The longest the load can have to run: warm-up, the rollout's deadline, cool-down."""
@@ -489,8 +526,9 @@ class Experiment:
         return self.scenario.model_dump(mode="json")
 
     def _meta_extra(self) -> dict[str, Any]:
-        """Sections of run.json beyond RunMeta's own fields (none for an experiment)."""
-        return {}
+        """Sections of run.json beyond RunMeta's own fields: the L7 hops in the path."""
+        hops = hop_records(self.scenario)
+        return {"hops": hops} if hops else {}
 
     def _analyze(self) -> dict[str, Any] | None:
         """Analyze the run, then report on that same analysis (nothing is read back)."""

@@ -22,6 +22,9 @@ from kubernetes.client.exceptions import ApiException
 from kubewire import RolloutState
 from rolltrace.runner.manifests import MANAGED_BY
 
+#: The longest pause between two reads of a state the runner waits for.
+POLL_S = 0.2
+
 
 class KubeError(RuntimeError):
     """The cluster refused or did not reach the state the experiment needs; says which."""
@@ -89,6 +92,18 @@ class ServiceTraits:
     lb_targets: str  # nodes | pods
 
 
+def _cluster_scoped(kind: str, networking: Any) -> tuple[Callable[..., Any], ...]:
+    """read / create / patch of a cluster-scoped kind, with the namespaced calls' signature
+    (the namespace argument is dropped): the ingress hop's IngressClass."""
+    if kind != "IngressClass":
+        raise KeyError(f"rolltrace does not apply objects of kind {kind}")
+    return (
+        lambda name, _namespace: networking.read_ingress_class(name),
+        lambda _namespace, body: networking.create_ingress_class(body),
+        lambda name, _namespace, body: networking.patch_ingress_class(name, body),
+    )
+
+
 def _managed(obj: Any) -> bool:
     labels = (obj.metadata.labels or {}) if obj is not None else {}
     return all(labels.get(k) == v for k, v in MANAGED_BY.items())
@@ -105,6 +120,7 @@ class Kube:
         # server always sets for these objects, so the typed surface stops here (tests cover it).
         self.core: Any = _RbacChecked(k8s.CoreV1Api(api_client), namespace)
         self.apps: Any = _RbacChecked(k8s.AppsV1Api(api_client), namespace)
+        self.networking: Any = _RbacChecked(k8s.NetworkingV1Api(api_client), namespace)
 
     def ensure_namespace(self) -> None:
         try:
@@ -118,13 +134,16 @@ class Kube:
     def apply(self, manifest: dict[str, Any]) -> None:
         """Create, or replace the spec of an object rolltrace created earlier."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
+        net = self.networking
         read, create, patch = {
             "Deployment": (self.apps.read_namespaced_deployment,
                            self.apps.create_namespaced_deployment,
                            self.apps.patch_namespaced_deployment),
             "Service": (self.core.read_namespaced_service, self.core.create_namespaced_service,
                         self.core.patch_namespaced_service),
-        }[kind]  # fmt: skip
+            "Ingress": (net.read_namespaced_ingress, net.create_namespaced_ingress,
+                        net.patch_namespaced_ingress),
+        }.get(kind) or _cluster_scoped(kind, net)  # fmt: skip
         try:
             existing = read(name, self.namespace)
         except ApiException as exc:
@@ -160,9 +179,11 @@ class Kube:
         desired: int,
         deadline_s: float,
         on_poll: Callable[[RolloutState], None] | None = None,
+        pause: Callable[[float], None] = time.sleep,
     ) -> RolloutState:
         """Poll until the Deployment's rollout is complete; KubeError with the last state when
-        the deadline passes (a stuck rollout is itself a finding, so the caller keeps the run)."""
+        the deadline passes (a stuck rollout is itself a finding, so the caller keeps the run).
+        ``pause`` waits between reads (``ClusterWatcher.waiter`` ends it at a watch event)."""
         deadline = time.monotonic() + deadline_s
         while True:
             state = self.rollout_state(name)
@@ -172,20 +193,22 @@ class Kube:
                 return state
             if time.monotonic() > deadline:
                 raise KubeError(f"Deployment {name} not rolled out after {deadline_s:g} s: {state}")
-            time.sleep(0.2)
+            pause(POLL_S)
 
-    def wait_terminations(self, label_selector: str, deadline_s: float) -> int:
+    def wait_terminations(
+        self, label_selector: str, deadline_s: float, pause: Callable[[float], None] = time.sleep
+    ) -> int:
         """Wait until no Pod matching the selector is terminating; returns how many were left
         at the deadline. A rollout is "complete" (kubectl's sense) while old Pods still run
         their preStop and drain, which is exactly when endpoint-lag happens, so the
-        experiment's cool-down starts only after they are gone."""
+        experiment's cool-down starts only after they are gone. ``pause`` as in wait_rollout."""
         deadline = time.monotonic() + deadline_s
         while True:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=label_selector)
             terminating = [p for p in pods.items if p.metadata.deletion_timestamp is not None]
             if not terminating or time.monotonic() > deadline:
                 return len(terminating)
-            time.sleep(0.2)
+            pause(POLL_S)
 
     def trigger_rollout(self, name: str, patch: dict[str, Any]) -> None:
         dep = self.apps.read_namespaced_deployment(name, self.namespace)
@@ -205,7 +228,7 @@ class Kube:
                     f"Service {service} has no load balancer address after "
                     f"{deadline_s:g} s (is a cloud controller / the LB emulator running?)"
                 )
-            time.sleep(0.2)
+            time.sleep(POLL_S)
 
     def workload(self, name: str) -> Workload:
         """The Deployment's desired size and Pod selector, in one read."""

@@ -69,6 +69,14 @@ async def node_readiness(state: ClusterState) -> tuple[int, int]:
     return len(nodes), sum(node_is_ready(node) for node in nodes)
 
 
+#: How often a starting or stopping cluster is looked at (its state.json, its pid): local reads,
+#: and each pause is dead time in every run (the cluster says "running" once every node is Ready).
+CLUSTER_POLL_S = 0.05
+#: How often the nodes are listed over the API for the progress line while the cluster starts:
+#: each list is a client and a request, CPU the cluster's own start competes for.
+NODES_POLL_S = 0.2
+
+
 def start_cluster(
     config: ClusterConfig,
     directory: Path,
@@ -115,7 +123,8 @@ def _wait_until_up(
     on_progress: Callable[[str], None],
 ) -> ClusterState:
     deadline = time.monotonic() + timeout_s
-    shown = ""
+    shown, progress = "", "starting the API server"
+    asked_nodes = 0.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ClusterStartError(
@@ -123,12 +132,14 @@ def _wait_until_up(
                 f"({directory / LOG_FILE}) ends with:\n{log_tail(directory)}"
             )
         state = read_state(directory)
-        progress = "starting the API server"
         if state is not None and state.phase == "failed":
             raise ClusterStartError(
                 f"the cluster failed to start: {state.error}\n{log_tail(directory)}"
             )
-        if state is not None and state.token:
+        running = state is not None and state.phase == "running"
+        nodes_due = time.monotonic() - asked_nodes >= NODES_POLL_S
+        if state is not None and state.token and (running or nodes_due):
+            asked_nodes = time.monotonic()
             try:
                 registered, ready = asyncio.run(node_readiness(state))
             except Exception:  # not answering yet
@@ -136,13 +147,13 @@ def _wait_until_up(
             progress = (
                 f"API up; nodes registered {registered}/{state.nodes}, Ready {ready}/{state.nodes}"
             )
-            if state.phase == "running" and ready >= state.nodes:
+            if running and ready >= state.nodes:
                 on_progress(progress)
                 return state
         if progress != shown:
             on_progress(progress)
             shown = progress
-        time.sleep(0.2)
+        time.sleep(CLUSTER_POLL_S)
     raise ClusterStartError(
         f"the cluster was not up after {timeout_s:.0f} s.\n{log_tail(directory)}"
     )
@@ -157,7 +168,7 @@ def stop_process(pid: int, directory: Path, timeout_s: float) -> str:
     while time.monotonic() < deadline:
         if not process_alive(pid, directory):
             return "stopped"
-        time.sleep(0.1)
+        time.sleep(CLUSTER_POLL_S)
     os.kill(pid, signal.SIGKILL)
     return f"killed (did not stop within {timeout_s:.0f} s)"
 
@@ -293,8 +304,10 @@ AGENT_MODULES = {"localcluster.node": "node agent", "localcluster.lb": "lb"}
 
 def agent_processes(api_socket: str) -> dict[str, str]:
     """The cluster's agent processes, found by the API socket on their command line: node name
-    (or "lb") → ``localcluster.lifeline.identity``."""
-    found: dict[str, str] = {}
+    (or "lb") → ``localcluster.lifeline.identity``. A child an agent has just forked shows the
+    agent's command line until it execs (kubelets and proxies fork ``ip`` and ``nft`` all the
+    time), so a match whose parent matches too is such a child, not an agent."""
+    labels: dict[int, str] = {}
     marker = api_socket.encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -309,9 +322,22 @@ def agent_processes(api_socket: str) -> dict[str, str]:
         if module is None:
             continue
         label = _argument(argv, b"--node") if module == "localcluster.node" else "lb"
-        if label and (who := identity(int(proc.name))):
-            found[label] = who
-    return found
+        if label:
+            labels[int(proc.name)] = label
+    return {
+        label: who
+        for pid, label in labels.items()
+        if _parent(pid) not in labels and (who := identity(pid))
+    }
+
+
+def _parent(pid: int) -> int:
+    """The parent's pid (field 4 of ``/proc/<pid>/stat``), 0 when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[-1].split()[1])
 
 
 def _argument(argv: list[bytes], option: bytes) -> str:

@@ -6,7 +6,9 @@ agree with the strict judge (``rolltrace.scoring``: one true cause per failed re
 truth.jsonl alone) on ≥ 95% of the failed requests truth decides, leaving at most 5% undecided;
 and end with its rendered report, whose fix (the lead section) a reader sees above the fold in
 headless Chromium, with no overlapping text. Fixed scenarios run their repetitions (≥ 3) and
-must show zero failures in every one.
+must show zero failures in every one. A run with an L7 hop must count the requests the hop's
+retries masked as truth does (within 5 %), and a scenario that shows masking (``masked_at``)
+must have some.
 
 Broken scenarios close the loop broken → advice → fixed: each declares where its fix lives
 (``fixed_by``), its report's recommendations must agree, and where the fix is a setting (or a
@@ -30,11 +32,12 @@ from rich.console import Console
 from rolltrace.commands.run import run_scenario, unmet_expectations
 from rolltrace.runner.experiment import RunOutcome
 from rolltrace.scenario import Scenario, load_scenario
-from rolltrace.scoring import score_run
+from rolltrace.scoring import Score, score_run
 from tests.browser import layout
 from tests.conftest import require
 
 MIN_AGREEMENT = 0.95  # the analyzer's cause must be the true one for 95 % of decided failures
+MASKED_TOLERANCE = 0.05  # issue 14: the report's masked-retry count within 5 % of the truth's
 # the library's local scenarios; `kind: kube` ones run in tests/e2e/test_real_cluster_path.py
 SCENARIOS = sorted(
     path
@@ -88,6 +91,7 @@ def _checked_run(
                 for cause, c in score.per_cause.items()
             },
             "wall_s": round(wall_s / len(outcomes), 1),
+            "by_hop": score.by_hop, "masked": _masked_counts(scenario, summary, score),
         })  # fmt: skip
         assert not unmet_expectations(scenario, summary), (scenario.name, failed_by_cause)
         if scenario.dominant_cause is not None:
@@ -100,6 +104,22 @@ def _checked_run(
     first = outcomes[0].summary
     assert first is not None
     return rows, first
+
+
+def _masked_counts(scenario: Scenario, summary: dict[str, Any], score: Score) -> dict[str, Any]:
+    """Per hop, the requests a retry masked by truth and by the report, which must agree within
+    5 %; the hop a scenario shows masking (``masked_at``) must have some."""
+    reported = summary.get("masked_retries") or {}
+    counts = {
+        hop: {"truth": truth["masked"], "report": (reported.get(hop) or {}).get("masked", 0)}
+        for hop, truth in score.masked.items()
+    }
+    for hop, count in counts.items():
+        assert abs(count["report"] - count["truth"]) <= MASKED_TOLERANCE * count["truth"], (
+            hop, count, score.masked[hop])  # fmt: skip
+    if scenario.masked_at is not None:
+        assert counts.get(scenario.masked_at, {}).get("truth", 0) > 0, (scenario.masked_at, counts)
+    return counts
 
 
 def recommended_overrides(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
