@@ -41,6 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from analyzer.readers._kernels import compiled
+from analyzer.readers.pcap import PacketChunk
 from analyzer.schema import CONNECTIONS, PACKETS, ConnectionOutcome, check_frame
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -73,6 +74,7 @@ _FLOW_COLUMNS = 8
 _DONE, _NEED_CONN_ROWS, _NEED_FLOW_SLOTS, _OUT_OF_ORDER = range(4)
 
 _INITIAL_ROWS = 1024  # both tables double when full: small inputs stay small
+_TRACKED = ("ts_ns", "sport", "dport", "flags", "seq", "payload_len")  # besides addresses
 
 
 class PacketOrderError(ValueError):
@@ -123,31 +125,52 @@ class ConnectionTracker:
         self._flows = _empty_flows(2 * _INITIAL_ROWS)
         self._counts = np.zeros(2, dtype=np.int64)  # connections, flows
 
-    def add(self, packets: pd.DataFrame) -> None:
-        """Track the packets of one more chunk. Raises ``PacketOrderError`` when a flow's packet
-        is earlier than one already tracked (the tracker is then unusable)."""
-        check_frame(packets, PACKETS, "tcp_connections input")
-        if packets.empty:
+    def add(self, packets: pd.DataFrame | PacketChunk) -> None:
+        """Track the packets of one more chunk: a PACKETS table, or a reader's ``PacketChunk``
+        (the same rows with addresses already as codes: no text to hash per packet). Raises
+        ``PacketOrderError`` when a flow's packet is earlier than one already tracked (the
+        tracker is then unusable)."""
+        if not isinstance(packets, PacketChunk):
+            check_frame(packets, PACKETS, "tcp_connections input")
+        if not len(packets):
             return
-        n = len(packets)
-        src = _codes(packets["src"], self._addresses) * 65536 + packets["sport"].to_numpy(np.int64)
-        dst = _codes(packets["dst"], self._addresses) * 65536 + packets["dport"].to_numpy(np.int64)
-        ts = packets["ts_ns"].to_numpy(np.int64)
-        in_order = n < 2 or bool((ts[1:] >= ts[:-1]).all())
+        if isinstance(packets, PacketChunk):
+            columns = packets.columns
+            texts = packets.addresses.to_pylist()
+            known = [self._addresses.setdefault(text, len(self._addresses)) for text in texts]
+            addresses = np.array(known, dtype=np.int64)
+            src, dst = addresses[columns["src"]], addresses[columns["dst"]]
+            capture = self._captures.setdefault(packets.capture, len(self._captures))
+            captures = np.full(len(packets), capture, dtype=np.int64)
+        else:
+            columns = {name: packets[name].to_numpy(np.int64) for name in _TRACKED}
+            src, dst = (
+                _codes(packets["src"], self._addresses),
+                _codes(packets["dst"], self._addresses),
+            )
+            captures = _codes(packets["capture"], self._captures)
+        self._feed(captures, src, dst, columns)
+
+    def _feed(
+        self, captures: Int64Array, src: Int64Array, dst: Int64Array, columns: dict[str, Int64Array]
+    ) -> None:
+        """Feed one chunk (address codes, the other columns by name) to the compiled loop."""
+        ts = columns["ts_ns"]
+        in_order = len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all())
         order = np.zeros(0, np.int64) if in_order else np.argsort(ts, kind="stable")
-        columns = (
-            _codes(packets["capture"], self._captures),
-            src,
-            dst,
+        tracked = (
+            captures,
+            src * 65536 + columns["sport"],
+            dst * 65536 + columns["dport"],
             ts,
-            packets["flags"].to_numpy(np.int64),
-            packets["seq"].to_numpy(np.int64),
-            packets["payload_len"].to_numpy(np.int64),
+            columns["flags"],
+            columns["seq"],
+            columns["payload_len"],
         )
         position = 0
         while True:
             position, status = _track(
-                *columns, order, position, self._flows, self._conns, self._counts,
+                *tracked, order, position, self._flows, self._conns, self._counts,
                 self._reuse_gap_ns,
             )  # fmt: skip
             if status == _DONE:
@@ -165,20 +188,22 @@ class ConnectionTracker:
                 )
 
     def rows(self) -> pd.DataFrame:
-        """The CONNECTIONS columns but ``conn_key``, one row per connection in the order they
-        began per flow (``number_connections`` orders and numbers them)."""
+        """The CONNECTIONS columns but ``conn_key``, one row per connection, in CONNECTIONS
+        order (``number_connections`` joins trackers' rows and numbers them)."""
         conns = self._conns[: self._counts[0]]
-        client_dir = self._client_directions(conns)
+        directions = self._client_directions(conns)
+        client_ep = np.where(directions == 0, conns[:, _SRC], conns[:, _DST])
+        server_ep = np.where(directions == 0, conns[:, _DST], conns[:, _SRC])
+        syn_ns = conns[np.arange(len(conns)), _DIRECTED + directions * _PER_DIRECTION + _SYN_TS]
+        syn_ns = np.where(syn_ns < _NONE, syn_ns, conns[:, _FIRST_TS])
+        rows = self._order(conns[:, _CAP], client_ep, server_ep, syn_ns)
+        client_dir, client_ep, server_ep = directions[rows], client_ep[rows], server_ep[rows]
         server_dir = 1 - client_dir
-        rows = np.arange(len(conns))
 
         def side(direction: Int64Array, figure: int) -> Int64Array:
             picked: Int64Array = conns[rows, _DIRECTED + direction * _PER_DIRECTION + figure]
             return picked
 
-        client_ep = np.where(client_dir == 0, conns[:, _SRC], conns[:, _DST])
-        server_ep = np.where(client_dir == 0, conns[:, _DST], conns[:, _SRC])
-        syn_ns = side(client_dir, _SYN_TS)
         client_fin, server_fin = side(client_dir, _FIN_TS), side(server_dir, _FIN_TS)
         client_rst, server_rst = side(client_dir, _RST_TS), side(server_dir, _RST_TS)
         synack_ns, syn_count = side(server_dir, _SYNACK_TS), side(client_dir, _SYNS)
@@ -186,12 +211,12 @@ class ConnectionTracker:
         addresses = pd.Index(list(self._addresses))
         return pd.DataFrame(
             {
-                "capture": _strings(pd.Index(list(self._captures)), conns[:, _CAP]),
+                "capture": _strings(pd.Index(list(self._captures)), conns[rows, _CAP]),
                 "client_ip": _strings(addresses, client_ep // 65536),
                 "client_port": client_ep % 65536,
                 "server_ip": _strings(addresses, server_ep // 65536),
                 "server_port": server_ep % 65536,
-                "syn_ns": np.where(syn_ns < _NONE, syn_ns, conns[:, _FIRST_TS]),
+                "syn_ns": syn_ns[rows],
                 "syn_count": syn_count,
                 "synack_ns": _nullable(synack_ns),
                 "established_ns": _nullable(side(client_dir, _ESTABLISHED_TS)),
@@ -207,10 +232,26 @@ class ConnectionTracker:
                 "client_rst_ns": _nullable(client_rst),
                 "server_rst_ns": _nullable(server_rst),
                 "rst_first": _first_side(client_rst, server_rst),
-                "end_ns": conns[:, _END_TS].copy(),
+                "end_ns": conns[rows, _END_TS],
                 "outcome": _strings(_OUTCOMES, outcome),
             }
         )
+
+    def _order(
+        self, captures: Int64Array, client_ep: Int64Array, server_ep: Int64Array, syn_ns: Int64Array
+    ) -> Int64Array:
+        """The connections' CONNECTIONS order: by capture name, SYN time, then the endpoints
+        (addresses in text order, then ports) and when each began. Ordering here, on
+        integers, spares reordering text columns afterwards."""
+        address_ranks = _text_ranks(self._addresses)
+        client = address_ranks[client_ep // 65536] * 65536 + client_ep % 65536
+        server = address_ranks[server_ep // 65536] * 65536 + server_ep % 65536
+        began = np.arange(len(syn_ns))
+        low, high = np.minimum(client, server), np.maximum(client, server)
+        order: Int64Array = np.lexsort(
+            (began, high, low, syn_ns, _text_ranks(self._captures)[captures])
+        )
+        return order
 
     def _client_directions(self, conns: Int64Array) -> Int64Array:
         """Per connection, the client's direction: the SYN's sender, else the SYN-ACK's
@@ -233,11 +274,30 @@ class ConnectionTracker:
 def number_connections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """The CONNECTIONS table of trackers' ``rows()`` (no flow in two of them): ordered by
     capture, SYN time, then the endpoints (addresses in text order, then ports) and when each
-    began, and numbered in that order by ``conn_key``."""
+    began, and numbered in that order by ``conn_key``. Parts of one capture each (a tracker
+    per capture) are in that order once sorted by capture name: only they are not sorted again."""
     parts = [part for part in parts if not part.empty]
     if not parts:
         return CONNECTIONS.empty()
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    captures = [_only_capture(part) for part in parts]
+    if len(parts) == 1 or (None not in captures and len(set(captures)) == len(captures)):
+        by_name = sorted(range(len(parts)), key=lambda i: str(captures[i]))
+        out = pd.concat([parts[i] for i in by_name], ignore_index=True)
+    else:
+        out = _ordered(pd.concat(parts, ignore_index=True))
+    out.insert(0, "conn_key", np.arange(len(out), dtype=np.int64))
+    return check_frame(out, CONNECTIONS, "tcp_connections output")
+
+
+def _only_capture(part: pd.DataFrame) -> str | None:
+    """The one capture ``part``'s rows come from, or None when they come from several."""
+    first = str(part["capture"].iloc[0])
+    return first if bool((part["capture"] == first).all()) else None
+
+
+def _ordered(out: pd.DataFrame) -> pd.DataFrame:
+    """Rows of several trackers, in CONNECTIONS order (``ConnectionTracker._order``'s, over
+    all of them)."""
     n = len(out)
     ranks, _ = pd.factorize(pd.concat([out["client_ip"], out["server_ip"]]), sort=True)
     client = ranks[:n].astype(np.int64) * 65536 + out["client_port"].to_numpy(np.int64)
@@ -247,9 +307,15 @@ def number_connections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     order = np.lexsort(
         (np.arange(n), np.maximum(client, server), np.minimum(client, server), syn_ns, capture)
     )
-    out = out.take(order).reset_index(drop=True)
-    out.insert(0, "conn_key", np.arange(n, dtype=np.int64))
-    return check_frame(out, CONNECTIONS, "tcp_connections output")
+    return out.take(order).reset_index(drop=True)
+
+
+def _text_ranks(names: dict[str, int]) -> Int64Array:
+    """Each name's rank in text order, indexed by its code in ``names``."""
+    texts = list(names)
+    ranks = np.empty(len(texts), dtype=np.int64)
+    ranks[sorted(range(len(texts)), key=texts.__getitem__)] = np.arange(len(texts))
+    return ranks
 
 
 def _codes(column: pd.Series, names: dict[str, int]) -> Int64Array:

@@ -12,8 +12,10 @@ in ``analysis/`` still describe the run's files.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +40,12 @@ from analyzer.events import (
 )
 from analyzer.readers.accesslog import read_access_log
 from analyzer.readers.kubectl import EVENT_TIMES_KEY
-from analyzer.readers.pcap import iter_pcap, read_pcap
+from analyzer.readers.pcap import (
+    PacketChunk,
+    iter_packet_chunks,
+    packets_parquet_metadata,
+    read_pcap,
+)
 from analyzer.readers.requests import load_requests
 from analyzer.rundir import (
     RunMeta,
@@ -194,11 +201,27 @@ def _read_requests(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
             raise UnusableRunError(f"unusable requests: {problem.to_trace_error()}")
     if bad_rows:
         frame = frame.drop(index=sorted(bad_rows)).reset_index(drop=True)
-    return frame
+    return frame.astype(dict.fromkeys(_PASSED_THROUGH_TEXT, "category"))
+
+
+#: Text columns of the requests that no stage computes with (they reach the requests table as
+#: they came): held as categoricals, a few distinct values each, they cost a byte or two per
+#: request instead of a string each (0.8 GB at ten million requests). The tables keep their
+#: text: see ``_write_table`` and ``_Tables``.
+_PASSED_THROUGH_TEXT = ("user_kind", "method", "path", "pod_version", "error_detail", "remote_ip")
+
+
+def _text_dtypes(frame: pd.DataFrame) -> dict[str, Any]:
+    """The dtype of the text each categorical column of ``frame`` stands for."""
+    return {
+        str(name): dtype.categories.dtype
+        for name, dtype in frame.dtypes.items()
+        if isinstance(dtype, pd.CategoricalDtype)
+    }
 
 
 #: Takes each chunk of packets as it is read: the table writer's stream, or a list's append.
-PacketSink = Callable[[pd.DataFrame], None]
+PacketSink = Callable[[PacketChunk], None]
 
 
 def _server_ports(meta: RunMeta, requests: pd.DataFrame) -> set[int]:
@@ -221,7 +244,7 @@ def _read_packets(
     for capture in paths.captures():
         tracked = _CaptureConnections(capture, server_ports)
         try:
-            for chunk in iter_pcap(capture):
+            for chunk in iter_packet_chunks(capture):
                 sink(chunk)
                 tracked.add(chunk)
             inputs.present.append(str(capture.relative_to(paths.root)))
@@ -245,7 +268,7 @@ class _CaptureConnections:
         self.tracker: ConnectionTracker | None = ConnectionTracker(server_ports)
         self.packets = 0
 
-    def add(self, chunk: pd.DataFrame) -> None:
+    def add(self, chunk: PacketChunk) -> None:
         self.packets += len(chunk)
         if self.tracker is not None:
             try:
@@ -398,6 +421,8 @@ def _join_requests(
             joins.lookup(node_key, node_info["syn_ns"]),
             pods,
         )
+    del node_info, node_key_by_client
+    release_freed_memory()  # the connection joins' frames, before the Pods are attached
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
     matched = joins.attach_pods(joined, node_pod, pods, pod_states, through_l7_hop)
     return joined.assign(pod_matched=matched["pod"], pod_method=matched["pod_method"])
@@ -405,7 +430,8 @@ def _join_requests(
 
 class _StageClock:
     """CPU seconds (user + system, this process and its threads) spent per analysis stage, so
-    ``bench/analyze.py`` can show where the time goes."""
+    ``bench/analyze.py`` can show where the time goes. At each stage's end the memory the stage
+    freed goes back to the system (``release_freed_memory``)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -416,14 +442,42 @@ class _StageClock:
         try:
             yield
         finally:
+            release_freed_memory()
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.process_time() - started
+
+
+def release_freed_memory() -> None:
+    """Hand the pages the allocators kept after frees back to the system.
+
+    Text columns live in Arrow buffers, whose allocator (mimalloc) keeps freed pages for reuse;
+    glibc's malloc keeps the freed arrays below its mmap threshold (32 MiB at most) in its heap.
+    What a stage dropped would otherwise stay in the process's memory beside what the next
+    stage allocates: at ten million requests, gigabytes of it."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None where the C library has none (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 @dataclass
 class _Joined:
-    """The connection tables and the requests joined to them and to their Pods."""
+    """The connection tables and the requests joined to them and to their Pods.
 
-    connections: pd.DataFrame
+    ``connections`` is the whole table, or its file once it went to analysis/tables and no
+    later stage reads it (no hop log): the client and node rows the stages read are kept apart,
+    and holding the whole table beside them would double what connections cost."""
+
+    connections: pd.DataFrame | Path
     client_conns: pd.DataFrame
     node_conns: pd.DataFrame
     capture_nodes: dict[str, str]
@@ -435,13 +489,13 @@ def _joins(
     requests: pd.DataFrame,
     connections: pd.DataFrame,
     watched: _Watched,
-    on_table: Callable[[str, pd.DataFrame], None] | None,
+    writer: _TableWriter | None,
     through_l7_hop: bool = False,
 ) -> _Joined:
-    if on_table is not None:
-        on_table("connections", connections)
+    if writer is not None:
+        writer("connections", connections)
     client_names, capture_nodes = _captures_by_point(meta, set(connections["capture"].unique()))
-    remote_ips = set(requests["remote_ip"].astype(str).unique())
+    remote_ips = set(requests["remote_ip"].dropna().unique())
     client_conns = connections[
         connections["capture"].isin(client_names) & connections["server_ip"].isin(remote_ips)
     ]
@@ -449,10 +503,15 @@ def _joins(
     node_conns = node_conns.assign(
         pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], watched.pods)
     )
+    # the hop attribution reads the whole table; otherwise it is read back only when asked for,
+    # and dropped here, before the requests' joins make their millions of rows
+    kept = connections if writer is None or through_l7_hop else writer.paths.table("connections")
+    del connections
+    release_freed_memory()  # what the masks and the Pod lookup of millions of rows left
     joined = _join_requests(
         requests, client_conns, node_conns, watched.pods, watched.pod_states, through_l7_hop
     )
-    return _Joined(connections, client_conns, node_conns, capture_nodes, joined)
+    return _Joined(kept, client_conns, node_conns, capture_nodes, joined)
 
 
 def _propagation(watched: _Watched, j: _Joined) -> pd.DataFrame:
@@ -537,9 +596,15 @@ class _Read:
     inputs: _Inputs
     requests: pd.DataFrame
     packets: pd.DataFrame | None  # None: streamed to analysis/tables as it was read
-    connections: pd.DataFrame
+    connections: pd.DataFrame | None  # None once handed to the joins (``take_connections``)
     watched: _Watched
     hops: _Hops
+
+    def take_connections(self) -> pd.DataFrame:
+        """The connections table, no longer held here: the joins keep what later stages read."""
+        connections, self.connections = self.connections, None
+        assert connections is not None, "the connections were already taken"
+        return connections
 
 
 @dataclass
@@ -576,12 +641,14 @@ def _read_inputs(paths: RunPaths, packet_sink: PacketSink | None) -> _Read:
     meta = _read_meta(paths)
     inputs = _Inputs(present=["run.json"])
     requests = _read_requests(paths, inputs)
-    kept: list[pd.DataFrame] = []
+    release_freed_memory()  # the table as read, before the packets stream through
+    kept: list[PacketChunk] = []
     server_ports = _server_ports(meta, requests)
     connections = _read_packets(paths, inputs, server_ports, packet_sink or kept.append)
     packets = None
     if packet_sink is None:
-        packets = pd.concat(kept, ignore_index=True) if kept else PACKETS.empty()
+        frames = [chunk.frame() for chunk in kept]
+        packets = pd.concat(frames, ignore_index=True) if frames else PACKETS.empty()
     watched = _service_scope(meta, _read_events(paths, inputs))
     hop_tables = _read_hops(paths, inputs)
     return _Read(meta, inputs, requests, packets, connections, watched, hop_tables)
@@ -619,6 +686,7 @@ def _through_hops(read: _Read, j: _Joined) -> tuple[pd.DataFrame, pd.DataFrame |
     of the failures a hop logged (None without hop logs: nothing changes)."""
     if read.hops.requests.empty:
         return j.requests, None
+    assert isinstance(j.connections, pd.DataFrame)  # kept whole when there are hop logs
     failed = j.requests[j.requests["error_kind"] != ErrorKind.OK.value]
     facts = hop_paths.hop_facts(
         failed,
@@ -644,7 +712,10 @@ def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
             packets_file.close()
     with clock("joins"):
         through_l7_hop = not read.hops.requests.empty
-        j = _joins(read.meta, read.requests, read.connections, read.watched, writer, through_l7_hop)
+        # from here only the joins (and the writer, until it is written) hold the connections
+        j = _joins(
+            read.meta, read.requests, read.take_connections(), read.watched, writer, through_l7_hop
+        )
         propagation = _propagation(read.watched, j)
     with clock("attribution"):
         failures = _attribute(read, j, propagation)
@@ -677,8 +748,9 @@ def _compute(paths: RunPaths, writer: _TableWriter | None) -> Analysis:
 
 
 class _Tables(Mapping[str, pd.DataFrame]):
-    """An analysis's tables by name. A table streamed to its file rather than held (packets) is
-    read back from there only when asked for."""
+    """An analysis's tables by name, with their schema's dtypes. A table streamed to its file
+    rather than held (packets) is read back from there only when asked for; a table whose
+    columns were held as categoricals gets back its text when asked for."""
 
     def __init__(self, tables: dict[str, pd.DataFrame | Path]) -> None:
         self._tables = tables
@@ -686,8 +758,15 @@ class _Tables(Mapping[str, pd.DataFrame]):
     def __getitem__(self, name: str) -> pd.DataFrame:
         table = self._tables[name]
         if isinstance(table, Path):
-            table = self._tables[name] = pd.read_parquet(table)
+            table = pd.read_parquet(table)
+        elif text := _text_dtypes(table):
+            table = table.astype(text)
+        self._tables[name] = table
         return table
+
+    def held(self, name: str) -> pd.DataFrame | Path:
+        """The table as the analysis holds it (categoricals kept: for the writer)."""
+        return self._tables[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tables)
@@ -831,7 +910,7 @@ class _TableWriter:
         schema = TABLES[name]
         if schema is not None:
             check_frame(frame, schema, f"analysis/tables/{name}.parquet")
-        self.pending[name] = self.pool.submit(frame.to_parquet, self.paths.table(name), index=False)
+        self.pending[name] = self.pool.submit(_write_table, frame, self.paths.table(name))
 
     def stream(self, name: str, encoding: dict[str, Any]) -> _TableStream:
         """A table to be written chunk by chunk as it is read (a canonical table: its chunks
@@ -839,10 +918,11 @@ class _TableWriter:
         self._start()
         return _TableStream(self, name, encoding)
 
-    def finish(self, tables: Mapping[str, pd.DataFrame]) -> None:
-        rest = [name for name in tables if name not in self.pending]  # no streamed table read back
-        for name in sorted(rest, key=lambda name: -len(tables[name])):
-            self(name, tables[name])
+    def finish(self, tables: _Tables) -> None:
+        held = {name: tables.held(name) for name in tables if name not in self.pending}
+        frames = {name: table for name, table in held.items() if isinstance(table, pd.DataFrame)}
+        for name in sorted(frames, key=lambda name: -len(frames[name])):
+            self(name, frames[name])
         for future in self.pending.values():
             future.result()
 
@@ -851,14 +931,40 @@ class _TableWriter:
 
 
 #: How packets.parquet is encoded: a dictionary only for the columns of few values
-#: (addresses, ports, flags) and deltas for the counters, which halves the CPU of Arrow's
-#: defaults (a dictionary tried on every column) and makes a smaller file; statistics only for
-#: the time, the one column a reader filters row groups by.
+#: (addresses, flags) and deltas for the counters and ports, far cheaper in CPU than Arrow's
+#: defaults (a dictionary tried on every column); Snappy only where it shrinks the
+#: pages (ports, payload lengths: the delta-coded times and counters do not compress);
+#: statistics only for the time, the one column a reader filters row groups by.
 _PACKETS_ENCODING: dict[str, Any] = {
-    "use_dictionary": ["capture", "src", "dst", "sport", "dport", "flags", "ip_version"],
-    "column_encoding": dict.fromkeys(["ts_ns", "seq", "ack", "payload_len"], "DELTA_BINARY_PACKED"),
+    "use_dictionary": ["capture", "src", "dst", "flags", "ip_version"],
+    "column_encoding": dict.fromkeys(
+        ["ts_ns", "sport", "dport", "seq", "ack", "payload_len"], "DELTA_BINARY_PACKED"
+    ),
+    "compression": {
+        name: "snappy" if name in ("sport", "dport", "payload_len") else "none"
+        for name in PACKETS.names
+    },
     "write_statistics": ["ts_ns"],
 }
+
+
+#: Rows per row group: what ``pq.write_table`` (so ``DataFrame.to_parquet``) puts in one.
+_ROW_GROUP_ROWS = 1024 * 1024
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame.to_parquet(path)``, its categorical columns written as the text they stand for:
+    the same Arrow types and pandas metadata as a frame that held the text, so a reader gets
+    the schema's dtypes. The text is made one row group at a time, never whole in memory."""
+    text = _text_dtypes(frame)
+    if not text:
+        frame.to_parquet(path, index=False)
+        return
+    schema = pa.Schema.from_pandas(frame.iloc[:0].astype(text), preserve_index=False)
+    with pq.ParquetWriter(path, schema) as out:
+        for start in range(0, max(len(frame), 1), _ROW_GROUP_ROWS):
+            rows = frame.iloc[start : start + _ROW_GROUP_ROWS]
+            out.write_table(pa.Table.from_pandas(rows, preserve_index=False).cast(schema))
 
 
 class _TableStream:
@@ -870,8 +976,8 @@ class _TableStream:
         self.file: pq.ParquetWriter | None = None
         self.last: Future[None] | None = None
 
-    def __call__(self, chunk: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(chunk, preserve_index=False)
+    def __call__(self, chunk: PacketChunk) -> None:
+        table = chunk.arrow()
         if self.last is not None:
             self.last.result()
         self.last = self.writer.pool.submit(self._write, table)
@@ -891,6 +997,7 @@ class _TableStream:
             return
         self.last.result()
         assert self.file is not None  # the first chunk's write opened it
+        self.file.add_key_value_metadata(packets_parquet_metadata())  # strings, not dictionaries
         self.file.close()
         self.writer.pending[self.name] = self.last
 
@@ -912,6 +1019,7 @@ def analyze(paths: RunPaths, *, write_tables: bool = True, write_summary: bool =
         analysis = _compute(paths, writer)
         started = time.process_time()
         if writer is not None:
+            assert isinstance(analysis.tables, _Tables)  # as ``_compute`` makes them
             writer.finish(analysis.tables)
         if write_summary:
             if writer is None:  # beside older tables it would pass for a cached analysis

@@ -201,7 +201,7 @@ def print_stage_cpu(run: Path) -> None:
     shutil.rmtree(run / "analysis", ignore_errors=True)
     inner: dict[str, float] = {}
     with (
-        thread_cpu_of(pipeline, "iter_pcap", inner, "read_pcap"),
+        thread_cpu_of(pipeline, "iter_packet_chunks", inner, "read_pcap"),
         thread_cpu_of(connections.ConnectionTracker, "add", inner, "tcp_connections"),
         thread_cpu_of(connections.ConnectionTracker, "rows", inner, "tcp_connections"),
         thread_cpu_of(pipeline, "number_connections", inner, "tcp_connections"),

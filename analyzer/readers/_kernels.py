@@ -1,9 +1,11 @@
-"""Compiled record walks: the sequential part of reading a capture.
+"""Compiled loops of the capture reader: the record walks, the header decode, the copies.
 
 A record's length says where the next record starts, so finding the frames is a loop that
 cannot be vectorized. In Python it cost one ``struct.unpack_from`` per record, the largest single
 share of the reader's CPU; compiled by numba it runs at memory speed. Each walk stops after
 ``limit`` records so that a caller reads a file in bounded chunks, and reports why it stopped.
+``decode_tcp`` reads each frame's headers where the link layer and IP options put them, and
+``mark_copies`` finds loopback copies with hash chains that carry from one chunk to the next.
 
 The functions are compiled on first use and cached next to this module (``__pycache__``), so
 only the first process after an install (or a change of this file) pays the compilation.
@@ -108,21 +110,26 @@ def walk_enhanced_blocks(
     return found, offset, Stop.END
 
 
-# Columns of ``decode_tcp``'s output, one row each.
+# Rows of ``decode_tcp``'s output, one field each. The first SEGMENT_KEY_FIELDS rows are what
+# makes two captured segments the same segment, then its time: ``mark_copies`` reads them as
+# one block (``out[:SEGMENT_KEY_FIELDS + 1]``, a view).
 (
-    KEEP,
-    VERSION,
+    SRC_KEY,  # an IPv4 address's value; an IPv6 address's 64-bit hash with the top bit set
+    DST_KEY,
     SPORT,
     DPORT,
-    FLAGS,
     SEQ,
     ACK,
+    FLAGS,
     PAYLOAD_LEN,
+    TS,
+    KEEP,
+    VERSION,
     PAYLOAD_REL,
-    SRC4,
-    DST4,
-) = range(11)
-DECODED_FIELDS = 11
+    IP_REL,  # where the IP header starts in the frame (an IPv6 address is read from there)
+) = range(13)
+DECODED_FIELDS = 13
+SEGMENT_KEY_FIELDS = 8
 
 _VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)
 _AF_INET6 = (10, 24, 28, 30)  # Linux, NetBSD/OpenBSD, FreeBSD, Darwin
@@ -201,9 +208,7 @@ def _ipv6_transport(buf: U8, ip: int) -> tuple[int, int, bool]:
 
 
 @compiled
-def _decode_one(
-    buf: U8, frame: int, caplen: int, linktype: int, out: I64, ipv6_addresses: U8, row: int
-) -> None:
+def _decode_one(buf: U8, frame: int, caplen: int, linktype: int, out: I64, row: int) -> None:
     ip_rel, version = _network_layer(buf, frame, linktype)
     ip = frame + ip_rel
     if (version != 4 and version != 6) or _byte(buf, ip) >> 4 != version:
@@ -216,7 +221,7 @@ def _decode_one(
         first_fragment = (_be16(buf, ip + 6) & 0x1FFF) == 0
         ok = ihl >= 20 and total >= ihl and _byte(buf, ip + 9) == _TCP and first_fragment
         tcp_rel, ip_payload = ihl, total - ihl
-        out[SRC4, row], out[DST4, row] = _be32(buf, ip + 12), _be32(buf, ip + 16)
+        out[SRC_KEY, row], out[DST_KEY, row] = _be32(buf, ip + 12), _be32(buf, ip + 16)
     else:
         if ip_rel + 40 > caplen:
             return
@@ -234,18 +239,97 @@ def _decode_one(
     out[FLAGS, row] = _byte(buf, tcp + 13)
     out[SEQ, row], out[ACK, row] = _be32(buf, tcp + 4), _be32(buf, tcp + 8)
     out[PAYLOAD_LEN, row], out[PAYLOAD_REL, row] = payload_len, tcp_rel + header_len
-    if version == 6:  # the addresses, while the link layer's offset is at hand
-        for i in range(32):
-            ipv6_addresses[row, i] = _byte(buf, ip + 8 + i)
+    out[IP_REL, row] = ip_rel
+    if version == 6:
+        out[SRC_KEY, row], out[DST_KEY, row] = _ipv6_key(buf, ip + 8), _ipv6_key(buf, ip + 24)
 
 
 @compiled
-def decode_tcp(
-    buf: U8, frame: I64, caplen: I64, linktype: I64, out: I64, ipv6_addresses: U8
-) -> None:
+def _ipv6_key(buf: U8, pos: int) -> int:
+    """An IPv6 address as an integer that no IPv4 address is: its 64-bit hash (FNV-style
+    multiply and xor-shift of its two halves) with the top bit set; two IPv6 addresses share
+    it with odds of 2^-63."""
+    digest = np.uint64(0)
+    for half in range(2):
+        word = np.uint64(0)
+        for i in range(8):
+            word = (word << np.uint64(8)) | np.uint64(_byte(buf, pos + 8 * half + i))
+        digest = (digest ^ word) * np.uint64(0x100000001B3)
+        digest ^= digest >> np.uint64(29)
+    return int(np.int64(digest | np.uint64(1 << 63)))
+
+
+@compiled
+def decode_tcp(buf: U8, frame: I64, caplen: I64, linktype: I64, ts_ns: I64, out: I64) -> None:
     """Decode each frame's link, IP and TCP headers into ``out`` (DECODED_FIELDS × frames, from
     zeros); ``out[KEEP]`` is 1 where the frame is a whole TCP header (not a non-first fragment,
-    not cut by the snapshot length). IPv6 rows get their source and destination addresses in
-    ``ipv6_addresses`` (frames × 32 bytes)."""
+    not cut by the snapshot length)."""
     for row in range(len(frame)):
-        _decode_one(buf, frame[row], caplen[row], linktype[row], out, ipv6_addresses, row)
+        out[TS, row] = ts_ns[row]
+        _decode_one(buf, frame[row], caplen[row], linktype[row], out, row)
+
+
+@compiled
+def _field(seen: I64, fresh: I64, field: int, row: int) -> int:
+    """Row ``row`` of ``seen`` then ``fresh`` (fields × rows each), field ``field``."""
+    before = seen.shape[1]
+    return int(seen[field, row] if row < before else fresh[field, row - before])
+
+
+@compiled
+def _same_key(seen: I64, fresh: I64, earlier: int, later: int) -> bool:
+    for field in range(SEGMENT_KEY_FIELDS):
+        if _field(seen, fresh, field, earlier) != _field(seen, fresh, field, later):
+            return False
+    return True
+
+
+@compiled
+def _key_digest(fresh: I64, row: int) -> np.uint64:
+    """A 64-bit hash of a row's segment key (FNV-style multiply and xor-shift per field)."""
+    digest = np.uint64(0)
+    for field in range(SEGMENT_KEY_FIELDS):
+        digest = (digest ^ np.uint64(fresh[field, row])) * np.uint64(0x100000001B3)
+        digest ^= digest >> np.uint64(29)
+    return digest
+
+
+@compiled
+def mark_copies(
+    seen: I64,
+    fresh: I64,
+    first_row: int,
+    heads: I64,
+    chain: I64,
+    chain_digests: npt.NDArray[np.uint64],
+    window_ns: int,
+    copy: npt.NDArray[np.bool_],
+) -> None:
+    """Set ``copy`` for the ``fresh`` rows whose previous row with the same segment key (the
+    first SEGMENT_KEY_FIELDS fields) is at most ``len(chain)`` rows back and within
+    ``window_ns`` (field TS). ``seen`` holds the rows just before ``fresh`` (fields × rows
+    each, ``decode_tcp``'s first fields); rows are numbered across calls, ``fresh``'s first
+    being ``first_row``.
+
+    The rows of the last ``len(chain)`` are found as in LZ77's match finder: ``heads`` holds,
+    per hash bucket, the newest row whose key hashes there, and ``chain`` (a ring indexed by
+    row) each row's previous row in its bucket. Both stay small enough for the CPU's caches and
+    carry over to the next call; sorting the keys cost n log n."""
+    lookback, buckets = len(chain), len(heads)
+    before = seen.shape[1]
+    for at in range(fresh.shape[1]):
+        row, local = first_row + at, before + at
+        digest = _key_digest(fresh, at)
+        bucket = np.int64(digest >> np.uint64(1)) % buckets
+        earlier = heads[bucket]
+        while earlier >= row - lookback:
+            earlier_local = earlier - first_row + before
+            if chain_digests[earlier % lookback] == digest and _same_key(
+                seen, fresh, earlier_local, local
+            ):
+                gap = _field(seen, fresh, TS, local) - _field(seen, fresh, TS, earlier_local)
+                copy[at] = abs(gap) <= window_ns
+                break
+            earlier = chain[earlier % lookback]
+        chain[row % lookback], chain_digests[row % lookback] = heads[bucket], digest
+        heads[bucket] = row

@@ -2,13 +2,13 @@
 
 Captures of a rollout hold millions of segments, so the reader never builds a Python object per
 packet: the file is mapped as one numpy buffer, the compiled record walk
-(``analyzer.readers.pcap_formats``) yields frame offsets, and every header field is a vectorized
-gather at computed offsets. Link layers, IPv6 extension headers and VLAN tags only shift those
+(``analyzer.readers.pcap_formats``) yields frame offsets, and the compiled header decode
+(``analyzer.readers._kernels.decode_tcp``) reads every field at its computed offset. Link layers, IPv6 extension headers and VLAN tags only shift those
 offsets. Rows that are not TCP, are non-first fragments or whose headers were cut by the snapshot
 length are dropped; payload lengths come from the IP length fields, because the snapshot length
 usually truncates the captured bytes.
 
-Two ways to read, with identical rows:
+Three ways to read, with identical rows:
 
 - ``read_pcap(path)`` → one ``PACKETS`` table of the whole file.
 - ``iter_pcap(path, *, capture=None, chunk_packets=CHUNK_PACKETS, on_damage="raise",
@@ -22,6 +22,10 @@ Two ways to read, with identical rows:
   Damage: with ``on_damage="keep"`` the last table (possibly empty) carries ``attrs["damage"]``;
   with ``"raise"`` every table before the damage is yielded, then ``TraceError`` is raised with
   ``kept`` = the number of packets yielded.
+- ``iter_packet_chunks(path, ...)`` (same arguments) → the same chunks before their tables are
+  made: ``PacketChunk``s of integer columns whose addresses are codes into the chunk's distinct
+  address texts. The analysis tracks connections and writes packets.parquet from these
+  (``PacketChunk.arrow()``), so no address is formatted or hashed once per packet.
 
 Loopback copies (``dedupe_loopback``) are judged against the segments before them in the file,
 carried across chunk boundaries (``_SeenSegments``), so the rows kept do not depend on the
@@ -36,11 +40,13 @@ more fixed-width gather over the segments that carry data.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -78,9 +84,6 @@ class _Segments:
     def __len__(self) -> int:
         return len(self.columns["ts_ns"])
 
-    def select(self, rows: Mask | I64) -> _Segments:
-        return _Segments({name: col[rows] for name, col in self.columns.items()}, self.texts)
-
     @staticmethod
     def merge(parts: list[_Segments]) -> _Segments:
         """One table of the parts, renumbering each part's address codes into one shared list
@@ -112,44 +115,47 @@ def _dotted_quads(addresses: I64) -> pa.Array:
     return texts
 
 
-def _addresses(fields: I64, ipv6_addresses: U8, records: I64) -> tuple[I64, I64, pa.Array]:
-    """Source and destination as codes into an array of address texts (each formatted once);
-    ``records`` are the rows' positions in ``ipv6_addresses``."""
+def _addresses(fields: I64, buf: U8, records: Records, rows: I64) -> tuple[I64, I64, pa.Array]:
+    """Source and destination as codes into an array of address texts, each formatted once:
+    the rows' address keys (``decode_tcp``'s SRC_KEY / DST_KEY) are numbered, then only the
+    distinct ones become text (an IPv6 one from the bytes of its first row in ``buf``; the
+    rows are records ``rows``)."""
     n = fields.shape[1]
-    codes = np.zeros(2 * n, dtype=np.int64)
-    texts = [pa.array([], type=pa.large_string())]
-    is_v6 = fields[k.VERSION] == 6
-    if not is_v6.all():
-        rows = np.flatnonzero(~is_v6)
-        both = np.concatenate([fields[k.SRC4, rows], fields[k.DST4, rows]])
-        v4_codes, uniques = pd.factorize(both)
-        codes[np.concatenate([rows, rows + n])] = v4_codes
-        texts.append(_dotted_quads(uniques))
-    if is_v6.any():
-        rows = np.flatnonzero(is_v6)
-        addresses = ipv6_addresses[records[rows]]
-        matrix = np.concatenate([addresses[:, :16], addresses[:, 16:]])
-        unique_rows, v6_codes = np.unique(matrix, axis=0, return_inverse=True)
-        codes[np.concatenate([rows, rows + n])] = v6_codes.reshape(-1) + len(texts[-1])
-        v6_texts = [str(ipaddress.IPv6Address(bytes(row))) for row in unique_rows]
-        texts.append(pa.array(v6_texts, type=pa.large_string()))
-    return codes[:n], codes[n:], pa.concat_arrays(texts)
+    codes, keys = pd.factorize(np.concatenate([fields[k.SRC_KEY], fields[k.DST_KEY]]))
+    codes = codes.astype(np.int64)
+    v6 = np.flatnonzero(keys < 0)  # an IPv6 key has its top bit set
+    texts = _dotted_quads(np.where(keys < 0, 0, keys))
+    if len(v6):
+        _, first = np.unique(codes, return_index=True)
+        row = first[v6] % n
+        at = records.data_start[rows[row]] + fields[k.IP_REL, row] + np.where(first[v6] < n, 8, 24)
+        formatted = texts.to_numpy(zero_copy_only=False)
+        for code, start in zip(v6, at, strict=True):
+            formatted[code] = str(ipaddress.IPv6Address(buf[start : start + 16].tobytes()))
+        texts = pa.array(formatted, type=pa.large_string())
+    return codes[:n], codes[n:], texts
 
 
-def _segments(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
-    """Decode every record's link, IP and TCP headers (compiled, ``decode_tcp``); keep the rows
-    that are whole TCP headers."""
+def _decoded(buf: U8, records: Records) -> tuple[I64, I64]:
+    """Every record's link, IP and TCP headers decoded (compiled, ``decode_tcp``), only the rows
+    that are whole TCP headers kept: their fields (DECODED_FIELDS × rows) and their records'
+    positions."""
     fields = np.zeros((k.DECODED_FIELDS, records.count), dtype=np.int64)
-    ipv6_addresses = np.zeros((records.count, 32), dtype=np.uint8)
-    k.decode_tcp(buf, records.data_start, records.caplen, records.linktype, fields, ipv6_addresses)
+    k.decode_tcp(buf, records.data_start, records.caplen, records.linktype, records.ts_ns, fields)
     kept = fields[k.KEEP] == 1
-    keep: slice | I64 = slice(None) if kept.all() else np.flatnonzero(kept)
-    fields = fields[:, keep]
-    records_kept = np.arange(records.count)[keep]
-    src, dst, texts = _addresses(fields, ipv6_addresses, records_kept)
-    src_key, dst_key = _address_keys(fields, ipv6_addresses, records_kept)
+    if kept.all():
+        return fields, np.arange(records.count)
+    rows = np.flatnonzero(kept)
+    return fields[:, rows], rows
+
+
+def _segments(
+    buf: U8, fields: I64, rows: I64, records: Records, *, payload: bool = False
+) -> _Segments:
+    """The decoded rows ``fields`` (of records ``rows``) as named columns."""
+    src, dst, texts = _addresses(fields, buf, records, rows)
     columns = {
-        "ts_ns": records.ts_ns[keep],
+        "ts_ns": fields[k.TS],
         "src": src,
         "dst": dst,
         "sport": fields[k.SPORT],
@@ -159,117 +165,61 @@ def _segments(buf: U8, records: Records, *, payload: bool = False) -> _Segments:
         "ack": fields[k.ACK],
         "payload_len": fields[k.PAYLOAD_LEN],
         "ip_version": fields[k.VERSION],
-        "src_key": src_key,  # for finding loopback copies across chunks (_SeenSegments)
-        "dst_key": dst_key,
     }
     if payload:
         payload_rel = fields[k.PAYLOAD_REL]  # from the frame's start
-        columns["payload_at"] = records.data_start[keep] + payload_rel
+        columns["payload_at"] = records.data_start[rows] + payload_rel
         room = np.maximum(fields[k.PAYLOAD_LEN], 0)
-        columns["payload_captured"] = np.clip(records.caplen[keep] - payload_rel, 0, room)
+        columns["payload_captured"] = np.clip(records.caplen[rows] - payload_rel, 0, room)
     return _Segments(columns, texts)
 
 
-_SEGMENT_KEY = ("src_key", "dst_key", "sport", "dport", "seq", "ack", "flags", "payload_len")
-_KEY_AND_TIME = (*_SEGMENT_KEY, "ts_ns")
 DUPLICATE_LOOKBACK = 16_384
 """Segments before a row in the file that may hold its earlier copy. Copies lie within
 DUPLICATE_WINDOW_NS of each other; 16,384 segments in 1 ms is 16M packets/s, far above what one
 capture point writes (tcpdump keeps up to about 1-2M packets/s)."""
 
 
-def _address_keys(fields: I64, ipv6_addresses: U8, records: I64) -> tuple[I64, I64]:
-    """Source and destination as integers that mean the same address in every chunk: an IPv4
-    address's value, an IPv6 address's 64-bit hash with the top bit set (never an IPv4 value;
-    two IPv6 addresses share a key with odds of 2^-63)."""
-    src, dst = fields[k.SRC4].copy(), fields[k.DST4].copy()
-    v6 = np.flatnonzero(fields[k.VERSION] == 6)
-    if len(v6):
-        words = np.ascontiguousarray(ipv6_addresses[records[v6]]).view("<u8")  # 4 per row
-        top = np.uint64(1 << 63)
-        src[v6] = (_mix(words[:, 0], words[:, 1]) | top).view(np.int64)
-        dst[v6] = (_mix(words[:, 2], words[:, 3]) | top).view(np.int64)
-    return src, dst
-
-
-def _mix(*words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """A 64-bit hash of the words, row by row (FNV-style multiply and xor-shift)."""
-    digest = np.zeros(len(words[0]), dtype=np.uint64)
-    for word in words:
-        digest = (digest ^ word) * np.uint64(0x100000001B3)
-        digest ^= digest >> np.uint64(29)
-    return digest
-
-
 @dataclass
 class _SeenSegments:
-    """The last DUPLICATE_LOOKBACK segments' keys, times and hashes, carried from chunk to
-    chunk, so that a copy is found whether its earlier copy is in its own chunk or in a previous
-    one.
+    """What finding copies carries from chunk to chunk about the last DUPLICATE_LOOKBACK
+    segments (their keys and times, and ``mark_copies``' hash chains), so that a copy is found
+    whether its earlier copy is in its own chunk or in a previous one.
 
     A segment is a duplicate (a loopback or ``-i any`` copy) when the previous segment with the
-    same fields in the file, if it is at most DUPLICATE_LOOKBACK segments back, was captured
-    within DUPLICATE_WINDOW_NS of it: counting it twice would double bytes and fake
-    retransmissions. The rule looks only backwards and only a fixed number of segments back,
-    so it gives the same rows for any chunking of the file.
+    same fields in the file (addresses, ports, seq, ack, flags, payload length), if it is at
+    most DUPLICATE_LOOKBACK segments back, was captured within DUPLICATE_WINDOW_NS of it:
+    counting it twice would double bytes and fake retransmissions. The rule looks only
+    backwards and only a fixed number of segments back, so it gives the same rows for any
+    chunking of the file.
     """
 
-    columns: dict[str, I64] = field(
-        default_factory=lambda: {name: np.zeros(0, np.int64) for name in _KEY_AND_TIME}
+    last: I64 = field(default_factory=lambda: np.zeros((k.SEGMENT_KEY_FIELDS + 1, 0), np.int64))
+    rows: int = 0  # segments seen so far
+    # bucket → newest row there; never a row within DUPLICATE_LOOKBACK of any row
+    heads: I64 = field(default_factory=lambda: np.full(2 * DUPLICATE_LOOKBACK, -(1 << 62)))
+    chain: I64 = field(default_factory=lambda: np.zeros(DUPLICATE_LOOKBACK, np.int64))
+    digests: npt.NDArray[np.uint64] = field(
+        default_factory=lambda: np.zeros(DUPLICATE_LOOKBACK, np.uint64)
     )
-    digest: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
 
-    def duplicates(self, segments: _Segments) -> Mask:
-        """Which of ``segments`` (the file's next rows) are copies; remembers the last ones."""
-        fresh = {name: segments.columns[name] for name in _KEY_AND_TIME}
-        digest = np.concatenate(
-            [self.digest, _mix(*(fresh[n].view(np.uint64) for n in _SEGMENT_KEY))]
-        )
-        duplicate = _copies(self.columns, fresh, digest)
-        kept = min(len(digest), DUPLICATE_LOOKBACK)
-        self.digest = digest[len(digest) - kept :]
-        self.columns = {
-            name: np.concatenate([self.columns[name], fresh[name][-kept:]])[-kept:]
-            if kept
-            else self.columns[name]
-            for name in _KEY_AND_TIME
-        }
-        return duplicate
-
-
-def _copies(seen: dict[str, I64], fresh: dict[str, I64], digest: npt.NDArray[np.uint64]) -> Mask:
-    """Which ``fresh`` rows have a previous same-key row (in ``seen`` then ``fresh``, whose
-    hashes ``digest`` holds in that order) at most DUPLICATE_LOOKBACK rows back and within
-    DUPLICATE_WINDOW_NS. One fast sort of the hash with the row number packed into its low bits
-    puts each row right after its previous same-hash row; only those pairs are compared exactly.
-    """
-    n, before = len(digest), len(seen["ts_ns"])
-    duplicate = np.zeros(n - before, dtype=bool)
-    if n < 2:
-        return duplicate
-    bits = np.uint64((n - 1).bit_length())
-    keyed = np.sort((digest >> bits << bits) | np.arange(n, dtype=np.uint64))
-    pair = np.flatnonzero((keyed[1:] >> bits) == (keyed[:-1] >> bits))
-    low = (np.uint64(1) << bits) - np.uint64(1)
-    earlier = (keyed[pair] & low).astype(np.int64)
-    later = (keyed[pair + 1] & low).astype(np.int64)
-    new = later >= before  # pairs within ``seen`` were judged with its own chunk
-    earlier, later = earlier[new], later[new]
-
-    def values(name: str, rows: I64) -> I64:
-        out = np.empty(len(rows), dtype=np.int64)
-        old = rows < before
-        out[old] = seen[name][rows[old]]
-        out[~old] = fresh[name][rows[~old] - before]
-        return out
-
-    same = (later - earlier <= DUPLICATE_LOOKBACK) & (
-        np.abs(values("ts_ns", later) - values("ts_ns", earlier)) <= DUPLICATE_WINDOW_NS
-    )
-    for name in _SEGMENT_KEY:
-        same &= values(name, later) == values(name, earlier)
-    duplicate[later[same] - before] = True
-    return duplicate
+    def duplicates(self, fields: I64) -> Mask:
+        """Which rows of ``fields`` (``decode_tcp``'s, the file's next rows) are copies;
+        remembers the last ones."""
+        keyed = fields[: k.SEGMENT_KEY_FIELDS + 1]  # the key fields, then the time: a view
+        copy = np.zeros(keyed.shape[1], dtype=bool)
+        k.mark_copies(
+            self.last, keyed, self.rows, self.heads, self.chain, self.digests,
+            DUPLICATE_WINDOW_NS, copy,
+        )  # fmt: skip
+        fresh = keyed.shape[1]
+        self.rows += fresh
+        if fresh >= DUPLICATE_LOOKBACK:
+            self.last = keyed[:, -DUPLICATE_LOOKBACK:].copy()
+        else:  # the last ones before, then these: one copy of at most DUPLICATE_LOOKBACK rows
+            older = self.last[:, max(0, self.last.shape[1] + fresh - DUPLICATE_LOOKBACK) :]
+            self.last = np.concatenate([older, keyed], axis=1)
+        return copy
 
 
 def text_column(codes: I64, texts: list[str] | pa.Array) -> pd.Series:
@@ -384,14 +334,6 @@ class PayloadPrefixes:
         """Every entry's readable bytes as one (entries, width) matrix (a copy)."""
         return self.columns(np.arange(len(self.rows)), 0, self.width)
 
-    def select(self, keep: Mask) -> PayloadPrefixes:
-        """The entries of the rows ``keep`` retains, renumbered to the selected table."""
-        position = np.cumsum(keep) - 1
-        kept = keep[self.rows]
-        return PayloadPrefixes(
-            position[self.rows[kept]], self.captured[kept], self.width, self.buffer, self.at[kept]
-        )
-
 
 class _MappedFile:
     """A capture mapped read-only. The pages behind the reader are handed back to the kernel as
@@ -429,25 +371,87 @@ def _chunks(
     mapped = _MappedFile(path)
     seen = _SeenSegments() if dedupe_loopback else None
     for records in iter_records(mapped.buf, chunk_packets):
-        segments = _segments(mapped.buf, records, payload=payload_bytes > 0)
+        fields, rows = _decoded(mapped.buf, records)
+        dropped = 0
+        if seen is not None:
+            duplicate = seen.duplicates(fields)
+            dropped = int(duplicate.sum())
+            if dropped:
+                fields, rows = fields[:, ~duplicate], rows[~duplicate]
+        segments = _segments(mapped.buf, fields, rows, records, payload=payload_bytes > 0)
         prefixes = (
             PayloadPrefixes.gather(mapped.buf, segments, payload_bytes) if payload_bytes else None
         )
-        duplicate = (
-            seen.duplicates(segments) if seen is not None else np.zeros(len(segments), dtype=bool)
-        )
-        if duplicate.any():
-            segments = segments.select(~duplicate)
-            prefixes = prefixes.select(~duplicate) if prefixes is not None else None
-        del segments.columns["src_key"], segments.columns["dst_key"]  # only the copies need them
         mapped.release_before(records.walked_to)
-        yield _Chunk(segments, prefixes, int(duplicate.sum()), records.damage)
+        yield _Chunk(segments, prefixes, dropped, records.damage)
 
 
 def _table(segments: _Segments, capture: str, duplicates_dropped: int) -> pd.DataFrame:
     packets = check_frame(_frame(segments, capture), PACKETS, "read_pcap")
     packets.attrs["duplicates_dropped"] = duplicates_dropped
     return packets
+
+
+@dataclass(frozen=True)
+class PacketChunk:
+    """One chunk of a capture's TCP segments before any per-row text is made: ``columns`` holds
+    the PACKETS integer columns by name, plus ``src`` and ``dst`` as codes into ``addresses``
+    (each address of the chunk once). The connection tracker and the packets.parquet writer
+    take it as it is, so that addresses are formatted once per chunk, not once per packet, and
+    nobody hashes them again; ``frame()`` is the PACKETS table ``iter_pcap`` yields."""
+
+    segments: _Segments
+    capture: str
+    duplicates_dropped: int
+    damage: str | None = None  # "path: byte N: ...; kept K packets ..." (on_damage="keep")
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def columns(self) -> dict[str, I64]:
+        return self.segments.columns
+
+    @property
+    def addresses(self) -> pa.Array:
+        return self.segments.texts
+
+    def frame(self) -> pd.DataFrame:
+        """The PACKETS table, with ``attrs["duplicates_dropped"]`` (and ``"damage"``)."""
+        packets = _table(self.segments, self.capture, self.duplicates_dropped)
+        if self.damage is not None:
+            packets.attrs["damage"] = self.damage
+        return packets
+
+    def arrow(self) -> pa.Table:
+        """The PACKETS table in Arrow for packets.parquet, its text columns as dictionaries:
+        the file stores them dictionary-encoded anyway, and a writer handed the dictionary does
+        not hash every row's text. A file of these tables reads back as PACKETS tables once
+        ``packets_parquet_metadata()`` is written over its metadata."""
+        codes = {name: self.columns[name].astype(np.int32) for name in ("src", "dst")}
+        codes["capture"] = np.zeros(len(self), dtype=np.int32)
+        texts = {"capture": pa.array([self.capture], pa.large_string())}
+        return pa.table(
+            {
+                name: pa.DictionaryArray.from_arrays(codes[name], texts.get(name, self.addresses))
+                if name in codes
+                else self.columns[name]
+                for name in PACKETS.names
+            }
+        )
+
+
+@cache
+def packets_parquet_metadata() -> dict[bytes, bytes]:
+    """The key-value metadata (pandas' and Arrow's schemas) of a Parquet file written from
+    PACKETS tables: written over that of a file of ``PacketChunk.arrow`` tables, it makes
+    readers see the PACKETS strings and dtypes, not dictionaries."""
+    no_rows = {name: np.zeros(0, np.int64) for name in PACKETS.names}
+    empty = _Segments(no_rows, pa.array([], pa.large_string()))
+    schema = pa.Schema.from_pandas(_frame(empty, ""), preserve_index=False)
+    assert schema.metadata is not None  # from_pandas always describes the frame
+    arrow_schema = base64.b64encode(schema.serialize().to_pybytes())
+    return {b"pandas": schema.metadata[b"pandas"], b"ARROW:schema": arrow_schema}
 
 
 def _damage_text(damage: str, kept: int) -> str:
@@ -477,19 +481,19 @@ def _read(
     return packets, joined, _damage_text(damage, len(packets)) if damage else None
 
 
-def _iter_tables(
+def _iter_chunks(
     path: Path,
     capture: str | None,
     on_damage: Literal["raise", "keep"],
     dedupe_loopback: bool,
     payload_bytes: int,
     chunk_packets: int,
-) -> Iterator[tuple[pd.DataFrame, PayloadPrefixes | None]]:
-    """One packets table (and its prefixes) per chunk; damage as ``iter_pcap`` says."""
+) -> Iterator[tuple[PacketChunk, PayloadPrefixes | None]]:
+    """One chunk (and its prefixes) at a time; damage as ``iter_pcap`` says."""
     name = capture if capture is not None else path.stem
     yielded = 0
     for chunk in _chunks(path, dedupe_loopback, payload_bytes, chunk_packets):
-        packets = _table(chunk.segments, name, chunk.duplicates_dropped)
+        packets = PacketChunk(chunk.segments, name, chunk.duplicates_dropped)
         yielded += len(packets)
         if chunk.damage is None:
             yield packets, chunk.prefixes
@@ -499,8 +503,21 @@ def _iter_tables(
             if len(packets):
                 yield packets, chunk.prefixes
             raise _damaged(path, damage, yielded)
-        packets.attrs["damage"] = f"{path}: {damage}"
-        yield packets, chunk.prefixes
+        yield replace(packets, damage=f"{path}: {damage}"), chunk.prefixes
+
+
+def iter_packet_chunks(
+    path: str | Path,
+    *,
+    capture: str | None = None,
+    chunk_packets: int = CHUNK_PACKETS,
+    on_damage: Literal["raise", "keep"] = "raise",
+    dedupe_loopback: bool = True,
+) -> Iterator[PacketChunk]:
+    """``iter_pcap``'s chunks before their tables are made (``PacketChunk.frame()`` makes each
+    one): for a reader that takes addresses as codes, such as the connection tracker."""
+    for chunk, _ in _iter_chunks(Path(path), capture, on_damage, dedupe_loopback, 0, chunk_packets):
+        yield chunk
 
 
 def iter_pcap(
@@ -513,10 +530,14 @@ def iter_pcap(
 ) -> Iterator[pd.DataFrame]:
     """``read_pcap``'s rows as consecutive ``PACKETS`` tables of ``chunk_packets`` captured
     records each, with memory bounded by the chunk (see the module docstring)."""
-    for packets, _ in _iter_tables(
-        Path(path), capture, on_damage, dedupe_loopback, 0, chunk_packets
+    for chunk in iter_packet_chunks(
+        path,
+        capture=capture,
+        chunk_packets=chunk_packets,
+        on_damage=on_damage,
+        dedupe_loopback=dedupe_loopback,
     ):
-        yield packets
+        yield chunk.frame()
 
 
 def iter_pcap_payloads(
@@ -530,11 +551,11 @@ def iter_pcap_payloads(
 ) -> Iterator[tuple[pd.DataFrame, PayloadPrefixes]]:
     """``iter_pcap`` with each chunk's payload prefixes (their ``rows`` index its table)."""
     _check_payload_bytes(payload_bytes)
-    for packets, prefixes in _iter_tables(
+    for chunk, prefixes in _iter_chunks(
         Path(path), capture, on_damage, dedupe_loopback, payload_bytes, chunk_packets
     ):
         assert prefixes is not None  # payload_bytes > 0 always gathers them
-        yield packets, prefixes
+        yield chunk.frame(), prefixes
 
 
 def _check_payload_bytes(payload_bytes: int) -> None:

@@ -21,8 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analyzer import pipeline
-from analyzer.connections import PacketOrderError, tcp_connections, tcp_connections_chunked
-from analyzer.readers.pcap import iter_pcap, read_pcap
+from analyzer.connections import (
+    ConnectionTracker,
+    PacketOrderError,
+    number_connections,
+    tcp_connections,
+    tcp_connections_chunked,
+)
+from analyzer.readers.pcap import iter_packet_chunks, iter_pcap, read_pcap
 from analyzer.rundir import RunPaths
 from analyzer.schema import PACKETS, check_frame
 from analyzer.tracebuilder import build_run
@@ -107,6 +113,47 @@ def test_fuzz_corpus_captures(tmp_path: Path, base: int) -> None:
     assert_same_connections(list(iter_pcap(path, chunk_packets=3, on_damage="keep")), whole)
 
 
+@pytest.fixture(scope="module")
+def built_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The captures of a mixed rollout with IPv6 addresses (three nodes' and the client's)."""
+    built = build_run(
+        tmp_path_factory.mktemp("built6") / "mixed", "mixed", seed=4, duration_s=8.0, ipv6=True
+    )
+    return RunPaths(built.path).captures()
+
+
+def test_reader_chunks_track_as_their_tables(built_paths: list[Path]) -> None:
+    """Fed the reader's ``PacketChunk``s (addresses as codes), a tracker finds the rows it
+    finds in their PACKETS tables, whatever the chunk size."""
+    whole = tcp_connections(
+        pd.concat([read_pcap(path) for path in built_paths], ignore_index=True), SERVER_PORTS
+    )
+    for size in (1_000, 1 << 20):
+        tracker = ConnectionTracker(SERVER_PORTS)
+        for path in built_paths:
+            for chunk in iter_packet_chunks(path, chunk_packets=size):
+                tracker.add(chunk)
+        pd.testing.assert_frame_equal(number_connections([tracker.rows()]), whole)
+
+
+def test_trackers_of_one_capture_each_or_several(built_paths: list[Path]) -> None:
+    """Parts of one capture each are joined in capture order; parts whose captures interleave
+    in that order are sorted again: both give one tracker's table."""
+    captures = [read_pcap(path) for path in built_paths]
+    whole = tcp_connections(pd.concat(captures, ignore_index=True), SERVER_PORTS)
+
+    def rows(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+        tracker = ConnectionTracker(SERVER_PORTS)
+        for table in tables:
+            tracker.add(table)
+        return tracker.rows()
+
+    one_each = [rows([capture]) for capture in reversed(captures)]
+    pd.testing.assert_frame_equal(number_connections(one_each), whole)
+    interleaving = [rows(captures[::2]), rows(captures[1::2])]
+    pd.testing.assert_frame_equal(number_connections(interleaving), whole)
+
+
 _FLAGS = [SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK, SYN | FIN, FIN, 0]
 _ENDPOINTS = [("10.0.0.5", 40000), ("10.0.0.5", 40001), ("10.96.0.10", 80), ("fd00::1", 80)]
 _PACKET = st.tuples(
@@ -185,7 +232,8 @@ def test_analysis_tracks_an_unordered_capture_again_whole(
     ]
     capture = run / "packets" / "client.pcap"
     capture.write_bytes(tcp_pcap(segments))
-    monkeypatch.setattr(pipeline, "iter_pcap", functools.partial(iter_pcap, chunk_packets=1))
+    one_packet_chunks = functools.partial(iter_packet_chunks, chunk_packets=1)
+    monkeypatch.setattr(pipeline, "iter_packet_chunks", one_packet_chunks)
     with pytest.raises(PacketOrderError):
         tcp_connections_chunked(iter_pcap(capture, chunk_packets=1))
     analysis = pipeline.analyze(RunPaths(run), write_tables=False, write_summary=False)

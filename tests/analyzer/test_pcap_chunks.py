@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,8 +23,10 @@ from analyzer.errors import TraceError
 from analyzer.pcap_writer import write_pcap, write_pcapng
 from analyzer.readers.pcap import (
     DUPLICATE_LOOKBACK,
+    iter_packet_chunks,
     iter_pcap,
     iter_pcap_payloads,
+    packets_parquet_metadata,
     read_pcap,
     read_pcap_payloads,
 )
@@ -198,3 +202,23 @@ def test_chunked_reading_holds_one_chunk_at_a_time(tmp_path: Path) -> None:
     assert rows == len(whole) == 100_000
     carried = DUPLICATE_LOOKBACK * 10 * 8  # key columns, time and hash of the carried segments
     assert chunked_peak < carried + whole_peak / 10, (chunked_peak, whole_peak)
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_chunks_written_as_arrow_read_back_as_the_packets_table(tmp_path: Path, ipv6: bool) -> None:
+    """packets.parquet written from ``PacketChunk.arrow()`` (text columns as dictionaries) with
+    ``packets_parquet_metadata()`` reads back as the PACKETS table, with the Arrow schema a
+    file written from that table has (large strings, not dictionaries)."""
+    path = tmp_path / "mixed.pcap"
+    write_pcap(path, traffic(3_000, ipv6=ipv6))
+    whole = read_pcap(path)
+    written = tmp_path / "packets.parquet"
+    chunks = list(iter_packet_chunks(path, chunk_packets=700))
+    assert len(chunks) > 1 and sum(len(chunk) for chunk in chunks) == len(whole)
+    with pq.ParquetWriter(written, chunks[0].arrow().schema) as file:
+        for chunk in chunks:
+            file.write_table(chunk.arrow())
+        file.add_key_value_metadata(packets_parquet_metadata())
+    back = pd.read_parquet(written)
+    pd.testing.assert_frame_equal(back, whole)
+    assert pq.read_schema(written).equals(pa.Schema.from_pandas(whole, preserve_index=False))
