@@ -290,13 +290,7 @@ def failure_features(
     features = features.join(states)
     features["server_idle_close_ms"] = server_idle_close_ms(client_conns)
     features["aborted_busy"] = _aborted_busy_connections(features)
-    ok = requests.loc[
-        (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna(),
-        ["pod_matched", "start_ns", "conn_new"],  # only these: a million rows of every column
-    ]
-    served = pd.DataFrame(
-        {"pod": ok["pod_matched"].astype(str), "t": ok["start_ns"], "new": ok["conn_new"]}
-    )
+    served = _served(requests)
     features = features.join(_warmup_facts(requests, failed, pods))
     # the client saw the cut when the server closed (packets) or when the request ended
     start, end = _as_float(failed["start_ns"]), _as_float(failed["end_ns"])
@@ -319,6 +313,18 @@ def failure_features(
     )
     features["congested"] = np.isin(second, congested)
     return features.join(_hop_columns(failed.index, hop_facts))
+
+
+def _served(requests: pd.DataFrame) -> pd.DataFrame:
+    """The successful requests whose Pod is known: its name, their start and whether they
+    opened their connection (apart, so that the rows selected on the way are freed at once)."""
+    ok = requests.loc[
+        (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna(),
+        ["pod_matched", "start_ns", "conn_new"],  # only these: a million rows of every column
+    ]
+    return pd.DataFrame(
+        {"pod": ok["pod_matched"].astype(str), "t": ok["start_ns"], "new": ok["conn_new"]}
+    )
 
 
 def _as_the_pod_saw(failed: pd.DataFrame, hop_facts: pd.DataFrame | None) -> pd.DataFrame:
@@ -587,9 +593,12 @@ def pod_interval_facts(
     at = np.where(np.isin(kind, _CUT_KINDS), cut_ns, start)
     restarts, unready = _restart_and_unready_episodes(pod_intervals)
     connect_failure = np.isin(kind, _CONNECT_FAILURES)
+    # each proof's rows are selected as it is used, so that both are never held at once
     into_unready = [
-        _failing_into_unready(pod, start, unready, proof, context.readiness_detect_ms)
-        for proof in (served[["pod", "t"]], served.loc[served["new"].astype(bool), ["pod", "t"]])
+        _failing_into_unready(
+            pod, start, unready, served.loc[rows, ["pod", "t"]], context.readiness_detect_ms
+        )
+        for rows in (slice(None), served["new"].astype(bool))
     ]
     unable = _in_episode(pod, start, unready) | np.where(
         connect_failure, into_unready[1], into_unready[0]
@@ -636,14 +645,14 @@ def congested_seconds(
     timeouts outlive the shortage; an episode counts as such when any of its seconds was short.
     """
     none = np.array([], dtype="int64")
-    connected = requests.loc[
-        ~requests["error_kind"].isin(_CONNECT_FAILURES), ["error_kind", "start_ns", "end_ns"]
-    ]
-    ok = (connected["error_kind"] == ErrorKind.OK.value).to_numpy()
+    # arrays, not a filtered frame: a copy of millions of rows would sit beside the groupby
+    kind = requests["error_kind"]
+    connected = ~kind.isin(_CONNECT_FAILURES).to_numpy(dtype=bool, na_value=False)
+    ok = (kind == ErrorKind.OK.value).to_numpy(dtype=bool, na_value=False)[connected]
     if not ok.any():
         return none, none
-    start = connected["start_ns"].to_numpy(dtype="int64")
-    latency = (connected["end_ns"].to_numpy(dtype="int64") - start) / 1e6
+    start = requests["start_ns"].to_numpy(dtype="int64")[connected]
+    latency = (requests["end_ns"].to_numpy(dtype="int64")[connected] - start) / 1e6
     typical = float(np.median(latency[ok]))
     per_second = pd.Series(latency).groupby(start // _SECOND_NS).quantile(0.9)
     seconds = per_second.index.to_numpy(dtype="int64")

@@ -555,4 +555,5 @@ def attach_pods(
         inferred = infer_pods(requests[need], pods, served, pod_intervals)
         pod[need] = inferred
         method[need & pod.notna()] = PodMatch.INFERRED.value
-    return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index)
+    # not copied: two columns of millions of strings, made here and held by no one else
+    return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index, copy=False)

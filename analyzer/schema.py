@@ -171,7 +171,8 @@ def check_frame(df: pd.DataFrame, schema: TableSchema, stage: str) -> pd.DataFra
             problems.append(f"missing column {col.name!r}")
             continue
         series = df[col.name]
-        got = str(series.dtype)
+        categories = getattr(series.dtype, "categories", None)  # held as categories: their type
+        got = str(series.dtype if categories is None else categories.dtype)
         if _family(got) != _family(col.dtype):
             problems.append(f"column {col.name!r} has dtype {got}, expected {col.dtype}")
             continue
