@@ -317,6 +317,14 @@ class _Basis:
     n: int
 
 
+def _propagation_needed(facts: AdviceFacts) -> tuple[int, float]:
+    """(propagation samples, the propagation a window on top of it must add): the bound where
+    the samples give one, else the longest seen."""
+    n, _ = _stats(facts, "propagation")
+    bound = _bound_basis(facts)
+    return n, bound.needed_s if bound is not None else _max_s(facts)
+
+
 def _bound_basis(facts: AdviceFacts) -> _Basis | None:
     bound: dict[str, Any] = facts.timings.get("propagation_bound") or {}
     upper, largest, n = bound.get("upper_ms"), bound.get("max_ms"), int(bound.get("n") or 0)
@@ -367,9 +375,7 @@ def _lb_basis(facts: AdviceFacts) -> _Basis | None:
     window = facts.settings.lb_unhealthy_after_s
     if not _is_local(facts.settings) or window is None or not facts.failed_by_cause.get("lb-lag"):
         return None
-    n, _ = _stats(facts, "propagation")
-    bound = _bound_basis(facts)
-    propagation = bound.needed_s if bound is not None else _max_s(facts)
+    n, propagation = _propagation_needed(facts)
     return _Basis(
         window + propagation,
         f"Under externalTrafficPolicy Local the LB keeps sending to a node for up to its "
@@ -387,9 +393,7 @@ def _hop_basis(facts: AdviceFacts) -> _Basis | None:
     sync = facts.settings.hop_sync_interval_s
     if sync is None or not facts.failed_by_cause.get("proxy-endpoint-lag"):
         return None
-    n, _ = _stats(facts, "propagation")
-    bound = _bound_basis(facts)
-    propagation = bound.needed_s if bound is not None else _max_s(facts)
+    n, propagation = _propagation_needed(facts)
     return _Basis(
         sync + propagation,
         f"An L7 hop applies endpoint changes once per sync interval ({sync:g} s) after they "
