@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer import joins, metrics
-from analyzer.schema import AttemptOutcome, ErrorKind, PodMatch
+from analyzer.schema import L7_LB_HOP, AttemptOutcome, ErrorKind, PodMatch
 
 _SECOND_NS = 1_000_000_000
 #: Where a hop's log times may sit against the client's: ``$msec`` and ``$request_time`` are
@@ -46,8 +46,6 @@ ROUNDING_RESOLUTIONS = 2
 #: A close by the Pod seen this long around a reused attempt still met it: the close and the
 #: request crossed on the wire (the same crossing window as a client's keep-alive race).
 CROSSING_MS = 50.0
-#: The local cluster's L7 load balancer writes hops/lb.log.
-L7_LB_HOP = "lb"
 _SEQ_BITS = 24  # connection_requests < 16M requests per connection
 _STATUS_BITS = 10  # an HTTP status < 1024
 

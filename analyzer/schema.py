@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pandas loads where a frame is built: the enums stay a cheap
     import pandas as pd
 
 SCHEMA_VERSION = "1.0"
+#: The hop name of the local cluster's L7 load balancer: its access log is hops/lb.log.
+L7_LB_HOP = "lb"
 
 
 class Cause(StrEnum):

@@ -54,7 +54,14 @@ from analyzer.errors import TraceError
 from analyzer.events import scan_truth
 from analyzer.hops import CLIENT_CLOSED_STATUS
 from analyzer.rundir import RunPaths, read_run_meta, traffic_policy
-from analyzer.schema import FAILED_ATTEMPT_OUTCOMES, AttemptOutcome, Cause, ErrorKind, TruthEvent
+from analyzer.schema import (
+    FAILED_ATTEMPT_OUTCOMES,
+    L7_LB_HOP,
+    AttemptOutcome,
+    Cause,
+    ErrorKind,
+    TruthEvent,
+)
 from rolltrace.runner.manifests import INGRESS_HOP
 
 UNDECIDED = "undecided"
@@ -77,8 +84,6 @@ _CONNECT_KIND: dict[str, ErrorKind] = {
 }
 #: the hop's answer when it had no upstream to try (ingress-nginx: a backend without endpoints)
 NO_UPSTREAM_STATUS = 503
-#: the L7 load balancer's hop name (its log is hops/lb.log)
-L7_LB_HOP = "lb"
 # A hop logs its request on the same host clock as the client's, just after it wrote the
 # answer (or saw the client leave), and nginx's $msec has millisecond resolution: the two
 # records of one request differ by scheduling delays on a loaded 2-core host, far below this,

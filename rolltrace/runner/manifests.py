@@ -24,10 +24,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from analyzer.schema import L7_LB_HOP
 from localcluster.kubelet.containers import DEMOAPP_IMAGE, LOCAL_IMAGE
 from rolltrace.scenario import (
     App,
     Ingress,
+    LocalCluster,
     PodSettings,
     PreStop,
     Probe,
@@ -268,20 +270,29 @@ def behind_ingress(scenario: Scenario, service_obj: dict[str, Any]) -> dict[str,
 
 
 def hop_records(scenario: Scenario) -> list[dict[str, Any]]:
-    """run.json ``hops``: the L7 hops the run put in the request path, in path order, with the
-    settings the analyzer and the judge read (docs/trace-format.md, run.json)."""
+    """run.json ``hops``: the L7 hops the run put in the request path, in path order (the L7
+    LB, then the ingress), with the settings the analyzer and the judge read
+    (docs/trace-format.md, run.json)."""
+    hops = []
+    lb = scenario.cluster.lb if isinstance(scenario.cluster, LocalCluster) else None
+    if lb is not None and lb.mode == "l7":
+        hops.append({
+            "name": L7_LB_HOP, "kind": "alb", "targets": lb.targets,
+            "idle_timeout_s": lb.idle_timeout_s, "connect_timeout_s": lb.connect_timeout_s,
+            "draining": lb.draining, "deregistration_delay_s": lb.deregistration_delay_s,
+        })  # fmt: skip
     ingress = scenario.ingress()
-    if ingress is None:
-        return []
-    return [{
-        "name": INGRESS_HOP, "kind": "ingress-nginx", "service": INGRESS_CONTROLLER,
-        "deployment": INGRESS_CONTROLLER, "port": INGRESS_HTTP_PORT,
-        "sync_interval_s": ingress.sync_interval_s, "mode": ingress.mode,
-        "next_upstream": ingress.next_upstream, "tries": ingress.next_upstream_tries,
-        "connect_timeout_s": ingress.connect_timeout_s,
-        "upstream_keepalive_timeout_s": ingress.upstream_keepalive_timeout_s,
-        "replicas": ingress.replicas,
-    }]  # fmt: skip
+    if ingress is not None:
+        hops.append({
+            "name": INGRESS_HOP, "kind": "ingress-nginx", "service": INGRESS_CONTROLLER,
+            "deployment": INGRESS_CONTROLLER, "port": INGRESS_HTTP_PORT,
+            "sync_interval_s": ingress.sync_interval_s, "mode": ingress.mode,
+            "next_upstream": ingress.next_upstream, "tries": ingress.next_upstream_tries,
+            "connect_timeout_s": ingress.connect_timeout_s,
+            "upstream_keepalive_timeout_s": ingress.upstream_keepalive_timeout_s,
+            "replicas": ingress.replicas,
+        })  # fmt: skip
+    return hops
 
 
 def rollout_patch(scenario: Scenario, now_iso: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import config as k8s_config
 
+from analyzer.hop_paths import hop_settings
 from analyzer.rundir import RunPaths
 from localcluster.apiserver import ApiServer
 from localcluster.apiserver.thread import ServerThread
@@ -277,3 +278,17 @@ def test_a_client_connection_cut_after_the_hops_reload_is_a_keepalive_race_at_th
     frame = verdicts(state, cut, later, extra=(first,))
     assert list(frame["truth"]) == ["keepalive-race", UNDECIDED]
     assert list(frame["hop"]) == ["ingress", ""]
+
+
+def test_run_json_records_an_l7_load_balancer_before_the_ingress() -> None:
+    text = WITH_INGRESS + "  lb: {mode: l7, targets: pods, idle_timeout_s: 45}\n"
+    lb, ingress = hop_records(parse_scenario(text))
+    assert (lb["name"], lb["kind"], lb["idle_timeout_s"], lb["targets"]) == (
+        "lb",
+        "alb",
+        45,
+        "pods",
+    )
+    assert ingress["name"] == "ingress"
+    settings = hop_settings({"hops": [lb, ingress]}, {})
+    assert settings["lb"].idle_timeout_s == 45 and settings["ingress"].sync_interval_s == 2.0
