@@ -167,6 +167,8 @@ def _family(dtype: str) -> str:
 
 def check_frame(df: pd.DataFrame, schema: TableSchema, stage: str) -> pd.DataFrame:
     """Check ``df`` against ``schema`` at a stage boundary; return it unchanged when it conforms."""
+    import numpy as np  # loaded with the frame already; the module itself stays a cheap import
+
     problems: list[str] = []
     for col in schema.columns:
         if col.name not in df.columns:
@@ -178,7 +180,9 @@ def check_frame(df: pd.DataFrame, schema: TableSchema, stage: str) -> pd.DataFra
         if _family(got) != _family(col.dtype):
             problems.append(f"column {col.name!r} has dtype {got}, expected {col.dtype}")
             continue
-        if not col.nullable and len(series) and bool(series.isna().any()):
+        # a numpy integer or bool column cannot hold a missing value: no scan needed
+        can_be_missing = not isinstance(series.dtype, np.dtype) or series.dtype.kind not in "biu"
+        if not col.nullable and len(series) and can_be_missing and bool(series.isna().any()):
             problems.append(f"column {col.name!r} has missing values but is not nullable")
         if col.enum is not None and len(series):
             allowed = {e.value for e in col.enum}
