@@ -801,13 +801,12 @@ def _hop_serving(f: pd.DataFrame, cannot_serve: np.ndarray) -> np.ndarray:
 
 
 def _backend_race(
-    f: pd.DataFrame, kind: np.ndarray, hop: dict[str, np.ndarray], cannot_serve: np.ndarray
+    f: pd.DataFrame, cut: np.ndarray, hop: dict[str, np.ndarray], hop_serving: np.ndarray
 ) -> np.ndarray:
     """The hop's attempt reused a pooled connection (connect time 0) that closed before a
     response, at a Pod that was serving (``_hop_serving``)."""
-    cut = np.isin(kind, _CUT_KINDS)
     reused = _flag(f, "attempt_reused")
-    return np.asarray(hop["decided"] & cut & reused & _hop_serving(f, cannot_serve), dtype=bool)
+    return np.asarray(hop["decided"] & cut & reused & hop_serving, dtype=bool)
 
 
 def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
@@ -834,8 +833,8 @@ def rules(f: pd.DataFrame, context: ServiceContext) -> list[Rule]:
     # the client's connection packets say nothing of a connection the hop had to the Pod
     close = {name: when & l4 for name, when in _close_terms(f).items()}
     no_packets = ~_flag(f, "has_packets") | hop["decided"]
-    hop_lag, race = _hop_lag(f, kind, hop), _backend_race(f, kind, hop, pod["cannot_serve"])
     hop_serving = _hop_serving(f, pod["cannot_serve"])
+    hop_lag, race = _hop_lag(f, kind, hop), _backend_race(f, cut, hop, hop_serving)
     pod_leaving, pod_new, cannot_serve = pod["leaving"], pod["new"], pod["cannot_serve"]
     lb_gap = _lb_gap(f, kind, context)
     maybe_lb_gap = _lb_gap(f, kind, context, "nodes_possibly_lacking_local")

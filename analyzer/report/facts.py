@@ -197,7 +197,7 @@ def cause_detail(cause: str, group: pd.DataFrame) -> str:
     if cause == "not-ready" and (late := _max_s("ms_since_ready")) is not None:
         return f", up to {late:.1f} s after they were first seen Ready"
     per_pod = {"inflight-cut", "keepalive-race", "backend-keepalive-race", "container-restart"}
-    if cause in per_pod | {"killed-at-grace"}:
+    if cause in per_pod or cause == "killed-at-grace":
         return f", on {group['pod'].nunique()} Pod(s)"
     span = (int(group["end_ns"].max()) - int(group["start_ns"].min())) / _NS_PER_S
     return f", over {span:.1f} s"

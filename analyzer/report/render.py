@@ -418,7 +418,7 @@ def identity_lines(facts: RunFacts) -> list[str]:
     how = (
         "response header, node capture or an L7 hop's log"
         if hop_log
-        else ("response header or node capture")
+        else "response header or node capture"
     )
     return [
         f"Pod identity: {direct} of {facts.failed} failed requests tied to their Pod directly "

@@ -295,6 +295,7 @@ def test_runs_without_the_hop_log_keep_their_l4_causes(tmp_path: Path, json_log:
     root = _make_run(tmp_path / "run", json_log=json_log, scenario=SETTINGS)
     RunPaths(root).hop_log("ingress").unlink()
     failures = _failures(root)
+    assert len(failures) == len(CALLS)  # the client's failures stay, only their hop is unknown
     assert failures["hop"].isna().all() and failures["path"].isna().all()
     assert (
         not failures["cause"]
