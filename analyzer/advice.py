@@ -24,7 +24,7 @@ import pandas as pd
 
 from analyzer import metrics
 from analyzer.hop_paths import hop_settings
-from analyzer.rundir import lb_unhealthy_after_ms, traffic_policy
+from analyzer.rundir import lb_unhealthy_after_ms, number_or_none, traffic_policy
 
 Verdict = Literal["ok", "change", "unknown"]
 #: Where the fix lives: a scenario setting with a value, the Pod's probe definition (needs the
@@ -95,10 +95,6 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _largest(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
@@ -112,10 +108,10 @@ def rollout_settings(
     run.json's ``hops`` entry (the L7 hops' settings), if any."""
     if "recipe" in scenario:
         return RolloutSettings(
-            prestop_s=_num(scenario.get("prestop_s")),
-            grace_s=_num(scenario.get("grace_s")),
+            prestop_s=number_or_none(scenario.get("prestop_s")),
+            grace_s=number_or_none(scenario.get("grace_s")),
             readiness=scenario.get("readiness"),
-            probe_period_s=_num(scenario.get("probe_period_s")),
+            probe_period_s=number_or_none(scenario.get("probe_period_s")),
             probe_initial_delay_s=0.0,
             replicas=scenario.get("replicas"),
             max_surge=scenario.get("max_surge"),
@@ -131,7 +127,7 @@ def rollout_settings(
         readiness = f"http GET {probe['path']}" if probe.get("path") else "tcp"
     else:
         readiness = "none" if "pod" in scenario else None
-    prestop = _num(_get(pre_stop, "sleep_s"))
+    prestop = number_or_none(_get(pre_stop, "sleep_s"))
     if prestop is None and "pod" in scenario:
         prestop = 0.0 if pre_stop is None else None
     policy = traffic_policy(service, scenario) or None
@@ -139,10 +135,10 @@ def rollout_settings(
     by_hop = hop_settings({"hops": hops} if hops else {}, scenario)
     return RolloutSettings(
         prestop_s=prestop,
-        grace_s=_num(_get(scenario, "pod", "termination_grace_period_s")),
+        grace_s=number_or_none(_get(scenario, "pod", "termination_grace_period_s")),
         readiness=readiness,
-        probe_period_s=_num(_get(probe, "period_s")),
-        probe_initial_delay_s=_num(_get(probe, "initial_delay_s")),
+        probe_period_s=number_or_none(_get(probe, "period_s")),
+        probe_initial_delay_s=number_or_none(_get(probe, "initial_delay_s")),
         replicas=_get(scenario, "workload", "replicas"),
         max_surge=_get(scenario, "strategy", "max_surge"),
         max_unavailable=_get(scenario, "strategy", "max_unavailable"),
@@ -159,8 +155,8 @@ def _recipe_lb_window(recipe: dict[str, Any]) -> float | None:
     """A trace-builder recipe's LB: it marks a node unhealthy after ``lb_unhealthy_threshold``
     failed checks, ``lb_interval_s`` apart."""
     interval, threshold = (
-        _num(recipe.get("lb_interval_s")),
-        _num(recipe.get("lb_unhealthy_threshold")),
+        number_or_none(recipe.get("lb_interval_s")),
+        number_or_none(recipe.get("lb_unhealthy_threshold")),
     )
     return None if interval is None or threshold is None else interval * threshold
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer import joins, metrics
+from analyzer.rundir import number_or_none
 from analyzer.schema import L7_LB_HOP, AttemptOutcome, ErrorKind, PodMatch
 
 _SECOND_NS = 1_000_000_000
@@ -82,10 +83,6 @@ class HopSettings:
     app_keepalive_s: float | None = None  # the app closes a keep-alive connection idle this long
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def hop_settings(extra: dict[str, Any], scenario: dict[str, Any]) -> dict[str, HopSettings]:
     """Per hop, its settings: run.json ``hops`` (a list of entries with ``name``, or a mapping
     by name: ``sync_interval_s``, ``idle_timeout_s`` or ``upstream_keepalive_timeout_s``), else
@@ -94,12 +91,13 @@ def hop_settings(extra: dict[str, Any], scenario: dict[str, Any]) -> dict[str, H
     from ``workload.app.keepalive_timeout_s`` (under ``""``). Never required: absent values
     stay None (an imported log says nothing of its hop)."""
     app = ((scenario.get("workload") or {}).get("app") or {}).get("keepalive_timeout_s")
-    cluster = scenario.get("cluster") if isinstance(scenario.get("cluster"), dict) else {}
+    section = scenario.get("cluster")
+    cluster: dict[str, Any] = section if isinstance(section, dict) else {}
     recorded: dict[str, dict[str, Any]] = {}
-    ingress = (cluster or {}).get("ingress")
+    ingress = cluster.get("ingress")
     if isinstance(ingress, dict):
         recorded["ingress"] = dict(ingress)
-    lb = (cluster or {}).get("lb")
+    lb = cluster.get("lb")
     if isinstance(lb, dict) and lb.get("mode") == "l7":  # the L7 LB's log is hops/lb.log
         recorded[L7_LB_HOP] = {"idle_timeout_s": lb.get("idle_timeout_s")}
     hops = extra.get("hops")
@@ -110,12 +108,12 @@ def hop_settings(extra: dict[str, Any], scenario: dict[str, Any]) -> dict[str, H
             recorded[str(name)] = {**recorded.get(str(name), {}), **entry}
     return {
         name: HopSettings(
-            _number(entry.get("sync_interval_s")),
-            _number(entry.get("idle_timeout_s", entry.get("upstream_keepalive_timeout_s"))),
-            _number(app),
+            number_or_none(entry.get("sync_interval_s")),
+            number_or_none(entry.get("idle_timeout_s", entry.get("upstream_keepalive_timeout_s"))),
+            number_or_none(app),
         )
         for name, entry in recorded.items()
-    } | {"": HopSettings(app_keepalive_s=_number(app))}
+    } | {"": HopSettings(app_keepalive_s=number_or_none(app))}
 
 
 def _windowed_join(

@@ -314,11 +314,14 @@ def _section(mapping: dict[str, Any], *path: str) -> dict[str, Any]:
     return mapping
 
 
+def number_or_none(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (a bool is not a number here)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _seconds(section: dict[str, Any], key: str, default: float | None) -> float | None:
-    value = section.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
+    value = number_or_none(section.get(key))
+    return default if value is None else value
 
 
 def _check_window_ms(
