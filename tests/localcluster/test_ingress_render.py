@@ -3,7 +3,7 @@ rendered configuration is checked by the real ``nginx -t``."""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ from localcluster.ingress.nginxconf import (
     render_nginx_conf,
 )
 from localcluster.ingress.plan import IngressClassFilter, IngressPlan, plan_ingress
-from localcluster.kubelet.containers import POD_DIR_ENV, Launch, PodContext, resolve_launch
+from localcluster.kubelet.containers import Launch, PodContext, resolve_launch
 from localcluster.nginxcommon import Nginx, NginxPaths
+from localcluster.state import POD_DIR_ENV
 from tests.conftest import require
 from tests.localcluster.test_ingress_dynamic import require_lua_module
 
@@ -69,18 +70,19 @@ def _plan(ingresses: list[Any], services: list[Any], slices: list[Any]) -> Ingre
     return plan_ingress([OURS, THEIRS], ingresses, services, slices, IngressClassFilter())
 
 
-def _nginx_t(tmp_path: Path, text: str) -> None:
-    """``nginx -t`` on the rendered text, with the directories the controller prepares."""
+def nginx_accepts(paths: NginxPaths, text: str) -> None:
+    """The real ``nginx -t`` accepts ``text``: the check both hops run before installing a
+    configuration (``Nginx.test``, which raises with nginx's output), with the directories
+    they prepare."""
     require("nginx")
-    paths = NginxPaths(tmp_path)
-    Nginx(paths).prepare()
+    nginx = Nginx(paths)
+    nginx.prepare()
     paths.conf.write_text(text)
-    done = subprocess.run(
-        ["nginx", "-t", "-p", str(tmp_path), "-e", str(paths.error_log), "-c", str(paths.conf)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    asyncio.run(nginx.test(str(paths.conf)))
+
+
+def _nginx_t(tmp_path: Path, text: str) -> None:
+    nginx_accepts(NginxPaths(tmp_path), text)
 
 
 def test_only_ready_endpoints_become_upstream_servers() -> None:

@@ -4,7 +4,6 @@ IPs here are loopback addresses (on the LB they sit on its namespace's loopback)
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from localcluster.dataplane.addressing import AddressPlan
 from localcluster.lb.balancer import l7_checked, pod_targets
 from localcluster.lb.l7 import L7Settings, l7_paths, render_l7_conf, upstream_name
 from localcluster.lb.rules import Frontend
-from localcluster.nginxcommon import LOG_FORMAT, Nginx, NginxPaths
-from tests.conftest import require
+from localcluster.nginxcommon import LOG_FORMAT
+from tests.localcluster.test_ingress_render import nginx_accepts
 
 TWO_PODS = Frontend(
     "default/web", "127.0.0.21", "tcp", 28080, (("198.19.0.2", 8080), ("198.19.1.2", 8080))
@@ -24,19 +23,10 @@ NO_TARGETS = Frontend("default/empty", "127.0.0.22", "tcp", 28080, ())
 UDP = Frontend("default/dns", "127.0.0.23", "udp", 53, (("198.19.0.9", 53),))
 
 
-def _nginx_t(paths: NginxPaths, text: str) -> None:
-    require("nginx")
-    Nginx(paths).prepare()
-    paths.conf.write_text(text)
-    argv = ["nginx", "-t", "-p", str(paths.root), "-e", str(paths.error_log), "-c", str(paths.conf)]
-    done = subprocess.run(argv, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr + "\n" + text
-
-
 def _render(tmp_path: Path, settings: L7Settings, *frontends: Frontend) -> str:
     paths = l7_paths(tmp_path)
     text = render_l7_conf(frontends, settings, paths)
-    _nginx_t(paths, text)
+    nginx_accepts(paths, text)
     return text
 
 
