@@ -525,7 +525,7 @@ class HopTrail:
         ]  # fmt: skip
 
         def mismatch(h: HopLine) -> bool:
-            return h.status != status if status is not None else h.status < 499
+            return h.status != status if status is not None else h.status < CLIENT_CLOSED_STATUS
 
         return min(fits, key=lambda h: (mismatch(h), abs(h.end_ns - end_ns))) if fits else None
 

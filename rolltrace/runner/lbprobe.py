@@ -22,12 +22,13 @@ import urllib.request
 CONSECUTIVE_OK = 5
 #: how long the LB may take to register healthy targets before the run gives up
 DEADLINE_S = 60.0
-#: the most requests one probe sends (DEADLINE_S / INTERVAL_S): a bound even if time stalls
-MAX_ATTEMPTS = 1200
 #: pause between requests: the run waits on this probe before any load starts, so each pause
 #: is dead time in every run (5 answers in a row took 0.8 s at 0.2 s); at 20 requests/s it
 #: stays a trickle, and what counts is the answers in a row, not how long they took
 INTERVAL_S = 0.05
+#: the most requests one probe sends (one per pause over the deadline): a bound even if time
+#: stalls
+MAX_ATTEMPTS = round(DEADLINE_S / INTERVAL_S)
 #: one request's timeout: a healthy local answer takes milliseconds
 REQUEST_TIMEOUT_S = 1.0
 

@@ -19,11 +19,10 @@ from matplotlib.patches import Rectangle
 
 from analyzer.report.figures import MIN_FONT_PT
 from analyzer.report.style import OK_COLOUR, cause_look, cause_order
-from rolltrace.tuning.patch import render_patch
 from rolltrace.tuning.search import Trial, TuneResult, bound_sentence, describe
 from rolltrace.tuning.settings import Value, Vary, format_value
 
-__all__ = ["render_html", "render_patch", "trials_figure"]
+__all__ = ["render_html", "trials_figure"]
 
 DPI = 110
 _TITLE_PT = 11

@@ -14,7 +14,8 @@ from matplotlib.text import Text
 from localcluster.apiserver.patch import strategic_merge_patch
 from rolltrace.runner.manifests import deployment
 from rolltrace.scenario import Scenario, load_scenario
-from rolltrace.tuning.output import render_html, render_patch, trials_figure
+from rolltrace.tuning.output import render_html, trials_figure
+from rolltrace.tuning.patch import render_patch
 from rolltrace.tuning.search import Phase, TrialRun, TuneResult, Verification, tune
 from rolltrace.tuning.settings import Candidate, parse_vary, with_candidate
 from tests.rolltrace.test_tuning_search import (
