@@ -543,7 +543,6 @@ def _timings(
     samples of no node left out and counted), drain, and the bounds the advice rests on."""
     first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
-    # what the per-Pod timings read of the requests: they filter a million rows, not every column
     lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
     drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
     named, left_out = metrics.name_forwarding_nodes(

@@ -111,10 +111,9 @@ def main() -> int:
     if args.rebuild or not (run / "run.json").exists():
         build(run, args.requests)
     size = size_problems(run, args.requests)
-    held, problems = size.held, size.problems
-    print(f"run: {run} ({held})", flush=True)
-    if problems:
-        print(f"FAIL: {'; '.join(problems)}; rebuild with --rebuild", file=sys.stderr)
+    print(f"run: {run} ({size.held})", flush=True)
+    if size.problems:
+        print(f"FAIL: {'; '.join(size.problems)}; rebuild with --rebuild", file=sys.stderr)
         return 2
     shutil.rmtree(run / "analysis", ignore_errors=True)
     code = measure_subprocess(run)

@@ -254,9 +254,16 @@ def _ipv6_key(buf: U8, pos: int) -> int:
         word = np.uint64(0)
         for i in range(8):
             word = (word << np.uint64(8)) | np.uint64(_byte(buf, pos + 8 * half + i))
-        digest = (digest ^ word) * np.uint64(0x100000001B3)
-        digest ^= digest >> np.uint64(29)
+        digest = _mix(digest, word)
     return int(np.int64(digest | np.uint64(1 << 63)))
+
+
+@compiled
+def _mix(digest: np.uint64, word: np.uint64) -> np.uint64:
+    """One step of the 64-bit hash of ``_ipv6_key`` and ``_key_digest``: FNV-style multiply,
+    then xor-shift."""
+    digest = (digest ^ word) * np.uint64(0x100000001B3)
+    return digest ^ (digest >> np.uint64(29))
 
 
 @compiled
@@ -286,11 +293,10 @@ def _same_key(seen: I64, fresh: I64, earlier: int, later: int) -> bool:
 
 @compiled
 def _key_digest(fresh: I64, row: int) -> np.uint64:
-    """A 64-bit hash of a row's segment key (FNV-style multiply and xor-shift per field)."""
+    """A 64-bit hash of a row's segment key (``_mix`` per field)."""
     digest = np.uint64(0)
     for field in range(SEGMENT_KEY_FIELDS):
-        digest = (digest ^ np.uint64(fresh[field, row])) * np.uint64(0x100000001B3)
-        digest ^= digest >> np.uint64(29)
+        digest = _mix(digest, np.uint64(fresh[field, row]))
     return digest
 
 

@@ -3,10 +3,11 @@
 Captures of a rollout hold millions of segments, so the reader never builds a Python object per
 packet: the file is mapped as one numpy buffer, the compiled record walk
 (``analyzer.readers.pcap_formats``) yields frame offsets, and the compiled header decode
-(``analyzer.readers._kernels.decode_tcp``) reads every field at its computed offset. Link layers, IPv6 extension headers and VLAN tags only shift those
-offsets. Rows that are not TCP, are non-first fragments or whose headers were cut by the snapshot
-length are dropped; payload lengths come from the IP length fields, because the snapshot length
-usually truncates the captured bytes.
+(``analyzer.readers._kernels.decode_tcp``) reads every field at its computed offset. Link
+layers, IPv6 extension headers and VLAN tags only shift those offsets. Rows that are not TCP,
+are non-first fragments or whose headers were cut by the snapshot length are dropped; payload
+lengths come from the IP length fields, because the snapshot length usually truncates the
+captured bytes.
 
 Three ways to read, with identical rows:
 
