@@ -4,8 +4,10 @@ Each scenario runs for real (namespaces, nftables, processes, Locust), is analyz
 meet its own expectations; show its intended cause as the dominant one (broken scenarios);
 agree with the strict judge (``rolltrace.scoring``: one true cause per failed request, from
 truth.jsonl alone) on ≥ 95% of the failed requests truth decides, leaving at most 5% undecided;
-and end with its rendered report, whose fix (the lead section) a reader sees above the fold in
-headless Chromium, with no overlapping text. Fixed scenarios run their repetitions (≥ 3) and
+have been seen whole (no kernel drops at any capture point, no damaged file; the runner's own
+status already requires ≥ 95 % of the asked rate delivered); and end with its rendered report,
+whose fix (the lead section) a reader sees above the fold in headless Chromium, with no
+overlapping text. Fixed scenarios run their repetitions (≥ 3) and
 must show zero failures in every one. A run with an L7 hop must count the requests the hop's
 retries masked as truth does (within 5 %), and a scenario that shows masking (``masked_at``)
 must have some.
@@ -78,6 +80,8 @@ def _checked_run(
         assert outcome.meta.status == "complete", reasons
         assert outcome.summary is not None, f"no analysis: {reasons}"
         summary = outcome.summary
+        # it saw everything: no capture point dropped packets, no file was damaged
+        assert summary["analysis_status"] == "complete", summary["degraded_because"]
         score = score_run(outcome.paths.root)
         failed_by_cause = {k: v for k, v in summary["failed_by_cause"].items() if v}
         rows.append({
