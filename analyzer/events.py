@@ -14,10 +14,12 @@ a precise time it does not have: its time is when it was *detected* (an upper bo
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -925,18 +927,35 @@ def _scan_jsonl(
     rows: list[dict[str, Any]] = []
     problems: list[TraceError] = []
     name = str(path)
-    for number, parsed in iter_jsonl(path):
-        if isinstance(parsed, TraceError):
-            problems.append(parsed)
-            continue
-        try:
-            row = to_row(parsed)
-        except _LineError as exc:
-            problems.append(TraceError(name, f"line {number}", exc.message, field=exc.field))
-            continue
-        row["line"] = number
-        rows.append(row)
+    with _collector_paused():
+        for number, parsed in iter_jsonl(path):
+            if isinstance(parsed, TraceError):
+                problems.append(parsed)
+                continue
+            try:
+                row = to_row(parsed)
+            except _LineError as exc:
+                problems.append(TraceError(name, f"line {number}", exc.message, field=exc.field))
+                continue
+            row["line"] = number
+            rows.append(row)
     return EventsScan(_frame(rows, columns, order_by), problems)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused while a file's lines are parsed. Parsed JSON is trees,
+    never cycles, so the collector has nothing to find in them; but every few hundred new dicts
+    it runs, and its full passes walk every object parsed so far: 0.15 s of the 10,000-line
+    watch of the 1M case (18 MB of JSON). Objects freed meanwhile are still freed (reference
+    counting); the collector resumes as it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _frame(rows: list[dict[str, Any]], columns: dict[str, str], order_by: str) -> pd.DataFrame:

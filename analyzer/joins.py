@@ -78,6 +78,14 @@ def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
         return empty
     pos = pd.Index(table.index).get_indexer(pd.Index(keys.to_numpy()))
     found = pos >= 0
+    if isinstance(table.dtype, pd.api.extensions.ExtensionDtype):
+        # taken where they are held, NA where absent: through numpy, a text column would be
+        # made Python strings and back (0.2 s per million rows)
+        dtype = table.dtype if found.all() else _nullable(table.dtype)
+        taken: pd.Series = pd.Series(
+            table.array.take(pos, allow_fill=True), index=keys.index, dtype=dtype
+        )
+        return taken
     values = table.iloc[np.where(found, pos, 0)]
     out = pd.Series(values.to_numpy(), index=keys.index, dtype=table.dtype)
     if not found.all():
@@ -542,11 +550,13 @@ def attach_pods(
         # a connection reaches one Pod: a Pod named on any response of it names it for all
         header = header.groupby(requests["conn_id"]).transform("first")
     pod = header.copy()
-    method = pd.Series(PodMatch.NONE.value, index=requests.index, dtype="string")
-    method[header.notna()] = PodMatch.HEADER.value
+    # the methods as Python objects, made text once: each masked assignment to a text column
+    # would rebuild its million rows
+    method = np.full(len(requests), PodMatch.NONE.value, dtype=object)
+    method[header.notna().to_numpy()] = PodMatch.HEADER.value
     from_node = header.isna() & node_pod.notna()
     pod[from_node] = node_pod[from_node]
-    method[from_node] = PodMatch.NODE_CAPTURE.value
+    method[from_node.to_numpy()] = PodMatch.NODE_CAPTURE.value
     need = pod.isna() & (requests["error_kind"] != ErrorKind.OK.value)
     if need.any():
         ok_new = (requests["error_kind"] == ErrorKind.OK.value) & requests["conn_new"].astype(bool)
@@ -554,6 +564,10 @@ def attach_pods(
         served["t"] = requests.loc[served.index, "start_ns"]
         inferred = infer_pods(requests[need], pods, served, pod_intervals)
         pod[need] = inferred
-        method[need & pod.notna()] = PodMatch.INFERRED.value
+        method[(need & pod.notna()).to_numpy(dtype=bool, na_value=False)] = PodMatch.INFERRED.value
     # not copied: two columns of millions of strings, made here and held by no one else
-    return pd.DataFrame({"pod": pod, "pod_method": method}, index=requests.index, copy=False)
+    return pd.DataFrame(
+        {"pod": pod, "pod_method": pd.array(method, dtype="string")},
+        index=requests.index,
+        copy=False,
+    )

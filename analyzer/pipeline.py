@@ -12,6 +12,7 @@ in ``analysis/`` still describe the run's files.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
@@ -179,7 +180,7 @@ def _read_requests(paths: RunPaths, inputs: _Inputs) -> pd.DataFrame:
     if not paths.requests.exists():
         raise UnusableRunError(f"{paths.requests}: missing (a run directory needs requests)")
     try:
-        frame, problems = load_requests(paths.requests)
+        frame, problems = load_requests(paths.requests, _PASSED_THROUGH_TEXT)
     except TraceError as exc:
         raise UnusableRunError(f"unusable requests: {exc}") from None
     inputs.present.append("requests.parquet")
@@ -947,6 +948,33 @@ _PACKETS_ENCODING: dict[str, Any] = {
 }
 
 
+def _table_encoding(frame: pd.DataFrame) -> dict[str, Any]:
+    """How a table is encoded (``pq.write_table``'s options), as packets.parquet is: Arrow's
+    defaults try a dictionary on every column and keep min/max statistics of every one, and for
+    the requests and connections (a million rows) most of that is wasted. A dictionary only
+    for text (a few distinct values: addresses, kinds, paths); deltas for integers (times,
+    counters, ports and keys, mostly increasing or close together: 40 % smaller files too);
+    no statistics for text, whose min/max no reader filters by. About 0.35 s less CPU for the
+    requests and connections of the 1M case."""
+    text = [str(name) for name, dtype in frame.dtypes.items() if _is_text(dtype)]
+    integers = [
+        str(name)
+        for name, dtype in frame.dtypes.items()
+        if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    ]
+    return {
+        "use_dictionary": text,
+        "column_encoding": dict.fromkeys(integers, "DELTA_BINARY_PACKED"),
+        "write_statistics": [str(name) for name in frame.columns if str(name) not in text],
+    }
+
+
+def _is_text(dtype: Any) -> bool:
+    """Whether a column holds text: strings, Python objects (text in the tables) or
+    categoricals (text held as codes, ``_PASSED_THROUGH_TEXT``)."""
+    return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
+
+
 #: Rows per row group: what ``pq.write_table`` (so ``DataFrame.to_parquet``) puts in one.
 _ROW_GROUP_ROWS = 1024 * 1024
 
@@ -954,16 +982,29 @@ _ROW_GROUP_ROWS = 1024 * 1024
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
     """``frame.to_parquet(path)``, its categorical columns written as the text they stand for:
     the same Arrow types and pandas metadata as a frame that held the text, so a reader gets
-    the schema's dtypes. The text is made one row group at a time, never whole in memory."""
+    the schema's dtypes. They go to Parquet as Arrow dictionaries, which its dictionary pages
+    take as they are: the text is never made per row, nor hashed again (as packets.parquet's
+    addresses). Encoded as ``_table_encoding`` says: the same frame reads back, for less CPU."""
     text = _text_dtypes(frame)
+    encoding = _table_encoding(frame)
     if not text:
-        frame.to_parquet(path, index=False)
+        frame.to_parquet(path, index=False, **encoding)
         return
-    schema = pa.Schema.from_pandas(frame.iloc[:0].astype(text), preserve_index=False)
-    with pq.ParquetWriter(path, schema) as out:
+    read_back = pa.Schema.from_pandas(frame.iloc[:0].astype(text), preserve_index=False)
+    written = pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False)
+    with pq.ParquetWriter(path, written, **encoding) as out:
         for start in range(0, max(len(frame), 1), _ROW_GROUP_ROWS):
             rows = frame.iloc[start : start + _ROW_GROUP_ROWS]
-            out.write_table(pa.Table.from_pandas(rows, preserve_index=False).cast(schema))
+            out.write_table(pa.Table.from_pandas(rows, preserve_index=False))
+        out.add_key_value_metadata(_schema_metadata(read_back))
+
+
+def _schema_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
+    """The key-value metadata (pandas' and Arrow's schemas) that makes a Parquet file read
+    back with ``schema``'s types and dtypes, whatever Arrow types it was written from."""
+    assert schema.metadata is not None  # from_pandas always describes the frame
+    arrow_schema = base64.b64encode(schema.serialize().to_pybytes())
+    return {b"pandas": schema.metadata[b"pandas"], b"ARROW:schema": arrow_schema}
 
 
 class _TableStream:

@@ -43,15 +43,19 @@ def read_requests(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def load_requests(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[Problem]]:
+def load_requests(
+    path: str | os.PathLike[str], categorical: Collection[str] = ()
+) -> tuple[pd.DataFrame, list[Problem]]:
     """Read and coerce requests.parquet, returning every problem instead of raising on the first.
 
     A file-level problem (unreadable file, missing or mistyped column) is raised as a
-    ``TraceError``: without the column there is no row to check.
+    ``TraceError``: without the column there is no row to check. The text columns named in
+    ``categorical`` come back as categoricals, as ``astype("category")`` would make them: read
+    as Parquet's dictionaries, their text is never made a million times over.
     """
     name = str(path)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, read_dictionary=list(categorical))
     except _PARQUET_ERRORS as exc:
         raise TraceError(name, "file", f"not a readable Parquet file: {exc}") from None
     for column_name, column in zip(table.column_names, table.columns, strict=True):
@@ -68,18 +72,20 @@ def load_requests(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[Prob
     except _PARQUET_ERRORS as exc:
         raise TraceError(name, "file", f"not a readable Parquet file: {exc}") from None
     del table
-    frame, coerce_problems = coerce_requests(raw, name)
+    frame, coerce_problems = coerce_requests(raw, name, categorical)
     del raw
     return frame, coerce_problems + check_requests(frame, name)
 
 
 def coerce_requests(
-    raw: pd.DataFrame, path: str = "requests.parquet"
+    raw: pd.DataFrame, path: str = "requests.parquet", categorical: Collection[str] = ()
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """Bring every ``REQUESTS`` column to its declared dtype; extra columns are kept as they are.
 
     A missing nullable column is added (all NA) with a warning, so an older or foreign writer's
     file still loads; a missing required column, or a value the dtype cannot hold, is an error.
+    A column named in ``categorical`` that arrives as a categorical stays one, its categories
+    the declared text dtype (``_as_categorical``).
     """
     frame = raw.reset_index(drop=True)  # copy-on-write: the caller's frame is left as it was
     problems: list[Problem] = []
@@ -92,8 +98,35 @@ def coerce_requests(
             )
             frame[col.name] = pd.Series([pd.NA] * len(frame), dtype=col.dtype)
             continue
-        frame[col.name] = _coerce_column(frame[col.name], col, path)
+        series = frame[col.name]
+        if col.name in categorical and isinstance(series.dtype, pd.CategoricalDtype):
+            frame[col.name] = _as_categorical(series, col, path)
+        else:
+            frame[col.name] = _coerce_column(series, col, path)
     return frame, problems
+
+
+def _as_categorical(series: pd.Series, col: Column, path: str) -> pd.Series:
+    """A categorical text column as ``series.astype(col.dtype).astype("category")`` makes it:
+    only the categories rows use, sorted, of the declared text dtype (a Parquet dictionary
+    may hold unused values, in the order the writer met them). Each distinct value is
+    checked once, not per row; a column whose categories are not all text is coerced as
+    text, row by row, so that its error names the row."""
+    categories = series.cat.categories
+    if not all(isinstance(value, str) and _is_utf8(value) for value in categories):
+        return _coerce_column(series, col, path)
+    codes = series.cat.codes.to_numpy()
+    if not col.nullable and (codes < 0).any():
+        raise TraceError(path, f"row {_first_row(codes < 0)}", "missing value", field=col.name)
+    used = np.flatnonzero(np.bincount(codes + 1, minlength=len(categories) + 1)[1:])
+    kept = categories[used].to_numpy(dtype=object)
+    order = np.argsort(kept, kind="stable")
+    rank = np.full(len(categories) + 1, -1, dtype="int64")  # the last slot: code -1, NA
+    rank[used[order]] = np.arange(len(order))
+    dtype = pd.CategoricalDtype(pd.Index(kept[order], dtype=col.dtype))
+    return pd.Series(
+        pd.Categorical.from_codes(rank[codes], dtype=dtype), index=series.index, name=series.name
+    )
 
 
 def _first_row(mask: pd.Series | np.ndarray) -> int:
