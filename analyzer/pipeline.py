@@ -12,7 +12,6 @@ in ``analysis/`` still describe the run's files.
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import os
@@ -75,6 +74,7 @@ from analyzer.schema import (
     PodMatch,
     TableSchema,
     check_frame,
+    read_back_metadata,
 )
 
 #: Bumped whenever attribution or metrics change meaning, so cached analyses are recomputed.
@@ -996,15 +996,7 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         for start in range(0, max(len(frame), 1), _ROW_GROUP_ROWS):
             rows = frame.iloc[start : start + _ROW_GROUP_ROWS]
             out.write_table(pa.Table.from_pandas(rows, preserve_index=False))
-        out.add_key_value_metadata(_schema_metadata(read_back))
-
-
-def _schema_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
-    """The key-value metadata (pandas' and Arrow's schemas) that makes a Parquet file read
-    back with ``schema``'s types and dtypes, whatever Arrow types it was written from."""
-    assert schema.metadata is not None  # from_pandas always describes the frame
-    arrow_schema = base64.b64encode(schema.serialize().to_pybytes())
-    return {b"pandas": schema.metadata[b"pandas"], b"ARROW:schema": arrow_schema}
+        out.add_key_value_metadata(read_back_metadata(read_back))
 
 
 class _TableStream:

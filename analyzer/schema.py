@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas loads where a frame is built: the enums stay a cheap import
     import pandas as pd
+    import pyarrow as pa
 
 SCHEMA_VERSION = "1.0"
 #: The hop name of the local cluster's L7 load balancer: its access log is hops/lb.log.
@@ -204,6 +205,17 @@ def check_frame(df: pd.DataFrame, schema: TableSchema, stage: str) -> pd.DataFra
     if problems:
         raise SchemaError(f"{schema.name} table at {stage}: " + "; ".join(problems))
     return df
+
+
+def read_back_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
+    """The key-value metadata (pandas' and Arrow's schemas) that makes a Parquet file read back
+    with ``schema``'s types and dtypes, whatever Arrow types it was written from: tables are
+    written from dictionaries (codes) for speed, and read back as the text their schema says."""
+    import base64  # beside the writers that need it: the module itself stays a cheap import
+
+    assert schema.metadata is not None  # from_pandas always describes the frame
+    arrow_schema = base64.b64encode(schema.serialize().to_pybytes())
+    return {b"pandas": schema.metadata[b"pandas"], b"ARROW:schema": arrow_schema}
 
 
 def _t(name: str, doc: str, nullable: bool = False) -> Column:

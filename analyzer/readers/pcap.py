@@ -41,7 +41,6 @@ more fixed-width gather over the segments that carry data.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import mmap
 import os
@@ -60,7 +59,7 @@ import pyarrow.compute as pc
 from analyzer.errors import TraceError
 from analyzer.readers import _kernels as k
 from analyzer.readers.pcap_formats import Records, iter_records
-from analyzer.schema import PACKETS, check_frame
+from analyzer.schema import PACKETS, check_frame, read_back_metadata
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -449,10 +448,7 @@ def packets_parquet_metadata() -> dict[bytes, bytes]:
     readers see the PACKETS strings and dtypes, not dictionaries."""
     no_rows = {name: np.zeros(0, np.int64) for name in PACKETS.names}
     empty = _Segments(no_rows, pa.array([], pa.large_string()))
-    schema = pa.Schema.from_pandas(_frame(empty, ""), preserve_index=False)
-    assert schema.metadata is not None  # from_pandas always describes the frame
-    arrow_schema = base64.b64encode(schema.serialize().to_pybytes())
-    return {b"pandas": schema.metadata[b"pandas"], b"ARROW:schema": arrow_schema}
+    return read_back_metadata(pa.Schema.from_pandas(_frame(empty, ""), preserve_index=False))
 
 
 def _damage_text(damage: str, kept: int) -> str:
