@@ -980,11 +980,11 @@ _ROW_GROUP_ROWS = 1024 * 1024
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    """``frame.to_parquet(path)``, its categorical columns written as the text they stand for:
-    the same Arrow types and pandas metadata as a frame that held the text, so a reader gets
-    the schema's dtypes. They go to Parquet as Arrow dictionaries, which its dictionary pages
-    take as they are: the text is never made per row, nor hashed again (as packets.parquet's
-    addresses). Encoded as ``_table_encoding`` says: the same frame reads back, for less CPU."""
+    """``frame.to_parquet(path)``, its categorical columns read back as the text they stand
+    for: the file carries the Arrow types and pandas metadata of a frame that held the text, so
+    a reader gets the schema's dtypes. They go to Parquet as Arrow dictionaries, which its
+    dictionary pages take as they are: the text is never made per row, nor hashed again (as
+    packets.parquet's addresses). Encoded as ``_table_encoding`` says."""
     text = _text_dtypes(frame)
     encoding = _table_encoding(frame)
     if not text:

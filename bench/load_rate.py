@@ -4,11 +4,10 @@ Each trial is one real run of a scenario (default the library's ``high-rate-clea
 6 replicas, a rollout under load, keep-alive users; ``bench/load_rate_mixed.yaml`` is the same
 with 6 of its 60 users opening a new connection per request) at one rate, recorder on, packets
 captured at the client and on every node, no analysis. A rate is *sustained* when the run
-delivered ≥ 95 % of it
-(``rolltrace.runner.losses``' threshold), every capture point reports 0 kernel drops and no
-request failed. For each ``load.workers`` value the bench climbs from ``--start`` by ``--step``
-until a trial fails, narrows the gap ``--refine`` times, then confirms the best rate with one
-long run (``--confirm-seconds`` of load before the rollout).
+delivered ≥ 95 % of it (``rolltrace.runner.losses``' threshold), every capture point reports 0
+kernel drops and no request failed. For each ``load.workers`` value the bench climbs from
+``--start`` by ``--step`` until a trial fails, narrows the gap ``--refine`` times, then confirms
+the best rate with one long run (``--confirm-seconds`` of load before the rollout).
 
 While a trial's load runs, a sampler reads every process's CPU time from /proc, so each trial
 prints CPU µs per request for the load generator, the demo app, the captures, the LB emulator,

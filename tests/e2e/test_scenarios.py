@@ -7,10 +7,9 @@ truth.jsonl alone) on ≥ 95% of the failed requests truth decides, leaving at m
 have been seen whole (no kernel drops at any capture point, no damaged file; the runner's own
 status already requires ≥ 95 % of the asked rate delivered); and end with its rendered report,
 whose fix (the lead section) a reader sees above the fold in headless Chromium, with no
-overlapping text. Fixed scenarios run their repetitions (≥ 3) and
-must show zero failures in every one. A run with an L7 hop must count the requests the hop's
-retries masked as truth does (within 5 %), and a scenario that shows masking (``masked_at``)
-must have some.
+overlapping text. Fixed scenarios run their repetitions (≥ 3) and must show zero failures in
+every one. A run with an L7 hop must count the requests the hop's retries masked as truth does
+(within 5 %), and a scenario that shows masking (``masked_at``) must have some.
 
 Broken scenarios close the loop broken → advice → fixed: each declares where its fix lives
 (``fixed_by``), its report's recommendations must agree, and where the fix is a setting (or a

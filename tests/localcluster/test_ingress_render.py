@@ -81,10 +81,6 @@ def nginx_accepts(paths: NginxPaths, text: str) -> None:
     asyncio.run(nginx.test(str(paths.conf)))
 
 
-def _nginx_t(tmp_path: Path, text: str) -> None:
-    nginx_accepts(NginxPaths(tmp_path), text)
-
-
 def test_only_ready_endpoints_become_upstream_servers() -> None:
     """Terminating (even serving) and not-yet-ready endpoints are left out: no fallback; an
     address listed twice counts by its most usable copy (kubewire's rule)."""
@@ -109,7 +105,7 @@ def test_only_all_terminating_means_503_not_the_serving_ones(tmp_path: Path) -> 
     text = render_nginx_conf(plan, NginxSettings(), NginxPaths(tmp_path))
     assert "upstream default-web-80" not in text  # nginx refuses an empty upstream block
     assert "location / {\n            return 503;" in text
-    _nginx_t(tmp_path, text)
+    nginx_accepts(NginxPaths(tmp_path), text)
 
 
 @pytest.mark.parametrize(
@@ -184,7 +180,7 @@ def test_paths_hosts_conflicts_and_missing_backends(tmp_path: Path) -> None:
     text = render_nginx_conf(plan, NginxSettings(), NginxPaths(tmp_path))
     assert "server_name shop.example.com;" in text
     assert "location = /gone {\n            return 503;" in text
-    _nginx_t(tmp_path, text)
+    nginx_accepts(NginxPaths(tmp_path), text)
 
 
 def test_default_backend_and_named_service_port(tmp_path: Path) -> None:
@@ -202,7 +198,8 @@ def test_default_backend_and_named_service_port(tmp_path: Path) -> None:
     named["ports"] = [{"name": "http", "port": 8080}]
     plan = _plan([ingress], [_service("web", 8000, "http")], [named])
     assert plan.endpoints() == {"default-web-8000": ["10.0.0.1:8080"]}
-    _nginx_t(tmp_path, render_nginx_conf(plan, NginxSettings(), NginxPaths(tmp_path)))
+    paths = NginxPaths(tmp_path)
+    nginx_accepts(paths, render_nginx_conf(plan, NginxSettings(), paths))
 
 
 def test_settings_render_as_ingress_nginx_defaults_and_overrides(tmp_path: Path) -> None:
@@ -232,7 +229,7 @@ def test_settings_render_as_ingress_nginx_defaults_and_overrides(tmp_path: Path)
     assert "proxy_next_upstream error timeout http_502;" in text
     assert "proxy_next_upstream_tries 1;" in text
     assert "keepalive_timeout 4500ms;" in text
-    _nginx_t(tmp_path, text)
+    nginx_accepts(NginxPaths(tmp_path), text)
 
 
 def test_unknown_retry_condition_is_refused() -> None:
@@ -289,7 +286,7 @@ def test_dynamic_conf_depends_on_structure_only(tmp_path: Path) -> None:
     assert LOG_FORMAT in text  # the access log keeps its format in both modes
     assert 'set $proxy_upstream_name "default-web-80";' in text
     assert "listen 127.0.0.1:10246;\n        access_log off;" in text  # loopback, not logged
-    _nginx_t(tmp_path, text)
+    nginx_accepts(NginxPaths(tmp_path), text)
     grown = _ingress("web", [_path("/", "Prefix", "web"), _path("/api", "Prefix", "api")],
                      ingressClassName="nginx")  # fmt: skip
     assert render(grown, ("10.0.0.1", READY)) != text
