@@ -109,6 +109,10 @@ class ServiceContext:
     # Per node, how long its rules were seen to trail the slices (measured propagation through
     # that node, under Local policy the capture's node); rules_lag_ms where not measured
     rules_lag_by_node_ms: dict[str, float] = field(default_factory=dict)
+    # A measured lag is the last SYN a node was seen forwarding by its old rules: they changed
+    # up to about one SYN interval through that node later. Within that spread a new local
+    # endpoint only possibly reached a measured node's rules (``_nodes_lacking_local``)
+    rules_lag_spread_ms: float = 0.0
     # How far a watch event's recorded time may be from when it happened: 0 for receive times;
     # for coarse times (kubectl imports, run.json ``event_times``) a typical bounds width
     # (``event_time_uncertainty_ms``). Endpoint changes then only surely or possibly happened.
@@ -136,13 +140,14 @@ def _step_count(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 
 
 def _interval_bounds(
-    endpoints: pd.DataFrame, widen_ns: float = 0.0
+    endpoints: pd.DataFrame, widen_ns: float = 0.0, late_start_ns: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (+inf: still open) of each interval, each moved ``widen_ns`` outwards:
     positive covers every moment the interval may have covered given its events' time
     uncertainty, negative only the moments it surely covered (intervals then shorter than the
-    uncertainty vanish)."""
-    starts = endpoints["from_ns"].to_numpy(dtype="float64") - widen_ns
+    uncertainty vanish); starts then ``late_start_ns`` later (only the moments surely covered
+    when the interval may have begun that much later)."""
+    starts = endpoints["from_ns"].to_numpy(dtype="float64") - widen_ns + late_start_ns
     ends = pd.to_numeric(endpoints["to_ns"]).to_numpy(dtype="float64", na_value=np.inf) + widen_ns
     kept = ends >= starts  # an empty interval still marks when a state ended
     return starts[kept], ends[kept]
@@ -167,7 +172,7 @@ def _recently_below(
 
 
 def _nodes_lacking_local(
-    t: np.ndarray, endpoints: pd.DataFrame, context: ServiceContext, widen_ns: float = 0.0
+    t: np.ndarray, endpoints: pd.DataFrame, context: ServiceContext, possibly: bool = False
 ) -> np.ndarray:
     """How many nodes had lost their last usable local endpoint (ready, or serving while
     terminating where the fallback applies) recently enough that the LB may still send to them.
@@ -175,9 +180,10 @@ def _nodes_lacking_local(
     until its rules catch up with the loss, and it drops traffic until they catch up with the
     next local endpoint. So each node's endpoint intervals are shifted by its rules lag: none at
     t, one before, and — when the LB's health check timing is known — lost less than that long
-    ago. A node that never had a Pod was never healthy to the LB: never counted. ``widen_ns``
-    as in ``_interval_bounds``: positive counts the nodes that surely lacked one, negative
-    those that possibly did."""
+    ago. A node that never had a Pod was never healthy to the LB: never counted. Surely: for
+    every moment within the events' time uncertainty. ``possibly``: for some such moment, or for
+    a rules lag up to ``rules_lag_spread_ms`` past the node's measured one (its rules may have
+    taken a new local endpoint that much later)."""
     lacking = np.zeros(len(t), dtype="int64")
     if not context.local_policy:
         return lacking
@@ -185,12 +191,15 @@ def _nodes_lacking_local(
     if context.terminating_fallback:
         usable |= endpoints["serving"].astype(bool)
     horizon = np.inf if context.lb_unhealthy_after_ms is None else context.lb_unhealthy_after_ms
+    widen_ns = context.event_uncertainty_ms * 1e6 * (-1 if possibly else 1)
     for node in context.nodes:
         on_node = endpoints[usable & (endpoints["node"].astype("string") == node)]
         if on_node.empty:
             continue
         lag_ns = context.rules_lag_by_node_ms.get(node, context.rules_lag_ms) * 1e6
-        starts, ends = _interval_bounds(on_node, widen_ns)
+        measured = possibly and node in context.rules_lag_by_node_ms
+        late_ns = context.rules_lag_spread_ms * 1e6 if measured else 0.0
+        starts, ends = _interval_bounds(on_node, widen_ns, late_ns)
         # lost recently: a loss (an interval's end, seen through the rules lag) within
         # [t − horizon, t], for every (surely) or some (possibly) moment within its uncertainty
         losses = np.sort(_interval_bounds(on_node)[1] + lag_ns)
@@ -210,7 +219,8 @@ def cluster_state_at(
     whether ready endpoints were below the desired replicas; how many nodes had recently lost
     their last local ready endpoint (``_nodes_lacking_local``). With coarse event times the
     no-endpoint and lacking-node facts come twice: surely (whatever moment within its
-    uncertainty each endpoint change happened at) and possibly (for some such moment)."""
+    uncertainty each endpoint change happened at) and possibly (for some such moment); so does
+    the lacking-node fact where a node's measured rules lag leaves a spread."""
     t = times.to_numpy(dtype="float64")
     ready = endpoints[endpoints["ready"].astype(bool)]
     starts, ends = _interval_bounds(ready)
@@ -219,11 +229,11 @@ def cluster_state_at(
     # ready only: serving-while-terminating endpoints are a fallback some proxies lack (KEP-1669),
     # and where the fallback works a refusal shows on the Pod's node instead
     no_endpoints = _recently_below(t, *_interval_bounds(ready, uncertainty_ns), 1, lag_ns)
-    lacking = _nodes_lacking_local(t, endpoints, context, uncertainty_ns)
-    maybe_none, maybe_lacking = no_endpoints, lacking  # precise times: sure and possible agree
+    lacking = _nodes_lacking_local(t, endpoints, context)
+    maybe_lacking = _nodes_lacking_local(t, endpoints, context, possibly=True)
+    maybe_none = no_endpoints  # precise times: sure and possible agree
     if uncertainty_ns:
         maybe_none = _recently_below(t, *_interval_bounds(ready, -uncertainty_ns), 1, lag_ns)
-        maybe_lacking = _nodes_lacking_local(t, endpoints, context, -uncertainty_ns)
     short = np.zeros(len(t), dtype=bool)
     if context.desired_replicas:
         short = _recently_below(t, starts, ends, context.desired_replicas, 0.0)
@@ -930,9 +940,7 @@ def decide(features: pd.DataFrame, context: ServiceContext) -> pd.DataFrame:
             "error_kind": pd.array(f["error_kind"].astype(str).to_numpy(), dtype="string"),
             "cause": pd.array(cause, dtype="string"),
             "confidence": confidence.astype("float64"),
-            "evidence": pd.array(
-                _evidence(f, template, context.event_uncertainty_ms), dtype="string"
-            ),
+            "evidence": pd.array(_evidence(f, template, context), dtype="string"),
             "pod": f["pod"].astype("string").to_numpy(),
             "pod_method": pd.array(f["pod_method"].astype(str).to_numpy(), dtype="string"),
             "pod_state": f["pod_state"].astype("string").to_numpy(),
@@ -1031,8 +1039,14 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "lb-lag-coarse": lambda r: (
         f"SYN unanswered while {r['possibly_lacking']} node(s) may have lost their last usable "
         f"local endpoint under externalTrafficPolicy Local: whether they had depends on when, "
-        f"within the watch's ±{_fmt_ms(r['uncertainty'])} time uncertainty (coarse event "
-        f"times), the endpoint change happened, hence the lower confidence"
+        + (
+            f"within the watch's ±{_fmt_ms(r['uncertainty'])} time uncertainty (coarse event "
+            f"times), the endpoint change happened"
+            if r["uncertainty"]
+            else f"within one SYN interval ({_fmt_ms(r['spread'])}) past the node's measured "
+            f"rules lag, its rules took the new local endpoint"
+        )
+        + ", hence the lower confidence"
     ),
     "none-coarse": lambda r: (
         f"{r['kind']} while the Service may have had no usable endpoint: whether it had depends "
@@ -1124,7 +1138,7 @@ _SENTENCES["hop-timeout"] = lambda r: (
 _SENTENCES["backend-race"] = _backend_race_sentence
 
 
-def _evidence(f: pd.DataFrame, template: np.ndarray, uncertainty_ms: float) -> list[str]:
+def _evidence(f: pd.DataFrame, template: np.ndarray, context: ServiceContext) -> list[str]:
     """One sentence per failure naming the decisive signal (for people, so not vectorized)."""
     columns = {
         "tpl": template,
@@ -1139,7 +1153,8 @@ def _evidence(f: pd.DataFrame, template: np.ndarray, uncertainty_ms: float) -> l
         "ready": f["ready_endpoints"].to_numpy(dtype="int64"),
         "lacking": f["nodes_lacking_local"].to_numpy(dtype="int64"),
         "possibly_lacking": f["nodes_possibly_lacking_local"].to_numpy(dtype="int64"),
-        "uncertainty": uncertainty_ms,
+        "uncertainty": context.event_uncertainty_ms,
+        "spread": context.rules_lag_spread_ms,
         "unable": _flag(f, "pod_unable"),
         "exit": f["last_exit_code"].astype("string").fillna("unknown"),
         "hop": f["hop"].astype("string").fillna("a hop"),

@@ -394,6 +394,7 @@ def _service_context(
         terminating_fallback=fallback,
         # a failed SYN after a node's last forward seen is itself proof it was not forwarded
         rules_lag_by_node_ms=lag_by_node or {},
+        rules_lag_spread_ms=syn_interval_ms,
         event_uncertainty_ms=attribution.event_time_uncertainty_ms(
             meta.extra_fields().get(EVENT_TIMES_KEY)
         ),

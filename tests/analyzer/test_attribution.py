@@ -666,3 +666,32 @@ def test_a_node_lacks_its_new_local_endpoint_until_its_rules_catch_up() -> None:
     times = pd.Series([int(t * S) for t in (10.3, 11.0, 12.3, 12.6)])
     lacking = attribution.cluster_state_at(times, endpoints, context)["nodes_lacking_local"]
     assert lacking.tolist() == [0, 1, 1, 0]
+
+
+def test_a_new_local_endpoint_only_possibly_counts_within_the_measured_lags_spread() -> None:
+    """A node's measured lag is the last SYN it forwarded by its old rules: they changed up to
+    one SYN interval later, so just past that lag the new local endpoint may not be in them yet.
+    An unanswered SYN there is possibly lb-lag, ahead of an inferred Pod's endpoint-lag."""
+    endpoints = make_frame(
+        ENDPOINTS,
+        [
+            {"service": "web", "slice": "web-1", "ip": ip, "pod": name, "node": "node-1",
+             "ready": True, "from_ns": int(start * S), "to_ns": end}
+            for name, ip, start, end in (("old", "10.1.0.5", 0, 10 * S), ("new", "10.1.0.6", 12, pd.NA))
+        ],
+    )  # fmt: skip
+    context = ServiceContext(1, True, ("node-1",), rules_lag_by_node_ms={"node-1": 100.0})
+    times = pd.Series([int(t * S) for t in (12.05, 12.12, 12.2)])
+    spread = replace(context, rules_lag_spread_ms=50.0)
+    state = attribution.cluster_state_at(times, endpoints, spread)
+    assert state["nodes_lacking_local"].tolist() == [1, 0, 0]
+    assert state["nodes_possibly_lacking_local"].tolist() == [1, 1, 0]
+    unmeasured = replace(spread, rules_lag_by_node_ms={})  # the run's lag already holds it
+    state = attribution.cluster_state_at(times, endpoints, unmeasured)
+    assert state["nodes_possibly_lacking_local"].tolist() == state["nodes_lacking_local"].tolist()
+    row = decide_one(
+        spread, error_kind="connect-timeout", nodes_possibly_lacking_local=1,
+        pod_method="inferred", **LEAVING_POD,
+    )  # fmt: skip
+    assert row["cause"] == Cause.LB_LAG.value and row["confidence"] == 0.5
+    assert "within one SYN interval (50 ms) past the node's measured rules lag" in row["evidence"]
