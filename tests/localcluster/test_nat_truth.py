@@ -55,7 +55,7 @@ def test_the_cluster_process_starts_the_recorder_after_real_nodes_only(
 
 
 @pytest.mark.root
-async def test_nat_truth_names_the_pod_of_served_and_refused_connections(
+async def test_nat_truth_names_the_pod_of_served_and_failed_connections(
     require_root: None, cluster_name: str, tmp_path: Path
 ) -> None:
     async with FullCluster(config(cluster_name, 2.0), tmp_path) as cluster:
@@ -76,8 +76,10 @@ async def test_nat_truth_names_the_pod_of_served_and_refused_connections(
         reached = follow(state, request, int(float(r["t"]) * 1e9))
         named.append((r["error"], r["pod"], reached.pod))
     served = [(header, pod) for error, header, pod in named if error is None]
-    refused = [pod for error, _, pod in named if error == "refused"]
+    # refused while the Pod's address was still up, unanswered once it was gone: which of the
+    # two a connection met depends on when it came, so both count
+    failed = [pod for error, _, pod in named if error is not None]
     assert len(served) > 100, "too little traffic got through to judge the recorder"
     assert [s for s in served if s[0] != s[1]] == []
-    assert refused, "the proxies' 2 s lag should have refused some connections"
-    assert set(refused) == {victim}
+    assert failed, "the proxies' 2 s lag should have failed some connections"
+    assert set(failed) == {victim}
