@@ -66,8 +66,10 @@ from rolltrace.runner.manifests import INGRESS_HOP
 
 UNDECIDED = "undecided"
 # conntrack stamps an event when its listener reads it, after the SYN crossed the NAT; under load
-# that lags the client's connect() by milliseconds, far less than any port's reuse by a later flow
+# that lags the client's connect() by milliseconds, up to this much
 NAT_STAMP_SLACK_NS = 1_000_000_000
+# ... and never before it, but for the few ms between a caller's clock reading and its SYN
+NAT_STAMP_EARLY_NS = 10_000_000
 # the kubelet notes an exit when it reaps the process, after the kernel already reset the
 # process's connections (so after the client saw the cut); reaping takes far less than this
 EXIT_NOTE_SLACK_NS = 1_000_000_000
@@ -209,11 +211,16 @@ def _value_at(history: list[tuple[int, Any]], t: int, default: Any) -> Any:
 
 
 def _nat_in_force(choices: list[NatChoice], syn_ns: int) -> NatChoice | None:
-    """The NAT entry a SYN sent at ``syn_ns`` used: the newest one recorded by then (with the
-    recorder's stamping lag). A reused client port whose old flow still lived keeps that flow's
-    entry, since no new one was made."""
-    found = [c for c in choices if c.ts_ns <= syn_ns + NAT_STAMP_SLACK_NS]
-    return found[-1] if found else None
+    """The NAT entry a SYN sent at ``syn_ns`` used: the first one recorded from then on, within
+    the recorder's stamping lag; where none was made (a reused client port whose old flow still
+    lived keeps that flow's entry) the newest one before. Not the newest within the lag: a
+    client port can be reused by a later flow well within it (seen 209 ms later under load)."""
+    earliest = syn_ns - NAT_STAMP_EARLY_NS
+    stamped = [c for c in choices if earliest <= c.ts_ns <= syn_ns + NAT_STAMP_SLACK_NS]
+    if stamped:
+        return min(stamped, key=lambda c: c.ts_ns)
+    before = [c for c in choices if c.ts_ns < earliest]
+    return max(before, key=lambda c: c.ts_ns) if before else None
 
 
 # -- reading truth.jsonl ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from rolltrace.cli import app
 from rolltrace.scoring import (
     UNDECIDED,
     TruthState,
+    follow,
     judge,
     per_cause_scores,
     score_verdicts,
@@ -274,6 +275,18 @@ def test_a_reused_client_port_follows_the_nat_entry_in_force_at_its_syn(tmp_path
     assert truth_of(state, request(1, "refused", 13, 40012)) == ["not-ready"]
     # the same port at 11.5 s still used the 3 s entry: web-a, deleted, not accepting
     assert truth_of(state, request(2, "refused", 11.5, 40012)) == ["endpoint-lag"]
+
+
+def test_a_port_reused_within_the_stamping_lag_keeps_each_flow_apart(tmp_path: Path) -> None:
+    """Seen under load: a client port reused 209 ms after its first flow, well within the lag
+    the recorder's stamps may have. Each SYN takes the first entry stamped from its time on."""
+    truth = cluster().nat(5.0, 40015, NODE1, POD_A).nat(5.2, 40015, NODE2, POD_B)
+    state = truth.state(tmp_path)
+    first, again = request(1, "ok", 5.0, 40015), request(2, "ok", 5.2, 40015)
+    assert follow(state, first, int(5.0 * S)).pod == "web-a"
+    assert follow(state, again, int(5.2 * S)).pod == "web-b"
+    # a stamp a few ms after the caller's clock reading is still its SYN's
+    assert follow(state, again, int(5.195 * S)).pod == "web-b"
 
 
 def test_a_recycled_pod_ip_names_the_pod_that_held_it_at_the_syn(tmp_path: Path) -> None:
