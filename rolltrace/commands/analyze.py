@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,6 +89,9 @@ def analyze(
 
     Exit 0 when every budget holds, 1 when one is exceeded, 2 when the run is unusable.
     """
+    # the analysis does no linear algebra worth a thread pool, and OpenBLAS's threads (one per
+    # core, started as numpy loads) spin after each of its small calls; a user's setting stands
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # imported here, not at the top: the pipeline (pandas, pyarrow, scapy) must not load for
     # `rolltrace --help`
     from analyzer.pipeline import analyze
