@@ -686,7 +686,8 @@ def test_a_new_local_endpoint_only_possibly_counts_within_the_measured_lags_spre
     state = attribution.cluster_state_at(times, endpoints, spread)
     assert state["nodes_lacking_local"].tolist() == [1, 0, 0]
     assert state["nodes_possibly_lacking_local"].tolist() == [1, 1, 0]
-    unmeasured = replace(spread, rules_lag_by_node_ms={})  # the run's lag already holds it
+    # a node whose lag was not measured takes the run's, which already holds one SYN interval
+    unmeasured = replace(spread, rules_lag_by_node_ms={}, rules_lag_ms=100.0)
     state = attribution.cluster_state_at(times, endpoints, unmeasured)
     assert state["nodes_possibly_lacking_local"].tolist() == state["nodes_lacking_local"].tolist()
     row = decide_one(
