@@ -60,6 +60,7 @@ DRAIN_S = 6.0  # the deregistration delay: longer than the slow request
 # Longer than a reconcile takes, so a removal seen within it was not left to the next health
 # round (or to the reconcile's retry, 1 s).
 HC_INTERVAL_S = 2.0
+SETTLE_S = 0.5  # a programming in flight lands within it
 
 
 def _config(name: str, targets: str) -> ClusterConfig:
@@ -79,17 +80,34 @@ def _healthy(target: str) -> Callable[[dict[str, Any]], bool]:
     return lambda r: r["event"] == "lb-health-changed" and r["target"] == target and r["healthy"]
 
 
+def _active_targets(cluster: ManualCluster) -> list[str]:
+    """The targets nginx serves now: the last ``lb-targets-changed`` record's (each is written
+    once nginx has switched)."""
+    changes = [r for r in cluster.truth() if r["event"] == "lb-targets-changed"]
+    return changes[-1]["targets"] if changes else []
+
+
 async def _serving(cluster: ManualCluster) -> str:
-    """Two keep-alive Pods behind the LB; returns the external IP once both are healthy."""
+    """Two keep-alive Pods behind the LB; returns the external IP once nginx serves both.
+
+    Not the first record that lists both: with no target healthy yet the LB fails open to all
+    registered ones, and a Pod found healthy first then narrows the set until the other's
+    check passes. So: both healthy, and the last record lists both, still after a moment, by
+    which time a programming begun before the second check has landed (a reload takes ~0.1 s).
+    """
     for i in range(2):
         await cluster.add_pod(f"web-{i}", i, script=KEEPALIVE_POD_SERVER)
     vip = await cluster.create_service("Cluster")
     for name in ("web-0", "web-1") if cluster.config.lb.targets == "pods" else ("node-1", "node-2"):
         await cluster.wait_truth(_healthy(name), 5)
-    await cluster.wait_truth(  # recorded once nginx has switched to the new targets
-        lambda r: r["event"] == "lb-targets-changed" and len(r["targets"]) == 2, 5
-    )
-    return vip
+    deadline = time.monotonic() + HC_INTERVAL_S + 5
+    while time.monotonic() < deadline:
+        if len(_active_targets(cluster)) == 2:
+            await asyncio.sleep(SETTLE_S)
+            if len(_active_targets(cluster)) == 2:
+                return vip
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nginx never served both targets: {_active_targets(cluster)}")
 
 
 def _hop_log(cluster: ManualCluster) -> list[dict[str, Any]]:
