@@ -39,6 +39,10 @@ import pandas as pd
 
 from analyzer.schema import ErrorKind, PodMatch
 
+#: Each ``PodMatch`` text once, as Python objects: a code per request picks its value.
+_POD_MATCHES = np.array([m.value for m in PodMatch], dtype=object)
+_POD_MATCH_CODE = {m: code for code, m in enumerate(PodMatch)}
+
 # A request's start is taken on the client before connect() sends the SYN that the capture sees
 SYN_AFTER_START_SLACK_NS = 200_000_000
 # Node SYN after the client SYN: LB + kube-proxy forwarding, or a SYN retransmission that got through
@@ -550,13 +554,14 @@ def attach_pods(
         # a connection reaches one Pod: a Pod named on any response of it names it for all
         header = header.groupby(requests["conn_id"]).transform("first")
     pod = header.copy()
-    # the methods as Python objects, made text once: each masked assignment to a text column
-    # would rebuild its million rows
-    method = np.full(len(requests), PodMatch.NONE.value, dtype=object)
-    method[header.notna().to_numpy()] = PodMatch.HEADER.value
+    # the methods as codes into _POD_MATCHES, made text once at the end: each masked
+    # assignment to a text column would rebuild its million rows, and a text fill makes a
+    # string object per row
+    method = np.full(len(requests), _POD_MATCH_CODE[PodMatch.NONE], dtype=np.int8)
+    method[header.notna().to_numpy()] = _POD_MATCH_CODE[PodMatch.HEADER]
     from_node = header.isna() & node_pod.notna()
     pod[from_node] = node_pod[from_node]
-    method[from_node.to_numpy()] = PodMatch.NODE_CAPTURE.value
+    method[from_node.to_numpy()] = _POD_MATCH_CODE[PodMatch.NODE_CAPTURE]
     need = pod.isna() & (requests["error_kind"] != ErrorKind.OK.value)
     if need.any():
         ok_new = (requests["error_kind"] == ErrorKind.OK.value) & requests["conn_new"].astype(bool)
@@ -564,10 +569,12 @@ def attach_pods(
         served["t"] = requests.loc[served.index, "start_ns"]
         inferred = infer_pods(requests[need], pods, served, pod_intervals)
         pod[need] = inferred
-        method[(need & pod.notna()).to_numpy(dtype=bool, na_value=False)] = PodMatch.INFERRED.value
+        method[(need & pod.notna()).to_numpy(dtype=bool, na_value=False)] = _POD_MATCH_CODE[
+            PodMatch.INFERRED
+        ]
     # not copied: two columns of millions of strings, made here and held by no one else
     return pd.DataFrame(
-        {"pod": pod, "pod_method": pd.array(method, dtype="string")},
+        {"pod": pod, "pod_method": pd.array(_POD_MATCHES[method], dtype="string")},
         index=requests.index,
         copy=False,
     )
