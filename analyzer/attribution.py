@@ -285,6 +285,7 @@ def failure_features(
     gaps: np.ndarray | None = None,
     pod_intervals: pd.DataFrame | None = None,
     hop_facts: pd.DataFrame | None = None,
+    spans: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The facts ``decide`` looks at, one row per failed request.
 
@@ -293,6 +294,7 @@ def failure_features(
     watch's GAP markers as rows (since_ns, recv_ns). ``pod_intervals``: the ``POD_STATES``
     table (Pod state over time); without it only the first transitions of ``pods`` are known.
     ``hop_facts``: ``analyzer.hop_paths.hop_facts`` of the failures an L7 hop logged.
+    ``spans``: ``metrics.served_spans(requests)``, when the caller has it already.
     """
     failed = requests[requests["error_kind"] != ErrorKind.OK.value]
     states = joins.pod_states(failed["pod_matched"], failed["start_ns"], pods, gaps)
@@ -301,7 +303,8 @@ def failure_features(
     features["server_idle_close_ms"] = server_idle_close_ms(client_conns)
     features["aborted_busy"] = _aborted_busy_connections(features)
     served = _served(requests)
-    features = features.join(_warmup_facts(requests, failed, pods))
+    spans = metrics.served_spans(requests) if spans is None else spans
+    features = features.join(_warmup_facts(requests, failed, pods, spans))
     # the client saw the cut when the server closed (packets) or when the request ended
     start, end = _as_float(failed["start_ns"]), _as_float(failed["end_ns"])
     server_close = start + _ms(features, "server_close_ms") * 1e6
@@ -448,15 +451,17 @@ def server_idle_close_ms(client_conns: pd.DataFrame) -> float:
     return float(np.percentile(idle, 90)) if len(idle) else float("nan")
 
 
-def _warmup_facts(requests: pd.DataFrame, failed: pd.DataFrame, pods: pd.DataFrame) -> pd.DataFrame:
+def _warmup_facts(
+    requests: pd.DataFrame, failed: pd.DataFrame, pods: pd.DataFrame, spans: pd.DataFrame
+) -> pd.DataFrame:
     """Whether each failed request's Pod had answered successfully before it (it could serve:
     a later failure there is not not-ready, however recently it turned Ready) or only after it
     (it was still warming up), and the run's longest observed warm-up: Ready → first success of
-    Pods made Ready while load was running."""
-    served_ns = _as_float(failed["pod_matched"].map(metrics.first_success_ns(requests)))
+    Pods made Ready while load was running. ``spans``: ``metrics.served_spans``."""
+    served_ns = _as_float(failed["pod_matched"].map(spans["first_ns"]))
     t = failed["start_ns"].to_numpy(dtype="float64")
     load_start = int(requests["start_ns"].min()) if len(requests) else 0
-    lead = metrics.readiness_lead(pods, requests, load_start).to_numpy(dtype="float64")
+    lead = metrics.readiness_lead(pods, spans, load_start).to_numpy(dtype="float64")
     lead = lead[lead >= 0]  # negative: traffic came before the watch showed Ready
     return pd.DataFrame(
         {

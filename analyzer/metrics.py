@@ -137,22 +137,23 @@ def timing_stats(values_ms: pd.Series) -> TimingStats:
     }
 
 
-def _served(requests: pd.DataFrame) -> pd.DataFrame:
-    """Successful requests whose Pod is known, with only the two columns the timings read (a
-    boolean filter copies every column it keeps: slow over a million requests)."""
+def served_spans(requests: pd.DataFrame) -> pd.DataFrame:
+    """Per Pod (the index) that served a request: the ends (ns) of its first and last
+    successful responses, ``first_ns`` and ``last_ns``. Made once per analysis and passed
+    along: the successes of a million requests, grouped by Pod name, cost a tenth of a second
+    each time."""
     ok = (requests["error_kind"] == ErrorKind.OK.value) & requests["pod_matched"].notna()
-    return requests.loc[ok, ["pod_matched", "end_ns"]]
+    # only the two columns read: a boolean filter copies every column it keeps
+    served = requests.loc[ok, ["pod_matched", "end_ns"]]
+    ends = served.groupby("pod_matched", observed=True)["end_ns"].agg(["min", "max"])
+    return ends.rename(columns={"min": "first_ns", "max": "last_ns"}).astype("int64")
 
 
-def first_success_ns(requests: pd.DataFrame) -> pd.Series:
-    """Per Pod: the end of its first successful response (ns)."""
-    return _served(requests).groupby("pod_matched")["end_ns"].min()
-
-
-def readiness_lead(pods: pd.DataFrame, requests: pd.DataFrame, since_ns: int) -> pd.Series:
+def readiness_lead(pods: pd.DataFrame, spans: pd.DataFrame, since_ns: int) -> pd.Series:
     """Per Pod made Ready at or after ``since_ns`` (load start): Ready observed → its first
-    successful response, in ms. Negative values mean traffic arrived before the watch saw Ready."""
-    first_ok = first_success_ns(requests).astype("float64")
+    successful response (``served_spans``), in ms. Negative values mean traffic arrived before
+    the watch saw Ready."""
+    first_ok = spans["first_ns"].astype("float64")
     became_ready = pods[pods["ready_ns"].notna() & (pods["ready_ns"] >= since_ns)]
     first = lookup(became_ready["pod"], first_ok).astype("float64")
     lead = pd.Series(
@@ -260,16 +261,14 @@ def syn_interval_ms(requests: pd.DataFrame, nodes: int) -> float:
     return float(np.median(np.diff(starts))) / 1e6 * max(nodes, 1)
 
 
-def drain_duration(
-    pods: pd.DataFrame, requests: pd.DataFrame, node_conns: pd.DataFrame
-) -> pd.Series:
-    """Per deleted Pod: deletion observed → the last thing it sent (a response served, a byte
-    or a FIN on a node-captured connection), in ms — what preStop + graceful drain effectively
+def drain_duration(pods: pd.DataFrame, spans: pd.DataFrame, node_conns: pd.DataFrame) -> pd.Series:
+    """Per deleted Pod: deletion observed → the last thing it sent (its last successful
+    response, from ``served_spans``; a byte or a FIN on a node-captured connection), in ms — what preStop + graceful drain effectively
     lasted. Only the Pod's own packets count: a connection's end can be a client's ACK or
     retransmission seconds after the Pod exited, and a SYN it refused is a node still routing
     to it, not the Pod draining."""
     deleted = pods[pods["deletion_ns"].notna()].set_index("pod")["deletion_ns"].astype("int64")
-    last = [_served(requests).groupby("pod_matched")["end_ns"].max()]
+    last = [spans["last_ns"]]
     if not node_conns.empty:
         by_pod = node_conns[node_conns["pod"].notna()]
         sent = by_pod[["last_s2c_data_ns", "server_fin_ns"]].max(axis=1, skipna=True)

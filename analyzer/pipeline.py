@@ -477,13 +477,16 @@ class _Joined:
 
     ``connections`` is the whole table, or its file once it went to analysis/tables and no
     later stage reads it (no hop log): the client and node rows the stages read are kept apart,
-    and holding the whole table beside them would double what connections cost."""
+    and holding the whole table beside them would double what connections cost. ``spans``:
+    each Pod's first and last successful response (``metrics.served_spans``), which the
+    attribution and the timings both read."""
 
     connections: pd.DataFrame | Path
     client_conns: pd.DataFrame
     node_conns: pd.DataFrame
     capture_nodes: dict[str, str]
     requests: pd.DataFrame
+    spans: pd.DataFrame
 
 
 def _joins(
@@ -513,7 +516,8 @@ def _joins(
     joined = _join_requests(
         requests, client_conns, node_conns, watched.pods, watched.pod_states, through_l7_hop
     )
-    return _Joined(kept, client_conns, node_conns, capture_nodes, joined)
+    spans = metrics.served_spans(joined)
+    return _Joined(kept, client_conns, node_conns, capture_nodes, joined, spans)
 
 
 def _propagation(watched: _Watched, j: _Joined) -> pd.DataFrame:
@@ -545,8 +549,8 @@ def _timings(
     samples of no node left out and counted), drain, and the bounds the advice rests on."""
     first_start = int(j.requests["start_ns"].min()) if len(j.requests) else 0
     load_start = meta.phase("load_start") or first_start
-    lead = metrics.readiness_lead(watched.pods, j.requests, load_start)
-    drain = metrics.drain_duration(watched.pods, j.requests, j.node_conns)
+    lead = metrics.readiness_lead(watched.pods, j.spans, load_start)
+    drain = metrics.drain_duration(watched.pods, j.spans, j.node_conns)
     named, left_out = metrics.name_forwarding_nodes(
         propagation, watched.pods, set(j.capture_nodes.values())
     )
@@ -678,6 +682,7 @@ def _attribute(read: _Read, j: _Joined, propagation: pd.DataFrame) -> pd.DataFra
         watched.gaps,
         watched.pod_states,
         hop_facts,
+        j.spans,  # the hops change failures' Pods only, not the successes these come from
     )
     return attribution.decide(features, context)
 

@@ -145,7 +145,12 @@ def test_timings_readiness_lead_propagation_and_drain() -> None:
             request(2, 24.0, pod="old", end_ns=int(24.5 * S)),
         ],
     ).assign(pod_matched=lambda f: f["pod"])
-    lead = metrics.readiness_lead(pods, reqs, since_ns=5 * S)
+    spans = metrics.served_spans(reqs)
+    assert spans.to_dict("index") == {
+        "new": {"first_ns": int(18.55 * S), "last_ns": int(18.55 * S)},
+        "old": {"first_ns": int(24.5 * S), "last_ns": int(24.5 * S)},
+    }
+    lead = metrics.readiness_lead(pods, spans, since_ns=5 * S)
     assert lead.to_dict() == {"new": 550.0}
 
     leaving = metrics.endpoint_leaving_ns(pods, endpoints)
@@ -178,7 +183,7 @@ def test_timings_readiness_lead_propagation_and_drain() -> None:
     by_node = dict(zip(prop["node"], prop["propagation_ms"].round(3), strict=True))
     assert by_node == {"n1": 6900.0, "n2": 400.0, "10.1.0.13": 3000.0}
 
-    drain = metrics.drain_duration(pods, reqs, node_conns)
+    drain = metrics.drain_duration(pods, spans, node_conns)
     # the Pod's last packet is its FIN at 26 s: neither the client's late ACK nor the refused
     # SYN is the Pod draining
     assert drain.to_dict() == {"old": 6000.0}
