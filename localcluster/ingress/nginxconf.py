@@ -33,7 +33,7 @@ from typing import TypedDict
 
 from localcluster.ingress.plan import CATCH_ALL_HOST, IngressPlan, Location, Server
 from localcluster.nginxcommon import LOG_FORMAT as LOG_FORMAT  # the hops' one format, re-exported
-from localcluster.nginxcommon import NginxPaths, main_context, seconds
+from localcluster.nginxcommon import NginxPaths, keepalive_directives, main_context, seconds
 
 NEXT_UPSTREAM_CONDITIONS = frozenset(
     {"error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504",
@@ -104,11 +104,11 @@ def truth_path(paths: NginxPaths) -> Path:
 
 
 def _keepalive_directives(settings: NginxSettings) -> list[str]:
-    return [
-        f"        keepalive {settings.upstream_keepalive_connections};",
-        f"        keepalive_timeout {seconds(settings.upstream_keepalive_timeout_s)};",
-        f"        keepalive_requests {settings.upstream_keepalive_requests};",
-    ]
+    return keepalive_directives(
+        settings.upstream_keepalive_connections,
+        settings.upstream_keepalive_timeout_s,
+        settings.upstream_keepalive_requests,
+    )
 
 
 def _upstream_block(name: str, servers: tuple[str, ...], settings: NginxSettings) -> list[str]:

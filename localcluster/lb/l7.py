@@ -41,7 +41,7 @@ from pathlib import Path
 from localcluster.config import LBConfig
 from localcluster.dataplane import ip
 from localcluster.lb.rules import Frontend
-from localcluster.nginxcommon import Nginx, NginxPaths, main_context, seconds
+from localcluster.nginxcommon import Nginx, NginxPaths, keepalive_directives, main_context, seconds
 from localcluster.state import HOPS_DIR
 
 HOP = "lb"  # the hop's name: its access log is <state dir>/hops/lb.log
@@ -106,9 +106,7 @@ def _frontend_blocks(frontend: Frontend, settings: L7Settings) -> list[str]:
     return [
         f"    upstream {name} {{",
         *(f"        server {addr}:{port} max_fails=0;" for addr, port in frontend.targets),
-        f"        keepalive {KEEPALIVE_POOL};",
-        f"        keepalive_timeout {seconds(settings.idle_timeout_s)};",
-        f"        keepalive_requests {KEEPALIVE_REQUESTS};",
+        *keepalive_directives(KEEPALIVE_POOL, settings.idle_timeout_s, KEEPALIVE_REQUESTS),
         "    }",
         "    server {",
         listen,
