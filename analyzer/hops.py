@@ -10,7 +10,7 @@ access-log reader makes (``analyzer.readers.accesslog``). Pure: frames in, frame
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypedDict, overload
 
 import numpy as np
 import pandas as pd
@@ -40,8 +40,13 @@ class HopRetries(TypedDict):
     time_resolution_ms: float  # of the hop's log times
 
 
-def succeeded(status: pd.Series) -> pd.Series:
-    """The hop's client got a response that is not a server error (and did not hang up)."""
+@overload
+def succeeded(status: int) -> bool: ...
+@overload
+def succeeded(status: pd.Series) -> pd.Series: ...
+def succeeded(status: int | pd.Series) -> bool | pd.Series:
+    """The hop's client got a response that is not a server error (and did not hang up): of
+    one status, or of a column of them."""
     return (status < 500) & (status != CLIENT_CLOSED_STATUS)
 
 

@@ -52,7 +52,7 @@ import pandas as pd
 
 from analyzer.errors import TraceError
 from analyzer.events import scan_truth
-from analyzer.hops import CLIENT_CLOSED_STATUS
+from analyzer.hops import CLIENT_CLOSED_STATUS, succeeded
 from analyzer.rundir import RunPaths, read_run_meta, traffic_policy
 from analyzer.schema import (
     FAILED_ATTEMPT_OUTCOMES,
@@ -690,7 +690,7 @@ def masked_from_truth(state: TruthState) -> dict[str, dict[str, Any]]:
             first = line.attempts[0] if line.attempts else None
             if first is None or first["outcome"] not in FAILED_ATTEMPT_OUTCOMES:
                 continue
-            if line.status >= 500 or line.status == CLIENT_CLOSED_STATUS:
+            if not succeeded(line.status):
                 continue
             (_, begin, end), *_ = _attempt_times(line)
             causes[on_attempt(state, first, begin, end, None).cause] += 1
