@@ -119,7 +119,8 @@ def main_context(
 def keepalive_directives(pool: int, idle_timeout_s: float, requests: int) -> list[str]:
     """The lines of an ``upstream`` block that keep a pool of idle connections to its servers:
     at most ``pool`` per worker, each closed after ``idle_timeout_s`` idle or ``requests``
-    requests (with ``proxy_http_version 1.1`` and an empty ``Connection`` header)."""
+    requests. The pool is only used with ``proxy_http_version 1.1`` and an empty
+    ``Connection`` header, which the caller's ``http`` context sets."""
     return [
         f"        keepalive {pool};",
         f"        keepalive_timeout {seconds(idle_timeout_s)};",
