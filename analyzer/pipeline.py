@@ -30,7 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer import advice, attribution, hop_paths, hops, joins, metrics
-from analyzer.connections import ConnectionTracker, PacketOrderError, number_connections
+from analyzer.connections import (
+    ConnectionTracker,
+    PacketOrderError,
+    number_connections,
+    rows_where,
+)
 from analyzer.errors import TraceError, UnusableRunError
 from analyzer.events import (
     endpoint_membership,
@@ -501,10 +506,11 @@ def _joins(
         writer("connections", connections)
     client_names, capture_nodes = _captures_by_point(meta, set(connections["capture"].unique()))
     remote_ips = set(requests["remote_ip"].dropna().unique())
-    client_conns = connections[
-        connections["capture"].isin(client_names) & connections["server_ip"].isin(remote_ips)
-    ]
-    node_conns = connections[connections["capture"].isin(capture_nodes.keys())]
+    client_conns = rows_where(
+        connections,
+        connections["capture"].isin(client_names) & connections["server_ip"].isin(remote_ips),
+    )
+    node_conns = rows_where(connections, connections["capture"].isin(capture_nodes.keys()))
     node_conns = node_conns.assign(
         pod=joins.pods_by_ip(node_conns["server_ip"], node_conns["syn_ns"], watched.pods)
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer import tcp_connections
+from analyzer.connections import rows_where
 from analyzer.schema import CONNECTIONS, PACKETS, ConnectionOutcome, check_frame
 
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
@@ -169,6 +171,25 @@ def test_captures_are_kept_apart_and_empty_input() -> None:
     assert list(conns["capture"]) == ["client", "node-1"]
     empty = tcp_connections(PACKETS.empty())
     assert empty.empty and list(empty.columns) == CONNECTIONS.names
+
+
+def test_rows_where_slices_one_capture_and_filters_the_rest_as_a_mask_would() -> None:
+    """A capture's rows are one run of the table (it is ordered by capture first): they come
+    back as a slice sharing the table's columns; rows kept here and there come back as the
+    mask would give them."""
+    segs = [*handshake(0), *exchange(10)]
+    captures = ("client", "node-1", "node-2")
+    packets = pd.concat(
+        [frame(segs, client=("10.0.0.5", 40000 + i), capture=c) for c in captures for i in range(3)]
+    )
+    conns = tcp_connections(packets)
+    one_capture = conns["capture"] == "node-1"
+    sliced = rows_where(conns, one_capture)
+    pd.testing.assert_frame_equal(sliced, conns[one_capture])
+    assert np.shares_memory(sliced["syn_ns"].to_numpy(), conns["syn_ns"].to_numpy())
+    scattered = conns["client_port"] == 40001
+    pd.testing.assert_frame_equal(rows_where(conns, scattered), conns[scattered])
+    assert rows_where(conns, conns["capture"] == "node-9").empty
 
 
 END_KINDS = ["refused", "syn-timeout", "closed-by-client", "closed-by-server", "reset-by-server"]
