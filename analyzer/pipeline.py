@@ -12,10 +12,8 @@ in ``analysis/`` still describe the run's files.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +41,7 @@ from analyzer.events import (
     pod_state_intervals,
     scan_events,
 )
+from analyzer.memory import release_freed_memory, small_pages
 from analyzer.readers.accesslog import read_access_log
 from analyzer.readers.kubectl import EVENT_TIMES_KEY
 from analyzer.readers.pcap import (
@@ -451,29 +450,6 @@ class _StageClock:
         finally:
             release_freed_memory()
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.process_time() - started
-
-
-def release_freed_memory() -> None:
-    """Hand the pages the allocators kept after frees back to the system.
-
-    Text columns live in Arrow buffers, whose allocator (mimalloc) keeps freed pages for reuse;
-    glibc's malloc keeps the freed arrays below its mmap threshold (32 MiB at most) in its heap.
-    What a stage dropped would otherwise stay in the process's memory beside what the next
-    stage allocates: at ten million requests, gigabytes of it."""
-    pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``; None where the C library has none (musl, macOS)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    return trim
-
-
-_MALLOC_TRIM = _malloc_trim()
 
 
 @dataclass
@@ -1060,6 +1036,11 @@ def analyze(paths: RunPaths, *, write_tables: bool = True, write_summary: bool =
     replaces the tables there: they belong to an older analysis). Nothing is written with both
     off.
     """
+    with small_pages():
+        return _analyze(paths, write_tables, write_summary)
+
+
+def _analyze(paths: RunPaths, write_tables: bool, write_summary: bool) -> Analysis:
     writer = _TableWriter(paths) if write_tables else None
     try:
         analysis = _compute(paths, writer)
