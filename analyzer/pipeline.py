@@ -414,20 +414,14 @@ def _join_requests(
     through_l7_hop: bool = False,
 ) -> pd.DataFrame:
     """requests + ``conn_key`` (client capture), ``node_conn_key``, ``pod_matched``, ``pod_method``
-    (``through_l7_hop``: as ``joins.attach_pods``)."""
+    (``through_l7_hop``: as ``joins.attach_pods``); ``node_conns`` carry their ``pod``."""
     conn_key = joins.request_connections(requests, client_conns)
     node_key_by_client = joins.node_connections_for(client_conns, node_conns)
     node_key_by_client.index = client_conns["conn_key"].to_numpy()
     node_key = joins.lookup(conn_key, node_key_by_client.dropna()).astype("Int64")
-    node_info = node_conns.set_index("conn_key")
-    node_pod = pd.Series(pd.NA, index=requests.index, dtype="string")
-    if not node_info.empty and node_key.notna().any():
-        node_pod = joins.pods_by_ip(
-            joins.lookup(node_key, node_info["server_ip"]),
-            joins.lookup(node_key, node_info["syn_ns"]),
-            pods,
-        )
-    del node_info, node_key_by_client
+    # each node connection's Pod was found once (``_joins``): a request takes its connection's
+    node_pod = joins.lookup(node_key, node_conns.set_index("conn_key")["pod"])
+    del node_key_by_client
     release_freed_memory()  # the connection joins' frames, before the Pods are attached
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
     matched = joins.attach_pods(joined, node_pod, pods, pod_states, through_l7_hop)
