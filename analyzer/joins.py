@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from analyzer.schema import ErrorKind, PodMatch
@@ -80,7 +81,7 @@ def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
         missing = np.nan if floats else pd.NA
         empty: pd.Series = pd.Series(missing, index=keys.index, dtype=_nullable(table.dtype))
         return empty
-    pos = pd.Index(table.index).get_indexer(pd.Index(keys.to_numpy()))
+    pos = _positions(pd.Index(table.index), keys)
     found = pos >= 0
     if isinstance(table.dtype, pd.api.extensions.ExtensionDtype):
         # taken where they are held, NA where absent: through numpy, a text column would be
@@ -96,6 +97,28 @@ def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
         out = out.astype(_nullable(table.dtype))
         out[~found] = pd.NA
     return out
+
+
+def _positions(index: pd.Index, keys: pd.Series) -> npt.NDArray[np.intp]:
+    """Each key's position in ``index`` (unique), -1 where absent or NA. Integer keys are
+    looked up as integers (a nullable column through numpy would be Python objects, hashed one
+    by one), and into an index of consecutive integers (connection keys: a capture's rows are
+    one run of them) by arithmetic, without a hash table."""
+    if not (pd.api.types.is_integer_dtype(keys.dtype) and pd.api.types.is_integer_dtype(index)):
+        return index.get_indexer(pd.Index(keys.to_numpy()))
+    present = keys.notna().to_numpy()
+    values = keys.to_numpy(dtype=np.int64, na_value=0)
+    consecutive = (
+        len(index) > 0
+        and index.is_monotonic_increasing
+        and int(index[-1]) - int(index[0]) + 1 == len(index)
+    )
+    if consecutive:
+        pos = values - int(index[0])
+        present = present & (pos >= 0) & (pos < len(index))
+    else:
+        pos = index.get_indexer(pd.Index(values))
+    return np.where(present, pos, -1).astype(np.intp)
 
 
 def _nullable(dtype: Any) -> Any:

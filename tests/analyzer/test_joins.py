@@ -423,3 +423,27 @@ def test_a_refusal_with_no_evidence_points_at_a_pod_down_without_deletion() -> N
     )
     inferred = joins.infer_pods(failed, pods, None, states)
     assert inferred.iloc[0] == "a" and pd.isna(inferred.iloc[1])
+
+
+def test_lookup_gives_the_same_values_by_arithmetic_hash_and_text() -> None:
+    """Integer keys into consecutive integers (connection keys), into scattered integers and
+    text keys all give ``table[key]`` with NA for missing and out-of-range keys, and keep the
+    table's dtype."""
+    keys = pd.Series([12, pd.NA, 10, 99, 11, 9, 12], dtype="Int64")
+    consecutive = pd.Series([100, 110, 120], index=[10, 11, 12], dtype="int64")
+    scattered = pd.Series([100, 110, 120], index=[10, 11, 7], dtype="int64")
+    expect_consecutive = pd.Series([120, pd.NA, 100, pd.NA, 110, pd.NA, 120], dtype="Int64")
+    expect_scattered = pd.Series([pd.NA, pd.NA, 100, pd.NA, 110, pd.NA, pd.NA], dtype="Int64")
+    pd.testing.assert_series_equal(joins.lookup(keys, consecutive), expect_consecutive)
+    pd.testing.assert_series_equal(joins.lookup(keys, scattered), expect_scattered)
+    texts = pd.Series(["a", "b", "c"], index=[10, 11, 12], dtype="string")
+    got = joins.lookup(keys, texts)
+    assert got.dtype == "string"
+    assert got.tolist() == ["c", pd.NA, "a", pd.NA, "b", pd.NA, "c"]
+    names = pd.Series(["web-1", None, "web-0"], dtype="string")
+    by_name = pd.Series([3, 4], index=["web-0", "web-1"], dtype="int64")
+    assert joins.lookup(names, by_name).tolist() == [4, pd.NA, 3]
+    plain = pd.Series([11, 12], dtype="int64")  # numpy integers, none missing: dtype kept
+    pd.testing.assert_series_equal(
+        joins.lookup(plain, consecutive), pd.Series([110, 120], dtype="int64")
+    )
