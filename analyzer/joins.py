@@ -557,6 +557,18 @@ def infer_pods(
     return out
 
 
+def _first_per_connection(texts: pd.Series, conn_id: pd.Series) -> pd.Series:
+    """Each row's connection's first text that is not NA, as
+    ``texts.groupby(conn_id).transform("first")`` gives it, grouped as integer codes: a
+    groupby of a million texts costs twice as much (0.19 against 0.09 s)."""
+    codes, uniques = pd.factorize(texts)
+    as_float = pd.Series(np.where(codes >= 0, codes, np.nan))  # NaN: what "first" skips
+    first = as_float.groupby(conn_id.to_numpy()).transform("first").to_numpy()
+    taken = np.where(np.isnan(first), -1, first).astype(np.int64)
+    names = pd.array(np.asarray(uniques, dtype=object), dtype="string").take(taken, allow_fill=True)
+    return pd.Series(names, index=texts.index, name=texts.name)
+
+
 def attach_pods(
     requests: pd.DataFrame,
     node_pod: pd.Series,
@@ -575,7 +587,7 @@ def attach_pods(
     header = requests["pod"].astype("string")
     if not through_l7_hop:
         # a connection reaches one Pod: a Pod named on any response of it names it for all
-        header = header.groupby(requests["conn_id"]).transform("first")
+        header = _first_per_connection(header, requests["conn_id"])
     pod = header.copy()
     # the methods as codes into _POD_MATCHES, made text once at the end: each masked
     # assignment to a text column would rebuild its million rows, and a text fill makes a

@@ -447,3 +447,18 @@ def test_lookup_gives_the_same_values_by_arithmetic_hash_and_text() -> None:
     pd.testing.assert_series_equal(
         joins.lookup(plain, consecutive), pd.Series([110, 120], dtype="int64")
     )
+
+
+def test_first_pod_per_connection_is_what_a_groupby_first_gives() -> None:
+    """Every request of a connection carries the connection's first Pod header, a connection
+    whose responses named none gets NA, and a request without a connection keeps NA."""
+    rng = np.random.default_rng(7)
+    n = 5_000
+    names = np.array(["web-0", "web-1", "web-2", None], dtype=object)
+    header = pd.Series(pd.array(names[rng.integers(0, 4, n)], dtype="string"))
+    conn_id = pd.Series(pd.array(rng.integers(0, 900, n), dtype="Int64"))
+    conn_id[rng.random(n) < 0.05] = pd.NA
+    expected = header.groupby(conn_id).transform("first")
+    got = joins._first_per_connection(header, conn_id)
+    pd.testing.assert_series_equal(got, expected)
+    assert got[conn_id.isna()].isna().all()
