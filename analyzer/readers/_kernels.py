@@ -339,3 +339,34 @@ def mark_copies(
             earlier = chain[earlier % lookback]
         chain[row % lookback], chain_digests[row % lookback] = heads[bucket], digest
         heads[bucket] = row
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: Fibonacci hashing
+
+
+@compiled
+def number_values(values: I64, slots: I64, bits: int, numbered: I64, codes: I64) -> int:
+    """Number ``values`` in order of first appearance, as ``pd.factorize`` does: ``codes[i]``
+    is the number of ``values[i]`` and ``numbered[c]`` the value numbered ``c``; returns how
+    many there are. ``slots`` is the hash table: ``2**bits`` entries, at least twice as many as
+    ``values``, all -1 (free); an entry holds a number. A capture point's packets carry a few
+    dozen addresses, so the probes stay in the cache, where a general hash table's do not."""
+    mask = len(slots) - 1
+    shift = np.uint64(64 - bits)
+    count = 0
+    for i in range(len(values)):
+        value = values[i]
+        slot = np.int64((np.uint64(value) * _GOLDEN) >> shift)
+        while True:
+            number = slots[slot]
+            if number < 0:
+                slots[slot] = count
+                numbered[count] = value
+                codes[i] = count
+                count += 1
+                break
+            if numbered[number] == value:
+                codes[i] = number
+                break
+            slot = (slot + 1) & mask
+    return count

