@@ -409,10 +409,12 @@ def _table(ours: Ours, others: list[Result], file_size: int) -> str:
 
 
 def _write_doc(table: str, packets: int, command: str) -> None:
-    load = os.getloadavg()[0]
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    # the bench keeps one core busy itself; more than the cores means other work shared them
+    shared = ": other work shared the machine" if load > cores else ""
     host = (
-        f"{platform.machine()}, {os.cpu_count()} cores (1-minute load average {load:.1f} at the "
-        f"end: other work shared the machine), Python {platform.python_version()}"
+        f"{platform.machine()}, {cores} cores (1-minute load average {load:.1f} at the "
+        f"end{shared}), Python {platform.python_version()}"
     )
     section = (
         f"{SECTION}\n\n"
