@@ -4,8 +4,9 @@ A record's length says where the next record starts, so finding the frames is a 
 cannot be vectorized. In Python it cost one ``struct.unpack_from`` per record, the largest single
 share of the reader's CPU; compiled by numba it runs at memory speed. Each walk stops after
 ``limit`` records so that a caller reads a file in bounded chunks, and reports why it stopped.
-``decode_tcp`` reads each frame's headers where the link layer and IP options put them, and
-``mark_copies`` finds loopback copies with hash chains that carry from one chunk to the next.
+``decode_tcp`` reads each frame's headers where the link layer and IP options put them,
+``mark_copies`` finds loopback copies with hash chains that carry from one chunk to the next,
+and ``number_values`` numbers a chunk's address keys.
 
 The functions are compiled on first use and cached next to this module (``__pycache__``), so
 only the first process after an install (or a change of this file) pays the compilation.
