@@ -292,8 +292,8 @@ def number_connections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def rows_where(connections: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
     """``connections[keep]``, as a slice of the table when the rows kept are one run, which a
     capture's rows are (CONNECTIONS is ordered by capture first): a slice shares the columns,
-    where a mask copies each of them, the text ones string by string (0.4 s for the client
-    rows of the 1M-request bench)."""
+    where a mask copies each of them, the text ones string by string (for the 1M-request
+    bench's client and node rows, the joins stage took 0.28 s of CPU less)."""
     kept = np.flatnonzero(keep.to_numpy(dtype=bool))
     if len(kept) and kept[-1] - kept[0] + 1 == len(kept):
         return connections.iloc[kept[0] : kept[-1] + 1]

@@ -39,8 +39,8 @@ def small_pages() -> Iterator[None]:
     mimalloc and numpy ask for huge pages (``MADV_HUGEPAGE``) for their large blocks, and the
     analysis frees and takes memory all the time, handing it back between stages: each first
     touch of a huge page zeroes 2 MiB, mostly for the few kilobytes used before it goes back.
-    In the 1M-request bench, a third of the system time was that zeroing. With 4 KiB pages
-    there are more faults, each far cheaper: 0.3 s less CPU in all, and a lower peak."""
+    In the 1M-request bench that zeroing was 13.6 % of all cycles. With 4 KiB pages there
+    are more faults, each far cheaper: 0.3 s less CPU in all, and a lower peak."""
     prctl = _PRCTL
     if prctl is None or prctl(_PR_GET_THP_DISABLE, 0, 0, 0, 0) != 0:
         yield  # no prctl, or the process already has them off (or it cannot tell)

@@ -45,6 +45,7 @@ from analyzer.memory import release_freed_memory, small_pages
 from analyzer.readers.accesslog import read_access_log
 from analyzer.readers.kubectl import EVENT_TIMES_KEY
 from analyzer.readers.pcap import (
+    PACKETS_TEXT,
     PacketChunk,
     iter_packet_chunks,
     packets_parquet_metadata,
@@ -420,7 +421,7 @@ def _join_requests(
     node_key_by_client.index = client_conns["conn_key"].to_numpy()
     node_key = joins.lookup(conn_key, node_key_by_client.dropna()).astype("Int64")
     # each node connection's Pod was found once (``_joins``): a request takes its connection's
-    node_pod = joins.lookup(node_key, node_conns.set_index("conn_key")["pod"])
+    node_pod = joins.lookup(node_key, node_conns["pod"].set_axis(node_conns["conn_key"]))
     del node_key_by_client
     release_freed_memory()  # the connection joins' frames, before the Pods are attached
     joined = requests.assign(conn_key=conn_key, node_conn_key=node_key)
@@ -920,14 +921,11 @@ class _TableWriter:
 #: encoder's block flush was the largest share). Statistics only for the time, the one column
 #: a reader filters row groups by.
 _PACKETS_ENCODING: dict[str, Any] = {
-    "use_dictionary": ["capture", "src", "dst"],
+    "use_dictionary": list(PACKETS_TEXT),
     "column_encoding": dict.fromkeys(
-        [name for name in PACKETS.names if name not in ("capture", "src", "dst")],
-        "BYTE_STREAM_SPLIT",
+        [name for name in PACKETS.names if name not in PACKETS_TEXT], "BYTE_STREAM_SPLIT"
     ),
-    "compression": {
-        name: "none" if name in ("capture", "src", "dst") else "lz4" for name in PACKETS.names
-    },
+    "compression": {name: "none" if name in PACKETS_TEXT else "lz4" for name in PACKETS.names},
     "write_statistics": ["ts_ns"],
 }
 

@@ -137,7 +137,7 @@ def _addresses(fields: I64, buf: U8, records: Records, rows: I64) -> tuple[I64, 
 
 def _numbered(values: I64) -> tuple[I64, I64]:
     """``pd.factorize(values)`` (codes in order of first appearance, then the distinct values),
-    compiled: 2M address keys in 10 ms instead of 40."""
+    compiled: the addresses of the ingest bench's million packets in 22 ms instead of 55."""
     bits = max(4, (2 * len(values) - 1).bit_length())  # a table at most half full
     slots = np.full(1 << bits, -1, dtype=np.int64)
     numbered, codes = np.empty(len(values), np.int64), np.empty(len(values), np.int64)
@@ -451,6 +451,11 @@ class PacketChunk:
         )
 
 
+#: The PACKETS text columns (capture, addresses): Arrow dictionaries in ``PacketChunk.arrow``,
+#: dictionary-encoded in packets.parquet.
+PACKETS_TEXT = tuple(column.name for column in PACKETS.columns if column.dtype == "string")
+
+
 @cache
 def _packets_arrow_schema() -> pa.Schema:
     """``PacketChunk.arrow``'s schema: text as dictionaries, and each column nullable only if
@@ -460,7 +465,7 @@ def _packets_arrow_schema() -> pa.Schema:
     return pa.schema(
         pa.field(
             column.name,
-            text if column.name in ("capture", "src", "dst") else pa.int64(),
+            text if column.name in PACKETS_TEXT else pa.int64(),
             nullable=column.nullable,
         )
         for column in PACKETS.columns
